@@ -1,0 +1,1 @@
+//! The welcome email: transport, rendering and the admin's first-access secret.

@@ -1,0 +1,1 @@
+//! Xendit Customers API client and a local fake of it.
