@@ -1,7 +1,32 @@
-//! `onboard`: onboards business clients of a payments platform from RabbitMQ commands.
+//! `onboard`: onboards business clients of a payments platform from RabbitMQ commands, as a
+//! durable saga over PostgreSQL with events published through a transactional outbox.
 //!
-//! (Layout section is written with the spine; see README.)
+//! # Layout (follow a message)
+//!
+//! - [`broker`]: connect (automatic recovery), declare the topology, publish with confirms.
+//! - [`worker`]: consume with bounded concurrency; per delivery, [`worker::pipeline`] parses,
+//!   runs the handler, and acks, or [`worker::failure`] sends it to a delay queue or the
+//!   dead-letter queue.
+//! - [`messages`]: the contract: command parsing and schema checks, event and reply envelopes,
+//!   the error table.
+//! - [`handlers`]: one file per command; each decides inside one transaction.
+//! - [`domain`]: business rules as plain functions (client code, PSP choice, lifecycle).
+//! - [`store`]: all SQL (inbox, outbox, clients, sagas) and the embedded migrations.
+//! - [`outbox`]: the relay that publishes what handlers wrote, after commit.
+//! - [`xendit`], [`email`]: the outside world of the saga's later steps.
+//! - [`http`], [`telemetry`], [`configuration`]: operating it.
+//! - [`ops`]: operator tools behind the CLI (publishing commands, ...).
 
+pub mod broker;
+pub mod configuration;
 pub mod domain;
 pub mod email;
+pub mod handlers;
+pub mod http;
+pub mod messages;
+pub mod ops;
+pub mod outbox;
+pub mod store;
+pub mod telemetry;
+pub mod worker;
 pub mod xendit;

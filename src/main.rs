@@ -1,1 +1,131 @@
-fn main() {}
+//! The `onboard` binary: a thin command line over the library.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use onboard::configuration::Settings;
+use onboard::worker::{Hooks, Worker};
+use onboard::{ops, store, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "onboard",
+    version,
+    about = "Onboards business clients from RabbitMQ commands"
+)]
+struct Cli {
+    /// Settings file layered over the defaults (environment variables ONBOARD__* override both).
+    #[arg(long, global = true, env = "ONBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the worker until SIGTERM or SIGINT, then drain.
+    Worker,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Publish one command from a file (or - for stdin) and optionally wait for its outcome.
+    Publish {
+        /// A body, an envelope {"type","message_id","correlation_id","body"}, or raw bytes.
+        file: String,
+        /// Routing key (command type); default: the envelope's type, else client.create.
+        #[arg(long = "type")]
+        command_type: Option<String>,
+        /// AMQP message_id; a fresh UUID unless given. --message-id "" sends none.
+        #[arg(long)]
+        message_id: Option<String>,
+        #[arg(long)]
+        correlation_id: Option<String>,
+        /// Wait up to this many seconds for the events it causes and its reply, and print them.
+        #[arg(long)]
+        wait: Option<u64>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    telemetry::init(&settings.log);
+    match cli.command {
+        Command::Worker => run_worker(settings).await,
+        Command::Migrate => {
+            let pool = store::pool(&settings.database)?;
+            store::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Publish {
+            file,
+            command_type,
+            message_id,
+            correlation_id,
+            wait,
+        } => {
+            let raw = if file == "-" {
+                let mut buf = Vec::new();
+                std::io::stdin().read_to_end(&mut buf)?;
+                buf
+            } else {
+                std::fs::read(&file)?
+            };
+            let req = ops::publish::Request {
+                command_type,
+                message_id,
+                correlation_id,
+                wait,
+            };
+            let published = ops::publish::publish(&settings, &raw, req).await?;
+            println!(
+                "published {} message_id={} correlation_id={}",
+                published.command_type,
+                published.message_id.as_deref().unwrap_or("(none)"),
+                published.correlation_id
+            );
+            for (kind, kind_type, status, body) in &published.received {
+                let status = status
+                    .as_ref()
+                    .map(|s| format!(" status={s}"))
+                    .unwrap_or_default();
+                println!("  <- {kind} {kind_type}{status}");
+                println!("{}", indent(&serde_json::to_string_pretty(body)?));
+            }
+            if wait.is_some() && published.received.is_empty() {
+                println!("  (nothing arrived in time: is the worker running?)");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("     {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn run_worker(settings: Settings) -> anyhow::Result<()> {
+    let worker = Worker::start(settings, Hooks::default()).await?;
+    let shutdown = worker.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; draining");
+        shutdown.cancel();
+    });
+    // Exits non-zero when the broker connection is lost for good, so a supervisor restarts it.
+    worker.wait().await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

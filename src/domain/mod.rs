@@ -1,1 +1,12 @@
-//! Business rules as plain functions over plain data.
+//! Business rules as plain functions over plain data: no broker, no database. Handlers call
+//! these and keep I/O at the edges.
+
+pub mod client;
+pub mod client_code;
+pub mod new_client;
+pub mod psp;
+
+pub use client::{AdminUser, Client};
+pub use client_code::client_code;
+pub use new_client::{Email, NewClient};
+pub use psp::{PspCandidate, choose_psp};

@@ -1,0 +1,129 @@
+//! AMQP headers to and from JSON, and the headers this service adds.
+
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use serde_json::{Map, Value};
+
+/// Delayed retries already made.
+pub const ATTEMPT: &str = "x-onboard-attempt";
+/// Why the last attempt failed.
+pub const LAST_ERROR: &str = "x-onboard-last-error";
+/// When the message first failed (kept across retries).
+pub const FIRST_FAILED_AT: &str = "x-onboard-first-failed-at";
+/// Why a message was dead-lettered.
+pub const REASON: &str = "x-onboard-reason";
+/// `rejected` (malformed) or `retries_exhausted`.
+pub const FAILURE: &str = "x-onboard-failure";
+/// When it was dead-lettered.
+pub const DEAD_LETTERED_AT: &str = "x-onboard-dead-lettered-at";
+/// The routing key (command type) it was published with.
+pub const ROUTING_KEY: &str = "x-onboard-routing-key";
+/// How often operators replayed it.
+pub const REPLAYS: &str = "x-onboard-replays";
+/// W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+
+pub fn string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value.as_bytes().to_vec()))
+}
+
+/// JSON scalars to AMQP values (objects and arrays as JSON text).
+pub fn from_json(map: &Map<String, Value>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (k, v) in map {
+        let value = match v {
+            Value::String(s) => string(s),
+            Value::Bool(b) => AMQPValue::Boolean(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => AMQPValue::LongLongInt(i),
+                None => AMQPValue::Double(n.as_f64().unwrap_or_default()),
+            },
+            Value::Null => AMQPValue::Void,
+            other => string(&other.to_string()),
+        };
+        table.insert(k.as_str().into(), value);
+    }
+    table
+}
+
+/// An AMQP value as JSON, for inspection and tests.
+pub fn to_json(value: &AMQPValue) -> Value {
+    match value {
+        AMQPValue::Boolean(b) => Value::Bool(*b),
+        AMQPValue::ShortShortInt(i) => (*i).into(),
+        AMQPValue::ShortShortUInt(i) => (*i).into(),
+        AMQPValue::ShortInt(i) => (*i).into(),
+        AMQPValue::ShortUInt(i) => (*i).into(),
+        AMQPValue::LongInt(i) => (*i).into(),
+        AMQPValue::LongUInt(i) => (*i).into(),
+        AMQPValue::LongLongInt(i) => (*i).into(),
+        AMQPValue::Timestamp(t) => (*t).into(),
+        AMQPValue::Float(f) => (*f as f64).into(),
+        AMQPValue::Double(f) => (*f).into(),
+        AMQPValue::ShortString(s) => s.as_str().into(),
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into(),
+        AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(to_json).collect()),
+        AMQPValue::FieldTable(t) => Value::Object(table_to_json(t)),
+        AMQPValue::ByteArray(b) => String::from_utf8_lossy(b.as_slice()).into(),
+        AMQPValue::DecimalValue(d) => format!("{d:?}").into(),
+        AMQPValue::Void => Value::Null,
+    }
+}
+
+pub fn table_to_json(table: &FieldTable) -> Map<String, Value> {
+    table
+        .inner()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), to_json(v)))
+        .collect()
+}
+
+/// A header as text, whatever AMQP type the publisher chose.
+pub fn get_str(table: Option<&FieldTable>, key: &str) -> Option<String> {
+    match to_json(table?.inner().get(key)?) {
+        Value::String(s) => Some(s),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// A header as a non-negative number, whatever integer type (or text) the publisher chose.
+pub fn get_u32(table: Option<&FieldTable>, key: &str) -> Option<u32> {
+    match to_json(table?.inner().get(key)?) {
+        Value::Number(n) => n.as_u64().and_then(|v| u32::try_from(v).ok()),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn numbers_and_strings_round_trip_and_read_back_typed() {
+        let map = json!({"status": 201, "traceparent": "00-x", "ok": true})
+            .as_object()
+            .unwrap()
+            .clone();
+        let table = from_json(&map);
+        assert_eq!(table_to_json(&table), map);
+        assert_eq!(get_u32(Some(&table), "status"), Some(201));
+        assert_eq!(
+            get_str(Some(&table), "traceparent").as_deref(),
+            Some("00-x")
+        );
+        assert_eq!(get_u32(Some(&table), "missing"), None);
+    }
+
+    #[test]
+    fn attempt_counters_are_read_from_any_integer_type_or_text() {
+        let mut t = FieldTable::default();
+        t.insert(ATTEMPT.into(), AMQPValue::ShortShortUInt(3));
+        assert_eq!(get_u32(Some(&t), ATTEMPT), Some(3));
+        t.insert(ATTEMPT.into(), string("7"));
+        assert_eq!(get_u32(Some(&t), ATTEMPT), Some(7));
+        t.insert(ATTEMPT.into(), AMQPValue::LongLongInt(-1));
+        assert_eq!(get_u32(Some(&t), ATTEMPT), None);
+    }
+}

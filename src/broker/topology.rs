@@ -1,0 +1,228 @@
+//! Exchanges and queues, declared idempotently at every start (same arguments, no change).
+//!
+//! ```text
+//! <p>.commands (topic) ──#──> <p>.commands (quorum; delivery limit; DLX <p>.dead)
+//! <p>.retry.<ms> (fanout) ──> <p>.retry.<ms> (TTL <ms>; DLX <p>.commands, routing key kept)
+//! <p>.dead (fanout) ──> <p>.dead (dead letters, for operators)
+//! <p>.events (topic; alternate exchange <p>.events.unrouted) ──> subscribers
+//! ```
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ExchangeKind};
+
+use crate::configuration::Settings;
+
+/// Every name the worker uses, derived from the configured prefix.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub prefix: String,
+    pub commands_exchange: String,
+    pub commands_queue: String,
+    pub dead_exchange: String,
+    pub dead_queue: String,
+    pub events_exchange: String,
+    pub unrouted_events: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Names {
+        Names {
+            prefix: prefix.to_string(),
+            commands_exchange: format!("{prefix}.commands"),
+            commands_queue: format!("{prefix}.commands"),
+            dead_exchange: format!("{prefix}.dead"),
+            dead_queue: format!("{prefix}.dead"),
+            events_exchange: format!("{prefix}.events"),
+            unrouted_events: format!("{prefix}.events.unrouted"),
+        }
+    }
+
+    /// The exchange and queue of one retry delay.
+    pub fn retry(&self, delay_ms: u64) -> String {
+        format!("{}.retry.{delay_ms}", self.prefix)
+    }
+}
+
+fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}
+
+fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in entries {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+fn durable() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+/// Declares the whole topology. A queue that exists with other arguments makes the broker
+/// close the channel with PRECONDITION_FAILED; the error then names the queue.
+pub async fn declare(channel: &Channel, settings: &Settings) -> Result<Names, TopologyError> {
+    let names = Names::new(&settings.broker.prefix);
+    let at = |what: &str| {
+        let what = what.to_string();
+        move |source| TopologyError { what, source }
+    };
+
+    channel
+        .exchange_declare(
+            names.commands_exchange.as_str().into(),
+            ExchangeKind::Topic,
+            durable(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(at(&format!("exchange {}", names.commands_exchange)))?;
+    channel
+        .exchange_declare(
+            names.dead_exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            durable(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(at(&format!("exchange {}", names.dead_exchange)))?;
+    channel
+        .exchange_declare(
+            names.unrouted_events.as_str().into(),
+            ExchangeKind::Fanout,
+            durable(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(at(&format!("exchange {}", names.unrouted_events)))?;
+    // Events nobody subscribed to yet are kept in <p>.events.unrouted instead of vanishing.
+    channel
+        .exchange_declare(
+            names.events_exchange.as_str().into(),
+            ExchangeKind::Topic,
+            durable(),
+            table(&[("alternate-exchange", long(&names.unrouted_events))]),
+        )
+        .await
+        .map_err(at(&format!("exchange {}", names.events_exchange)))?;
+
+    let queue = |name: &str, args: FieldTable| {
+        let name = name.to_string();
+        async move {
+            channel
+                .queue_declare(
+                    name.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    args,
+                )
+                .await
+                .map_err(|source| TopologyError {
+                    what: format!("queue {name}"),
+                    source,
+                })
+        }
+    };
+    let bind = |queue: &str, exchange: &str, key: &str| {
+        let (queue, exchange, key) = (queue.to_string(), exchange.to_string(), key.to_string());
+        async move {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|source| TopologyError {
+                    what: format!("binding {exchange} -> {queue}"),
+                    source,
+                })
+        }
+    };
+
+    // Quorum: replicated, and it counts deliveries, so a message that kills the worker every
+    // time is dead-lettered by the broker after `delivery_limit` tries instead of looping.
+    // at-least-once dead-lettering (which needs reject-publish overflow) never drops it.
+    queue(
+        &names.commands_queue,
+        table(&[
+            ("x-queue-type", long("quorum")),
+            (
+                "x-delivery-limit",
+                AMQPValue::LongLongInt(settings.broker.delivery_limit as i64),
+            ),
+            ("x-dead-letter-exchange", long(&names.dead_exchange)),
+            ("x-dead-letter-strategy", long("at-least-once")),
+            ("x-overflow", long("reject-publish")),
+        ]),
+    )
+    .await?;
+    bind(&names.commands_queue, &names.commands_exchange, "#").await?;
+
+    // Dead letters sit in a classic queue: operators browse it by get-and-requeue, which on a
+    // quorum queue would count towards a delivery limit.
+    queue(
+        &names.dead_queue,
+        table(&[("x-queue-type", long("classic"))]),
+    )
+    .await?;
+    bind(&names.dead_queue, &names.dead_exchange, "").await?;
+
+    queue(
+        &names.unrouted_events,
+        table(&[
+            ("x-queue-type", long("classic")),
+            ("x-max-length", AMQPValue::LongLongInt(100_000)),
+        ]),
+    )
+    .await?;
+    bind(&names.unrouted_events, &names.unrouted_events, "").await?;
+
+    let mut delays = settings.retry.delays_ms.clone();
+    delays.sort_unstable();
+    delays.dedup();
+    for delay in delays {
+        let name = names.retry(delay);
+        channel
+            .exchange_declare(
+                name.as_str().into(),
+                ExchangeKind::Fanout,
+                durable(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(at(&format!("exchange {name}")))?;
+        // No consumer: messages wait out the TTL, then the broker dead-letters them back to
+        // the commands exchange with their original routing key.
+        queue(
+            &name,
+            table(&[
+                ("x-queue-type", long("classic")),
+                ("x-message-ttl", AMQPValue::LongLongInt(delay as i64)),
+                ("x-dead-letter-exchange", long(&names.commands_exchange)),
+            ]),
+        )
+        .await?;
+        bind(&name, &name, "").await?;
+    }
+    Ok(names)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "declaring {what} failed: {source}. If it already exists with other arguments (a different \
+     delivery limit, queue type or dead-letter exchange), delete it or change the prefix."
+)]
+pub struct TopologyError {
+    pub what: String,
+    #[source]
+    pub source: lapin::Error,
+}

@@ -1,0 +1,174 @@
+//! Typed settings, layered: compiled-in defaults (`config/default.toml`), then an optional file,
+//! then `ONBOARD__SECTION__KEY` environment variables. Secrets are `SecretString`s, so neither
+//! `Debug` nor a log line can print them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub broker: BrokerSettings,
+    pub database: DatabaseSettings,
+    pub worker: WorkerSettings,
+    pub retry: RetrySettings,
+    pub outbox: OutboxSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BrokerSettings {
+    /// AMQP URL, credentials included: secret.
+    pub url: SecretString,
+    /// Prefix of every exchange and queue name (see [`crate::broker::Names`]).
+    pub prefix: String,
+    /// basic.qos prefetch count for the commands consumer.
+    pub prefetch: u16,
+    /// `x-delivery-limit` of the quorum commands queue.
+    pub delivery_limit: u32,
+    /// Longest wait for a publisher confirm.
+    pub confirm_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL, credentials included: secret.
+    pub url: SecretString,
+    pub max_connections: u32,
+    /// How long a handler waits for a pooled connection before the attempt counts as failed.
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    /// Bound on handlers in flight in one worker.
+    pub concurrency: usize,
+    /// Bound on the drain at shutdown.
+    pub shutdown_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetrySettings {
+    /// In-process attempts for one delivery, the first included.
+    pub immediate_attempts: usize,
+    pub immediate_initial_ms: u64,
+    pub immediate_max_ms: u64,
+    /// One TTL retry queue per distinct delay; attempt n waits `delays_ms[min(n, len) - 1]`.
+    pub delays_ms: Vec<u64>,
+    /// Delayed retries before the dead-letter queue.
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutboxSettings {
+    pub batch_size: i64,
+    pub poll_interval_ms: u64,
+    pub retention_hours: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Settings {
+    /// Defaults, then `file` when given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        builder
+            .add_source(
+                config::Environment::with_prefix("ONBOARD")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("retry.delays_ms")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()
+    }
+
+    /// The compiled-in defaults alone, ignoring files and the environment (tests start here).
+    pub fn defaults() -> Settings {
+        config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("config/default.toml is valid")
+    }
+}
+
+impl RetrySettings {
+    /// The delay before delayed retry number `attempt` (1-based).
+    pub fn delay_for(&self, attempt: u32) -> Duration {
+        let idx = (attempt.max(1) as usize - 1).min(self.delays_ms.len().saturating_sub(1));
+        Duration::from_millis(self.delays_ms.get(idx).copied().unwrap_or(1000))
+    }
+}
+
+/// A URL with its password replaced, for log lines.
+pub fn redact_url(url: &SecretString) -> String {
+    let raw = url.expose_secret();
+    match (raw.find("://"), raw.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &raw[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &raw[..scheme_end], user, &raw[at + 1..])
+        }
+        _ => raw.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_delays_repeat_the_last_one() {
+        let s = Settings::defaults();
+        assert_eq!(s.broker.prefix, "onboarding");
+        assert_eq!(s.retry.delay_for(1), Duration::from_millis(1000));
+        assert_eq!(s.retry.delay_for(2), Duration::from_millis(5000));
+        assert_eq!(s.retry.delay_for(99), Duration::from_millis(600_000));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Settings::defaults();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("guest:guest"), "{shown}");
+        assert!(!shown.contains("onboard:onboard"), "{shown}");
+    }
+
+    #[test]
+    fn redacted_urls_keep_the_user_and_drop_the_password() {
+        let url = SecretString::from("postgres://onboard:s3cret@db:5432/onboard");
+        assert_eq!(redact_url(&url), "postgres://onboard:***@db:5432/onboard");
+        let plain = SecretString::from("amqp://localhost:5672");
+        assert_eq!(redact_url(&plain), "amqp://localhost:5672");
+    }
+}

@@ -1,0 +1,39 @@
+//! A client and its admin user as stored, serialised in the exact shape of the seed's REST
+//! bodies (field names and order), because replies and events carry them unchanged.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Client {
+    pub client_id: i32,
+    pub client_code: String,
+    pub email: String,
+    pub client_alias: String,
+    pub client_type: String,
+    pub client_status: String,
+    pub ekyc_status: String,
+    pub country_code: String,
+    pub psp_id: Option<i32>,
+    pub phone: String,
+    /// Not part of the create response; the list body adds them (see `ClientListItem`).
+    #[serde(skip)]
+    pub created: DateTime<Utc>,
+    #[serde(skip)]
+    pub updated: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct AdminUser {
+    pub user_id: i32,
+    pub client_id: i32,
+    pub username: String,
+    pub email: String,
+    pub phone: String,
+    pub role: String,
+    pub user_status: String,
+    pub ekyc_status: String,
+}
+
+/// The seed's success text for client creation.
+pub const CLIENT_CREATED_MESSAGE: &str = "Client & Admin successfully created! Admin must complete KYC before being able to use the account.";

@@ -1,0 +1,264 @@
+//! From raw delivery to a checked [`Command`], or a [`Rejection`] that says why not.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use super::schema::Schemas;
+
+/// Bodies larger than this are refused unread: no command of the contract comes near it.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Every routing key the worker accepts on the commands exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommandType {
+    ClientCreate,
+    /// Internal: carries a create-client saga on to its next step.
+    OnboardingStep,
+}
+
+impl CommandType {
+    pub const ALL: [CommandType; 2] = [CommandType::ClientCreate, CommandType::OnboardingStep];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandType::ClientCreate => "client.create",
+            CommandType::OnboardingStep => "saga.onboarding.step",
+        }
+    }
+}
+
+impl fmt::Display for CommandType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CommandType {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        CommandType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or(())
+    }
+}
+
+/// A delivery as the broker layer hands it over: plain data, no AMQP types.
+#[derive(Debug, Clone, Default)]
+pub struct IncomingMessage {
+    pub routing_key: String,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub reply_to: Option<String>,
+    pub content_type: Option<String>,
+    /// Delayed retries already made (our `x-onboard-attempt` header).
+    pub attempt: u32,
+    /// W3C trace context, carried from the command to what it causes.
+    pub traceparent: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// What every handler may rely on about the command it runs.
+#[derive(Debug, Clone)]
+pub struct CommandMeta {
+    pub command_type: CommandType,
+    /// The idempotency key: one effect per message_id, however often it arrives.
+    pub message_id: String,
+    /// Echoed on every event and reply; the message_id stands in when absent.
+    pub correlation_id: String,
+    pub reply_to: Option<String>,
+    pub traceparent: Option<String>,
+    pub attempt: u32,
+}
+
+/// A command that passed every check before the handler: known type, JSON, schema.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub meta: CommandMeta,
+    pub body: Value,
+}
+
+/// Why a message was refused before any handler saw it. It goes to the dead-letter queue and
+/// produces a `command.rejected` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// One line, for the dead-letter header and the event.
+    pub reason: String,
+    /// The schema's complaints, when that is the cause.
+    pub details: Vec<String>,
+}
+
+impl Rejection {
+    fn new(reason: impl Into<String>) -> Rejection {
+        Rejection {
+            reason: reason.into(),
+            details: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)?;
+        if !self.details.is_empty() {
+            write!(f, ": {}", self.details.join("; "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a delivery in the order a reader would: who is it (message_id), what is it (routing
+/// key), is it JSON, does it match its schema.
+pub fn parse(msg: &IncomingMessage, schemas: &Schemas) -> Result<Command, Rejection> {
+    let message_id = match msg.message_id.as_deref().map(str::trim) {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => return Err(Rejection::new("missing message_id property")),
+    };
+    let command_type: CommandType = msg.routing_key.parse().map_err(|_| {
+        Rejection::new(format!(
+            "unknown command type {:?}",
+            truncate(&msg.routing_key, 64)
+        ))
+    })?;
+    if let Some(ct) = msg.content_type.as_deref()
+        && !ct.is_empty()
+        && !ct.starts_with("application/json")
+    {
+        return Err(Rejection::new(format!(
+            "unsupported content_type {:?}, expected application/json",
+            truncate(ct, 64)
+        )));
+    }
+    if msg.body.len() > MAX_BODY_BYTES {
+        return Err(Rejection::new(format!(
+            "body of {} bytes exceeds the limit of {MAX_BODY_BYTES}",
+            msg.body.len()
+        )));
+    }
+    let body: Value = serde_json::from_slice(&msg.body)
+        .map_err(|e| Rejection::new(format!("body is not valid JSON: {e}")))?;
+    if let Err(details) = schemas.check(command_type, &body) {
+        return Err(Rejection {
+            reason: format!("body does not match schemas/{command_type}.json"),
+            details,
+        });
+    }
+    let correlation_id = msg
+        .correlation_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .unwrap_or(&message_id)
+        .to_string();
+    Ok(Command {
+        meta: CommandMeta {
+            command_type,
+            message_id,
+            correlation_id,
+            reply_to: msg.reply_to.clone().filter(|r| !r.is_empty()),
+            traceparent: msg.traceparent.clone(),
+            attempt: msg.attempt,
+        },
+        body,
+    })
+}
+
+/// Cuts hostile input short for messages, on a char boundary.
+pub fn truncate(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((idx, _)) => format!("{}…", &s[..idx]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(body: &str) -> IncomingMessage {
+        IncomingMessage {
+            routing_key: "client.create".into(),
+            message_id: Some("m-1".into()),
+            content_type: Some("application/json".into()),
+            body: body.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
+    const VALID: &str = r#"{"email":"a@b.co","client_alias":"A","client_type":"CORPORATE","country_code":"SG","phone":"+6591234567"}"#;
+
+    #[test]
+    fn a_valid_command_parses_and_the_message_id_stands_in_for_correlation() {
+        let cmd = parse(&message(VALID), &Schemas::load()).expect("valid");
+        assert_eq!(cmd.meta.command_type, CommandType::ClientCreate);
+        assert_eq!(cmd.meta.correlation_id, "m-1");
+    }
+
+    #[test]
+    fn a_missing_or_blank_message_id_is_rejected() {
+        for id in [None, Some(""), Some("  ")] {
+            let mut m = message(VALID);
+            m.message_id = id.map(String::from);
+            let err = parse(&m, &Schemas::load()).unwrap_err();
+            assert_eq!(err.reason, "missing message_id property");
+        }
+    }
+
+    #[test]
+    fn not_json_is_rejected_with_the_parser_error() {
+        let err = parse(&message("{not json"), &Schemas::load()).unwrap_err();
+        assert!(err.reason.starts_with("body is not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_fails_the_schema_with_details() {
+        let err = parse(
+            &message(r#"{"email":12,"client_alias":"A","client_type":"C","country_code":"SG","phone":"1"}"#),
+            &Schemas::load(),
+        )
+        .unwrap_err();
+        assert_eq!(err.reason, "body does not match schemas/client.create.json");
+        assert!(err.details.iter().any(|d| d.contains("/email")), "{err:?}");
+    }
+
+    #[test]
+    fn unknown_types_and_foreign_content_types_are_rejected() {
+        let mut m = message(VALID);
+        m.routing_key = "client.delete_everything".into();
+        assert!(
+            parse(&m, &Schemas::load())
+                .unwrap_err()
+                .reason
+                .contains("unknown command type")
+        );
+        let mut m = message(VALID);
+        m.content_type = Some("text/xml".into());
+        assert!(
+            parse(&m, &Schemas::load())
+                .unwrap_err()
+                .reason
+                .contains("content_type")
+        );
+    }
+
+    #[test]
+    fn huge_and_deeply_nested_bodies_are_rejected_without_panicking() {
+        let huge = format!(r#"{{"email":"{}"}}"#, "a".repeat(MAX_BODY_BYTES));
+        assert!(
+            parse(&message(&huge), &Schemas::load())
+                .unwrap_err()
+                .reason
+                .contains("exceeds")
+        );
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        assert!(parse(&message(&deep), &Schemas::load()).is_err());
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "hé…");
+        assert_eq!(truncate("hi", 5), "hi");
+    }
+}

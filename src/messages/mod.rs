@@ -1,0 +1,15 @@
+//! The message contract: what a command looks like when it arrives, the checks it passes
+//! before any handler sees it, and the envelope of every event and reply we send.
+//!
+//! Nothing here touches the broker or the database, so the whole parsing path can be unit
+//! tested and fuzzed.
+
+pub mod command;
+pub mod contract;
+pub mod event;
+pub mod schema;
+
+pub use command::{Command, CommandMeta, CommandType, IncomingMessage, Rejection, parse};
+pub use contract::Refusal;
+pub use event::{EventEnvelope, OutgoingKind, OutgoingMessage};
+pub use schema::Schemas;

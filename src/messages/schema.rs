@@ -1,0 +1,58 @@
+//! JSON Schema checks, one schema file per command in `schemas/`, compiled once at start.
+
+use std::collections::HashMap;
+
+use jsonschema::Validator;
+use serde_json::Value;
+
+use super::command::{CommandType, truncate};
+
+/// The compiled command schemas. Built once per worker and shared; checking is read-only.
+pub struct Schemas {
+    validators: HashMap<CommandType, Validator>,
+}
+
+/// The schema text of a command type, compiled into the binary so a deployment cannot run
+/// with schemas that differ from its code.
+fn source(command_type: CommandType) -> &'static str {
+    match command_type {
+        CommandType::ClientCreate => include_str!("../../schemas/client.create.json"),
+        CommandType::OnboardingStep => include_str!("../../schemas/saga.onboarding.step.json"),
+    }
+}
+
+impl Schemas {
+    /// Compiles every command schema; a broken schema is a build defect, so this panics.
+    pub fn load() -> Schemas {
+        let validators = CommandType::ALL
+            .into_iter()
+            .map(|t| {
+                let schema: Value = serde_json::from_str(source(t))
+                    .unwrap_or_else(|e| panic!("schemas/{t}.json is not JSON: {e}"));
+                let validator = jsonschema::validator_for(&schema)
+                    .unwrap_or_else(|e| panic!("schemas/{t}.json is not a valid schema: {e}"));
+                (t, validator)
+            })
+            .collect();
+        Schemas { validators }
+    }
+
+    /// `Err` lists each violation as `"<json pointer>: <what is wrong>"` (at most 10).
+    pub fn check(&self, command_type: CommandType, body: &Value) -> Result<(), Vec<String>> {
+        let validator = &self.validators[&command_type];
+        let errors: Vec<String> = validator
+            .iter_errors(body)
+            .take(10)
+            .map(|e| {
+                let path = e.instance_path().to_string();
+                let path = if path.is_empty() { "/".into() } else { path };
+                format!("{path}: {}", truncate(&e.to_string(), 200))
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}

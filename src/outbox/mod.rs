@@ -1,0 +1,3 @@
+//! The outbox relay: publishes what handlers wrote to the outbox, after their commit.
+
+pub mod relay;

@@ -1,0 +1,203 @@
+//! Claims pending outbox rows (`FOR UPDATE SKIP LOCKED`, so every worker can run a relay),
+//! publishes them with confirms, and marks them published only after the broker confirmed.
+//! Wakes on `LISTEN onboard_outbox`; polls as the fallback when a notification is missed or
+//! the listening connection is down.
+
+use std::time::{Duration, Instant};
+
+use lapin::BasicProperties;
+use lapin::types::ShortString;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::publisher::Outgoing;
+use crate::broker::{Delivered, Names, Publisher, headers};
+use crate::configuration::OutboxSettings;
+use crate::messages::{OutgoingKind, OutgoingMessage};
+use crate::store::{self, outbox::OutboxRow};
+
+pub const CHANNEL: &str = "onboard_outbox";
+
+/// Runs until `stop` is cancelled, then makes one last pass.
+pub async fn run(
+    pool: PgPool,
+    publisher: Publisher,
+    names: Names,
+    settings: OutboxSettings,
+    stop: CancellationToken,
+) {
+    let poll = Duration::from_millis(settings.poll_interval_ms);
+    let mut listener = listen(&pool).await;
+    let mut last_prune = Instant::now() - Duration::from_secs(3600);
+    let mut failures: u32 = 0;
+    loop {
+        match relay_pending(&pool, &publisher, &names, settings.batch_size).await {
+            Ok(_) => failures = 0,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let wait = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                tracing::warn!(error = %e, ?wait, "outbox relay failed; backing off");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
+        }
+        if last_prune.elapsed() > Duration::from_secs(3600) {
+            last_prune = Instant::now();
+            let retention = Duration::from_secs(settings.retention_hours * 3600);
+            if let Ok(n) = store::outbox::prune(&pool, retention).await
+                && n > 0
+            {
+                tracing::info!(rows = n, "pruned published outbox rows");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = wake(&mut listener, poll) => {}
+        }
+    }
+    if let Err(e) = relay_pending(&pool, &publisher, &names, settings.batch_size).await {
+        tracing::warn!(error = %e, "last outbox pass failed; rows stay pending for the next relay");
+    }
+}
+
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await.ok()?;
+    listener.listen(CHANNEL).await.ok()?;
+    Some(listener)
+}
+
+/// Returns on a notification or after `poll`, whichever comes first.
+async fn wake(listener: &mut Option<PgListener>, poll: Duration) {
+    match listener {
+        Some(l) => match tokio::time::timeout(poll, l.try_recv()).await {
+            Ok(Ok(Some(_))) | Err(_) => {}
+            // The listening connection dropped; sqlx reconnects on the next call, and the
+            // timeout keeps us polling meanwhile.
+            Ok(Ok(None)) => {}
+            Ok(Err(_)) => {
+                *listener = None;
+                tokio::time::sleep(poll).await;
+            }
+        },
+        None => {
+            tokio::time::sleep(poll).await;
+        }
+    }
+}
+
+/// Publishes batches until the outbox has nothing pending (or a batch fails). Returns the
+/// number of rows published.
+pub async fn relay_pending(
+    pool: &PgPool,
+    publisher: &Publisher,
+    names: &Names,
+    batch_size: i64,
+) -> Result<usize, RelayError> {
+    let mut total = 0;
+    loop {
+        let n = relay_batch(pool, publisher, names, batch_size).await?;
+        total += n;
+        if (n as i64) < batch_size {
+            return Ok(total);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{failed} of {claimed} messages not confirmed: {first}")]
+    Publish {
+        failed: usize,
+        claimed: usize,
+        first: String,
+    },
+}
+
+/// One claimed batch: publish all, then mark the confirmed ones in the claiming transaction.
+async fn relay_batch(
+    pool: &PgPool,
+    publisher: &Publisher,
+    names: &Names,
+    limit: i64,
+) -> Result<usize, RelayError> {
+    let mut tx = pool.begin().await?;
+    let rows = store::outbox::claim(&mut tx, limit).await?;
+    if rows.is_empty() {
+        tx.commit().await?;
+        return Ok(0);
+    }
+    let bodies: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|r| serde_json::to_vec(&r.message.payload).expect("JSON values serialise"))
+        .collect();
+    let outgoing = rows
+        .iter()
+        .zip(&bodies)
+        .map(|(row, body)| to_outgoing(row, body, names))
+        .collect();
+    let results = publisher.publish_all(outgoing).await;
+
+    let mut published = Vec::with_capacity(rows.len());
+    let mut failed = Vec::new();
+    let mut first_error = None;
+    for (row, result) in rows.iter().zip(results) {
+        match result {
+            Ok(Delivered::Routed) => published.push(row.id),
+            Ok(Delivered::Returned { reply_text }) if row.message.kind == OutgoingKind::Reply => {
+                // Nobody waits on that reply queue any more; there is no one else to tell.
+                tracing::warn!(reply_to = %row.message.routing_key, %reply_text, "reply queue gone; reply dropped");
+                published.push(row.id);
+            }
+            Ok(Delivered::Returned { reply_text }) => {
+                failed.push(row.id);
+                first_error.get_or_insert_with(|| format!("unroutable: {reply_text}"));
+            }
+            Err(e) => {
+                failed.push(row.id);
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    store::outbox::mark_published(&mut tx, &published).await?;
+    tx.commit().await?;
+    if let Some(first) = first_error {
+        let _ = store::outbox::mark_failed(pool, &failed, &first).await;
+        return Err(RelayError::Publish {
+            failed: failed.len(),
+            claimed: rows.len(),
+            first,
+        });
+    }
+    Ok(rows.len())
+}
+
+fn to_outgoing<'a>(row: &'a OutboxRow, body: &'a [u8], names: &'a Names) -> Outgoing<'a> {
+    let m: &OutgoingMessage = &row.message;
+    let exchange = match m.kind {
+        OutgoingKind::Event => names.events_exchange.as_str(),
+        OutgoingKind::Reply => "",
+        OutgoingKind::Command => names.commands_exchange.as_str(),
+    };
+    let mut properties = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_message_id(ShortString::from(m.message_id.to_string()))
+        .with_type(m.message_type.as_str().into())
+        .with_app_id("onboard".into())
+        .with_timestamp(row.created_at.timestamp().max(0) as u64)
+        .with_headers(headers::from_json(&m.headers));
+    if let Some(c) = &m.correlation_id {
+        properties = properties.with_correlation_id(c.as_str().into());
+    }
+    Outgoing {
+        exchange,
+        routing_key: &m.routing_key,
+        body,
+        properties,
+    }
+}

@@ -1,0 +1,158 @@
+//! The outbox table: rows written by handlers, claimed and marked by the relay.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::messages::{OutgoingKind, OutgoingMessage};
+
+/// A claimed, not yet published row.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub message: OutgoingMessage,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Queues messages for publishing. A message whose id is already there is skipped: the same
+/// cause re-run writes the same ids, so nothing is announced twice.
+pub async fn insert(
+    conn: &mut PgConnection,
+    messages: &[OutgoingMessage],
+) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(messages.len());
+    let mut kinds = Vec::with_capacity(messages.len());
+    let mut keys = Vec::with_capacity(messages.len());
+    let mut types = Vec::with_capacity(messages.len());
+    let mut correlations = Vec::with_capacity(messages.len());
+    let mut headers = Vec::with_capacity(messages.len());
+    let mut payloads = Vec::with_capacity(messages.len());
+    for m in messages {
+        ids.push(m.message_id);
+        kinds.push(m.kind.as_str());
+        keys.push(m.routing_key.as_str());
+        types.push(m.message_type.as_str());
+        correlations.push(m.correlation_id.as_deref());
+        headers.push(Value::Object(m.headers.clone()));
+        payloads.push(m.payload.clone());
+    }
+    // One statement for the whole set: fewer round trips on the hot path.
+    sqlx::query(
+        "INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id, headers, payload)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+         ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&keys)
+    .bind(&types)
+    .bind(&correlations)
+    .bind(&headers)
+    .bind(&payloads)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct RawRow {
+    id: i64,
+    message_id: Uuid,
+    kind: String,
+    routing_key: String,
+    message_type: String,
+    correlation_id: Option<String>,
+    headers: Value,
+    payload: Value,
+    created_at: DateTime<Utc>,
+}
+
+/// Claims up to `limit` unpublished rows, oldest first. Rows another relay holds are
+/// skipped, not waited for, so several workers relay side by side without double publishing.
+pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    let rows: Vec<RawRow> = sqlx::query_as(
+        "SELECT id, message_id, kind, routing_key, message_type, correlation_id, headers, payload, created_at
+         FROM outbox
+         WHERE published_at IS NULL
+         ORDER BY id
+         LIMIT $1
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| OutboxRow {
+            id: r.id,
+            created_at: r.created_at,
+            message: OutgoingMessage {
+                message_id: r.message_id,
+                kind: OutgoingKind::parse(&r.kind).unwrap_or(OutgoingKind::Event),
+                routing_key: r.routing_key,
+                message_type: r.message_type,
+                correlation_id: r.correlation_id,
+                headers: match r.headers {
+                    Value::Object(m) => m,
+                    _ => Map::new(),
+                },
+                payload: r.payload,
+            },
+        })
+        .collect())
+}
+
+pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Counts a failed publish on rows that stay pending (operators see `last_error`).
+pub async fn mark_failed(pool: &PgPool, ids: &[i64], error: &str) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)")
+        .bind(ids)
+        .bind(error)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Deletes published rows older than `retention`; returns how many.
+pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let secs = retention.as_secs_f64();
+    Ok(sqlx::query(
+        "DELETE FROM outbox WHERE published_at IS NOT NULL
+           AND published_at < now() - make_interval(secs => $1)",
+    )
+    .bind(secs)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Pending rows and the age of the oldest one, in seconds (metrics, readiness, drain).
+pub async fn backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0)
+         FROM outbox WHERE published_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+}

@@ -1,0 +1,169 @@
+//! Where a delivery goes when it cannot be acked as done: a delay queue (with its attempt
+//! counter), or the dead-letter queue (with its reason). The copy is confirmed by the broker
+//! before the original is acked, so a crash in between duplicates at worst, never loses.
+
+use chrono::Utc;
+use lapin::message::Delivery;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, options::BasicNackOptions};
+
+use super::{Context, Disposition};
+use crate::broker::headers::{self, string};
+use crate::broker::publisher::Outgoing;
+use crate::broker::{Delivered, PublishError};
+use crate::messages::IncomingMessage;
+use crate::messages::command::truncate;
+
+/// Why a message is dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Malformed: not JSON, no message_id, unknown type, schema failure.
+    Rejected,
+    /// A technical failure that outlasted every retry.
+    RetriesExhausted,
+}
+
+impl Failure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Rejected => "rejected",
+            Failure::RetriesExhausted => "retries_exhausted",
+        }
+    }
+}
+
+fn with_headers(props: &BasicProperties, extra: &[(&str, AMQPValue)]) -> BasicProperties {
+    let mut table: FieldTable = props.headers().clone().unwrap_or_default();
+    for (k, v) in extra {
+        table.insert((*k).into(), v.clone());
+    }
+    props.clone().with_headers(table)
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Copies the delivery to the dead-letter queue with its reason, confirmed.
+pub async fn dead_letter(
+    ctx: &Context,
+    delivery: &Delivery,
+    msg: &IncomingMessage,
+    failure: Failure,
+    reason: &str,
+) -> Result<(), PublishError> {
+    let first_failed = headers::get_str(
+        delivery.properties.headers().as_ref(),
+        headers::FIRST_FAILED_AT,
+    )
+    .unwrap_or_else(now);
+    let props = with_headers(
+        &delivery.properties,
+        &[
+            (headers::REASON, string(&truncate(reason, 1000))),
+            (headers::FAILURE, string(failure.as_str())),
+            (headers::DEAD_LETTERED_AT, string(&now())),
+            (headers::FIRST_FAILED_AT, string(&first_failed)),
+            (headers::ROUTING_KEY, string(&msg.routing_key)),
+            (headers::ATTEMPT, AMQPValue::LongLongInt(msg.attempt as i64)),
+        ],
+    );
+    let delivered = ctx
+        .publisher
+        .publish(Outgoing {
+            exchange: &ctx.names.dead_exchange,
+            routing_key: &msg.routing_key,
+            body: &delivery.data,
+            properties: props,
+        })
+        .await?;
+    match delivered {
+        Delivered::Routed => Ok(()),
+        // The dead-letter queue is part of our own topology: its absence is an outage.
+        Delivered::Returned { reply_text } => Err(PublishError::Unroutable(reply_text)),
+    }
+}
+
+/// Schedules the next delayed retry, or dead-letters when the budget is spent. Acks the
+/// original only once the copy is confirmed; otherwise hands it back to the broker.
+pub async fn retry_later(ctx: &Context, delivery: &Delivery, msg: &IncomingMessage, error: &str) {
+    let retry = &ctx.settings.retry;
+    let next = msg.attempt + 1;
+    let exhausted = next > retry.max_attempts;
+    let result = if exhausted {
+        tracing::error!(
+            attempts = msg.attempt,
+            error,
+            "retries exhausted; dead-lettering"
+        );
+        let reason = format!(
+            "retries exhausted after {} delayed attempts: {error}",
+            msg.attempt
+        );
+        dead_letter(ctx, delivery, msg, Failure::RetriesExhausted, &reason).await
+    } else {
+        let delay = retry.delay_for(next);
+        let exchange = ctx.names.retry(delay.as_millis() as u64);
+        tracing::warn!(
+            attempt = next,
+            delay_ms = delay.as_millis() as u64,
+            error,
+            "scheduling a delayed retry"
+        );
+        let first_failed = headers::get_str(
+            delivery.properties.headers().as_ref(),
+            headers::FIRST_FAILED_AT,
+        )
+        .unwrap_or_else(now);
+        let props = with_headers(
+            &delivery.properties,
+            &[
+                (headers::ATTEMPT, AMQPValue::LongLongInt(next as i64)),
+                (headers::LAST_ERROR, string(&truncate(error, 1000))),
+                (headers::FIRST_FAILED_AT, string(&first_failed)),
+            ],
+        );
+        ctx.publisher
+            .publish(Outgoing {
+                exchange: &exchange,
+                routing_key: &msg.routing_key,
+                body: &delivery.data,
+                properties: props,
+            })
+            .await
+            .and_then(|d| match d {
+                Delivered::Routed => Ok(()),
+                Delivered::Returned { reply_text } => Err(PublishError::Unroutable(reply_text)),
+            })
+    };
+    match result {
+        Ok(()) => {
+            super::pipeline::ack(delivery).await;
+            let disposition = if exhausted {
+                Disposition::DeadLettered
+            } else {
+                Disposition::RetryScheduled
+            };
+            ctx.hooks.settled(msg, disposition);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not hand the message on; returning it to the queue");
+            requeue(delivery).await;
+            ctx.hooks.settled(msg, Disposition::Requeued);
+        }
+    }
+}
+
+/// Gives the delivery back to the broker (it counts towards the queue's delivery limit).
+pub async fn requeue(delivery: &Delivery) {
+    if let Err(e) = delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+    {
+        // The channel is gone; the broker requeues unacked deliveries by itself.
+        tracing::warn!(error = %e, "nack failed; the broker will redeliver");
+    }
+}

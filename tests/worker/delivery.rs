@@ -1,0 +1,260 @@
+//! Delivery guarantees: duplicates, crashes between commit and ack, malformed messages, and
+//! an unreachable database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use onboard::worker::{Disposition, Hooks};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::support::*;
+
+/// Distinct event ids of `event_type` for `correlation` among `events` (what a subscriber
+/// that dedupes by message_id sees).
+fn distinct(events: &[Received], event_type: &str, correlation: &str) -> usize {
+    let mut ids: Vec<_> = events
+        .iter()
+        .filter(|e| e.routing_key == event_type && e.correlation_id.as_deref() == Some(correlation))
+        .map(|e| e.message_id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids.len()
+}
+
+#[tokio::test]
+async fn the_same_message_id_published_twice_creates_one_client_and_one_event() {
+    let mut app = spawn_app().await;
+    let msg = Msg::json("client.create", &seed_sg_client());
+    let id = app.publish(msg.clone()).await.unwrap();
+    app.publish(msg).await;
+    app.settled
+        .wait_until("both copies settled", |log| {
+            log.iter()
+                .filter(|s| s.message_id.as_deref() == Some(id.as_str()))
+                .count()
+                == 2
+        })
+        .await;
+    let mut outcomes = app.settled.for_message(&id);
+    outcomes.sort_by_key(|d| format!("{d:?}"));
+    assert_eq!(outcomes, vec![Disposition::Duplicate, Disposition::Handled]);
+    assert_eq!(app.count("SELECT count(*) FROM clients").await, 1);
+
+    app.wait_for_event("client.created", Some(&id)).await;
+    let rest = app.drain_events(Duration::from_millis(700)).await;
+    assert_eq!(
+        distinct(&rest, "client.created", &id),
+        0,
+        "a second client.created was published"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE message_type = 'client.created'")
+            .await,
+        1
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_after_commit_before_ack_causes_no_duplicate_after_restart() {
+    let (settings, database) = test_settings().await;
+    let committed = Arc::new(Notify::new());
+    let signal = committed.clone();
+    let hooks = Hooks {
+        after_commit: Some(Arc::new(move |_meta| {
+            let signal = signal.clone();
+            Box::pin(async move {
+                signal.notify_one();
+                // Frozen between commit and ack, until the worker is killed.
+                std::future::pending::<()>().await
+            })
+        })),
+        ..Default::default()
+    };
+    let mut app = spawn_app_with(settings, database, hooks).await;
+    let id = app.create_client(&seed_id_client()).await;
+    tokio::time::timeout(WAIT, committed.notified())
+        .await
+        .expect("the command committed");
+    assert_eq!(app.count("SELECT count(*) FROM clients").await, 1);
+    app.kill_worker().await;
+
+    app.start_worker(None).await;
+    app.settled
+        .wait_until("the redelivered command to be recognised", |log| {
+            log.iter().any(|s| {
+                s.message_id.as_deref() == Some(id.as_str())
+                    && s.disposition == Disposition::Duplicate
+            })
+        })
+        .await;
+    assert_eq!(app.count("SELECT count(*) FROM clients").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM users").await, 1);
+    let first = app.wait_for_event("client.created", Some(&id)).await;
+    let mut all = vec![first];
+    all.extend(app.drain_events(Duration::from_millis(700)).await);
+    assert_eq!(distinct(&all, "client.created", &id), 1);
+    assert_eq!(app.queue_depth(&app.names().commands_queue).await, 0);
+    app.finish().await;
+}
+
+async fn assert_dead_lettered(
+    app: &mut TestApp,
+    msg: Msg,
+    reason_contains: &str,
+    correlation: &str,
+) {
+    let dead = app.names().dead_queue;
+    app.publish(msg.clone()).await;
+    let letter = app.take_from(&dead).await;
+    let reason = letter
+        .header_str("x-onboard-reason")
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains(reason_contains),
+        "reason {reason:?} lacks {reason_contains:?}"
+    );
+    assert_eq!(letter.header_str("x-onboard-failure"), Some("rejected"));
+    assert_eq!(
+        letter.header_str("x-onboard-routing-key"),
+        Some(msg.routing_key.as_str())
+    );
+    assert!(letter.header_str("x-onboard-dead-lettered-at").is_some());
+    assert_eq!(
+        letter.raw, msg.body,
+        "the dead letter keeps the original body for replay"
+    );
+    let event = app
+        .wait_for_event("command.rejected", Some(correlation))
+        .await;
+    assert!(
+        event.body["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(reason_contains),
+        "{}",
+        event.body
+    );
+    assert_eq!(event.body["data"]["code"], json!("COMMAND_REJECTED"));
+    assert_eq!(event.body["data"]["command_type"], json!(msg.routing_key));
+}
+
+#[tokio::test]
+async fn malformed_messages_are_dead_lettered_with_a_reason_and_announced() {
+    let mut app = spawn_app().await;
+
+    let not_json = Msg {
+        routing_key: "client.create".into(),
+        body: b"{\"email\": oops".to_vec(),
+        message_id: Some("not-json-1".into()),
+        ..Default::default()
+    };
+    assert_dead_lettered(&mut app, not_json, "body is not valid JSON", "not-json-1").await;
+
+    let mut no_id = Msg::json("client.create", &seed_sg_client());
+    no_id.message_id = None;
+    no_id.correlation_id = Some("corr-no-id".into());
+    assert_dead_lettered(&mut app, no_id, "missing message_id", "corr-no-id").await;
+
+    let mut bad = seed_sg_client();
+    bad["email"] = json!(12345);
+    let bad = Msg {
+        message_id: Some("schema-1".into()),
+        ..Msg::json("client.create", &bad)
+    };
+    assert_dead_lettered(
+        &mut app,
+        bad,
+        "does not match schemas/client.create.json",
+        "schema-1",
+    )
+    .await;
+    let event_details = sqlx::query_scalar::<_, serde_json::Value>(
+        "SELECT payload->'data'->'details' FROM outbox WHERE message_type = 'command.rejected' AND correlation_id = 'schema-1'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        event_details.to_string().contains("/email"),
+        "{event_details}"
+    );
+
+    let unknown = Msg::json("client.teleport", &json!({}));
+    let unknown_id = unknown.message_id.clone().unwrap();
+    assert_dead_lettered(&mut app, unknown, "unknown command type", &unknown_id).await;
+
+    // Nothing of it reached the tables, and each was settled once, as dead-lettered.
+    assert_eq!(app.count("SELECT count(*) FROM clients").await, 0);
+    assert_eq!(app.settled.count(Disposition::DeadLettered), 4);
+    assert_eq!(app.settled.count(Disposition::RetryScheduled), 0);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_rejected_command_with_reply_to_gets_a_400_error_reply() {
+    let app = spawn_app().await;
+    let replies = app.reply_queue().await;
+    let mut bad = seed_sg_client();
+    bad["phone"] = json!(["not", "a", "string"]);
+    let mut msg = Msg::json("client.create", &bad);
+    msg.reply_to = Some(replies.clone());
+    app.publish(msg).await;
+    let reply = app.take_from(&replies).await;
+    assert_eq!(reply.kind.as_deref(), Some("command.rejected"));
+    assert_eq!(reply.headers.get("status"), Some(&json!(400)));
+    assert!(
+        reply.body["error"].as_str().unwrap().contains("/phone"),
+        "{}",
+        reply.body
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn with_the_database_unreachable_a_command_is_retried_then_processed_once_it_returns() {
+    let (mut settings, database) = test_settings().await;
+    let proxy = CuttableProxy::start(database_host_port()).await;
+    let direct = settings.database.url.expose_secret().to_string();
+    let via_proxy = direct.replace(&database_host_port(), &format!("127.0.0.1:{}", proxy.port));
+    settings.database.url = SecretString::from(via_proxy);
+    settings.database.acquire_timeout_ms = 300;
+    settings.retry.max_attempts = 50;
+    let mut app = spawn_app_with(settings, database, Hooks::default()).await;
+    // The test's own pool reaches the database directly.
+    app.pool = sqlx::PgPool::connect(&direct).await.unwrap();
+
+    proxy.cut();
+    let id = app.create_client(&seed_sg_client()).await;
+    app.settled
+        .wait_until("two delayed retries while the database is away", |log| {
+            log.iter()
+                .filter(|s| {
+                    s.message_id.as_deref() == Some(id.as_str())
+                        && s.disposition == Disposition::RetryScheduled
+                })
+                .count()
+                >= 2
+        })
+        .await;
+    assert_eq!(app.count("SELECT count(*) FROM clients").await, 0);
+    proxy.restore();
+
+    let created = app.wait_for_event("client.created", Some(&id)).await;
+    assert_eq!(
+        created.body["data"]["client"]["email"],
+        json!("admin@sgcompany.com")
+    );
+    assert_eq!(app.count("SELECT count(*) FROM clients").await, 1);
+    assert!(
+        !app.settled
+            .for_message(&id)
+            .contains(&Disposition::DeadLettered)
+    );
+    assert_eq!(app.queue_depth(&app.names().dead_queue).await, 0);
+    app.finish().await;
+}

@@ -1,0 +1,6 @@
+//! Integration tests on a real RabbitMQ and a real PostgreSQL (start them with
+//! `scripts/services.sh up`). One binary, one module per capability.
+
+mod client_create;
+mod delivery;
+mod support;

@@ -1,0 +1,571 @@
+//! `spawn_app()`: a worker on the real RabbitMQ and PostgreSQL, with its own database and its
+//! own broker prefix, so tests run in parallel; plus the test's own view of the broker
+//! (an events queue, reply queues, the dead-letter queue) to assert on what users observe.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use onboard::broker::headers::table_to_json;
+use onboard::configuration::Settings;
+use onboard::worker::{Disposition, Hooks, Settled, Worker};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value};
+use sqlx::{Connection as _, PgPool};
+use tokio::sync::Notify;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+fn admin_database_url() -> String {
+    std::env::var("ONBOARD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://onboard:onboard@127.0.0.1:5432/postgres".into())
+}
+
+fn broker_url() -> String {
+    std::env::var("ONBOARD__BROKER__URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// One message the test received (event, reply or dead letter).
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub routing_key: String,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    /// AMQP `type`.
+    pub kind: Option<String>,
+    pub headers: Map<String, Value>,
+    pub body: Value,
+    pub raw: Vec<u8>,
+}
+
+impl Received {
+    fn from(d: &lapin::message::Delivery) -> Received {
+        let p = &d.properties;
+        Received {
+            routing_key: d.routing_key.as_str().to_string(),
+            message_id: p.message_id().as_ref().map(|s| s.as_str().to_string()),
+            correlation_id: p.correlation_id().as_ref().map(|s| s.as_str().to_string()),
+            kind: p.kind().as_ref().map(|s| s.as_str().to_string()),
+            headers: p.headers().as_ref().map(table_to_json).unwrap_or_default(),
+            body: serde_json::from_slice(&d.data).unwrap_or(Value::Null),
+            raw: d.data.clone(),
+        }
+    }
+
+    pub fn header_str(&self, key: &str) -> Option<&str> {
+        self.headers.get(key).and_then(Value::as_str)
+    }
+}
+
+/// Every settled delivery the worker reported, and a bell that rings on each.
+#[derive(Clone, Default)]
+pub struct SettledLog {
+    pub entries: Arc<Mutex<Vec<Settled>>>,
+    pub bell: Arc<Notify>,
+}
+
+impl SettledLog {
+    pub fn count(&self, disposition: Disposition) -> usize {
+        self.entries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.disposition == disposition)
+            .count()
+    }
+
+    pub fn for_message(&self, message_id: &str) -> Vec<Disposition> {
+        self.entries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.message_id.as_deref() == Some(message_id))
+            .map(|s| s.disposition)
+            .collect()
+    }
+
+    /// Waits until `pred` holds over the log (panics after [`WAIT`]).
+    pub async fn wait_until(&self, what: &str, pred: impl Fn(&[Settled]) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let notified = self.bell.notified();
+            if pred(&self.entries.lock().unwrap()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let log = self.entries.lock().unwrap().clone();
+                panic!("timed out waiting for {what}; settled so far: {log:?}");
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub database: String,
+    pub worker: Option<Worker>,
+    pub settled: SettledLog,
+    pub connection: Connection,
+    pub channel: Channel,
+    events: lapin::Consumer,
+    /// Events received but not yet taken by a `wait_for_event`.
+    pending: Vec<Received>,
+}
+
+/// Settings for a test: its own database and prefix, quick retries.
+pub async fn test_settings() -> (Settings, String) {
+    let mut settings = Settings::defaults();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let database = format!("onboard_test_{id}");
+    let admin = admin_database_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("test database server (run scripts/services.sh up)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{database}"),
+        None => panic!("ONBOARD_TEST_DATABASE_URL must end in /<database>"),
+    };
+    settings.database.url = SecretString::from(url);
+    settings.database.max_connections = 10;
+    settings.broker.url = SecretString::from(broker_url());
+    settings.broker.prefix = format!("test-{}", &id[..12]);
+    settings.http.port = 0;
+    settings.worker.concurrency = 16;
+    settings.worker.shutdown_timeout_ms = 5_000;
+    settings.retry.immediate_attempts = 2;
+    settings.retry.immediate_initial_ms = 10;
+    settings.retry.immediate_max_ms = 50;
+    settings.retry.delays_ms = vec![200, 500];
+    settings.retry.max_attempts = 3;
+    settings.outbox.poll_interval_ms = 200;
+    (settings, database)
+}
+
+pub async fn spawn_app() -> TestApp {
+    let (settings, database) = test_settings().await;
+    spawn_app_with(settings, database, Hooks::default()).await
+}
+
+pub async fn spawn_app_with(settings: Settings, database: String, hooks: Hooks) -> TestApp {
+    let settled = SettledLog::default();
+    let hooks = with_settled_log(hooks, &settled);
+    let worker = Worker::start(settings.clone(), hooks.clone())
+        .await
+        .expect("worker starts");
+    let pool = PgPool::connect(settings.database.url.expose_secret())
+        .await
+        .unwrap();
+
+    let connection = Connection::connect(&broker_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    // Our subscriber: every event the worker publishes.
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            worker.names.events_exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let events = channel
+        .basic_consume(
+            queue.name().clone(),
+            "test-events".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    TestApp {
+        settings,
+        pool,
+        database,
+        worker: Some(worker),
+        settled,
+        connection,
+        channel,
+        events,
+        pending: Vec::new(),
+    }
+}
+
+fn with_settled_log(mut hooks: Hooks, log: &SettledLog) -> Hooks {
+    let log = log.clone();
+    let inner = hooks.on_settled.clone();
+    hooks.on_settled = Some(Arc::new(move |s: Settled| {
+        if let Some(f) = &inner {
+            f(s.clone());
+        }
+        log.entries.lock().unwrap().push(s);
+        log.bell.notify_waiters();
+    }));
+    hooks
+}
+
+/// A message as an upstream service would publish it.
+#[derive(Default, Clone)]
+pub struct Msg {
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub reply_to: Option<String>,
+}
+
+impl Msg {
+    pub fn json(routing_key: &str, body: &Value) -> Msg {
+        Msg {
+            routing_key: routing_key.into(),
+            body: serde_json::to_vec(body).unwrap(),
+            message_id: Some(uuid::Uuid::new_v4().to_string()),
+            ..Default::default()
+        }
+    }
+}
+
+impl TestApp {
+    pub fn names(&self) -> onboard::broker::Names {
+        onboard::broker::Names::new(&self.settings.broker.prefix)
+    }
+
+    /// Publishes with a confirm; returns the message_id used.
+    pub async fn publish(&self, msg: Msg) -> Option<String> {
+        let mut props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2);
+        if let Some(id) = &msg.message_id {
+            props = props.with_message_id(id.as_str().into());
+        }
+        if let Some(c) = &msg.correlation_id {
+            props = props.with_correlation_id(c.as_str().into());
+        }
+        if let Some(r) = &msg.reply_to {
+            props = props.with_reply_to(r.as_str().into());
+        }
+        self.channel
+            .basic_publish(
+                self.names().commands_exchange.as_str().into(),
+                msg.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                &msg.body,
+                props,
+            )
+            .await
+            .unwrap();
+        msg.message_id
+    }
+
+    pub async fn create_client(&self, body: &Value) -> String {
+        self.publish(Msg::json("client.create", body))
+            .await
+            .unwrap()
+    }
+
+    /// The next event of `event_type` whose correlation id is `correlation` (any when None).
+    pub async fn wait_for_event(
+        &mut self,
+        event_type: &str,
+        correlation: Option<&str>,
+    ) -> Received {
+        let matches = |r: &Received| {
+            r.routing_key == event_type
+                && (correlation.is_none() || r.correlation_id.as_deref() == correlation)
+        };
+        if let Some(i) = self.pending.iter().position(matches) {
+            return self.pending.remove(i);
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.events.next()).await;
+            let Ok(Some(Ok(delivery))) = next else {
+                panic!(
+                    "no {event_type} event (correlation {correlation:?}) within {WAIT:?}; got {:?}",
+                    self.pending
+                        .iter()
+                        .map(|r| (&r.routing_key, &r.correlation_id, &r.body))
+                        .collect::<Vec<_>>()
+                );
+            };
+            let r = Received::from(&delivery);
+            if matches(&r) {
+                return r;
+            }
+            self.pending.push(r);
+        }
+    }
+
+    /// The outcome event of a command: the first of `types` correlated with `correlation`.
+    pub async fn wait_for_any(&mut self, types: &[&str], correlation: &str) -> Received {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(i) = self.pending.iter().position(|r| {
+                types.contains(&r.routing_key.as_str())
+                    && r.correlation_id.as_deref() == Some(correlation)
+            }) {
+                return self.pending.remove(i);
+            }
+            let next = tokio::time::timeout_at(deadline, self.events.next()).await;
+            let Ok(Some(Ok(delivery))) = next else {
+                panic!("no {types:?} event for {correlation} within {WAIT:?}");
+            };
+            self.pending.push(Received::from(&delivery));
+        }
+    }
+
+    /// Every event that arrives within `quiet` of the previous one (drains what is in flight).
+    pub async fn drain_events(&mut self, quiet: Duration) -> Vec<Received> {
+        let mut out = std::mem::take(&mut self.pending);
+        while let Ok(Some(Ok(delivery))) = tokio::time::timeout(quiet, self.events.next()).await {
+            out.push(Received::from(&delivery));
+        }
+        out
+    }
+
+    /// A private queue for replies.
+    pub async fn reply_queue(&self) -> String {
+        let q = self
+            .channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        q.name().as_str().to_string()
+    }
+
+    /// Waits for one message on `queue` (a reply queue or the dead-letter queue) and takes it.
+    pub async fn take_from(&self, queue: &str) -> Received {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(msg) = self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                return Received::from(&msg.delivery);
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("nothing arrived on {queue} within {WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Messages ready in a queue (not counting unacked ones).
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count()
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+
+    /// `CL-YYYYMM-` of the database's current UTC month.
+    pub async fn code_prefix(&self) -> String {
+        let ym: String = sqlx::query_scalar("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMM')")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        format!("CL-{ym}-")
+    }
+
+    pub async fn stop_worker(&mut self) {
+        if let Some(w) = self.worker.take() {
+            w.stop().await.expect("worker stops cleanly");
+        }
+    }
+
+    pub async fn kill_worker(&mut self) {
+        if let Some(w) = self.worker.take() {
+            w.kill().await;
+        }
+    }
+
+    /// Starts a (new) worker with the same settings and hooks.
+    pub async fn start_worker(&mut self, hooks: Option<Hooks>) {
+        let hooks = with_settled_log(hooks.unwrap_or_default(), &self.settled);
+        self.worker = Some(
+            Worker::start(self.settings.clone(), hooks)
+                .await
+                .expect("worker starts"),
+        );
+    }
+
+    /// Stops the worker, deletes this test's broker objects and drops its database.
+    pub async fn finish(mut self) {
+        self.stop_worker().await;
+        let names = self.names();
+        let mut queues = vec![
+            names.commands_queue.clone(),
+            names.dead_queue.clone(),
+            names.unrouted_events.clone(),
+        ];
+        let mut exchanges = vec![
+            names.commands_exchange.clone(),
+            names.dead_exchange.clone(),
+            names.events_exchange.clone(),
+            names.unrouted_events.clone(),
+        ];
+        for d in &self.settings.retry.delays_ms {
+            queues.push(names.retry(*d));
+            exchanges.push(names.retry(*d));
+        }
+        for q in queues {
+            let _ = self
+                .channel
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for e in exchanges {
+            let _ = self
+                .channel
+                .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let _ = self.connection.close(200, "test done".into()).await;
+        self.pool.close().await;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_database_url()).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.database
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
+/// The seed's two example clients.
+pub fn seed_id_client() -> Value {
+    serde_json::json!({
+        "email": "admin@company.com",
+        "client_alias": "Tech Company Ltd",
+        "client_type": "CORPORATE",
+        "country_code": "ID",
+        "phone": "+628123456789",
+        "client_status": "PENDING"
+    })
+}
+
+pub fn seed_sg_client() -> Value {
+    serde_json::json!({
+        "email": "admin@sgcompany.com",
+        "client_alias": "Singapore Tech Ltd",
+        "client_type": "CORPORATE",
+        "country_code": "SG",
+        "phone": "+6591234567"
+    })
+}
+
+pub fn client_with_email(email: &str) -> Value {
+    let mut body = seed_sg_client();
+    body["email"] = Value::String(email.into());
+    body
+}
+
+/// Counts by key, for concise assertions.
+pub fn tally<'a>(items: impl IntoIterator<Item = &'a str>) -> HashMap<String, usize> {
+    let mut map = HashMap::new();
+    for i in items {
+        *map.entry(i.to_string()).or_insert(0) += 1;
+    }
+    map
+}
+
+/// A TCP proxy in front of PostgreSQL that the test can cut: "the database is unreachable"
+/// without stopping the server the other tests share.
+pub struct CuttableProxy {
+    pub port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl CuttableProxy {
+    pub async fn start(target: String) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (up2, links2) = (up.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound); // refused, as far as the client can tell
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                links2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        CuttableProxy { port, up, links }
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for l in self.links.lock().unwrap().drain(..) {
+            l.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// host:port of the test database server.
+pub fn database_host_port() -> String {
+    let url = admin_database_url();
+    let after_at = url.rsplit_once('@').map(|(_, r)| r).unwrap_or(&url);
+    after_at.split('/').next().unwrap().to_string()
+}
