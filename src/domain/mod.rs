@@ -3,10 +3,15 @@
 
 pub mod client;
 pub mod client_code;
+pub mod lifecycle;
 pub mod new_client;
 pub mod psp;
 
 pub use client::{AdminUser, Client};
 pub use client_code::client_code;
+pub use lifecycle::{
+    ApprovalPolicy, ClientStatus, EkycStatus, InvalidTransition, LifecycleAction, ParseStatusError,
+    decide, transition,
+};
 pub use new_client::{Email, NewClient};
 pub use psp::{PspCandidate, choose_psp};
