@@ -27,10 +27,12 @@
 //! - `customer`: what we send ([`CustomerRequest`] and its builders) and get back ([`Customer`]).
 //! - `ids`: [`reference_id`] and [`idempotency_key`], deterministic so retries never duplicate.
 //! - `error`: [`XenditError`], transient or permanent.
+//! - [`fake`]: a local Xendit for dev, docker-compose and tests, with switches to misbehave.
 
 mod client;
 mod customer;
 mod error;
+pub mod fake;
 mod ids;
 
 pub use client::{API_VERSION, DEFAULT_BASE_URL, SettingsError, XenditClient, XenditSettings};
