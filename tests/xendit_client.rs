@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
+use onboard::xendit::fake::{self, FakeSettings};
 use onboard::xendit::{
     BusinessInput, CustomerRequest, CustomerType, IndividualInput, XenditClient, XenditError,
     XenditSettings, idempotency_key, reference_id,
@@ -697,4 +698,283 @@ async fn an_individual_customer_is_sent_with_its_given_names() {
     assert_eq!(body["type"], "INDIVIDUAL");
     assert_eq!(body["individual_detail"]["given_names"], "Tech Company Ltd");
     assert!(body.get("business_detail").is_none(), "{body}");
+}
+
+/// A fake Xendit on a free local port, stopped when the returned sender is dropped or fired.
+struct RunningFake {
+    /// `http://127.0.0.1:<port>`.
+    base_url: String,
+    /// Fire (or drop) to stop the fake.
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// The serving task; ends after `stop`.
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start_fake(settings: FakeSettings) -> RunningFake {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(fake::serve(listener, settings, async {
+        let _ = stopped.await;
+    }));
+    RunningFake {
+        base_url,
+        stop,
+        task,
+    }
+}
+
+fn client_for_fake(fake: &RunningFake) -> XenditClient {
+    XenditClient::new(&settings_for(fake.base_url.as_str())).unwrap()
+}
+
+/// A raw POST /customers, to see exactly what the fake answers.
+async fn post_raw(
+    fake: &RunningFake,
+    key: Option<&str>,
+    idempotency: &str,
+    body: Value,
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/customers", fake.base_url))
+        .header("idempotency-key", idempotency)
+        .json(&body);
+    if let Some(key) = key {
+        request = request.basic_auth(key, None::<&str>);
+    }
+    request.send().await.unwrap()
+}
+
+async fn fake_customers(fake: &RunningFake) -> Vec<Value> {
+    reqwest::get(format!("{}/_fake/customers", fake.base_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn fake_answers_a_repeated_idempotency_key_with_the_same_customer() {
+    let fake = start_fake(FakeSettings::default()).await;
+    let client = client_for_fake(&fake);
+    let reference = reference_id("onboard", "client", 100);
+    let request = business_request(&reference);
+    let key = idempotency_key(&reference);
+
+    let first = client.create_customer(&request, &key).await.unwrap();
+    // Raw, so the client's duplicate recovery cannot hide a fake that ignores the key.
+    let second = post_raw(
+        &fake,
+        Some(SECRET_KEY),
+        &key,
+        serde_json::to_value(&request).unwrap(),
+    )
+    .await;
+
+    assert_eq!(second.status(), 200);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(second["id"], first.id.as_str());
+    let uuid = first.id.strip_prefix("cust-").expect("a cust- id");
+    assert_eq!(uuid::Uuid::parse_str(uuid).unwrap().get_version_num(), 4);
+    assert_eq!(first.reference_id, reference);
+    let created = fake_customers(&fake).await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(
+        created[0]["business_detail"]["business_name"],
+        "Tech Company Ltd"
+    );
+    assert_eq!(created[0]["business_detail"]["business_domicile"], "ID");
+}
+
+#[tokio::test]
+async fn fake_refuses_a_reused_reference_under_another_key_and_the_client_recovers_it() {
+    let fake = start_fake(FakeSettings::default()).await;
+    let client = client_for_fake(&fake);
+    let reference = reference_id("onboard", "client", 101);
+    let request = business_request(&reference);
+    let first = client
+        .create_customer(&request, &idempotency_key(&reference))
+        .await
+        .unwrap();
+
+    let raw = post_raw(
+        &fake,
+        Some(SECRET_KEY),
+        "another-key",
+        serde_json::to_value(&request).unwrap(),
+    )
+    .await;
+    assert_eq!(raw.status(), 409);
+    let body: Value = raw.json().await.unwrap();
+    assert_eq!(body["error_code"], "DUPLICATE_ERROR");
+
+    // What happens once Xendit has forgotten our key: the client finds the first customer.
+    let again = client
+        .create_customer(&request, "a-key-xendit-never-saw")
+        .await
+        .unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(fake_customers(&fake).await.len(), 1);
+}
+
+#[tokio::test]
+async fn fake_requires_basic_auth() {
+    let fake = start_fake(FakeSettings::default()).await;
+
+    let raw = post_raw(
+        &fake,
+        None,
+        "k",
+        serde_json::to_value(business_request("onboard-client-102")).unwrap(),
+    )
+    .await;
+
+    assert_eq!(raw.status(), 401);
+    let body: Value = raw.json().await.unwrap();
+    assert_eq!(body["error_code"], "INVALID_API_KEY");
+    assert!(fake_customers(&fake).await.is_empty());
+}
+
+#[tokio::test]
+async fn fake_refuses_a_customer_without_type_or_reference_id() {
+    let fake = start_fake(FakeSettings::default()).await;
+    for body in [
+        json!({ "reference_id": "onboard-client-103", "business_detail": { "business_name": "A" } }),
+        json!({ "type": "BUSINESS", "business_detail": { "business_name": "A" } }),
+    ] {
+        let raw = post_raw(&fake, Some(SECRET_KEY), "k", body.clone()).await;
+        assert_eq!(raw.status(), 400, "{body}");
+        let answer: Value = raw.json().await.unwrap();
+        assert_eq!(answer["error_code"], "API_VALIDATION_ERROR", "{body}");
+    }
+    assert!(fake_customers(&fake).await.is_empty());
+}
+
+#[tokio::test]
+async fn fake_in_failing_mode_answers_503_and_the_client_reports_it_transient() {
+    let fake = start_fake(FakeSettings {
+        fail_status: 503,
+        fail_rate: 1.0,
+        ..FakeSettings::default()
+    })
+    .await;
+    let reference = reference_id("onboard", "client", 104);
+
+    let raw = post_raw(
+        &fake,
+        Some(SECRET_KEY),
+        "k",
+        serde_json::to_value(business_request(&reference)).unwrap(),
+    )
+    .await;
+    assert_eq!(raw.status(), 503);
+    let error = client_for_fake(&fake)
+        .create_customer(&business_request(&reference), &idempotency_key(&reference))
+        .await
+        .unwrap_err();
+
+    assert!(error.is_transient(), "{error:?}");
+    assert!(
+        matches!(error, XenditError::Unavailable { attempts: 3, .. }),
+        "{error:?}"
+    );
+    assert!(fake_customers(&fake).await.is_empty());
+}
+
+#[tokio::test]
+async fn fake_switches_change_at_runtime() {
+    let fake = start_fake(FakeSettings::default()).await;
+    let http = reqwest::Client::new();
+    let mode: Value = http
+        .post(format!("{}/_fake/mode", fake.base_url))
+        .json(&json!({ "fail_next": 2, "rate_limit_next": 1, "rate_limit_reset_secs": 0.05 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mode["fail_next"], 2);
+    let body = serde_json::to_value(business_request("onboard-client-105")).unwrap();
+
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let raw = post_raw(&fake, Some(SECRET_KEY), "k105", body.clone()).await;
+        let reset = raw
+            .headers()
+            .get("rate-limit-reset")
+            .map(|v| v.to_str().unwrap().to_owned());
+        answers.push((raw.status().as_u16(), reset));
+    }
+
+    assert_eq!(
+        answers,
+        [
+            (429, Some("0.05".to_owned())),
+            (503, None),
+            (503, None),
+            (200, None)
+        ]
+    );
+    let refused = http
+        .post(format!("{}/_fake/mode", fake.base_url))
+        .json(&json!({ "fail_rate": 2.0 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+}
+
+#[tokio::test]
+async fn the_client_gets_through_a_fake_that_fails_twice() {
+    let fake = start_fake(FakeSettings {
+        fail_next: 2,
+        ..FakeSettings::default()
+    })
+    .await;
+    let reference = reference_id("onboard", "user", 106);
+    let request = CustomerRequest::individual(
+        &reference,
+        IndividualInput {
+            given_names: "Tech Company Ltd".into(),
+            email: "admin@company.com".into(),
+            phone: "+628123456789".into(),
+        },
+    );
+
+    let customer = client_for_fake(&fake)
+        .create_customer(&request, &idempotency_key(&reference))
+        .await
+        .unwrap();
+
+    assert_eq!(customer.customer_type, CustomerType::Individual);
+    assert_eq!(fake_customers(&fake).await.len(), 1);
+    // Both injected failures were spent on this call, so it did get through them.
+    let mode: Value = reqwest::get(format!("{}/_fake/mode", fake.base_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mode["fail_next"], 0);
+}
+
+#[tokio::test]
+async fn fake_stops_when_shutdown_completes() {
+    let fake = start_fake(FakeSettings::default()).await;
+    let base_url = fake.base_url.clone();
+    fake.stop.send(()).unwrap();
+
+    let served = tokio::time::timeout(Duration::from_secs(5), fake.task)
+        .await
+        .expect("the fake did not stop")
+        .unwrap();
+
+    assert!(served.is_ok(), "{served:?}");
+    assert!(
+        reqwest::get(format!("{base_url}/_fake/customers"))
+            .await
+            .is_err()
+    );
 }
