@@ -1,0 +1,497 @@
+//! HTTP client for Xendit's Customers API: create a customer exactly once, find one by our
+//! `reference_id`, and retry what is worth retrying within one call.
+//!
+//! Retries inside a call are for blips (a 503, a dropped connection, a short rate limit); a longer
+//! outage comes back as a transient [`XenditError`] so the saga can retry through the delay queue
+//! without holding a worker.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use reqwest::{RequestBuilder, StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::customer::{Customer, CustomerRequest};
+use super::error::{ApiError, XenditError};
+
+/// The Customers API version we speak: the first that knows BUSINESS customers. Sent on every
+/// request so a change of the account's default version cannot change the shapes under us.
+pub const API_VERSION: &str = "2020-10-31";
+
+/// Xendit's production and test API; test or live is decided by the key, not the URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.xendit.co";
+
+/// Error codes with which Xendit says the customer already exists. All are recovered by looking
+/// the customer up by `reference_id`:
+/// - `DUPLICATE_ERROR` (409): the `reference_id` is taken (e.g. our idempotency key expired
+///   after 24 hours and a retry created again);
+/// - `IDEMPOTENCY_ERROR` (409): the key was used for a different body; our key is derived from
+///   the `reference_id`, so it is the same customer sent with changed details;
+/// - `DUPLICATE_END_CUSTOMER_ERROR` (400): the older name of the duplicate reference answer,
+///   still listed in Xendit's SDKs.
+const DUPLICATE_ERROR_CODES: [&str; 3] = [
+    "DUPLICATE_ERROR",
+    "IDEMPOTENCY_ERROR",
+    "DUPLICATE_END_CUSTOMER_ERROR",
+];
+
+/// How to reach Xendit, read from the `xendit` section of the configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct XenditSettings {
+    /// Root of the API, without `/customers`; the fake's address in dev and tests.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// Secret API key, sent as the Basic auth user name. Never printed: `Debug` redacts it.
+    pub secret_key: SecretString,
+    /// Longest wait for one request, from connecting to the last byte of the answer.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Requests one call may send before giving up with a transient error (1 = no retry).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First pause between attempts; it doubles (with jitter) up to `max_backoff_ms`.
+    #[serde(default = "default_min_backoff_ms")]
+    pub min_backoff_ms: u64,
+    /// Longest pause between attempts after a 5xx or a transport error.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Longest pause after a 429, whatever `Rate-Limit-Reset` asks: past it the worker would
+    /// rather hand the message to the delay queue than sit idle.
+    #[serde(default = "default_max_rate_limit_wait_ms")]
+    pub max_rate_limit_wait_ms: u64,
+}
+
+fn default_base_url() -> String {
+    DEFAULT_BASE_URL.to_owned()
+}
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_min_backoff_ms() -> u64 {
+    200
+}
+fn default_max_backoff_ms() -> u64 {
+    5_000
+}
+fn default_max_rate_limit_wait_ms() -> u64 {
+    5_000
+}
+
+impl XenditSettings {
+    /// Settings with every default, for the given API root and key.
+    pub fn new(base_url: impl Into<String>, secret_key: SecretString) -> Self {
+        XenditSettings {
+            base_url: base_url.into(),
+            secret_key,
+            timeout_ms: default_timeout_ms(),
+            max_attempts: default_max_attempts(),
+            min_backoff_ms: default_min_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+            max_rate_limit_wait_ms: default_max_rate_limit_wait_ms(),
+        }
+    }
+
+    /// [`Self::timeout_ms`] as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// [`Self::max_rate_limit_wait_ms`] as a duration.
+    pub fn max_rate_limit_wait(&self) -> Duration {
+        Duration::from_millis(self.max_rate_limit_wait_ms)
+    }
+}
+
+/// Settings that cannot make a client. Found at start-up, never during a call.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// `base_url` does not parse as an http(s) URL.
+    #[error("xendit.base_url {base_url:?} is not an http(s) URL")]
+    BaseUrl {
+        /// The configured value.
+        base_url: String,
+    },
+    /// The HTTP client could not be built (TLS setup).
+    #[error("could not build the HTTP client for Xendit")]
+    HttpClient(#[source] reqwest::Error),
+}
+
+/// Client for Xendit's Customers API. Cheap to clone; clones share one connection pool.
+#[derive(Clone)]
+pub struct XenditClient {
+    /// Pooled HTTP client; its own timeout backs up the per-request one.
+    http: reqwest::Client,
+    /// `{base_url}/customers`, parsed once.
+    customers_url: Url,
+    /// Basic auth user name.
+    secret_key: SecretString,
+    /// Per-request timeout.
+    timeout: Duration,
+    /// Pauses between attempts; its retry count is `max_attempts - 1`.
+    backoff: ExponentialBuilder,
+    /// Cap on a pause asked for by `Rate-Limit-Reset`.
+    max_rate_limit_wait: Duration,
+}
+
+impl std::fmt::Debug for XenditClient {
+    // Written out rather than derived so the key stays out even if its type ever changes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XenditClient")
+            .field("customers_url", &self.customers_url.as_str())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl XenditClient {
+    /// A client for the API at `settings.base_url`.
+    pub fn new(settings: &XenditSettings) -> Result<Self, SettingsError> {
+        let bad_url = || SettingsError::BaseUrl {
+            base_url: settings.base_url.clone(),
+        };
+        let customers_url = Url::parse(&format!(
+            "{}/customers",
+            settings.base_url.trim_end_matches('/')
+        ))
+        .map_err(|_| bad_url())?;
+        if !matches!(customers_url.scheme(), "http" | "https") {
+            return Err(bad_url());
+        }
+        let timeout = settings.timeout();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("onboard/", env!("CARGO_PKG_VERSION")))
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(SettingsError::HttpClient)?;
+        let retries = settings.max_attempts.max(1) - 1;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(settings.min_backoff_ms))
+            .with_max_delay(Duration::from_millis(
+                settings.max_backoff_ms.max(settings.min_backoff_ms),
+            ))
+            .with_max_times(retries as usize)
+            // Jitter keeps workers that failed together from retrying together.
+            .with_jitter();
+        Ok(XenditClient {
+            http,
+            customers_url,
+            secret_key: settings.secret_key.clone(),
+            timeout,
+            backoff,
+            max_rate_limit_wait: settings.max_rate_limit_wait(),
+        })
+    }
+
+    /// Creates the customer, or returns the one Xendit already has under `request.reference_id`.
+    ///
+    /// `idempotency_key` must be the same on every retry of the same saga step (use
+    /// [`super::idempotency_key`]): Xendit then answers a repeat with the first customer instead
+    /// of creating a second. After Xendit forgets the key (24 hours) a repeat is refused as a
+    /// duplicate reference, and the existing customer is fetched by `reference_id` instead.
+    #[tracing::instrument(
+        name = "xendit.create_customer",
+        skip_all,
+        fields(reference_id = %request.reference_id, customer_type = ?request.customer_type)
+    )]
+    pub async fn create_customer(
+        &self,
+        request: &CustomerRequest,
+        idempotency_key: &str,
+    ) -> Result<Customer, XenditError> {
+        let outcome = self
+            .send("create_customer", || {
+                self.http
+                    .post(self.customers_url.clone())
+                    .header("idempotency-key", idempotency_key)
+                    .json(request)
+            })
+            .await;
+        match outcome {
+            Ok(answer) => answer.parse(),
+            Err(CallFailed {
+                last: Failure::Api { answer, .. },
+                ..
+            }) if DUPLICATE_ERROR_CODES.contains(&answer.error_code.as_str()) => {
+                tracing::info!(
+                    error_code = %answer.error_code,
+                    "Xendit already has this customer; fetching it by reference_id"
+                );
+                match self.find_by_reference(&request.reference_id).await? {
+                    Some(existing) => Ok(existing),
+                    None => Err(XenditError::DuplicateNotFound {
+                        reference_id: request.reference_id.clone(),
+                        answer,
+                    }),
+                }
+            }
+            Err(failed) => Err(failed.into()),
+        }
+    }
+
+    /// The customer Xendit has under our `reference_id`, if any.
+    #[tracing::instrument(name = "xendit.find_by_reference", skip(self))]
+    pub async fn find_by_reference(
+        &self,
+        reference_id: &str,
+    ) -> Result<Option<Customer>, XenditError> {
+        let mut url = self.customers_url.clone();
+        url.query_pairs_mut()
+            .append_pair("reference_id", reference_id);
+        match self
+            .send("find_by_reference", || self.http.get(url.clone()))
+            .await
+        {
+            Ok(answer) => {
+                let customers = answer.parse::<CustomerList>()?.into_customers();
+                // Checked rather than trusted: adopting another customer's id would be far worse
+                // than creating none.
+                Ok(customers
+                    .into_iter()
+                    .find(|customer| customer.reference_id == reference_id))
+            }
+            Err(CallFailed {
+                last: Failure::Api { answer, .. },
+                ..
+            }) if answer.status == StatusCode::NOT_FOUND.as_u16() => Ok(None),
+            Err(failed) => Err(failed.into()),
+        }
+    }
+
+    /// Sends the request built by `request` until it succeeds, fails for good, or runs out of
+    /// attempts. Adds what every request carries: auth, API version, timeout.
+    async fn send(
+        &self,
+        operation: &'static str,
+        request: impl Fn() -> RequestBuilder,
+    ) -> Result<Answer, CallFailed> {
+        let attempts = AtomicU32::new(0);
+        let max_rate_limit_wait = self.max_rate_limit_wait;
+        let outcome = (|| {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            let request = request()
+                .basic_auth(self.secret_key.expose_secret(), None::<&str>)
+                .header("api-version", API_VERSION)
+                .timeout(self.timeout);
+            exchange(request)
+        })
+        .retry(self.backoff)
+        .sleep(tokio::time::sleep)
+        .when(Failure::is_retryable)
+        .adjust(|failure, backoff| {
+            // `None` means the attempts are spent; a rate limit does not buy more of them.
+            let backoff = backoff?;
+            Some(match failure.rate_limit_reset() {
+                Some(reset) => reset.min(max_rate_limit_wait),
+                None => backoff,
+            })
+        })
+        .notify(|failure, pause| {
+            tracing::warn!(
+                operation,
+                attempt = attempts.load(Ordering::Relaxed),
+                pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                error = %failure,
+                "Xendit call failed; retrying"
+            );
+        })
+        .await;
+        outcome.map_err(|last| {
+            let attempts = attempts.load(Ordering::Relaxed);
+            if last.is_retryable() {
+                tracing::warn!(operation, attempts, error = %last, "Xendit call failed; giving up");
+            }
+            CallFailed { last, attempts }
+        })
+    }
+}
+
+/// One request, one answer: a 2xx body, or why there is none.
+async fn exchange(request: RequestBuilder) -> Result<Answer, Failure> {
+    let response = request.send().await.map_err(Failure::Transport)?;
+    let status = response.status();
+    let rate_limit_reset = response
+        .headers()
+        .get("rate-limit-reset")
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_rate_limit_reset);
+    let body = response.bytes().await.map_err(Failure::Transport)?;
+    if status.is_success() {
+        Ok(Answer { status, body })
+    } else {
+        Err(Failure::Api {
+            answer: ApiError::from_answer(status.as_u16(), &body),
+            rate_limit_reset,
+        })
+    }
+}
+
+/// `Rate-Limit-Reset` is the time left in the rate window, in seconds, possibly fractional
+/// (Xendit's example: `58.37`).
+fn parse_rate_limit_reset(value: &str) -> Option<Duration> {
+    let seconds: f64 = value.trim().parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+/// A 2xx answer, not yet parsed.
+struct Answer {
+    /// Its status, for the error when the body does not parse.
+    status: StatusCode,
+    /// Its raw body.
+    body: Bytes,
+}
+
+impl Answer {
+    fn parse<T: DeserializeOwned>(&self) -> Result<T, XenditError> {
+        serde_json::from_slice(&self.body).map_err(|source| XenditError::UnexpectedBody {
+            status: self.status.as_u16(),
+            source,
+        })
+    }
+}
+
+/// The answer of `GET /customers?reference_id=`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CustomerList {
+    /// 2020-10-31: `{"data": [...], "has_more": false}`.
+    Page {
+        /// Matching customers; at most one, as references are unique.
+        data: Vec<Customer>,
+    },
+    /// 2020-05-19 answered a bare array; accepted in case an account pins the old version.
+    Bare(Vec<Customer>),
+}
+
+impl CustomerList {
+    fn into_customers(self) -> Vec<Customer> {
+        match self {
+            CustomerList::Page { data } | CustomerList::Bare(data) => data,
+        }
+    }
+}
+
+/// Why one attempt produced no 2xx answer.
+#[derive(Debug)]
+enum Failure {
+    /// Xendit answered with an error status.
+    Api {
+        /// The error answer.
+        answer: ApiError,
+        /// How long Xendit asked us to wait, on a 429.
+        rate_limit_reset: Option<Duration>,
+    },
+    /// No usable answer: timeout, connection error, body cut off.
+    Transport(reqwest::Error),
+}
+
+impl Failure {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Failure::Api { answer, .. } => answer.is_retryable(),
+            // A POST is safe to resend after a timeout: the idempotency key makes Xendit answer
+            // a resend of a create that did go through with the same customer.
+            Failure::Transport(error) => {
+                error.is_timeout() || error.is_connect() || error.is_request() || error.is_body()
+            }
+        }
+    }
+
+    fn rate_limit_reset(&self) -> Option<Duration> {
+        match self {
+            Failure::Api {
+                answer,
+                rate_limit_reset,
+            } if answer.status == StatusCode::TOO_MANY_REQUESTS.as_u16() => *rate_limit_reset,
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Api { answer, .. } => write!(f, "{answer}"),
+            Failure::Transport(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+/// A call that ended without a 2xx answer.
+struct CallFailed {
+    /// Why the last attempt failed.
+    last: Failure,
+    /// How many requests the call sent.
+    attempts: u32,
+}
+
+impl From<CallFailed> for XenditError {
+    fn from(CallFailed { last, attempts }: CallFailed) -> Self {
+        match last {
+            Failure::Api { answer, .. } if answer.is_retryable() => {
+                XenditError::Unavailable { answer, attempts }
+            }
+            Failure::Api { answer, .. } => XenditError::Rejected(answer),
+            Failure::Transport(source) => XenditError::Unreachable { attempts, source },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_reset_is_read_in_seconds_with_fractions() {
+        assert_eq!(parse_rate_limit_reset("1"), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_rate_limit_reset(" 58.37 "),
+            Some(Duration::from_millis(58_370))
+        );
+        assert_eq!(parse_rate_limit_reset("-1"), None);
+        assert_eq!(parse_rate_limit_reset("soon"), None);
+        assert_eq!(parse_rate_limit_reset("NaN"), None);
+    }
+
+    #[test]
+    fn settings_fill_defaults_from_a_minimal_config() {
+        let settings: XenditSettings =
+            serde_json::from_value(serde_json::json!({ "secret_key": "xnd_development_k" }))
+                .unwrap();
+        assert_eq!(settings.base_url, DEFAULT_BASE_URL);
+        assert_eq!(settings.max_attempts, 3);
+        assert_eq!(settings.timeout(), Duration::from_secs(10));
+        assert_eq!(settings.secret_key.expose_secret(), "xnd_development_k");
+    }
+
+    #[test]
+    fn a_base_url_that_is_not_http_is_refused() {
+        for base_url in ["not a url", "ftp://api.xendit.co"] {
+            let settings = XenditSettings::new(base_url, SecretString::from("k"));
+            assert!(
+                matches!(
+                    XenditClient::new(&settings),
+                    Err(SettingsError::BaseUrl { .. })
+                ),
+                "{base_url}"
+            );
+        }
+    }
+
+    #[test]
+    fn customers_url_ignores_a_trailing_slash() {
+        let settings = XenditSettings::new("http://127.0.0.1:9/", SecretString::from("k"));
+        let client = XenditClient::new(&settings).unwrap();
+        assert_eq!(
+            client.customers_url.as_str(),
+            "http://127.0.0.1:9/customers"
+        );
+    }
+}

@@ -1,0 +1,614 @@
+//! A local stand-in for Xendit's Customers API, for the quick start, docker-compose and tests:
+//! the same paths, headers and answer shapes as `api-version: 2020-10-31`, kept in memory.
+//!
+//! It behaves like Xendit where the saga depends on it:
+//! - `POST /customers` needs Basic auth (any key is accepted; none gives 401 `INVALID_API_KEY`),
+//!   answers a repeated `idempotency-key` with the first customer, refuses a reused
+//!   `reference_id` under another key with 409 `DUPLICATE_ERROR`, a reused key with another body
+//!   with 409 `IDEMPOTENCY_ERROR`, and a body without `type`, `reference_id` or the matching
+//!   detail with 400 `API_VALIDATION_ERROR`;
+//! - `GET /customers?reference_id=` answers `{"data": [...], "has_more": false}`.
+//!
+//! And it can misbehave on demand, to exercise retries ([`FakeSettings`]): added latency, a
+//! failure status for the next N requests or a share of them, 429s with `Rate-Limit-Reset`.
+//! The switches are set at start and changed at runtime with `POST /_fake/mode` (a JSON object
+//! with any of [`FakeSettings`]' fields); `GET /_fake/mode` shows them, and `GET /_fake/customers`
+//! lists every customer created, oldest first.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
+use chrono::{SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+
+/// Switches that make the fake misbehave. All off by default: a well-behaved Xendit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FakeSettings {
+    /// Delay added before every answer on `/customers`, in milliseconds.
+    pub latency_ms: u64,
+    /// Status of an injected failure (`fail_next`, `fail_rate`), e.g. 503.
+    pub fail_status: u16,
+    /// Fail this many of the next requests on `/customers`, then behave again.
+    pub fail_next: u32,
+    /// Share of requests on `/customers` to fail, from 0 (none) to 1 (all).
+    pub fail_rate: f64,
+    /// Answer this many of the next requests on `/customers` with 429 `RATE_LIMIT_EXCEEDED`.
+    pub rate_limit_next: u32,
+    /// `Rate-Limit-Reset` sent with those 429s, in seconds.
+    pub rate_limit_reset_secs: f64,
+}
+
+impl Default for FakeSettings {
+    fn default() -> Self {
+        FakeSettings {
+            latency_ms: 0,
+            fail_status: 503,
+            fail_next: 0,
+            fail_rate: 0.0,
+            rate_limit_next: 0,
+            rate_limit_reset_secs: 1.0,
+        }
+    }
+}
+
+impl FakeSettings {
+    /// Why these settings cannot be used, if they cannot.
+    fn problem(&self) -> Option<String> {
+        if !(0.0..=1.0).contains(&self.fail_rate) {
+            return Some(format!(
+                "fail_rate must be within 0..=1, got {}",
+                self.fail_rate
+            ));
+        }
+        if !(400..=599).contains(&self.fail_status) {
+            return Some(format!(
+                "fail_status must be an error status (400..=599), got {}",
+                self.fail_status
+            ));
+        }
+        if !(self.rate_limit_reset_secs.is_finite() && self.rate_limit_reset_secs >= 0.0) {
+            return Some("rate_limit_reset_secs must be a non-negative number".to_owned());
+        }
+        None
+    }
+}
+
+/// The fake's memory, shared by every request. Clones share it.
+#[derive(Clone, Default)]
+pub struct FakeState {
+    /// Behind a plain mutex: no lock is held across an `.await`.
+    store: Arc<Mutex<Store>>,
+}
+
+/// What the fake remembers.
+#[derive(Default)]
+struct Store {
+    /// Current switches.
+    settings: FakeSettings,
+    /// Customers in creation order, as Xendit would return them.
+    customers: Vec<Value>,
+    /// `reference_id` → index in `customers`.
+    by_reference: HashMap<String, usize>,
+    /// `idempotency-key` → the request it first came with, and the customer it made.
+    by_idempotency_key: HashMap<String, (Value, usize)>,
+}
+
+impl FakeState {
+    /// An empty fake with these switches.
+    pub fn new(settings: FakeSettings) -> Self {
+        FakeState {
+            store: Arc::new(Mutex::new(Store {
+                settings,
+                ..Store::default()
+            })),
+        }
+    }
+
+    /// The current switches.
+    pub fn settings(&self) -> FakeSettings {
+        self.lock().settings.clone()
+    }
+
+    /// Every customer created so far, oldest first.
+    pub fn customers(&self) -> Vec<Value> {
+        self.lock().customers.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The fake's routes over `state`, for tests that serve it themselves.
+pub fn router(state: FakeState) -> Router {
+    let api = Router::new()
+        .route("/customers", post(create_customer).get(find_customers))
+        // Only the API misbehaves; the control routes below always answer.
+        .route_layer(middleware::from_fn_with_state(state.clone(), misbehave));
+    Router::new()
+        .merge(api)
+        .route("/_fake/mode", get(show_mode).post(change_mode))
+        .route("/_fake/customers", get(list_customers))
+        .with_state(state)
+}
+
+/// Serves the fake on `listener` until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    settings: FakeSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(FakeState::new(settings)))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Flags of the fake-Xendit subcommand (e.g. `onboard fake-xendit`); flatten them into the
+/// binary's command line with `#[command(flatten)]` or use them as a subcommand's arguments.
+///
+/// - `--listen <ADDR>`: address to serve on (default `127.0.0.1:8099`; `0.0.0.0:8099` in a
+///   container). Point `xendit.base_url` at `http://<ADDR>`.
+/// - `--latency-ms <MS>`: delay added to every answer on `/customers` (default 0).
+/// - `--fail-status <STATUS>`: status of injected failures (default 503).
+/// - `--fail-rate <RATE>`: share of requests on `/customers` that fail with `--fail-status`,
+///   from 0 to 1 (default 0).
+///
+/// `fail_next` and `rate_limit_next` have no flag: they are for tests, through `POST /_fake/mode`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FakeArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8099")]
+    pub listen: SocketAddr,
+    /// Delay added to every answer on /customers, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Status of injected failures.
+    #[arg(long, default_value_t = 503, value_parser = clap::value_parser!(u16).range(400..=599))]
+    pub fail_status: u16,
+    /// Share of requests on /customers that fail, from 0 to 1.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub fail_rate: f64,
+}
+
+impl FakeArgs {
+    /// The switches these flags set.
+    pub fn settings(&self) -> FakeSettings {
+        FakeSettings {
+            latency_ms: self.latency_ms,
+            fail_status: self.fail_status,
+            fail_rate: self.fail_rate,
+            ..FakeSettings::default()
+        }
+    }
+}
+
+fn parse_rate(value: &str) -> Result<f64, String> {
+    let rate: f64 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{rate} is not within 0..=1"))
+    }
+}
+
+/// Runs the fake as the subcommand does: binds `args.listen`, serves until `shutdown`.
+/// See [`FakeArgs`] for the flags.
+pub async fn run(
+    args: FakeArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(args.listen).await?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        settings = ?args.settings(),
+        "fake Xendit listening"
+    );
+    serve(listener, args.settings(), shutdown).await
+}
+
+/// What the switches decided for one request.
+enum Injected {
+    /// Answer 429 with this `Rate-Limit-Reset`.
+    RateLimit(f64),
+    /// Answer with this error status.
+    Failure(StatusCode),
+}
+
+/// Applies the switches: latency first, then a 429 or a failure instead of the real answer.
+async fn misbehave(State(state): State<FakeState>, request: Request, next: Next) -> Response {
+    let (latency, injected) = {
+        let mut store = state.lock();
+        let settings = &mut store.settings;
+        let injected = if settings.rate_limit_next > 0 {
+            settings.rate_limit_next -= 1;
+            Some(Injected::RateLimit(settings.rate_limit_reset_secs))
+        } else if settings.fail_next > 0 {
+            settings.fail_next -= 1;
+            Some(Injected::Failure(failure_status(settings.fail_status)))
+        } else if settings.fail_rate > 0.0 && rand::random::<f64>() < settings.fail_rate {
+            Some(Injected::Failure(failure_status(settings.fail_status)))
+        } else {
+            None
+        };
+        (Duration::from_millis(settings.latency_ms), injected)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match injected {
+        Some(Injected::RateLimit(reset)) => {
+            let mut response = xendit_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMIT_EXCEEDED",
+                "Rate limit exceeded (injected by the fake)",
+            );
+            if let Ok(value) = HeaderValue::from_str(&reset.to_string()) {
+                response.headers_mut().insert("rate-limit-reset", value);
+            }
+            response
+        }
+        Some(Injected::Failure(status)) => {
+            let code = if status.is_server_error() {
+                "SERVER_ERROR"
+            } else {
+                "FAKE_INJECTED_ERROR"
+            };
+            xendit_error(status, code, "Failure injected by the fake")
+        }
+        None => next.run(request).await,
+    }
+}
+
+fn failure_status(status: u16) -> StatusCode {
+    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+}
+
+/// Xendit's error shape.
+fn xendit_error(status: StatusCode, error_code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({ "error_code": error_code, "message": message })),
+    )
+        .into_response()
+}
+
+/// Whether the request carries Basic auth with a non-empty user name, as Xendit requires. Any
+/// key is accepted: the fake checks that the client authenticates, not which account it is.
+fn is_authenticated(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Basic "))
+        .and_then(|encoded| BASE64_STANDARD.decode(encoded.trim()).ok())
+        .and_then(|decoded| String::from_utf8(decoded).ok())
+        .and_then(|pair| pair.split_once(':').map(|(user, _)| !user.is_empty()))
+        .unwrap_or(false)
+}
+
+/// Xendit's answer to a request without a usable key.
+fn unauthenticated() -> Response {
+    xendit_error(
+        StatusCode::UNAUTHORIZED,
+        "INVALID_API_KEY",
+        "API key format is invalid",
+    )
+}
+
+async fn create_customer(
+    State(state): State<FakeState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !is_authenticated(&headers) {
+        return unauthenticated();
+    }
+    let request = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(fields)) => Value::Object(fields),
+        _ => {
+            return xendit_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_JSON_FORMAT",
+                "Request body is not a JSON object",
+            );
+        }
+    };
+    if let Err(message) = validate(&request) {
+        return xendit_error(StatusCode::BAD_REQUEST, "API_VALIDATION_ERROR", &message);
+    }
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let reference_id = request["reference_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    let mut store = state.lock();
+    // Xendit checks the key before anything else: a repeat gets the first answer.
+    if let Some(key) = &idempotency_key
+        && let Some((first_request, index)) = store.by_idempotency_key.get(key)
+    {
+        return if *first_request == request {
+            (StatusCode::OK, Json(store.customers[*index].clone())).into_response()
+        } else {
+            xendit_error(
+                StatusCode::CONFLICT,
+                "IDEMPOTENCY_ERROR",
+                "The idempotency key has been used with a different request body",
+            )
+        };
+    }
+    if store.by_reference.contains_key(&reference_id) {
+        return xendit_error(
+            StatusCode::CONFLICT,
+            "DUPLICATE_ERROR",
+            "The provided reference_id has been used before. Please use a unique reference_id",
+        );
+    }
+    let customer = customer_from(&request, &format!("cust-{}", uuid::Uuid::new_v4()));
+    let index = store.customers.len();
+    store.customers.push(customer.clone());
+    store.by_reference.insert(reference_id, index);
+    if let Some(key) = idempotency_key {
+        store.by_idempotency_key.insert(key, (request, index));
+    }
+    (StatusCode::OK, Json(customer)).into_response()
+}
+
+/// Query of `GET /customers`.
+#[derive(Deserialize)]
+struct ReferenceQuery {
+    /// The `reference_id` to look for; Xendit requires it.
+    reference_id: Option<String>,
+}
+
+async fn find_customers(
+    State(state): State<FakeState>,
+    headers: HeaderMap,
+    Query(query): Query<ReferenceQuery>,
+) -> Response {
+    if !is_authenticated(&headers) {
+        return unauthenticated();
+    }
+    let Some(reference_id) = query.reference_id.filter(|r| !r.is_empty()) else {
+        return xendit_error(
+            StatusCode::BAD_REQUEST,
+            "API_VALIDATION_ERROR",
+            "reference_id is required",
+        );
+    };
+    let store = state.lock();
+    let data: Vec<Value> = store
+        .by_reference
+        .get(&reference_id)
+        .map(|&index| store.customers[index].clone())
+        .into_iter()
+        .collect();
+    Json(json!({ "data": data, "has_more": false })).into_response()
+}
+
+async fn list_customers(State(state): State<FakeState>) -> Json<Vec<Value>> {
+    Json(state.customers())
+}
+
+async fn show_mode(State(state): State<FakeState>) -> Json<FakeSettings> {
+    Json(state.settings())
+}
+
+/// Merges the given fields into the current switches and answers with the result.
+async fn change_mode(
+    State(state): State<FakeState>,
+    Json(change): Json<Map<String, Value>>,
+) -> Response {
+    let mut store = state.lock();
+    let mut merged = match serde_json::to_value(&store.settings) {
+        Ok(Value::Object(fields)) => fields,
+        _ => Map::new(),
+    };
+    merged.extend(change);
+    let settings = match serde_json::from_value::<FakeSettings>(Value::Object(merged)) {
+        Ok(settings) => settings,
+        Err(error) => return (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+    };
+    if let Some(problem) = settings.problem() {
+        return (StatusCode::BAD_REQUEST, problem).into_response();
+    }
+    store.settings = settings.clone();
+    Json(settings).into_response()
+}
+
+/// Xendit's required fields and length limits for `POST /customers`, as far as the saga uses them.
+fn validate(request: &Value) -> Result<(), String> {
+    let text = |value: &Value| value.as_str().map(|s| s.chars().count());
+    match text(&request["reference_id"]) {
+        None | Some(0) => return Err("reference_id is required".to_owned()),
+        Some(n) if n > 255 => return Err("reference_id must be at most 255 characters".to_owned()),
+        Some(_) => {}
+    }
+    let (detail, name_field) = match request["type"].as_str() {
+        None => return Err("type is required".to_owned()),
+        Some("INDIVIDUAL") => ("individual_detail", "given_names"),
+        Some("BUSINESS") => ("business_detail", "business_name"),
+        Some(_) => return Err("type must be one of INDIVIDUAL, BUSINESS".to_owned()),
+    };
+    match text(&request[detail][name_field]) {
+        None | Some(0) => Err(format!("{detail}.{name_field} is required")),
+        Some(n) if n > 50 => Err(format!(
+            "{detail}.{name_field} must be at most 50 characters"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The customer Xendit would return for a valid request: every documented field present,
+/// `null` or empty where the request said nothing.
+fn customer_from(request: &Value, id: &str) -> Value {
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let field = |name: &str| request.get(name).cloned().unwrap_or(Value::Null);
+    let detail = |name: &str, defaults: Value| match (request.get(name), defaults) {
+        (Some(Value::Object(given)), Value::Object(mut all)) => {
+            all.extend(given.clone());
+            Value::Object(all)
+        }
+        _ => Value::Null,
+    };
+    json!({
+        "id": id,
+        "reference_id": field("reference_id"),
+        "type": field("type"),
+        "individual_detail": detail("individual_detail", json!({
+            "given_names": null, "surname": null, "nationality": null, "place_of_birth": null,
+            "date_of_birth": null, "gender": null, "employment": null
+        })),
+        "business_detail": detail("business_detail", json!({
+            "business_name": null, "trading_name": null, "business_type": null,
+            "nature_of_business": null, "business_domicile": null, "date_of_registration": null
+        })),
+        "email": field("email"),
+        "mobile_number": field("mobile_number"),
+        "phone_number": field("phone_number"),
+        "hashed_phone_number": null,
+        "addresses": request.get("addresses").cloned().unwrap_or_else(|| json!([])),
+        "identity_accounts": [],
+        "kyc_documents": [],
+        "description": field("description"),
+        "metadata": request.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        "created": now,
+        "updated": now
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xendit::{BusinessInput, Customer, CustomerRequest};
+
+    #[test]
+    fn validation_names_the_missing_field() {
+        assert_eq!(
+            validate(&json!({ "type": "BUSINESS" })),
+            Err("reference_id is required".to_owned())
+        );
+        assert_eq!(
+            validate(&json!({ "reference_id": "r" })),
+            Err("type is required".to_owned())
+        );
+        assert_eq!(
+            validate(&json!({ "reference_id": "r", "type": "INDIVIDUAL" })),
+            Err("individual_detail.given_names is required".to_owned())
+        );
+        assert_eq!(
+            validate(&json!({
+                "reference_id": "r", "type": "BUSINESS",
+                "business_detail": { "business_name": "x".repeat(51) }
+            })),
+            Err("business_detail.business_name must be at most 50 characters".to_owned())
+        );
+    }
+
+    #[test]
+    fn what_our_builders_send_passes_the_fakes_validation() {
+        let request = CustomerRequest::business(
+            "onboard-client-1",
+            BusinessInput {
+                client_alias: "A".repeat(80),
+                client_type: "CORPORATE".into(),
+                email: "admin@company.com".into(),
+                phone: "+628123456789".into(),
+            },
+        );
+        assert_eq!(validate(&serde_json::to_value(&request).unwrap()), Ok(()));
+    }
+
+    #[test]
+    fn a_created_customer_reads_as_our_customer_type() {
+        let request = json!({
+            "reference_id": "onboard-client-1",
+            "type": "BUSINESS",
+            "business_detail": { "business_name": "ACME", "business_type": "CORPORATION" },
+            "email": "a@b.co"
+        });
+        let customer = customer_from(&request, "cust-1");
+        assert_eq!(customer["business_detail"]["trading_name"], Value::Null);
+        assert_eq!(customer["individual_detail"], Value::Null);
+        assert_eq!(customer["addresses"], json!([]));
+        let parsed: Customer = serde_json::from_value(customer).unwrap();
+        assert_eq!(parsed.reference_id, "onboard-client-1");
+        assert_eq!(parsed.email.as_deref(), Some("a@b.co"));
+    }
+
+    #[test]
+    fn settings_outside_their_range_are_refused() {
+        let rate = FakeSettings {
+            fail_rate: 1.5,
+            ..FakeSettings::default()
+        };
+        assert!(rate.problem().is_some());
+        let status = FakeSettings {
+            fail_status: 200,
+            ..FakeSettings::default()
+        };
+        assert!(status.problem().is_some());
+        assert!(FakeSettings::default().problem().is_none());
+    }
+
+    /// A command line with the fake's flags, as the binary will flatten them.
+    #[derive(clap::Parser)]
+    struct Cli {
+        /// The flags under test.
+        #[command(flatten)]
+        fake: FakeArgs,
+    }
+
+    #[test]
+    fn documented_flags_set_the_switches() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "onboard",
+            "--listen",
+            "0.0.0.0:9000",
+            "--latency-ms",
+            "50",
+            "--fail-status",
+            "500",
+            "--fail-rate",
+            "0.25",
+        ])
+        .unwrap();
+        assert_eq!(cli.fake.listen, "0.0.0.0:9000".parse().unwrap());
+        let settings = cli.fake.settings();
+        assert_eq!(settings.latency_ms, 50);
+        assert_eq!(settings.fail_status, 500);
+        assert_eq!(settings.fail_rate, 0.25);
+        assert!(Cli::try_parse_from(["onboard", "--fail-rate", "2"]).is_err());
+        assert!(Cli::try_parse_from(["onboard", "--fail-status", "200"]).is_err());
+    }
+
+    #[test]
+    fn fail_rate_flag_must_be_a_share() {
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        assert!(parse_rate("1.5").is_err());
+        assert!(parse_rate("half").is_err());
+    }
+}
