@@ -185,6 +185,8 @@ CREATE TABLE onboarding_sagas (
     last_error     TEXT,
     -- What the steps learnt (the Xendit integration result, the email outcome).
     data           JSONB       NOT NULL DEFAULT '{}'::jsonb,
+    -- A step with a side effect that must not run twice at once (the email) holds this lease.
+    lease_until    TIMESTAMPTZ,
     created_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
     completed_at   TIMESTAMPTZ

@@ -8,6 +8,9 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::email::EmailSettings;
+use crate::xendit::XenditSettings;
+
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
 #[derive(Debug, Clone, Deserialize)]
@@ -19,6 +22,22 @@ pub struct Settings {
     pub outbox: OutboxSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    pub saga: SagaSettings,
+    /// Absent when no Xendit key is configured: the Xendit step then records that and moves on.
+    pub xendit: Option<XenditSettings>,
+    #[serde(default)]
+    pub email: EmailSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SagaSettings {
+    /// Delayed attempts of the Xendit step before its failure is recorded and the saga moves on.
+    pub xendit_max_attempts: u32,
+    /// Delayed attempts of the welcome email before FAILED is final and the saga completes.
+    pub email_max_attempts: u32,
+    /// First part of the `reference_id` we give Xendit (`<namespace>-client-<id>`): environments
+    /// sharing one Xendit account need different namespaces.
+    pub xendit_reference_namespace: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

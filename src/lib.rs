@@ -10,6 +10,8 @@
 //! - [`messages`]: the contract: command parsing and schema checks, event and reply envelopes,
 //!   the error table.
 //! - [`handlers`]: one file per command; each decides inside one transaction.
+//! - [`saga`]: the create-client saga's later steps (Xendit customers, welcome email,
+//!   completion), each its own resumable command.
 //! - [`domain`]: business rules as plain functions (client code, PSP choice, lifecycle).
 //! - [`store`]: all SQL (inbox, outbox, clients, sagas) and the embedded migrations.
 //! - [`outbox`]: the relay that publishes what handlers wrote, after commit.
@@ -26,6 +28,7 @@ pub mod http;
 pub mod messages;
 pub mod ops;
 pub mod outbox;
+pub mod saga;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

@@ -44,6 +44,8 @@ enum Command {
         #[arg(long)]
         wait: Option<u64>,
     },
+    /// Serve a local fake of Xendit's Customers API (quick start, docker-compose).
+    FakeXendit(onboard::xendit::fake::FakeArgs),
 }
 
 #[tokio::main]
@@ -53,6 +55,10 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(&settings.log);
     match cli.command {
         Command::Worker => run_worker(settings).await,
+        Command::FakeXendit(args) => {
+            onboard::xendit::fake::run(args, wait_for_signal()).await?;
+            Ok(())
+        }
         Command::Migrate => {
             let pool = store::pool(&settings.database)?;
             store::migrate(&pool).await?;

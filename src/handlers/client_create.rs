@@ -10,6 +10,7 @@ use crate::domain::client::CLIENT_CREATED_MESSAGE;
 use crate::domain::{AdminUser, Client, NewClient, choose_psp};
 use crate::messages::event::derived_id;
 use crate::messages::{Command, OutgoingMessage, Refusal};
+use crate::saga;
 use crate::store::{self, sagas::Step};
 
 pub const CREATED: &str = "client.created";
@@ -65,13 +66,16 @@ pub async fn handle(conn: &mut PgConnection, cmd: &Command) -> Result<Outcome, H
     let mut data = created_body(&client, &admin);
     data["psp"] = json!({ "psp_id": psp.psp_id, "psp_name": psp.psp_name });
     data["saga"] = json!({ "saga_id": saga_id, "next_step": next.as_str() });
-    let mut messages = vec![OutgoingMessage::event(&cmd.meta, CREATED, data)];
-    messages.extend(OutgoingMessage::reply(
-        &cmd.meta,
-        CREATED,
-        201,
-        created_body(&client, &admin),
-    ));
+    // The reply to `reply_to` waits for completion, when the whole REST body is known.
+    let messages = vec![
+        OutgoingMessage::event(&cmd.meta, CREATED, data),
+        saga::step_message(
+            saga_id,
+            next,
+            &cmd.meta.correlation_id,
+            cmd.meta.traceparent.as_deref(),
+        ),
+    ];
     Ok(Outcome::succeeded(messages))
 }
 

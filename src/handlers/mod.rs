@@ -66,6 +66,10 @@ pub enum Handled {
 pub enum HandlerError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// An outside service (Xendit, SMTP) failed in a way worth trying again later: straight to
+    /// the delay queues, no immediate retry (the client already retried in-process).
+    #[error("{0}")]
+    RetryLater(String),
     #[error("{0}")]
     Other(String),
 }
@@ -75,7 +79,7 @@ impl HandlerError {
     pub fn is_transient(&self) -> bool {
         match self {
             HandlerError::Database(e) => store::is_transient(e),
-            HandlerError::Other(_) => false,
+            HandlerError::RetryLater(_) | HandlerError::Other(_) => false,
         }
     }
 }
@@ -83,8 +87,9 @@ impl HandlerError {
 async fn decide(conn: &mut PgConnection, cmd: &Command) -> Result<Outcome, HandlerError> {
     match cmd.meta.command_type {
         CommandType::ClientCreate => client_create::handle(conn, cmd).await,
+        // Saga steps talk to the outside world between transactions: see `saga::run`.
         CommandType::OnboardingStep => Err(HandlerError::Other(
-            "saga steps after persist are not implemented yet (issue 3)".into(),
+            "saga steps are run by saga::run, not in one transaction".into(),
         )),
     }
 }
@@ -93,6 +98,16 @@ async fn decide(conn: &mut PgConnection, cmd: &Command) -> Result<Outcome, Handl
 pub async fn run(pool: &PgPool, cmd: &Command) -> Result<Handled, HandlerError> {
     let mut tx = pool.begin().await?;
     let outcome = decide(&mut tx, cmd).await?;
+    finish(tx, cmd, outcome).await
+}
+
+/// Ends a command's transaction: the inbox row, the outbox rows, commit. When the inbox
+/// already had the message_id, everything the transaction did is rolled back instead.
+pub async fn finish(
+    mut tx: store::Tx,
+    cmd: &Command,
+    outcome: Outcome,
+) -> Result<Handled, HandlerError> {
     if !store::inbox::record(&mut tx, &cmd.meta, outcome.inbox, outcome.code).await? {
         // A copy of this command committed first (concurrently or earlier): undo ours.
         tx.rollback().await?;

@@ -107,3 +107,25 @@ pub async fn get_admin_user(
     .fetch_optional(conn)
     .await
 }
+
+/// Stores what the database keeps of the admin's first-access secret: hashes only.
+pub async fn store_first_access(
+    conn: &mut PgConnection,
+    user_id: i32,
+    stored: &crate::email::StoredAccess,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users
+         SET activation_token_sha256 = $2, activation_expires_at = $3, password_hash = $4,
+             must_change_password = $5, updated_at = now()
+         WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .bind(stored.activation_token_sha256.as_deref())
+    .bind(stored.activation_expires_at)
+    .bind(stored.password_hash.as_deref())
+    .bind(stored.must_change_password)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -2,9 +2,11 @@
 //! transaction the pipeline gives them.
 
 pub mod clients;
+pub mod email_logs;
 pub mod inbox;
 pub mod outbox;
 pub mod sagas;
+pub mod xendit_customers;
 
 use std::time::Duration;
 

@@ -91,3 +91,102 @@ pub async fn lock(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<Saga>
     .fetch_optional(conn)
     .await
 }
+
+/// Moves the saga to its next step, merging what the finished step learnt into `data`.
+pub async fn advance(
+    conn: &mut PgConnection,
+    saga_id: Uuid,
+    next: Step,
+    learnt: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE onboarding_sagas
+         SET step = $2, data = data || $3, attempts = 0, last_error = NULL, lease_until = NULL, updated_at = now()
+         WHERE saga_id = $1",
+    )
+    .bind(saga_id)
+    .bind(next.as_str())
+    .bind(learnt)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks the saga completed.
+pub async fn complete(
+    conn: &mut PgConnection,
+    saga_id: Uuid,
+    learnt: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE onboarding_sagas
+         SET step = 'done', status = 'completed', data = data || $2, lease_until = NULL,
+             updated_at = now(), completed_at = now()
+         WHERE saga_id = $1",
+    )
+    .bind(saga_id)
+    .bind(learnt)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Counts a failed attempt of the current step, for operators (`attempts`, `last_error`).
+pub async fn record_failure(
+    pool: &sqlx::PgPool,
+    saga_id: Uuid,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE onboarding_sagas SET attempts = attempts + 1, last_error = $2, updated_at = now()
+         WHERE saga_id = $1",
+    )
+    .bind(saga_id)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Takes the lease on `step` for `seconds`, unless another delivery holds it. `false` also
+/// when the saga has moved past `step`.
+pub async fn take_lease(
+    conn: &mut PgConnection,
+    saga_id: Uuid,
+    step: Step,
+    seconds: f64,
+) -> Result<bool, sqlx::Error> {
+    let taken = sqlx::query(
+        "UPDATE onboarding_sagas
+         SET lease_until = now() + make_interval(secs => $3), updated_at = now()
+         WHERE saga_id = $1 AND step = $2 AND (lease_until IS NULL OR lease_until < now())",
+    )
+    .bind(saga_id)
+    .bind(step.as_str())
+    .bind(seconds)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(taken == 1)
+}
+
+/// Gives the lease back early (the step failed and will be retried later).
+pub async fn release_lease(pool: &sqlx::PgPool, saga_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE onboarding_sagas SET lease_until = NULL WHERE saga_id = $1")
+        .bind(saga_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Reads a saga without locking it.
+pub async fn get(pool: &sqlx::PgPool, saga_id: Uuid) -> Result<Option<Saga>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT saga_id, client_id, admin_user_id, message_id, correlation_id, reply_to, step, status,
+                attempts, last_error, data
+         FROM onboarding_sagas WHERE saga_id = $1",
+    )
+    .bind(saga_id)
+    .fetch_optional(pool)
+    .await
+}

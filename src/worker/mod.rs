@@ -56,6 +56,8 @@ pub struct Hooks {
     pub after_commit: Option<Arc<dyn Fn(&CommandMeta) -> BoxFuture<'static, ()> + Send + Sync>>,
     /// Called once per delivery when it is settled.
     pub on_settled: Option<Arc<dyn Fn(Settled) + Send + Sync>>,
+    /// Runs in the Xendit step after Xendit answered and before the answer is stored.
+    pub after_xendit_answered: Option<Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>>,
 }
 
 impl Hooks {
@@ -78,6 +80,8 @@ pub struct Context {
     pub schemas: Schemas,
     /// Publishes retries and dead letters (the relay has its own channel).
     pub publisher: Publisher,
+    /// Xendit, SMTP and their settings, for the saga steps.
+    pub saga: crate::saga::Services,
     pub hooks: Hooks,
 }
 
@@ -154,6 +158,8 @@ impl Worker {
             names: names.clone(),
             schemas: Schemas::load(),
             publisher,
+            saga: crate::saga::Services::from_settings(&settings)?
+                .with_hook(hooks.after_xendit_answered.clone()),
             hooks,
         });
         let consume_channel = connection.create_channel().await?;

@@ -16,7 +16,8 @@ use super::{Context, Disposition};
 use crate::broker::headers;
 use crate::handlers::{self, Handled, HandlerError};
 use crate::messages::event::derived_id;
-use crate::messages::{IncomingMessage, OutgoingMessage, Rejection, parse};
+use crate::messages::{CommandType, IncomingMessage, OutgoingMessage, Rejection, parse};
+use crate::saga;
 use crate::store;
 
 /// Plain data out of an AMQP delivery.
@@ -95,13 +96,16 @@ async fn run_command(
         ack(delivery).await;
         return ctx.hooks.settled(msg, Disposition::Duplicate);
     }
-    let result = (|| handlers::run(&ctx.pool, &cmd))
-        .retry(immediate_backoff(ctx))
-        .when(HandlerError::is_transient)
-        .notify(
-            |e, wait| tracing::warn!(error = %e, ?wait, "transient failure; retrying in-process"),
-        )
-        .await;
+    let result = (|| async {
+        match cmd.meta.command_type {
+            CommandType::OnboardingStep => saga::run(&ctx.pool, &ctx.saga, &cmd).await,
+            _ => handlers::run(&ctx.pool, &cmd).await,
+        }
+    })
+    .retry(immediate_backoff(ctx))
+    .when(HandlerError::is_transient)
+    .notify(|e, wait| tracing::warn!(error = %e, ?wait, "transient failure; retrying in-process"))
+    .await;
     match result {
         Ok(Handled::Done(outcome)) => {
             tracing::info!(

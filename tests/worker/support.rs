@@ -148,6 +148,13 @@ pub async fn test_settings() -> (Settings, String) {
     settings.retry.delays_ms = vec![200, 500];
     settings.retry.max_attempts = 3;
     settings.outbox.poll_interval_ms = 200;
+    // Welcome emails go to files in a folder of this test's own.
+    settings.email.file_dir = std::env::temp_dir()
+        .join("onboard-tests")
+        .join(&id)
+        .join("mail");
+    settings.saga.xendit_max_attempts = 3;
+    settings.saga.email_max_attempts = 3;
     (settings, database)
 }
 
@@ -568,4 +575,155 @@ pub fn database_host_port() -> String {
     let url = admin_database_url();
     let after_at = url.rsplit_once('@').map(|(_, r)| r).unwrap_or(&url);
     after_at.split('/').next().unwrap().to_string()
+}
+
+/// The Xendit key the tests configure; no outbox row, event, reply or log may contain it.
+pub const XENDIT_KEY: &str = "xnd_development_T3stK3yThatMustNeverLeak0123456789";
+
+/// Xendit at the HTTP level, as `wiremock` serves it: answers POST /customers like Xendit
+/// (`cust-<uuid>`, the reference echoed, the same customer again for a repeated
+/// idempotency key), after failing the first `fail_first` calls of each type with 503.
+#[derive(Clone, Default)]
+pub struct XenditResponder {
+    pub fail_first: usize,
+    /// Fail every call.
+    pub always_fail: bool,
+    pub state: Arc<Mutex<XenditState>>,
+}
+
+#[derive(Default)]
+pub struct XenditState {
+    calls_by_type: HashMap<String, usize>,
+    by_key: HashMap<String, Value>,
+}
+
+impl XenditResponder {
+    /// Customers created (distinct idempotency keys answered with success).
+    pub fn customers(&self) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .by_key
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn calls(&self, customer_type: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .calls_by_type
+            .get(customer_type)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl wiremock::Respond for XenditResponder {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let kind = body["type"].as_str().unwrap_or("?").to_string();
+        let key = request
+            .headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut state = self.state.lock().unwrap();
+        let n = {
+            let c = state.calls_by_type.entry(kind.clone()).or_insert(0);
+            *c += 1;
+            *c
+        };
+        if self.always_fail || n <= self.fail_first {
+            return wiremock::ResponseTemplate::new(503)
+                .set_body_json(serde_json::json!({"error_code": "SERVER_ERROR", "message": "Xendit is having a moment"}));
+        }
+        let customer = state
+            .by_key
+            .entry(key)
+            .or_insert_with(|| {
+                let mut c = serde_json::json!({
+                    "id": format!("cust-{}", uuid::Uuid::new_v4()),
+                    "reference_id": body["reference_id"],
+                    "type": kind,
+                    "email": body["email"],
+                    "mobile_number": body["mobile_number"],
+                    "created": "2024-01-15T10:30:00.000Z",
+                    "updated": "2024-01-15T10:30:00.000Z",
+                });
+                for detail in ["business_detail", "individual_detail"] {
+                    if !body[detail].is_null() {
+                        c[detail] = body[detail].clone();
+                    }
+                }
+                c
+            })
+            .clone();
+        wiremock::ResponseTemplate::new(200).set_body_json(customer)
+    }
+}
+
+/// A wiremock Xendit with `responder` on POST /customers, and settings pointing at it
+/// (one request per call: retries go through the saga's delay queues, where tests see them).
+pub async fn mock_xendit(
+    settings: &mut Settings,
+    responder: XenditResponder,
+) -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/customers"))
+        .respond_with(responder)
+        .mount(&server)
+        .await;
+    let mut x = onboard::xendit::XenditSettings::new(server.uri(), SecretString::from(XENDIT_KEY));
+    x.max_attempts = 1;
+    x.timeout_ms = 2_000;
+    settings.xendit = Some(x);
+    server
+}
+
+/// Every log line of this test binary, captured (for the no-secrets-in-logs check).
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).to_string()
+}
+
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends every log line at every level of this process to the capture buffer, once.
+pub fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("trace,h2=info,hyper=info,rustls=info,lapin=debug,amq_protocol=info")
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(|| LogSink)
+            .try_init();
+    });
+}
+
+/// The `.eml` files written for this test.
+pub fn emails(settings: &Settings) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(&settings.email.file_dir) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect()
 }
