@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The quick start: brings up PostgreSQL and RabbitMQ (Debian packages, no Docker), starts the
+# local fake of Xendit and the worker on a fresh demo database, publishes every sample command
+# in examples/ and prints the events and the reply each one produced. Run it again any time:
+# it starts from a clean demo database each time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+
+scripts/services.sh up
+eval "$(scripts/services.sh env)"
+
+DEMO=.local/demo
+rm -rf "$DEMO" && mkdir -p "$DEMO"
+echo "==> building onboard"
+cargo build --locked --quiet
+BIN=target/debug/onboard
+
+# A database of its own, so the samples give the same answers on every run.
+DEMO_DB=onboard_demo
+ADMIN_URL=${ONBOARD_TEST_DATABASE_URL}
+psql "$ADMIN_URL" -q -c "DROP DATABASE IF EXISTS $DEMO_DB WITH (FORCE)" -c "CREATE DATABASE $DEMO_DB" >/dev/null
+export ONBOARD__DATABASE__URL=${ADMIN_URL%/*}/$DEMO_DB
+export ONBOARD__BROKER__PREFIX=onboarding-demo
+export ONBOARD__XENDIT__BASE_URL=http://127.0.0.1:8099
+export ONBOARD__XENDIT__SECRET_KEY=xnd_development_demo_key
+export ONBOARD__EMAIL__FILE_DIR=$DEMO/mail
+export ONBOARD__HTTP__PORT=${ONBOARD_DEMO_HTTP_PORT:-8080}
+export RUST_LOG=${RUST_LOG:-info,lapin=warn,sqlx=warn}
+
+"$BIN" fake-xendit --listen 127.0.0.1:8099 >"$DEMO/fake-xendit.log" 2>&1 &
+FAKE=$!
+"$BIN" worker >"$DEMO/worker.log" 2>&1 &
+WORKER=$!
+cleanup() {
+    kill -TERM "$WORKER" 2>/dev/null && wait "$WORKER" 2>/dev/null || true
+    kill -TERM "$FAKE" 2>/dev/null && wait "$FAKE" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+echo "==> waiting for the worker to be ready"
+for _ in $(seq 1 60); do
+    if curl -sf "http://127.0.0.1:$ONBOARD__HTTP__PORT/readyz" >/dev/null 2>&1; then break; fi
+    if ! kill -0 "$WORKER" 2>/dev/null; then echo "worker exited:"; tail -n 30 "$DEMO/worker.log"; exit 1; fi
+    sleep 0.5
+done
+
+for file in examples/*.json; do
+    echo
+    echo "==> $file"
+    "$BIN" publish "$file" --wait 20
+done
+
+echo
+echo "==> welcome emails written (open them with any mail client):"
+ls -1 "$DEMO/mail" 2>/dev/null | sed 's/^/     /' || true
+echo "==> worker log: $DEMO/worker.log"
