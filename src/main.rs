@@ -46,6 +46,8 @@ enum Command {
     },
     /// Serve a local fake of Xendit's Customers API (quick start, docker-compose).
     FakeXendit(onboard::xendit::fake::FakeArgs),
+    /// Publish N commands, wait for each one's outcome, print throughput and latency.
+    Load(ops::load::LoadArgs),
 }
 
 #[tokio::main]
@@ -57,6 +59,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker => run_worker(settings).await,
         Command::FakeXendit(args) => {
             onboard::xendit::fake::run(args, wait_for_signal()).await?;
+            Ok(())
+        }
+        Command::Load(args) => {
+            // Exit status 2 when a command got no outcome, so scripts can tell.
+            if !ops::load::cli(&settings, args).await? {
+                std::process::exit(2);
+            }
             Ok(())
         }
         Command::Migrate => {

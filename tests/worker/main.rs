@@ -3,5 +3,6 @@
 
 mod client_create;
 mod delivery;
+mod load;
 mod saga;
 mod support;

@@ -1,0 +1,763 @@
+//! `onboard load`: drives the worker the way upstream services do, at volume, and measures it.
+//!
+//! It subscribes first (a private queue bound to the events exchange), then publishes N
+//! commands, at a target rate or as fast as the broker confirms them (confirms pipelined, a
+//! bounded number unconfirmed at once), and waits for each command's outcome event by
+//! correlation id. The report has the throughput, the latency from publish to outcome event
+//! (HDR histogram), the count of each outcome, and every command that got no outcome.
+//!
+//! Tests and the fault-injection suite use [`run`] directly: with [`Options::record_events`]
+//! the report keeps every event seen, so a checker can prove that nothing was lost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Confirmation};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::broker;
+use crate::configuration::Settings;
+
+/// The countries the migrations seed with a PSP (ID is Xendit's).
+pub const SEEDED_COUNTRIES: [&str; 6] = ["SG", "US", "IN", "AU", "VN", "ID"];
+
+/// Events that end a command, whatever is waited for.
+pub const REFUSED: &str = "client.creation_failed";
+pub const REJECTED: &str = "command.rejected";
+
+/// Which event counts as a `client.create`'s outcome (refusals and rejections always do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// `client.created`: step 1 (persist) committed and announced.
+    Created,
+    /// `client.onboarding_completed`: the whole saga ran.
+    Completed,
+}
+
+impl Outcome {
+    pub fn event(self) -> &'static str {
+        match self {
+            Outcome::Created => "client.created",
+            Outcome::Completed => "client.onboarding_completed",
+        }
+    }
+
+    /// Every event type that settles a command.
+    pub fn events(self) -> [&'static str; 3] {
+        [self.event(), REFUSED, REJECTED]
+    }
+}
+
+/// How to load the worker.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Commands to publish.
+    pub count: usize,
+    /// Commands per second; `None`: as fast as the broker confirms.
+    pub rate: Option<f64>,
+    pub outcome: Outcome,
+    /// Spread round-robin over these country codes.
+    pub countries: Vec<String>,
+    /// Makes message ids and emails unique to this run.
+    pub run_id: String,
+    /// Publishes awaiting their broker confirm at once.
+    pub max_unconfirmed: usize,
+    /// Commands published and still without an outcome at once (a closed loop); `None`: no bound.
+    pub max_outstanding: Option<usize>,
+    /// Give up waiting when no outcome arrived for this long (after the last publish).
+    pub idle_timeout: Duration,
+    /// Keep listening this long after the last outcome (to catch trailing events).
+    pub linger: Duration,
+    /// Bind `#` and keep every event seen (for checkers), not only outcomes.
+    pub record_events: bool,
+    /// Commands without an outcome listed by id in the report; the rest are counted.
+    pub missing_cap: usize,
+    /// Draw a progress bar on stderr (only ever when stderr is a terminal).
+    pub progress: bool,
+}
+
+impl Options {
+    pub fn new(count: usize) -> Options {
+        Options {
+            count,
+            rate: None,
+            outcome: Outcome::Completed,
+            countries: SEEDED_COUNTRIES.iter().map(|c| c.to_string()).collect(),
+            run_id: uuid::Uuid::new_v4().simple().to_string()[..10].to_string(),
+            max_unconfirmed: 1000,
+            max_outstanding: None,
+            idle_timeout: Duration::from_secs(60),
+            linger: Duration::ZERO,
+            record_events: false,
+            missing_cap: 20,
+            progress: false,
+        }
+    }
+}
+
+/// One command of the run, as published.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sent {
+    /// Also its correlation id.
+    pub message_id: String,
+    pub email: String,
+    pub country_code: String,
+}
+
+/// One event the subscriber saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct Seen {
+    pub event_type: String,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub body: serde_json::Value,
+}
+
+/// Latency from publish to outcome event, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub run_id: String,
+    pub command_type: &'static str,
+    pub outcome_event: &'static str,
+    pub commands: usize,
+    pub published: usize,
+    /// Not confirmed by the broker after every attempt (never counted as awaiting an outcome).
+    pub publish_failed: usize,
+    /// Seconds from the first publish to the last one.
+    pub publish_seconds: f64,
+    /// Seconds from the first publish to the last outcome.
+    pub elapsed_seconds: f64,
+    /// Outcomes per second over `elapsed_seconds`.
+    pub throughput_per_sec: f64,
+    pub latency: Latency,
+    /// Commands settled, per outcome event type.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Outcome events seen again with the same message_id (allowed: at-least-once).
+    pub repeated_outcomes: u64,
+    /// Commands with two different outcome events (never allowed).
+    pub conflicting_outcomes: u64,
+    /// Commands that got no outcome (message ids, at most `missing_cap`), and how many in all.
+    pub missing: Vec<String>,
+    pub missing_count: usize,
+    #[serde(skip)]
+    pub sent: Vec<Sent>,
+    /// Every event seen, with [`Options::record_events`].
+    #[serde(skip)]
+    pub events: Vec<Seen>,
+}
+
+impl Report {
+    /// Settled commands.
+    pub fn settled(&self) -> u64 {
+        self.outcomes.values().sum()
+    }
+
+    /// The human summary `onboard load` prints.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let publish_rate = rate(self.published, self.publish_seconds);
+        out += &format!(
+            "run {}: {} {} commands published in {:.2} s ({:.0}/s){}\n",
+            self.run_id,
+            self.published,
+            self.command_type,
+            self.publish_seconds,
+            publish_rate,
+            if self.publish_failed > 0 {
+                format!(", {} NOT confirmed by the broker", self.publish_failed)
+            } else {
+                String::new()
+            }
+        );
+        out += &format!(
+            "outcomes: {} of {} in {:.2} s = {:.1} commands/s (waiting for {})\n",
+            self.settled(),
+            self.published,
+            self.elapsed_seconds,
+            self.throughput_per_sec,
+            self.outcome_event
+        );
+        for (event, n) in &self.outcomes {
+            out += &format!("  {event:<32} {n}\n");
+        }
+        if self.repeated_outcomes > 0 {
+            out += &format!(
+                "  (outcome events seen twice, deduplicated by message_id: {})\n",
+                self.repeated_outcomes
+            );
+        }
+        if self.conflicting_outcomes > 0 {
+            out += &format!(
+                "  COMMANDS WITH TWO DIFFERENT OUTCOMES: {}\n",
+                self.conflicting_outcomes
+            );
+        }
+        let l = &self.latency;
+        out += &format!(
+            "latency publish -> outcome (ms): p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}  mean {:.1}\n",
+            l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms, l.mean_ms
+        );
+        if self.missing_count == 0 {
+            out += "no outcome: none\n";
+        } else {
+            out += &format!("no outcome: {} commands\n", self.missing_count);
+            for id in &self.missing {
+                out += &format!("  {id}\n");
+            }
+            if self.missing_count > self.missing.len() {
+                out += &format!(
+                    "  ... and {} more\n",
+                    self.missing_count - self.missing.len()
+                );
+            }
+        }
+        out
+    }
+}
+
+fn rate(n: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        n as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// The `client.create` bodies of a run: unique emails (run id and index), spread over the
+/// countries round-robin, valid for the schema and the handler.
+pub fn client_create_commands(options: &Options) -> Vec<(Sent, Vec<u8>)> {
+    let countries: Vec<String> = if options.countries.is_empty() {
+        SEEDED_COUNTRIES.iter().map(|c| c.to_string()).collect()
+    } else {
+        options.countries.clone()
+    };
+    (0..options.count)
+        .map(|i| {
+            let country = countries[i % countries.len()].to_uppercase();
+            let email = format!(
+                "load-{}-{i}@{}.load.example",
+                options.run_id,
+                country.to_lowercase()
+            );
+            let body = json!({
+                "email": email,
+                "client_alias": format!("Load {} #{i}", options.run_id),
+                "client_type": "CORPORATE",
+                "country_code": country,
+                "phone": phone(&country, i),
+            });
+            let sent = Sent {
+                message_id: format!("load-{}-{i}", options.run_id),
+                email,
+                country_code: country,
+            };
+            (sent, serde_json::to_vec(&body).expect("JSON serialises"))
+        })
+        .collect()
+}
+
+/// A plausible mobile number of the country, unique per index (at most 20 characters).
+fn phone(country: &str, i: usize) -> String {
+    let prefix = match country {
+        "SG" => "+659",
+        "US" => "+1415",
+        "IN" => "+919",
+        "AU" => "+614",
+        "VN" => "+849",
+        "ID" => "+628",
+        _ => "+999",
+    };
+    format!("{prefix}{:08}", i % 100_000_000)
+}
+
+/// Per-command state shared by the publisher and the subscriber.
+struct Shared {
+    index: HashMap<String, usize>,
+    /// When each command was published (latest attempt); `None` until then.
+    published_at: Vec<Option<Instant>>,
+    /// The outcome event's (type, message_id) once seen.
+    outcome: Vec<Option<(String, Option<String>)>>,
+    histogram: Histogram<u64>,
+    outcomes: BTreeMap<String, u64>,
+    settled: usize,
+    repeated: u64,
+    conflicting: u64,
+    last_outcome: Option<Instant>,
+    events: Vec<Seen>,
+}
+
+/// Runs a load: subscribe, publish, wait, report. Needs the broker (the topology is declared
+/// when missing, so commands published before any worker starts simply wait in the queue).
+pub async fn run(settings: &Settings, options: &Options) -> anyhow::Result<Report> {
+    let commands = client_create_commands(options);
+    let outcome_types = options.outcome.events();
+
+    let subscriber = broker::connect(&settings.broker, "onboard load (events)").await?;
+    let sub_channel = subscriber.create_channel().await?;
+    let names = broker::declare(&sub_channel, settings).await?;
+    let queue = sub_channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let keys: Vec<&str> = if options.record_events {
+        vec!["#"]
+    } else {
+        outcome_types.to_vec()
+    };
+    for key in keys {
+        sub_channel
+            .queue_bind(
+                queue.name().clone(),
+                names.events_exchange.as_str().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let mut consumer = sub_channel
+        .basic_consume(
+            queue.name().clone(),
+            "onboard-load".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+
+    let shared = Arc::new(Mutex::new(Shared {
+        index: commands
+            .iter()
+            .enumerate()
+            .map(|(i, (s, _))| (s.message_id.clone(), i))
+            .collect(),
+        published_at: vec![None; commands.len()],
+        outcome: vec![None; commands.len()],
+        histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+        outcomes: BTreeMap::new(),
+        settled: 0,
+        repeated: 0,
+        conflicting: 0,
+        last_outcome: None,
+        events: Vec::new(),
+    }));
+    let outstanding = options
+        .max_outstanding
+        .map(|n| Arc::new(Semaphore::new(n.max(1))));
+    let bell = Arc::new(Notify::new());
+
+    let progress = progress_bar(options);
+    let listen = {
+        let shared = shared.clone();
+        let outstanding = outstanding.clone();
+        let bell = bell.clone();
+        let progress = progress.clone();
+        let record = options.record_events;
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let p = &delivery.properties;
+                let event_type = delivery.routing_key.as_str();
+                let correlation = p.correlation_id().as_ref().map(|c| c.as_str());
+                let message_id = p.message_id().as_ref().map(|m| m.as_str().to_string());
+                let mut s = shared.lock().expect("load state");
+                if record {
+                    s.events.push(Seen {
+                        event_type: event_type.to_string(),
+                        message_id: message_id.clone(),
+                        correlation_id: correlation.map(str::to_string),
+                        body: serde_json::from_slice(&delivery.data)
+                            .unwrap_or(serde_json::Value::Null),
+                    });
+                }
+                if !outcome_types.contains(&event_type) {
+                    continue;
+                }
+                let Some(&i) = correlation.and_then(|c| s.index.get(c)) else {
+                    continue; // another run's, or another publisher's
+                };
+                match &s.outcome[i] {
+                    Some((t, id)) if t == event_type && *id == message_id => s.repeated += 1,
+                    Some(_) => s.conflicting += 1,
+                    None => {
+                        let now = Instant::now();
+                        if let Some(at) = s.published_at[i] {
+                            let micros = now.duration_since(at).as_micros() as u64;
+                            s.histogram.saturating_record(micros.max(1));
+                        }
+                        s.outcome[i] = Some((event_type.to_string(), message_id));
+                        *s.outcomes.entry(event_type.to_string()).or_insert(0) += 1;
+                        s.settled += 1;
+                        s.last_outcome = Some(now);
+                        if let Some(sem) = &outstanding {
+                            sem.add_permits(1);
+                        }
+                        progress.inc(1);
+                        bell.notify_waiters();
+                    }
+                }
+            }
+        })
+    };
+
+    // Publishing: its own connection, so a burst of publishes never delays the events.
+    let publisher = broker::connect(&settings.broker, "onboard load (commands)").await?;
+    let channel = publisher.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let unconfirmed = Arc::new(Semaphore::new(options.max_unconfirmed.max(1)));
+    let confirm_timeout = Duration::from_millis(settings.broker.confirm_timeout_ms);
+    let failed = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let started = Instant::now();
+    let mut confirms = Vec::with_capacity(commands.len());
+    for (i, (sent, body)) in commands.iter().enumerate() {
+        if let Some(r) = options.rate.filter(|r| *r > 0.0) {
+            let due = started + Duration::from_secs_f64(i as f64 / r);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        if let Some(sem) = &outstanding {
+            sem.acquire().await?.forget();
+        }
+        let permit = unconfirmed.clone().acquire_owned().await?;
+        let props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_message_id(sent.message_id.as_str().into())
+            .with_correlation_id(sent.message_id.as_str().into())
+            .with_app_id("onboard load".into());
+        shared.lock().expect("load state").published_at[i] = Some(Instant::now());
+        let confirm = channel
+            .basic_publish(
+                names.commands_exchange.as_str().into(),
+                "client.create".into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                props,
+            )
+            .await;
+        let failed = failed.clone();
+        confirms.push(tokio::spawn(async move {
+            let ok = match confirm {
+                Ok(c) => matches!(
+                    tokio::time::timeout(confirm_timeout, c).await,
+                    Ok(Ok(Confirmation::Ack(None)))
+                ),
+                Err(_) => false,
+            };
+            if !ok {
+                failed.lock().expect("failures").push(i);
+            }
+            drop(permit);
+        }));
+    }
+    for c in confirms {
+        let _ = c.await;
+    }
+    let publish_seconds = started.elapsed().as_secs_f64();
+    let mut failed = std::mem::take(&mut *failed.lock().expect("failures"));
+    // Republish what the broker did not confirm, with the same message_id: the worker's inbox
+    // makes a second copy harmless, and a missing one would be a lost command.
+    for _ in 0..3 {
+        if failed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut still = Vec::new();
+        for i in failed {
+            let (sent, body) = &commands[i];
+            let props = BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2)
+                .with_message_id(sent.message_id.as_str().into())
+                .with_correlation_id(sent.message_id.as_str().into())
+                .with_app_id("onboard load".into());
+            let ok = match channel
+                .basic_publish(
+                    names.commands_exchange.as_str().into(),
+                    "client.create".into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    body,
+                    props,
+                )
+                .await
+            {
+                Ok(c) => matches!(
+                    tokio::time::timeout(confirm_timeout, c).await,
+                    Ok(Ok(Confirmation::Ack(None)))
+                ),
+                Err(_) => false,
+            };
+            if !ok {
+                still.push(i);
+            }
+        }
+        failed = still;
+    }
+    let publish_failed = failed.len();
+    let expected = commands.len() - publish_failed;
+    progress.set_message(format!("published {}", commands.len()));
+
+    // Wait for the outcomes: until every published command settled, or none settled for
+    // `idle_timeout`.
+    loop {
+        let notified = bell.notified();
+        let (settled, last) = {
+            let s = shared.lock().expect("load state");
+            (s.settled, s.last_outcome)
+        };
+        if settled >= expected {
+            break;
+        }
+        let since = last
+            .map(|l| l.max(started + Duration::from_secs_f64(publish_seconds)))
+            .unwrap_or(started + Duration::from_secs_f64(publish_seconds));
+        let deadline = since + options.idle_timeout;
+        if Instant::now() >= deadline {
+            break;
+        }
+        let _ = tokio::time::timeout_at(deadline.into(), notified).await;
+    }
+    if !options.linger.is_zero() {
+        tokio::time::sleep(options.linger).await;
+    }
+    progress.finish_and_clear();
+    listen.abort();
+    let _ = publisher.close(200, "load done".into()).await;
+    let _ = subscriber.close(200, "load done".into()).await;
+
+    let s = shared.lock().expect("load state");
+    let elapsed = s
+        .last_outcome
+        .map(|l| l.duration_since(started).as_secs_f64())
+        .unwrap_or(0.0);
+    let h = &s.histogram;
+    let ms = |v: u64| v as f64 / 1000.0;
+    let latency = if h.is_empty() {
+        Latency::default()
+    } else {
+        Latency {
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p95_ms: ms(h.value_at_quantile(0.95)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+            mean_ms: h.mean() / 1000.0,
+        }
+    };
+    let failed_set: std::collections::HashSet<usize> = failed.iter().copied().collect();
+    let missing_all: Vec<String> = (0..commands.len())
+        .filter(|i| s.outcome[*i].is_none() && !failed_set.contains(i))
+        .map(|i| commands[i].0.message_id.clone())
+        .collect();
+    Ok(Report {
+        run_id: options.run_id.clone(),
+        command_type: "client.create",
+        outcome_event: options.outcome.event(),
+        commands: commands.len(),
+        published: expected,
+        publish_failed,
+        publish_seconds,
+        elapsed_seconds: elapsed,
+        throughput_per_sec: rate(s.settled, elapsed),
+        latency,
+        outcomes: s.outcomes.clone(),
+        repeated_outcomes: s.repeated,
+        conflicting_outcomes: s.conflicting,
+        missing_count: missing_all.len(),
+        missing: missing_all.into_iter().take(options.missing_cap).collect(),
+        sent: commands.into_iter().map(|(s, _)| s).collect(),
+        events: s.events.clone(),
+    })
+}
+
+fn progress_bar(options: &Options) -> ProgressBar {
+    if !options.progress || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(
+        Some(options.count as u64),
+        ProgressDrawTarget::stderr_with_hz(5),
+    );
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} outcomes ({per_sec}) {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_message("publishing");
+    bar
+}
+
+/// What `onboard load` runs. Only `create` exists today; the lifecycle and instance scenarios
+/// need commands this worker does not handle yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// `client.create` spread over the countries.
+    Create,
+    /// approve / first transaction / blacklist ... on the clients the run created.
+    Lifecycle,
+    /// instance.create / update_alias / delete on the clients the run created.
+    Instances,
+}
+
+/// `onboard load` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Commands to publish.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub count: usize,
+    /// Commands per second (default: as fast as the broker confirms).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Which event ends a client.create: client.created or client.onboarding_completed.
+    #[arg(long, value_enum, default_value = "completed")]
+    pub outcome: OutcomeArg,
+    /// Country codes to spread the clients over (SG: no Xendit; ID: Xendit).
+    #[arg(long, value_delimiter = ',', default_value = "SG,US,IN,AU,VN,ID")]
+    pub countries: Vec<String>,
+    #[arg(long, value_enum, default_value = "create")]
+    pub scenario: Scenario,
+    /// Makes message ids and emails unique (default: random).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Publishes awaiting their broker confirm at once.
+    #[arg(long, default_value_t = 1000)]
+    pub max_unconfirmed: usize,
+    /// Commands published and without an outcome at once (a closed loop); default: no bound.
+    #[arg(long)]
+    pub max_outstanding: Option<usize>,
+    /// Give up when no outcome arrived for this many seconds after the last publish.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Commands without an outcome listed by id (the rest are counted).
+    #[arg(long, default_value_t = 20)]
+    pub show_missing: usize,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutcomeArg {
+    Created,
+    Completed,
+}
+
+/// `onboard load`: runs and prints. `Ok(false)` when a command got no outcome (or was never
+/// confirmed by the broker).
+pub async fn cli(settings: &Settings, args: LoadArgs) -> anyhow::Result<bool> {
+    if args.scenario != Scenario::Create {
+        anyhow::bail!(
+            "--scenario {:?} is not available yet: this worker handles client.create (and its \
+             saga) only; lifecycle and instance commands arrive with their handlers",
+            args.scenario
+        );
+    }
+    let mut options = Options::new(args.count);
+    options.rate = args.rate;
+    options.outcome = match args.outcome {
+        OutcomeArg::Created => Outcome::Created,
+        OutcomeArg::Completed => Outcome::Completed,
+    };
+    options.countries = args.countries;
+    if let Some(id) = args.run_id {
+        options.run_id = id;
+    }
+    options.max_unconfirmed = args.max_unconfirmed;
+    options.max_outstanding = args.max_outstanding;
+    options.idle_timeout = Duration::from_secs(args.timeout);
+    options.missing_cap = args.show_missing;
+    options.progress = true;
+    let report = run(settings, &options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(report.missing_count == 0 && report.publish_failed == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{IncomingMessage, Schemas, parse};
+
+    #[test]
+    fn generated_commands_are_unique_valid_and_spread_over_the_countries() {
+        let mut options = Options::new(12);
+        options.run_id = "r1".into();
+        let commands = client_create_commands(&options);
+        let schemas = Schemas::load();
+        let mut emails = std::collections::HashSet::new();
+        for (sent, body) in &commands {
+            let msg = IncomingMessage {
+                routing_key: "client.create".into(),
+                message_id: Some(sent.message_id.clone()),
+                content_type: Some("application/json".into()),
+                body: body.clone(),
+                ..Default::default()
+            };
+            let cmd = parse(&msg, &schemas).expect("valid command");
+            crate::domain::NewClient::parse(&cmd.body).expect("complete body");
+            assert!(emails.insert(sent.email.clone()), "unique emails");
+        }
+        let per_country = |c: &str| commands.iter().filter(|(s, _)| s.country_code == c).count();
+        for c in SEEDED_COUNTRIES {
+            assert_eq!(per_country(c), 2, "{c}");
+        }
+    }
+
+    #[test]
+    fn two_runs_never_share_an_email() {
+        let a = client_create_commands(&Options::new(3));
+        let b = client_create_commands(&Options::new(3));
+        assert!(
+            a.iter()
+                .all(|(x, _)| b.iter().all(|(y, _)| x.email != y.email))
+        );
+    }
+
+    #[test]
+    fn phones_fit_the_column() {
+        for c in SEEDED_COUNTRIES {
+            assert!(phone(c, 99_999_999).len() <= 20);
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! `onboard load` against a real worker: every command gets its outcome, and the report says so.
+
+use onboard::ops::load::{self, Options, Outcome};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_small_load_run_settles_every_command_and_measures_it() {
+    let app = spawn_app().await;
+    let mut options = Options::new(24);
+    options.idle_timeout = WAIT;
+    let report = load::run(&app.settings, &options).await.expect("load runs");
+
+    assert_eq!(report.published, 24);
+    assert_eq!(report.publish_failed, 0);
+    assert_eq!(report.missing_count, 0, "{}", report.render());
+    assert_eq!(report.conflicting_outcomes, 0);
+    assert_eq!(
+        report.outcomes.get("client.onboarding_completed"),
+        Some(&24),
+        "{}",
+        report.render()
+    );
+    assert!(report.latency.p50_ms > 0.0 && report.latency.max_ms >= report.latency.p99_ms);
+    assert!(report.throughput_per_sec > 0.0);
+    // Four of each seeded country, one client per command.
+    assert_eq!(app.count("SELECT count(*) FROM clients").await, 24);
+    assert_eq!(
+        app.count("SELECT count(DISTINCT country_code) FROM clients")
+            .await,
+        6
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn waiting_for_created_counts_refusals_as_outcomes_too() {
+    let app = spawn_app().await;
+    // A country without a PSP: every command is refused, and that is its outcome.
+    let mut options = Options::new(5);
+    options.outcome = Outcome::Created;
+    options.countries = vec!["ZZ".into()];
+    options.idle_timeout = WAIT;
+    let report = load::run(&app.settings, &options).await.expect("load runs");
+    assert_eq!(report.outcomes.get("client.creation_failed"), Some(&5));
+    assert_eq!(report.missing_count, 0);
+    app.finish().await;
+}
