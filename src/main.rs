@@ -48,6 +48,8 @@ enum Command {
     FakeXendit(onboard::xendit::fake::FakeArgs),
     /// Publish N commands, wait for each one's outcome, print throughput and latency.
     Load(ops::load::LoadArgs),
+    /// The bare ceiling for the benchmark: consume a quorum queue, four inserts, ack.
+    BenchCeiling(ops::ceiling::CeilingArgs),
 }
 
 #[tokio::main]
@@ -68,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::BenchCeiling(args) => ops::ceiling::cli(&settings, args).await,
         Command::Migrate => {
             let pool = store::pool(&settings.database)?;
             store::migrate(&pool).await?;

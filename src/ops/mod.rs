@@ -1,5 +1,6 @@
 //! Tools for the people around the worker: publishing commands by hand (and watching what
-//! they cause), and loading the worker at volume to measure it.
+//! they cause), loading the worker at volume to measure it, and the bare ceiling it is measured against.
 
+pub mod ceiling;
 pub mod load;
 pub mod publish;

@@ -1,0 +1,291 @@
+//! `onboard bench-ceiling`: the bare ceiling the worker is measured against.
+//!
+//! What one message costs at the least on this machine, with nothing of the worker in it:
+//! N messages are pre-published to a quorum queue of their own, then consumed with prefetch
+//! 200 and 16 handlers in flight; each handler runs one PostgreSQL transaction of four inserts
+//! (shaped like an inbox row, a client, a user and an outbox row) and then acks. The rate of
+//! that loop bounds any design that spends one message and one transaction per step.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Confirmation};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::Semaphore;
+
+use crate::broker;
+use crate::configuration::Settings;
+
+/// `onboard bench-ceiling` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CeilingArgs {
+    /// Messages to pre-publish and consume.
+    #[arg(short = 'n', long, default_value_t = 20_000)]
+    pub count: usize,
+    #[arg(long, default_value_t = 200)]
+    pub prefetch: u16,
+    /// Handlers in flight (and database connections).
+    #[arg(long, default_value_t = 16)]
+    pub in_flight: usize,
+    /// Also NOTIFY in each transaction, as the outbox trigger does (to measure what that costs).
+    #[arg(long)]
+    pub notify: bool,
+    /// Also bump one shared counter row first in each transaction, as client codes do (to
+    /// measure what a row every transaction locks until commit costs).
+    #[arg(long)]
+    pub counter: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CeilingReport {
+    pub messages: usize,
+    pub prefetch: u16,
+    pub in_flight: usize,
+    pub notify: bool,
+    pub counter: bool,
+    pub publish_seconds: f64,
+    pub consume_seconds: f64,
+    pub messages_per_sec: f64,
+}
+
+/// The four tables, created when missing (in the database the settings point at: use a
+/// scratch one) and emptied before each run.
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS ceiling_inbox (message_id TEXT PRIMARY KEY, command_type TEXT NOT NULL,
+        correlation_id TEXT NOT NULL, outcome TEXT NOT NULL, received_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    "CREATE TABLE IF NOT EXISTS ceiling_clients (client_id SERIAL PRIMARY KEY, email TEXT NOT NULL,
+        client_alias TEXT NOT NULL, country_code TEXT NOT NULL, created TIMESTAMPTZ NOT NULL DEFAULT now())",
+    "CREATE UNIQUE INDEX IF NOT EXISTS ceiling_clients_email ON ceiling_clients (lower(email))",
+    "CREATE TABLE IF NOT EXISTS ceiling_users (user_id SERIAL PRIMARY KEY, client_id INTEGER NOT NULL
+        REFERENCES ceiling_clients (client_id), email TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    "CREATE UNIQUE INDEX IF NOT EXISTS ceiling_users_email ON ceiling_users (lower(email))",
+    "CREATE TABLE IF NOT EXISTS ceiling_outbox (id BIGSERIAL PRIMARY KEY, message_id UUID NOT NULL UNIQUE,
+        routing_key TEXT NOT NULL, payload JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        published_at TIMESTAMPTZ)",
+    "CREATE TABLE IF NOT EXISTS ceiling_counter (name TEXT PRIMARY KEY, last_value INTEGER NOT NULL)",
+    "TRUNCATE ceiling_counter, ceiling_outbox, ceiling_users, ceiling_clients, ceiling_inbox",
+];
+
+pub async fn run(settings: &Settings, args: &CeilingArgs) -> anyhow::Result<CeilingReport> {
+    let pool = PgPoolOptions::new()
+        .max_connections(args.in_flight as u32)
+        .connect(settings.database.url.expose_secret())
+        .await?;
+    for statement in SCHEMA {
+        sqlx::query(*statement).execute(&pool).await?;
+    }
+
+    let queue = format!("{}.ceiling", settings.broker.prefix);
+    let connection = broker::connect(&settings.broker, "onboard bench-ceiling").await?;
+    let channel = connection.create_channel().await?;
+    let mut args_table = FieldTable::default();
+    args_table.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from(b"quorum".to_vec())),
+    );
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args_table,
+        )
+        .await?;
+    channel
+        .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
+        .await?;
+
+    // Pre-publish, confirmed, pipelined.
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let started = Instant::now();
+    let window = Arc::new(Semaphore::new(1000));
+    let mut confirms = Vec::with_capacity(args.count);
+    for i in 0..args.count {
+        let permit = window.clone().acquire_owned().await?;
+        let body = serde_json::to_vec(&serde_json::json!({
+            "email": format!("ceiling-{i}@sg.example"),
+            "client_alias": format!("Ceiling {i}"),
+            "client_type": "CORPORATE",
+            "country_code": "SG",
+            "phone": "+6591234567",
+        }))?;
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(uuid::Uuid::new_v4().to_string().as_str().into()),
+            )
+            .await?;
+        confirms.push(tokio::spawn(async move {
+            let ok = matches!(confirm.await, Ok(Confirmation::Ack(_)));
+            drop(permit);
+            ok
+        }));
+    }
+    for c in confirms {
+        if !c.await? {
+            anyhow::bail!("the broker did not confirm a pre-published message");
+        }
+    }
+    let publish_seconds = started.elapsed().as_secs_f64();
+
+    // Consume: prefetch, bounded handlers, one transaction of four inserts, ack.
+    let consume = connection.create_channel().await?;
+    consume
+        .basic_qos(args.prefetch, BasicQosOptions::default())
+        .await?;
+    let mut consumer = consume
+        .basic_consume(
+            queue.as_str().into(),
+            "onboard-ceiling".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let permits = Arc::new(Semaphore::new(args.in_flight));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut first = None;
+    let mut received = 0;
+    while received < args.count {
+        let permit = permits.clone().acquire_owned().await?;
+        let Some(delivery) = consumer.next().await else {
+            anyhow::bail!("the broker cancelled the consumer");
+        };
+        let delivery = delivery?;
+        first.get_or_insert_with(Instant::now);
+        received += 1;
+        let pool = pool.clone();
+        let done = done.clone();
+        let extras = (args.notify, args.counter);
+        tokio::spawn(async move {
+            loop {
+                match one_transaction(&pool, &delivery.data, extras).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ceiling transaction failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(permit);
+        });
+    }
+    let _ = permits.acquire_many(args.in_flight as u32).await?;
+    let consume_seconds = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
+    let _ = channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = connection.close(200, "ceiling done".into()).await;
+    pool.close().await;
+    Ok(CeilingReport {
+        messages: done.load(std::sync::atomic::Ordering::SeqCst),
+        prefetch: args.prefetch,
+        in_flight: args.in_flight,
+        notify: args.notify,
+        counter: args.counter,
+        publish_seconds,
+        consume_seconds,
+        messages_per_sec: if consume_seconds > 0.0 {
+            args.count as f64 / consume_seconds
+        } else {
+            0.0
+        },
+    })
+}
+
+async fn one_transaction(
+    pool: &sqlx::PgPool,
+    body: &[u8],
+    (notify, counter): (bool, bool),
+) -> Result<(), sqlx::Error> {
+    let body: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let email = body["email"].as_str().unwrap_or("?").to_string();
+    let message_id = uuid::Uuid::new_v4();
+    let mut tx = pool.begin().await?;
+    if counter {
+        sqlx::query(
+            "INSERT INTO ceiling_counter AS c (name, last_value) VALUES ('clients', 1)
+             ON CONFLICT (name) DO UPDATE SET last_value = c.last_value + 1",
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO ceiling_inbox (message_id, command_type, correlation_id, outcome)
+         VALUES ($1, 'client.create', $1, 'succeeded')",
+    )
+    .bind(message_id.to_string())
+    .execute(&mut *tx)
+    .await?;
+    let client_id: i32 = sqlx::query_scalar(
+        "INSERT INTO ceiling_clients (email, client_alias, country_code) VALUES ($1, $2, 'SG')
+         RETURNING client_id",
+    )
+    .bind(&email)
+    .bind(body["client_alias"].as_str().unwrap_or("?"))
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO ceiling_users (client_id, email) VALUES ($1, $2)")
+        .bind(client_id)
+        .bind(&email)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO ceiling_outbox (message_id, routing_key, payload) VALUES ($1, 'client.created', $2)",
+    )
+    .bind(message_id)
+    .bind(&body)
+    .execute(&mut *tx)
+    .await?;
+    if notify {
+        sqlx::query("SELECT pg_notify('onboard_ceiling', '')")
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// `onboard bench-ceiling`: runs and prints.
+pub async fn cli(settings: &Settings, args: CeilingArgs) -> anyhow::Result<()> {
+    let report = run(settings, &args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "bare ceiling: {} messages (prefetch {}, {} in flight), one transaction of four inserts{} each: {:.2} s = {:.0} messages/s",
+            report.messages,
+            report.prefetch,
+            report.in_flight,
+            match (report.counter, report.notify) {
+                (false, false) => "",
+                (true, false) => " after a shared counter row",
+                (false, true) => " and a NOTIFY",
+                (true, true) => " after a shared counter row, and a NOTIFY",
+            },
+            report.consume_seconds,
+            report.messages_per_sec
+        );
+    }
+    Ok(())
+}
