@@ -10,6 +10,8 @@
 # Data, logs and config live under <repo>/.local/. Ports: ONBOARD_PG_PORT (5432),
 # ONBOARD_AMQP_PORT (5672), ONBOARD_RABBITMQ_MGMT_PORT (15672). The management plugin is on by
 # default; ONBOARD_RABBITMQ_MANAGEMENT=0 turns it off (saves about a second at start and some CPU).
+# The RabbitMQ node is onboard@localhost (onboard-<port>@localhost on another port):
+#   rabbitmqctl -n onboard@localhost status      (as root or as rabbitmq)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -110,16 +112,20 @@ port_open() {
 }
 
 # Directories this script creates for a service user must be reachable by that user, which
-# needs search (x) permission on every ancestor. Grant o+x (not read) where it is missing.
+# needs search (x) permission on every ancestor (e.g. /root is 0700 on Debian). Grant o+x (not
+# read) where it is missing, from / down, so each message names a directory that needed it.
 ensure_traversable() {
-    local user=$1 dir=$2
+    local user=$1 dir=$2 d path=""
     (( EUID == 0 )) || return 0
-    while [[ $dir != / ]]; do
-        if ! as_user "$user" test -x "$dir"; then
-            say "granting o+x on $dir so that $user can reach $LOCAL"
-            chmod o+x "$dir"
+    as_user "$user" test -x "$dir" && return 0
+    local parts
+    IFS=/ read -r -a parts <<<"${dir#/}"
+    for d in "${parts[@]}"; do
+        path="$path/$d"
+        if ! as_user "$user" test -x "$path"; then
+            say "granting o+x on $path so that $user can reach ${dir#"$ROOT"/}"
+            chmod o+x "$path"
         fi
-        dir=$(dirname "$dir")
     done
 }
 
@@ -128,7 +134,7 @@ ensure_traversable() {
 
 pg_bindir() {
     local d
-    d=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
+    d=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1 || true)
     [[ -n $d && -x $d/initdb && -x $d/pg_ctl ]] || return 1
     printf '%s\n' "$d"
 }
@@ -179,6 +185,15 @@ pg_super_psql() {
 
 pg_started_here() {
     [[ -f $PG_DATA/PG_VERSION && -n $PG_BIN ]] && pg "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1
+}
+
+# Port of the postmaster started here (line 4 of postmaster.pid).
+pg_here_port() { sed -n 4p "$PG_DATA/postmaster.pid" 2>/dev/null; }
+
+pg_stop_here() {
+    say "postgres: stopping"
+    pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null || { show_log "$PG_LOG"; die "postgres: stop failed"; }
+    say "postgres: stopped"
 }
 
 pg_login_ok() {
@@ -240,6 +255,10 @@ CONF
 
 pg_up() {
     PG_BIN=$(pg_bindir)
+    if pg_started_here && [[ $(pg_here_port) != "$PG_PORT" ]]; then
+        say "postgres: the server started here listens on port $(pg_here_port); restarting it on $PG_PORT"
+        pg_stop_here
+    fi
     if pg_started_here; then
         pg_provision pg_super_psql >/dev/null || { show_log "$PG_LOG"; die "postgres: could not create role/database"; }
         say "postgres: already running (started here), 127.0.0.1:$PG_PORT"
@@ -272,9 +291,7 @@ pg_up() {
 pg_down() {
     PG_BIN=$(pg_bindir 2>/dev/null) || { say "postgres: not installed, nothing to stop"; return; }
     if pg_started_here; then
-        say "postgres: stopping"
-        pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null || { show_log "$PG_LOG"; die "postgres: stop failed"; }
-        say "postgres: stopped"
+        pg_stop_here
     else
         say "postgres: not running from ${PG_DATA#"$ROOT"/}, nothing to stop"
     fi
@@ -283,7 +300,7 @@ pg_down() {
 pg_status() {
     PG_BIN=$(pg_bindir 2>/dev/null) || { say "postgres: not installed"; return 1; }
     local how="not started here"
-    pg_started_here && how="started here, pid $(head -n 1 "$PG_DATA/postmaster.pid")"
+    pg_started_here && how="started here, port $(pg_here_port), pid $(head -n 1 "$PG_DATA/postmaster.pid")"
     if pg_login_ok; then
         say "postgres: up on 127.0.0.1:$PG_PORT ($how), $PG_USER/$PG_PASSWORD can log in to $PG_DB"
     elif "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 3; then
@@ -347,6 +364,13 @@ rmq_pid() {
 }
 
 rmq_started_here() { rmq_pid >/dev/null; }
+
+# Node name or AMQP port of the node started here (as recorded at its start).
+rmq_here() {
+    local node=$RMQ_NODE port=$AMQP_PORT
+    [[ -f $RMQ_DIR/running ]] && read -r node port <"$RMQ_DIR/running"
+    if [[ $1 == node ]]; then printf '%s\n' "$node"; else printf '%s\n' "$port"; fi
+}
 
 epmd_running() { port_open 4369; }
 
@@ -438,6 +462,8 @@ rmq_start() {
     say "rabbitmq: starting node $RMQ_NODE on 127.0.0.1:$AMQP_PORT, $mgmt_note (log: ${RMQ_LOG#"$ROOT"/})"
     epmd_running || touch "$RMQ_DIR/.epmd-started-here"
     rm -f "$RMQ_PID"
+    # Which node and port this checkout runs, for `down` and for a later `up` on another port.
+    printf '%s %s\n' "$RMQ_NODE" "$AMQP_PORT" >"$RMQ_DIR/running"
     RMQ_LOG_START=0
     [[ -f $RMQ_LOG ]] && RMQ_LOG_START=$(wc -l <"$RMQ_LOG")
     # One process (exec all the way), in a session of its own, all output to a file and no fd
@@ -463,6 +489,10 @@ rmq_start() {
 
 rmq_up() {
     RMQ_HOME=$(rmq_home)
+    if rmq_started_here && [[ $(rmq_here port) != "$AMQP_PORT" ]]; then
+        say "rabbitmq: the node started here listens on port $(rmq_here port); restarting it on $AMQP_PORT"
+        rmq_stop_here
+    fi
     if rmq_started_here; then
         if amqp_login_ok; then
             say "rabbitmq: already running (started here), node $RMQ_NODE, 127.0.0.1:$AMQP_PORT"
@@ -491,24 +521,29 @@ rmq_up() {
     say "rabbitmq: ready (rabbitmqctl -n $RMQ_NODE status works; guest/guest on 127.0.0.1:$AMQP_PORT)"
 }
 
+# Stop the node this checkout started (by the name it was started with).
+rmq_stop_here() {
+    local pid node
+    pid=$(rmq_pid) || return 0
+    node=$(rmq_here node)
+    say "rabbitmq: stopping node $node (pid $pid)"
+    # `stop <pidfile>` returns once the OS process is gone.
+    if ! rmq rabbitmqctl -n "$node" -q stop "$RMQ_PID" >/dev/null 2>&1; then
+        warn "rabbitmqctl stop failed; sending SIGTERM to $pid"
+        kill -TERM "$pid" 2>/dev/null || true
+    fi
+    local i
+    for ((i = 0; i < 60; i++)); do [[ -d /proc/$pid ]] || break; sleep 1; done
+    [[ ! -d /proc/$pid ]] || die "rabbitmq: pid $pid still alive after 60s"
+    rm -f "$RMQ_PID" "$RMQ_DIR/running"
+    say "rabbitmq: stopped"
+}
+
 rmq_down() {
     [[ -x $RMQ_LIB/rabbitmq-server ]] || { say "rabbitmq: not installed, nothing to stop"; return; }
     RMQ_HOME=$(rmq_home)
-    local pid
-    if pid=$(rmq_pid); then
-        say "rabbitmq: stopping node $RMQ_NODE (pid $pid)"
-        # `stop <pidfile>` returns once the OS process is gone.
-        if ! rmq rabbitmqctl -n "$RMQ_NODE" -q stop "$RMQ_PID" >/dev/null 2>&1; then
-            warn "rabbitmqctl stop failed; sending SIGTERM to $pid"
-            kill -TERM "$pid" 2>/dev/null || true
-        fi
-        local i
-        for ((i = 0; i < 60; i++)); do [[ -d /proc/$pid ]] || break; sleep 1; done
-        [[ ! -d /proc/$pid ]] || die "rabbitmq: pid $pid still alive after 60s"
-        rm -f "$RMQ_PID"
-    RMQ_LOG_START=0
-    [[ -f $RMQ_LOG ]] && RMQ_LOG_START=$(wc -l <"$RMQ_LOG")
-        say "rabbitmq: stopped"
+    if rmq_started_here; then
+        rmq_stop_here
     else
         say "rabbitmq: no node running from ${RMQ_DIR#"$ROOT"/}, nothing to stop"
     fi
@@ -525,13 +560,13 @@ rmq_down() {
 rmq_status() {
     [[ -x $RMQ_LIB/rabbitmq-server ]] || { say "rabbitmq: not installed"; return 1; }
     local how="not started here" pid
-    pid=$(rmq_pid) && how="started here, node $RMQ_NODE, pid $pid"
+    pid=$(rmq_pid) && how="started here, node $(rmq_here node), port $(rmq_here port), pid $pid"
     if amqp_login_ok; then
         say "rabbitmq: up on 127.0.0.1:$AMQP_PORT ($how), $AMQP_USER/$AMQP_PASSWORD can log in"
     elif port_open "$AMQP_PORT"; then
         say "rabbitmq: something answers on 127.0.0.1:$AMQP_PORT ($how) but $AMQP_USER cannot log in"; return 1
     else
-        say "rabbitmq: down on 127.0.0.1:$AMQP_PORT${pid:+ (node $RMQ_NODE is booting, pid $pid)}"; return 1
+        say "rabbitmq: down on 127.0.0.1:$AMQP_PORT${pid:+ ($how)}"; return 1
     fi
     if [[ -n ${pid:-} ]] && port_open "$MGMT_PORT"; then say "rabbitmq: management UI http://127.0.0.1:$MGMT_PORT (guest/guest)"; fi
 }
