@@ -610,7 +610,7 @@ main() {
             return "$rc"
             ;;
         env) print_env ;;
-        -h|--help|help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+        -h|--help|help) sed -n '2,/^set /{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
         *) die "unknown command '$cmd' (up, down, status, env)" ;;
     esac
 }
