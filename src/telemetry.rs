@@ -1,6 +1,8 @@
 //! Logging through `tracing`: human-readable or JSON, filtered by `log.filter` or `RUST_LOG`.
 //! Handlers log ids and outcomes, never bodies, so no email, phone or secret reaches a log.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::configuration::{LogFormat, LogSettings};
