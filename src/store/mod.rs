@@ -2,7 +2,9 @@
 //! transaction the pipeline gives them.
 
 pub mod clients;
+pub mod history;
 pub mod inbox;
+pub mod instances;
 pub mod outbox;
 pub mod sagas;
 
