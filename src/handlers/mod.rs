@@ -3,7 +3,9 @@
 //! the outbox rows in that same transaction and commits.
 
 pub mod client_create;
+pub mod instances;
 
+use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use crate::messages::{Command, CommandType, OutgoingMessage, Refusal};
@@ -31,12 +33,28 @@ impl Outcome {
     /// A business refusal: the `<failed_event>` event carrying code, status and message, and
     /// the seed's `{"error": ...}` reply when one was asked for.
     pub fn refused(cmd: &Command, failed_event: &str, refusal: Refusal) -> Outcome {
-        let data = serde_json::json!({
+        Self::refused_with(cmd, failed_event, refusal, Value::Null)
+    }
+
+    /// [`Outcome::refused`], with what subscribers need to act on it (e.g. the client and
+    /// its current status) added to the event's data; the reply stays the seed's body.
+    pub fn refused_with(
+        cmd: &Command,
+        failed_event: &str,
+        refusal: Refusal,
+        context: Value,
+    ) -> Outcome {
+        let mut data = serde_json::json!({
             "code": refusal.code,
             "status": refusal.status,
             "message": refusal.message,
             "command_type": cmd.meta.command_type.as_str(),
         });
+        if let (Value::Object(data), Value::Object(context)) = (&mut data, context) {
+            for (k, v) in context {
+                data.entry(k).or_insert(v);
+            }
+        }
         let mut messages = vec![OutgoingMessage::event(&cmd.meta, failed_event, data)];
         messages.extend(OutgoingMessage::reply(
             &cmd.meta,
@@ -86,6 +104,9 @@ async fn decide(conn: &mut PgConnection, cmd: &Command) -> Result<Outcome, Handl
         CommandType::OnboardingStep => Err(HandlerError::Other(
             "saga steps after persist are not implemented yet (issue 3)".into(),
         )),
+        CommandType::InstanceCreate => instances::create(conn, cmd).await,
+        CommandType::InstanceUpdateAlias => instances::update_alias(conn, cmd).await,
+        CommandType::InstanceDelete => instances::delete(conn, cmd).await,
     }
 }
 
@@ -101,4 +122,51 @@ pub async fn run(pool: &PgPool, cmd: &Command) -> Result<Handled, HandlerError> 
     store::outbox::insert(&mut tx, &outcome.messages).await?;
     tx.commit().await?;
     Ok(Handled::Done(outcome))
+}
+
+/// A positive integer field the command's schema requires (e.g. `client_id`).
+fn required_id(cmd: &Command, field: &str) -> Result<i32, HandlerError> {
+    cmd.body
+        .get(field)
+        .and_then(Value::as_i64)
+        .and_then(|n| i32::try_from(n).ok())
+        .ok_or_else(|| {
+            HandlerError::Other(format!(
+                "{field} missing although schemas/{}.json requires it",
+                cmd.meta.command_type
+            ))
+        })
+}
+
+/// A text field of the body, trimmed; missing, null and blank are all `None` (the seed
+/// answers each the same way).
+fn text_field(body: &Value, field: &str) -> Option<String> {
+    body.get(field)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_fields_are_trimmed_and_blank_is_absent() {
+        for body in [
+            json!({}),
+            json!({"instance_name": null}),
+            json!({"instance_name": ""}),
+            json!({"instance_name": "  "}),
+            json!({"instance_name": 3}),
+        ] {
+            assert_eq!(text_field(&body, "instance_name"), None, "{body}");
+        }
+        assert_eq!(
+            text_field(&json!({"instance_name": " API "}), "instance_name").as_deref(),
+            Some("API")
+        );
+    }
 }

@@ -16,15 +16,27 @@ pub enum CommandType {
     ClientCreate,
     /// Internal: carries a create-client saga on to its next step.
     OnboardingStep,
+    InstanceCreate,
+    InstanceUpdateAlias,
+    InstanceDelete,
 }
 
 impl CommandType {
-    pub const ALL: [CommandType; 2] = [CommandType::ClientCreate, CommandType::OnboardingStep];
+    pub const ALL: [CommandType; 5] = [
+        CommandType::ClientCreate,
+        CommandType::OnboardingStep,
+        CommandType::InstanceCreate,
+        CommandType::InstanceUpdateAlias,
+        CommandType::InstanceDelete,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             CommandType::ClientCreate => "client.create",
             CommandType::OnboardingStep => "saga.onboarding.step",
+            CommandType::InstanceCreate => "instance.create",
+            CommandType::InstanceUpdateAlias => "instance.update_alias",
+            CommandType::InstanceDelete => "instance.delete",
         }
     }
 }

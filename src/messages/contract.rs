@@ -1,5 +1,10 @@
 //! The outcome codes, statuses and texts upstream clients already depend on (DESIGN.md,
 //! "Outcomes and errors"). One table, so a handler cannot misspell a contract text.
+//!
+//! Codes beyond DESIGN.md's table: INSTANCE_NAME_TAKEN (409, a name the client already uses),
+//! ALIAS_REQUIRED (400, the seed's "Alias and Instance ID are required."), INVALID_CURSOR
+//! (400, a `client.list` cursor we did not write), and from the lifecycle rules
+//! EKYC_NOT_APPROVED (409, approval before eKYC is APPROVED) next to INVALID_TRANSITION.
 
 use serde::Serialize;
 

@@ -18,6 +18,11 @@ fn source(command_type: CommandType) -> &'static str {
     match command_type {
         CommandType::ClientCreate => include_str!("../../schemas/client.create.json"),
         CommandType::OnboardingStep => include_str!("../../schemas/saga.onboarding.step.json"),
+        CommandType::InstanceCreate => include_str!("../../schemas/instance.create.json"),
+        CommandType::InstanceUpdateAlias => {
+            include_str!("../../schemas/instance.update_alias.json")
+        }
+        CommandType::InstanceDelete => include_str!("../../schemas/instance.delete.json"),
     }
 }
 
