@@ -4,10 +4,14 @@
 
 pub mod client_create;
 pub mod instances;
+pub mod kyc;
+pub mod lifecycle;
 
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
+use crate::configuration::Settings;
+use crate::domain::LifecycleAction;
 use crate::messages::{Command, CommandType, OutgoingMessage, Refusal};
 use crate::store::{self, inbox::InboxOutcome};
 
@@ -86,6 +90,11 @@ pub enum HandlerError {
     Database(#[from] sqlx::Error),
     #[error("{0}")]
     Other(String),
+    /// What the command is about does not exist yet, and may be about to (a lifecycle
+    /// command racing its `client.create`). Not worth an immediate retry: it goes straight
+    /// to the delay queues; the handler turns it into a refusal once its budget is spent.
+    #[error("not yet: {0}")]
+    NotYet(String),
 }
 
 impl HandlerError {
@@ -93,12 +102,16 @@ impl HandlerError {
     pub fn is_transient(&self) -> bool {
         match self {
             HandlerError::Database(e) => store::is_transient(e),
-            HandlerError::Other(_) => false,
+            HandlerError::Other(_) | HandlerError::NotYet(_) => false,
         }
     }
 }
 
-async fn decide(conn: &mut PgConnection, cmd: &Command) -> Result<Outcome, HandlerError> {
+async fn decide(
+    conn: &mut PgConnection,
+    settings: &Settings,
+    cmd: &Command,
+) -> Result<Outcome, HandlerError> {
     match cmd.meta.command_type {
         CommandType::ClientCreate => client_create::handle(conn, cmd).await,
         CommandType::OnboardingStep => Err(HandlerError::Other(
@@ -107,13 +120,28 @@ async fn decide(conn: &mut PgConnection, cmd: &Command) -> Result<Outcome, Handl
         CommandType::InstanceCreate => instances::create(conn, cmd).await,
         CommandType::InstanceUpdateAlias => instances::update_alias(conn, cmd).await,
         CommandType::InstanceDelete => instances::delete(conn, cmd).await,
+        CommandType::ClientApprove
+        | CommandType::ClientReject
+        | CommandType::ClientBlacklist
+        | CommandType::ClientUnblacklist
+        | CommandType::ClientExit
+        | CommandType::ClientRecordFirstTransaction => {
+            let action = LifecycleAction::from_command_type(cmd.meta.command_type.as_str())
+                .ok_or_else(|| HandlerError::Other("not a lifecycle command".into()))?;
+            lifecycle::handle(conn, settings, cmd, action).await
+        }
+        CommandType::ClientKycUpdate => kyc::handle(conn, settings, cmd).await,
     }
 }
 
 /// Runs a command in one transaction: handler effects, inbox row, outbox rows, commit.
-pub async fn run(pool: &PgPool, cmd: &Command) -> Result<Handled, HandlerError> {
+pub async fn run(
+    pool: &PgPool,
+    settings: &Settings,
+    cmd: &Command,
+) -> Result<Handled, HandlerError> {
     let mut tx = pool.begin().await?;
-    let outcome = decide(&mut tx, cmd).await?;
+    let outcome = decide(&mut tx, settings, cmd).await?;
     if !store::inbox::record(&mut tx, &cmd.meta, outcome.inbox, outcome.code).await? {
         // A copy of this command committed first (concurrently or earlier): undo ours.
         tx.rollback().await?;

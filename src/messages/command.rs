@@ -19,15 +19,29 @@ pub enum CommandType {
     InstanceCreate,
     InstanceUpdateAlias,
     InstanceDelete,
+    ClientApprove,
+    ClientReject,
+    ClientBlacklist,
+    ClientUnblacklist,
+    ClientExit,
+    ClientRecordFirstTransaction,
+    ClientKycUpdate,
 }
 
 impl CommandType {
-    pub const ALL: [CommandType; 5] = [
+    pub const ALL: [CommandType; 12] = [
         CommandType::ClientCreate,
         CommandType::OnboardingStep,
         CommandType::InstanceCreate,
         CommandType::InstanceUpdateAlias,
         CommandType::InstanceDelete,
+        CommandType::ClientApprove,
+        CommandType::ClientReject,
+        CommandType::ClientBlacklist,
+        CommandType::ClientUnblacklist,
+        CommandType::ClientExit,
+        CommandType::ClientRecordFirstTransaction,
+        CommandType::ClientKycUpdate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -37,6 +51,13 @@ impl CommandType {
             CommandType::InstanceCreate => "instance.create",
             CommandType::InstanceUpdateAlias => "instance.update_alias",
             CommandType::InstanceDelete => "instance.delete",
+            CommandType::ClientApprove => "client.approve",
+            CommandType::ClientReject => "client.reject",
+            CommandType::ClientBlacklist => "client.blacklist",
+            CommandType::ClientUnblacklist => "client.unblacklist",
+            CommandType::ClientExit => "client.exit",
+            CommandType::ClientRecordFirstTransaction => "client.record_first_transaction",
+            CommandType::ClientKycUpdate => "client.kyc.update",
         }
     }
 }

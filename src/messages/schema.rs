@@ -23,6 +23,15 @@ fn source(command_type: CommandType) -> &'static str {
             include_str!("../../schemas/instance.update_alias.json")
         }
         CommandType::InstanceDelete => include_str!("../../schemas/instance.delete.json"),
+        CommandType::ClientApprove => include_str!("../../schemas/client.approve.json"),
+        CommandType::ClientReject => include_str!("../../schemas/client.reject.json"),
+        CommandType::ClientBlacklist => include_str!("../../schemas/client.blacklist.json"),
+        CommandType::ClientUnblacklist => include_str!("../../schemas/client.unblacklist.json"),
+        CommandType::ClientExit => include_str!("../../schemas/client.exit.json"),
+        CommandType::ClientRecordFirstTransaction => {
+            include_str!("../../schemas/client.record_first_transaction.json")
+        }
+        CommandType::ClientKycUpdate => include_str!("../../schemas/client.kyc.update.json"),
     }
 }
 

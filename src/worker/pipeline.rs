@@ -95,7 +95,7 @@ async fn run_command(
         ack(delivery).await;
         return ctx.hooks.settled(msg, Disposition::Duplicate);
     }
-    let result = (|| handlers::run(&ctx.pool, &cmd))
+    let result = (|| handlers::run(&ctx.pool, &ctx.settings, &cmd))
         .retry(immediate_backoff(ctx))
         .when(HandlerError::is_transient)
         .notify(

@@ -28,6 +28,33 @@ fn made(created: &Received) -> Made {
     }
 }
 
+/// `n` clients at once (published together, then awaited).
+pub async fn clients(app: &mut TestApp, prefix: &str, n: usize) -> Vec<Made> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(
+            app.create_client(&client_with_email(&format!("{prefix}{i}@example.com")))
+                .await,
+        );
+    }
+    let mut out = Vec::with_capacity(n);
+    for id in &ids {
+        out.push(made(&app.wait_for_event("client.created", Some(id)).await));
+    }
+    out
+}
+
+/// Puts a client in a lifecycle state and an eKYC state directly, as an arrangement.
+pub async fn set_state(app: &TestApp, client_id: i32, status: &str, ekyc: &str) {
+    sqlx::query("UPDATE clients SET client_status = $2, ekyc_status = $3 WHERE client_id = $1")
+        .bind(client_id)
+        .bind(status)
+        .bind(ekyc)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+}
+
 /// A user of `client_id` with `role` (not an admin unless asked).
 pub async fn user(app: &TestApp, client_id: i32, role: &str) -> i32 {
     sqlx::query_scalar(

@@ -5,4 +5,5 @@ mod arrange;
 mod client_create;
 mod delivery;
 mod instances;
+mod lifecycle;
 mod support;
