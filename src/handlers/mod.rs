@@ -6,6 +6,7 @@ pub mod client_create;
 pub mod instances;
 pub mod kyc;
 pub mod lifecycle;
+pub mod queries;
 
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
@@ -131,6 +132,13 @@ async fn decide(
             lifecycle::handle(conn, settings, cmd, action).await
         }
         CommandType::ClientKycUpdate => kyc::handle(conn, settings, cmd).await,
+        // Queries never reach a transaction: the pipeline answers them (queries::answer).
+        CommandType::ClientList | CommandType::ClientGet | CommandType::InstanceList => {
+            Err(HandlerError::Other(format!(
+                "{} is a query, not a command",
+                cmd.meta.command_type
+            )))
+        }
     }
 }
 

@@ -32,6 +32,9 @@ fn source(command_type: CommandType) -> &'static str {
             include_str!("../../schemas/client.record_first_transaction.json")
         }
         CommandType::ClientKycUpdate => include_str!("../../schemas/client.kyc.update.json"),
+        CommandType::ClientList => include_str!("../../schemas/client.list.json"),
+        CommandType::ClientGet => include_str!("../../schemas/client.get.json"),
+        CommandType::InstanceList => include_str!("../../schemas/instance.list.json"),
     }
 }
 

@@ -6,4 +6,5 @@ mod client_create;
 mod delivery;
 mod instances;
 mod lifecycle;
+mod queries;
 mod support;
