@@ -1,7 +1,11 @@
 //! Integration tests on a real RabbitMQ and a real PostgreSQL (start them with
 //! `scripts/services.sh up`). One binary, one module per capability.
 
+mod arrange;
 mod client_create;
 mod delivery;
+mod instances;
+mod lifecycle;
+mod queries;
 mod saga;
 mod support;
