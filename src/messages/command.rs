@@ -284,6 +284,18 @@ mod tests {
     }
 
     #[test]
+    fn a_client_cannot_be_created_past_pending() {
+        let ok = r#"{"email":"a@b.co","client_alias":"A","client_type":"C","country_code":"SG","phone":"1","client_status":"PENDING"}"#;
+        assert!(parse(&message(ok), &Schemas::load()).is_ok());
+        let active = ok.replace("PENDING", "ACTIVE");
+        let err = parse(&message(&active), &Schemas::load()).unwrap_err();
+        assert!(
+            err.details.iter().any(|d| d.contains("/client_status")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn unknown_types_and_foreign_content_types_are_rejected() {
         let mut m = message(VALID);
         m.routing_key = "client.delete_everything".into();
