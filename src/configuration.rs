@@ -19,6 +19,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub worker: WorkerSettings,
     pub retry: RetrySettings,
+    pub lifecycle: LifecycleSettings,
     pub outbox: OutboxSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
@@ -81,6 +82,23 @@ pub struct RetrySettings {
     pub delays_ms: Vec<u64>,
     /// Delayed retries before the dead-letter queue.
     pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LifecycleSettings {
+    /// Refuse `client.approve` (EKYC_NOT_APPROVED) unless the client's eKYC is APPROVED.
+    pub require_ekyc_for_approval: bool,
+    /// Delayed retries of a lifecycle or eKYC command whose client is not there yet (it may
+    /// be racing its `client.create`) before CLIENT_NOT_FOUND; capped by `retry.max_attempts`.
+    pub not_found_retries: u32,
+}
+
+impl LifecycleSettings {
+    pub fn approval_policy(&self) -> crate::domain::ApprovalPolicy {
+        crate::domain::ApprovalPolicy {
+            require_ekyc_approved: self.require_ekyc_for_approval,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,6 +191,8 @@ mod tests {
         assert_eq!(s.retry.delay_for(1), Duration::from_millis(1000));
         assert_eq!(s.retry.delay_for(2), Duration::from_millis(5000));
         assert_eq!(s.retry.delay_for(99), Duration::from_millis(600_000));
+        assert!(s.lifecycle.approval_policy().require_ekyc_approved);
+        assert_eq!(s.lifecycle.not_found_retries, 3);
     }
 
     #[test]

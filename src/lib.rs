@@ -6,7 +6,8 @@
 //! - [`broker`]: connect (automatic recovery), declare the topology, publish with confirms.
 //! - [`worker`]: consume with bounded concurrency; per delivery, [`worker::pipeline`] parses,
 //!   runs the handler, and acks, or [`worker::failure`] sends it to a delay queue or the
-//!   dead-letter queue.
+//!   dead-letter queue. Queries skip the transaction: [`worker::query`] answers them
+//!   straight to `reply_to`.
 //! - [`messages`]: the contract: command parsing and schema checks, event and reply envelopes,
 //!   the error table.
 //! - [`handlers`]: one file per command; each decides inside one transaction.

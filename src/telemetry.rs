@@ -1,6 +1,8 @@
 //! Logging through `tracing`: human-readable or JSON, filtered by `log.filter` or `RUST_LOG`.
 //! Handlers log ids and outcomes, never bodies, so no email, phone or secret reaches a log.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::configuration::{LogFormat, LogSettings};
@@ -10,6 +12,7 @@ pub fn init(settings: &LogSettings) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match settings.format {
         LogFormat::Json => builder

@@ -599,15 +599,22 @@ impl Write for CapturedLogs {
 
 #[tokio::test]
 async fn the_secret_key_never_appears_in_debug_display_or_logs() {
-    let logs = CapturedLogs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // The test runs on one thread, so this catches every event of the calls below.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // A process-wide subscriber: a thread-local one (`set_default`) misses events whose
+    // callsite interest another test thread cached first, which made this test flaky when run
+    // beside the others. Every test's logs land here; none may hold the key.
+    static LOGS: std::sync::OnceLock<CapturedLogs> = std::sync::OnceLock::new();
+    let logs = LOGS
+        .get_or_init(|| {
+            let logs = CapturedLogs::default();
+            let writer = logs.clone();
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .init();
+            logs
+        })
+        .clone();
 
     let server = MockServer::start().await;
     Mock::given(method("POST"))

@@ -1,7 +1,7 @@
 //! A client and its admin user as stored, serialised in the exact shape of the seed's REST
 //! bodies (field names and order), because replies and events carry them unchanged.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -33,6 +33,25 @@ pub struct AdminUser {
     pub role: String,
     pub user_status: String,
     pub ekyc_status: String,
+}
+
+/// A client as "Get All Clients" lists it: the client object plus `created` and `updated`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientListItem<'a> {
+    #[serde(flatten)]
+    pub client: &'a Client,
+    pub created: String,
+    pub updated: String,
+}
+
+impl<'a> From<&'a Client> for ClientListItem<'a> {
+    fn from(client: &'a Client) -> Self {
+        ClientListItem {
+            client,
+            created: client.created.to_rfc3339_opts(SecondsFormat::Secs, true),
+            updated: client.updated.to_rfc3339_opts(SecondsFormat::Secs, true),
+        }
+    }
 }
 
 /// The seed's success text for client creation.

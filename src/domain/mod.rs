@@ -3,11 +3,13 @@
 
 pub mod client;
 pub mod client_code;
+pub mod instance;
 pub mod lifecycle;
 pub mod new_client;
+pub mod paging;
 pub mod psp;
 
-pub use client::{AdminUser, Client};
+pub use client::{AdminUser, Client, ClientListItem};
 pub use client_code::client_code;
 pub use lifecycle::{
     ApprovalPolicy, ClientStatus, EkycStatus, InvalidTransition, LifecycleAction, ParseStatusError,

@@ -16,16 +16,68 @@ pub enum CommandType {
     ClientCreate,
     /// Internal: carries a create-client saga on to its next step.
     OnboardingStep,
+    InstanceCreate,
+    InstanceUpdateAlias,
+    InstanceDelete,
+    ClientApprove,
+    ClientReject,
+    ClientBlacklist,
+    ClientUnblacklist,
+    ClientExit,
+    ClientRecordFirstTransaction,
+    ClientKycUpdate,
+    /// Queries: answered on `reply_to` only; no inbox, no outbox, no events.
+    ClientList,
+    ClientGet,
+    InstanceList,
 }
 
 impl CommandType {
-    pub const ALL: [CommandType; 2] = [CommandType::ClientCreate, CommandType::OnboardingStep];
+    pub const ALL: [CommandType; 15] = [
+        CommandType::ClientCreate,
+        CommandType::OnboardingStep,
+        CommandType::InstanceCreate,
+        CommandType::InstanceUpdateAlias,
+        CommandType::InstanceDelete,
+        CommandType::ClientApprove,
+        CommandType::ClientReject,
+        CommandType::ClientBlacklist,
+        CommandType::ClientUnblacklist,
+        CommandType::ClientExit,
+        CommandType::ClientRecordFirstTransaction,
+        CommandType::ClientKycUpdate,
+        CommandType::ClientList,
+        CommandType::ClientGet,
+        CommandType::InstanceList,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             CommandType::ClientCreate => "client.create",
             CommandType::OnboardingStep => "saga.onboarding.step",
+            CommandType::InstanceCreate => "instance.create",
+            CommandType::InstanceUpdateAlias => "instance.update_alias",
+            CommandType::InstanceDelete => "instance.delete",
+            CommandType::ClientApprove => "client.approve",
+            CommandType::ClientReject => "client.reject",
+            CommandType::ClientBlacklist => "client.blacklist",
+            CommandType::ClientUnblacklist => "client.unblacklist",
+            CommandType::ClientExit => "client.exit",
+            CommandType::ClientRecordFirstTransaction => "client.record_first_transaction",
+            CommandType::ClientKycUpdate => "client.kyc.update",
+            CommandType::ClientList => "client.list",
+            CommandType::ClientGet => "client.get",
+            CommandType::InstanceList => "instance.list",
         }
+    }
+
+    /// A read-only query: it changes nothing and its only answer is the reply, so it must
+    /// carry a `reply_to`.
+    pub fn is_query(self) -> bool {
+        matches!(
+            self,
+            CommandType::ClientList | CommandType::ClientGet | CommandType::InstanceList
+        )
     }
 }
 
@@ -145,6 +197,14 @@ pub fn parse(msg: &IncomingMessage, schemas: &Schemas) -> Result<Command, Reject
             details,
         });
     }
+    let reply_to = msg.reply_to.clone().filter(|r| !r.is_empty());
+    if command_type.is_query() && reply_to.is_none() {
+        // Its answer is the reply and nothing else: without a queue to answer to, running
+        // it would only cost a database read.
+        return Err(Rejection::new(format!(
+            "query {command_type} has no reply_to: queries are answered only on reply_to"
+        )));
+    }
     let correlation_id = msg
         .correlation_id
         .as_deref()
@@ -157,7 +217,7 @@ pub fn parse(msg: &IncomingMessage, schemas: &Schemas) -> Result<Command, Reject
             command_type,
             message_id,
             correlation_id,
-            reply_to: msg.reply_to.clone().filter(|r| !r.is_empty()),
+            reply_to,
             traceparent: msg.traceparent.clone(),
             attempt: msg.attempt,
         },
@@ -224,6 +284,18 @@ mod tests {
     }
 
     #[test]
+    fn a_client_cannot_be_created_past_pending() {
+        let ok = r#"{"email":"a@b.co","client_alias":"A","client_type":"C","country_code":"SG","phone":"1","client_status":"PENDING"}"#;
+        assert!(parse(&message(ok), &Schemas::load()).is_ok());
+        let active = ok.replace("PENDING", "ACTIVE");
+        let err = parse(&message(&active), &Schemas::load()).unwrap_err();
+        assert!(
+            err.details.iter().any(|d| d.contains("/client_status")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn unknown_types_and_foreign_content_types_are_rejected() {
         let mut m = message(VALID);
         m.routing_key = "client.delete_everything".into();
@@ -254,6 +326,49 @@ mod tests {
         );
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);
         assert!(parse(&message(&deep), &Schemas::load()).is_err());
+    }
+
+    #[test]
+    fn every_type_round_trips_through_its_routing_key() {
+        for t in CommandType::ALL {
+            assert_eq!(t.as_str().parse::<CommandType>(), Ok(t));
+        }
+        let queries: Vec<_> = CommandType::ALL
+            .into_iter()
+            .filter(|t| t.is_query())
+            .map(CommandType::as_str)
+            .collect();
+        assert_eq!(queries, ["client.list", "client.get", "instance.list"]);
+    }
+
+    #[test]
+    fn a_query_without_reply_to_is_rejected_with_the_reason() {
+        for reply_to in [None, Some("")] {
+            let m = IncomingMessage {
+                routing_key: "client.get".into(),
+                message_id: Some("q-1".into()),
+                reply_to: reply_to.map(String::from),
+                body: br#"{"client_id":1}"#.to_vec(),
+                ..Default::default()
+            };
+            let err = parse(&m, &Schemas::load()).unwrap_err();
+            assert!(err.reason.contains("has no reply_to"), "{err}");
+        }
+        let m = IncomingMessage {
+            routing_key: "client.get".into(),
+            message_id: Some("q-1".into()),
+            reply_to: Some("answers".into()),
+            body: br#"{"client_id":1}"#.to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(
+            parse(&m, &Schemas::load())
+                .unwrap()
+                .meta
+                .reply_to
+                .as_deref(),
+            Some("answers")
+        );
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! The outcome codes, statuses and texts upstream clients already depend on (DESIGN.md,
 //! "Outcomes and errors"). One table, so a handler cannot misspell a contract text.
+//!
+//! Codes beyond DESIGN.md's table: INSTANCE_NAME_TAKEN (409, a name the client already uses),
+//! ALIAS_REQUIRED (400, the seed's "Alias and Instance ID are required."), INVALID_CURSOR
+//! (400, a `client.list` cursor we did not write), and from the lifecycle rules
+//! EKYC_NOT_APPROVED (409, approval before eKYC is APPROVED) next to INVALID_TRANSITION.
 
 use serde::Serialize;
+
+use crate::domain::lifecycle;
 
 /// A business refusal: the command was understood and said no to. It is an outcome, not a
 /// failure of the worker: recorded, announced, replied to and acked.
@@ -81,9 +88,45 @@ impl Refusal {
         Self::fixed("CLIENT_NOT_FOUND", 404, "Client not found")
     }
 
+    /// A second instance with a name the client already uses (the unique index decides).
+    /// Not in the seed, which only says "unique within client"; 409 like EMAIL_IN_USE.
+    pub fn instance_name_taken() -> Refusal {
+        Self::fixed(
+            "INSTANCE_NAME_TAKEN",
+            409,
+            "Instance name is already in use by your client",
+        )
+    }
+
+    /// `instance.update_alias` without an alias: the seed's text for that endpoint.
+    pub fn alias_required() -> Refusal {
+        Self::fixed("ALIAS_REQUIRED", 400, "Alias and Instance ID are required.")
+    }
+
+    /// A `client.list` cursor this worker did not write (or a future version did).
+    pub fn invalid_cursor() -> Refusal {
+        Self::fixed(
+            "INVALID_CURSOR",
+            400,
+            "Invalid cursor: use the next_cursor of the previous page",
+        )
+    }
+
     /// The REST-shaped error body of the seed: `{"error": "..."}`.
     pub fn error_body(&self) -> serde_json::Value {
         serde_json::json!({ "error": self.message })
+    }
+}
+
+/// A lifecycle refusal in the contract's terms: INVALID_TRANSITION (409, naming the current
+/// status and the action) or EKYC_NOT_APPROVED (409).
+impl From<lifecycle::Refusal> for Refusal {
+    fn from(refusal: lifecycle::Refusal) -> Refusal {
+        Refusal {
+            code: refusal.code(),
+            status: refusal.status(),
+            message: refusal.message(),
+        }
     }
 }
 
@@ -148,6 +191,12 @@ mod tests {
                 404,
                 "Client not found",
             ),
+            (
+                Refusal::alias_required(),
+                "ALIAS_REQUIRED",
+                400,
+                "Alias and Instance ID are required.",
+            ),
         ];
         for (refusal, code, status, message) in table {
             assert_eq!(refusal.code, code);
@@ -158,5 +207,34 @@ mod tests {
                 serde_json::json!({ "error": message })
             );
         }
+    }
+
+    #[test]
+    fn lifecycle_refusals_keep_their_code_status_and_message() {
+        use lifecycle::{ClientStatus, EkycStatus, InvalidTransition, LifecycleAction};
+        let invalid: Refusal = lifecycle::Refusal::from(InvalidTransition {
+            from: ClientStatus::Rejected,
+            action: LifecycleAction::Approve,
+        })
+        .into();
+        assert_eq!(invalid.code, "INVALID_TRANSITION");
+        assert_eq!(invalid.status, 409);
+        assert_eq!(invalid.message, "Cannot approve a client that is REJECTED.");
+        let ekyc: Refusal = lifecycle::Refusal::EkycNotApproved {
+            ekyc: EkycStatus::Pending,
+        }
+        .into();
+        assert_eq!(ekyc.code, "EKYC_NOT_APPROVED");
+        assert_eq!(ekyc.status, 409);
+        assert_eq!(
+            ekyc.message,
+            "Client eKYC must be APPROVED before approval; it is PENDING."
+        );
+    }
+
+    #[test]
+    fn codes_added_beyond_the_seed_are_conflicts_or_bad_requests() {
+        assert_eq!(Refusal::instance_name_taken().status, 409);
+        assert_eq!(Refusal::invalid_cursor().status, 400);
     }
 }

@@ -18,6 +18,23 @@ fn source(command_type: CommandType) -> &'static str {
     match command_type {
         CommandType::ClientCreate => include_str!("../../schemas/client.create.json"),
         CommandType::OnboardingStep => include_str!("../../schemas/saga.onboarding.step.json"),
+        CommandType::InstanceCreate => include_str!("../../schemas/instance.create.json"),
+        CommandType::InstanceUpdateAlias => {
+            include_str!("../../schemas/instance.update_alias.json")
+        }
+        CommandType::InstanceDelete => include_str!("../../schemas/instance.delete.json"),
+        CommandType::ClientApprove => include_str!("../../schemas/client.approve.json"),
+        CommandType::ClientReject => include_str!("../../schemas/client.reject.json"),
+        CommandType::ClientBlacklist => include_str!("../../schemas/client.blacklist.json"),
+        CommandType::ClientUnblacklist => include_str!("../../schemas/client.unblacklist.json"),
+        CommandType::ClientExit => include_str!("../../schemas/client.exit.json"),
+        CommandType::ClientRecordFirstTransaction => {
+            include_str!("../../schemas/client.record_first_transaction.json")
+        }
+        CommandType::ClientKycUpdate => include_str!("../../schemas/client.kyc.update.json"),
+        CommandType::ClientList => include_str!("../../schemas/client.list.json"),
+        CommandType::ClientGet => include_str!("../../schemas/client.get.json"),
+        CommandType::InstanceList => include_str!("../../schemas/instance.list.json"),
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use lapin::BasicProperties;
 use lapin::types::ShortString;
 use sqlx::PgPool;
@@ -177,7 +178,17 @@ async fn relay_batch(
 }
 
 fn to_outgoing<'a>(row: &'a OutboxRow, body: &'a [u8], names: &'a Names) -> Outgoing<'a> {
-    let m: &OutgoingMessage = &row.message;
+    outgoing(&row.message, body, row.created_at, names)
+}
+
+/// How a message of ours goes on the wire, wherever it comes from (an outbox row, or a
+/// query's reply, which needs no outbox): exchange by kind, persistent JSON, our ids.
+pub fn outgoing<'a>(
+    m: &'a OutgoingMessage,
+    body: &'a [u8],
+    created_at: DateTime<Utc>,
+    names: &'a Names,
+) -> Outgoing<'a> {
     let exchange = match m.kind {
         OutgoingKind::Event => names.events_exchange.as_str(),
         OutgoingKind::Reply => "",
@@ -189,7 +200,7 @@ fn to_outgoing<'a>(row: &'a OutboxRow, body: &'a [u8], names: &'a Names) -> Outg
         .with_message_id(ShortString::from(m.message_id.to_string()))
         .with_type(m.message_type.as_str().into())
         .with_app_id("onboard".into())
-        .with_timestamp(row.created_at.timestamp().max(0) as u64)
+        .with_timestamp(created_at.timestamp().max(0) as u64)
         .with_headers(headers::from_json(&m.headers));
     if let Some(c) = &m.correlation_id {
         properties = properties.with_correlation_id(c.as_str().into());

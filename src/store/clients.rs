@@ -1,6 +1,7 @@
 //! Clients, their admin users, PSPs and the client-code counter.
 
-use sqlx::PgConnection;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use crate::domain::{AdminUser, Client, NewClient, PspCandidate, client_code};
 
@@ -128,4 +129,130 @@ pub async fn store_first_access(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Reads a client and locks its row until the transaction ends: two commands for one client
+/// (approve and blacklist, say) run one after the other, each seeing the other's result.
+pub async fn lock_client(
+    conn: &mut PgConnection,
+    client_id: i32,
+) -> Result<Option<Client>, sqlx::Error> {
+    let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1 FOR UPDATE");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(client_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Stores a lifecycle status the caller decided under [`lock_client`].
+pub async fn set_status(
+    conn: &mut PgConnection,
+    client_id: i32,
+    status: &str,
+) -> Result<Client, sqlx::Error> {
+    let sql = format!(
+        "UPDATE clients SET client_status = $2, updated = now() WHERE client_id = $1
+         RETURNING {CLIENT_COLUMNS}"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(client_id)
+        .bind(status)
+        .fetch_one(conn)
+        .await
+}
+
+/// Stores the client's eKYC status and gives its admin users the same one; returns the
+/// client and how many admin users followed.
+pub async fn set_ekyc(
+    conn: &mut PgConnection,
+    client_id: i32,
+    ekyc_status: &str,
+) -> Result<(Client, u64), sqlx::Error> {
+    let sql = format!(
+        "UPDATE clients SET ekyc_status = $2, updated = now() WHERE client_id = $1
+         RETURNING {CLIENT_COLUMNS}"
+    );
+    let client: Client = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(client_id)
+        .bind(ekyc_status)
+        .fetch_one(&mut *conn)
+        .await?;
+    let admins = sqlx::query(
+        "UPDATE users SET ekyc_status = $2, updated_at = now()
+         WHERE client_id = $1 AND role = 'admin'",
+    )
+    .bind(client_id)
+    .bind(ekyc_status)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok((client, admins))
+}
+
+/// The filters of `client.list`; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct ClientFilter {
+    pub status: Option<String>,
+    pub country_code: Option<String>,
+    pub client_type: Option<String>,
+}
+
+impl ClientFilter {
+    fn push_where(&self, q: &mut QueryBuilder<Postgres>) {
+        q.push(" WHERE true");
+        if let Some(s) = &self.status {
+            q.push(" AND client_status = ").push_bind(s.clone());
+        }
+        if let Some(c) = &self.country_code {
+            q.push(" AND country_code = ").push_bind(c.clone());
+        }
+        if let Some(t) = &self.client_type {
+            q.push(" AND client_type = ").push_bind(t.clone());
+        }
+    }
+}
+
+/// Where a page of `client.list` starts.
+#[derive(Debug, Clone, Copy)]
+pub enum PageStart {
+    /// Skip this many clients (offset paging).
+    Offset(u64),
+    /// Strictly after this `(created, client_id)` (keyset paging).
+    After(DateTime<Utc>, i32),
+}
+
+/// One page of clients, newest first, the id breaking ties (index `clients_created` and the
+/// filtered ones of 0002).
+pub async fn list_clients(
+    conn: &mut PgConnection,
+    filter: &ClientFilter,
+    start: PageStart,
+    limit: i64,
+) -> Result<Vec<Client>, sqlx::Error> {
+    let mut q = QueryBuilder::new(format!("SELECT {CLIENT_COLUMNS} FROM clients"));
+    filter.push_where(&mut q);
+    if let PageStart::After(created, client_id) = start {
+        q.push(" AND (created, client_id) < (")
+            .push_bind(created)
+            .push(", ")
+            .push_bind(client_id)
+            .push(")");
+    }
+    q.push(" ORDER BY created DESC, client_id DESC LIMIT ")
+        .push_bind(limit);
+    if let PageStart::Offset(n) = start {
+        q.push(" OFFSET ")
+            .push_bind(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    q.build_query_as().fetch_all(conn).await
+}
+
+/// How many clients match the filters.
+pub async fn count_clients(
+    conn: &mut PgConnection,
+    filter: &ClientFilter,
+) -> Result<i64, sqlx::Error> {
+    let mut q = QueryBuilder::new("SELECT count(*) FROM clients");
+    filter.push_where(&mut q);
+    q.build_query_scalar().fetch_one(conn).await
 }

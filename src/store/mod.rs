@@ -3,7 +3,9 @@
 
 pub mod clients;
 pub mod email_logs;
+pub mod history;
 pub mod inbox;
+pub mod instances;
 pub mod outbox;
 pub mod sagas;
 pub mod xendit_customers;

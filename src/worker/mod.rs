@@ -3,6 +3,7 @@
 
 pub mod failure;
 pub mod pipeline;
+pub mod query;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -69,7 +69,7 @@ pub async fn process(ctx: &Context, delivery: Delivery) {
     .await
 }
 
-fn immediate_backoff(ctx: &Context) -> ExponentialBuilder {
+pub(super) fn immediate_backoff(ctx: &Context) -> ExponentialBuilder {
     let r = &ctx.settings.retry;
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(r.immediate_initial_ms))
@@ -84,6 +84,9 @@ async fn run_command(
     msg: &IncomingMessage,
     cmd: crate::messages::Command,
 ) {
+    if cmd.meta.command_type.is_query() {
+        return super::query::answer(ctx, delivery, msg, cmd).await;
+    }
     // A redelivery is usually a command whose ack was lost after commit: check cheaply first.
     // (Republished copies are caught by the inbox insert in the handler's transaction.)
     if (delivery.redelivered || msg.attempt > 0)
@@ -99,7 +102,7 @@ async fn run_command(
     let result = (|| async {
         match cmd.meta.command_type {
             CommandType::OnboardingStep => saga::run(&ctx.pool, &ctx.saga, &cmd).await,
-            _ => handlers::run(&ctx.pool, &cmd).await,
+            _ => handlers::run(&ctx.pool, &ctx.settings, &cmd).await,
         }
     })
     .retry(immediate_backoff(ctx))

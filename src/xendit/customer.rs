@@ -168,7 +168,7 @@ impl CustomerRequest {
                 business_type: Some(BusinessType::from_client_type(&input.client_type)),
                 business_domicile: Some(XENDIT_COUNTRY.to_owned()),
             }),
-            email: non_empty(&input.email),
+            email: contact_email(&input.email),
             mobile_number: mobile_number(&input.phone),
         }
     }
@@ -183,7 +183,7 @@ impl CustomerRequest {
                 surname: None,
             }),
             business_detail: None,
-            email: non_empty(&input.email),
+            email: contact_email(&input.email),
             mobile_number: mobile_number(&input.phone),
         }
     }
@@ -231,6 +231,16 @@ fn non_empty(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
 }
 
+/// Xendit refuses an email longer than [`MAX_EMAIL_CHARS`] with a permanent validation error,
+/// which would cost the client its Xendit customer. The email is optional there (we hold it
+/// ourselves), so a longer one is left out rather than cut into a different address.
+fn contact_email(email: &str) -> Option<String> {
+    non_empty(email).filter(|e| e.chars().count() <= MAX_EMAIL_CHARS)
+}
+
+/// Xendit's documented limit on `email`.
+pub const MAX_EMAIL_CHARS: usize = 50;
+
 /// Xendit wants E.164 (`+62...`) and also accepts local numbers. A number we cannot turn into
 /// E.164 without guessing its country is passed as given (trimmed): a guess could route an SMS
 /// to a stranger, an honest local number at worst fails Xendit's validation.
@@ -250,6 +260,26 @@ mod tests {
             email: "admin@company.com".into(),
             phone: "+628123456789".into(),
         }
+    }
+
+    #[test]
+    fn an_email_over_xendits_limit_is_left_out_not_cut() {
+        let long = format!("{}@example.com", "a".repeat(40));
+        assert!(long.chars().count() > MAX_EMAIL_CHARS);
+        let mut input = business_input();
+        input.email = long.clone();
+        assert_eq!(CustomerRequest::business("r", input).email, None);
+        let fits = format!("{}@example.com", "a".repeat(38));
+        assert_eq!(fits.chars().count(), MAX_EMAIL_CHARS);
+        let individual = CustomerRequest::individual(
+            "r",
+            IndividualInput {
+                given_names: "A".into(),
+                email: fits.clone(),
+                phone: String::new(),
+            },
+        );
+        assert_eq!(individual.email, Some(fits));
     }
 
     #[test]

@@ -38,7 +38,7 @@ mod ids;
 pub use client::{API_VERSION, DEFAULT_BASE_URL, SettingsError, XenditClient, XenditSettings};
 pub use customer::{
     BusinessDetail, BusinessInput, BusinessType, Customer, CustomerRequest, CustomerType,
-    IndividualDetail, IndividualInput, MAX_NAME_CHARS, XENDIT_COUNTRY,
+    IndividualDetail, IndividualInput, MAX_EMAIL_CHARS, MAX_NAME_CHARS, XENDIT_COUNTRY,
 };
 pub use error::{ApiError, XenditError};
 pub use ids::{idempotency_key, reference_id};

@@ -1,8 +1,12 @@
 //! Integration tests on a real RabbitMQ and a real PostgreSQL (start them with
 //! `scripts/services.sh up`). One binary, one module per capability.
 
+mod arrange;
 mod client_create;
 mod delivery;
+mod instances;
+mod lifecycle;
 mod load;
+mod queries;
 mod saga;
 mod support;

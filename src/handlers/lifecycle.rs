@@ -1,0 +1,144 @@
+//! The lifecycle commands (`client.approve`, `client.reject`, `client.blacklist`,
+//! `client.unblacklist`, `client.exit`, `client.record_first_transaction`): lock the client,
+//! let `domain::lifecycle::decide` say where it goes, store it with a history row and the
+//! action's event — or refuse with `client.transition_rejected`, changing nothing.
+//!
+//! The row lock (`SELECT ... FOR UPDATE`) is what makes two commands for one client behave
+//! as if they came one after the other: the second waits for the first to commit and then
+//! decides from the status the first left.
+
+use serde_json::json;
+use sqlx::PgConnection;
+
+use super::{HandlerError, Outcome, required_id, text_field};
+use crate::configuration::Settings;
+use crate::domain::{Client, ClientStatus, EkycStatus, LifecycleAction, decide};
+use crate::messages::{Command, OutgoingMessage, Refusal};
+use crate::store::{self, history::StatusChange};
+
+pub const REJECTED: &str = "client.transition_rejected";
+
+/// What the reply says when the action succeeded.
+fn success_message(action: LifecycleAction) -> &'static str {
+    match action {
+        LifecycleAction::Approve => "Client approved successfully",
+        LifecycleAction::Reject => "Client rejected successfully",
+        LifecycleAction::RecordFirstTransaction => {
+            "First transaction recorded; the client is now ACTIVE"
+        }
+        LifecycleAction::Blacklist => "Client blacklisted successfully",
+        LifecycleAction::Unblacklist => "Client removed from the blacklist; it is PENDING again",
+        LifecycleAction::Exit => "Client exited successfully",
+    }
+}
+
+fn parse_status<T: std::str::FromStr>(client: &Client, value: &str) -> Result<T, HandlerError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| {
+        // A status outside the contract is a corrupt row: retried, then dead-lettered for
+        // an operator, never guessed at.
+        HandlerError::Other(format!("client {}: {e}", client.client_id))
+    })
+}
+
+pub async fn handle(
+    conn: &mut PgConnection,
+    settings: &Settings,
+    cmd: &Command,
+    action: LifecycleAction,
+) -> Result<Outcome, HandlerError> {
+    let client_id = required_id(cmd, "client_id")?;
+    let Some(client) = store::clients::lock_client(conn, client_id).await? else {
+        return client_not_found(cmd, settings, REJECTED, client_id);
+    };
+    let current: ClientStatus = parse_status(&client, &client.client_status)?;
+    let ekyc: EkycStatus = parse_status(&client, &client.ekyc_status)?;
+    let policy = settings.lifecycle.approval_policy();
+    let next = match decide(current, ekyc, action, &policy) {
+        Ok(next) => next,
+        Err(refusal) => {
+            let context = json!({
+                "client_id": client_id,
+                "client_status": current,
+                "ekyc_status": ekyc,
+                "action": action.command_type(),
+            });
+            return Ok(Outcome::refused_with(
+                cmd,
+                REJECTED,
+                Refusal::from(refusal),
+                context,
+            ));
+        }
+    };
+
+    let updated = store::clients::set_status(conn, client_id, next.as_str()).await?;
+    let reason = text_field(&cmd.body, "reason");
+    let transaction_id = text_field(&cmd.body, "transaction_id");
+    let details = match &transaction_id {
+        Some(id) => json!({ "transaction_id": id }),
+        None => json!({}),
+    };
+    store::history::record_status(
+        conn,
+        &cmd.meta,
+        &StatusChange {
+            client_id,
+            from: current.as_str(),
+            to: next.as_str(),
+            reason: reason.as_deref(),
+            details: details.clone(),
+        },
+    )
+    .await?;
+
+    let event_type = action.event_type();
+    let data = json!({
+        "client_id": client_id,
+        "client_code": updated.client_code,
+        "from_status": current,
+        "to_status": next,
+        "action": action.command_type(),
+        "reason": reason,
+        "details": details,
+        "client": updated,
+    });
+    let mut messages = vec![OutgoingMessage::event(&cmd.meta, event_type, data)];
+    messages.extend(OutgoingMessage::reply(
+        &cmd.meta,
+        event_type,
+        200,
+        json!({ "message": success_message(action), "client": updated }),
+    ));
+    Ok(Outcome::succeeded(messages))
+}
+
+/// A command about a client that is not there. Right after its `client.create` was
+/// published it may simply not be committed yet, so the command waits in the delay queues
+/// (at most `lifecycle.not_found_retries` times, never beyond `retry.max_attempts`) before
+/// it is answered with CLIENT_NOT_FOUND.
+pub(super) fn client_not_found(
+    cmd: &Command,
+    settings: &Settings,
+    failed_event: &str,
+    client_id: i32,
+) -> Result<Outcome, HandlerError> {
+    let budget = settings
+        .lifecycle
+        .not_found_retries
+        .min(settings.retry.max_attempts);
+    if cmd.meta.attempt < budget {
+        return Err(HandlerError::RetryLater(format!(
+            "client {client_id} does not exist (yet); delayed retry {} of {budget}",
+            cmd.meta.attempt + 1
+        )));
+    }
+    Ok(Outcome::refused_with(
+        cmd,
+        failed_event,
+        Refusal::client_not_found(),
+        json!({ "client_id": client_id }),
+    ))
+}

@@ -1,0 +1,120 @@
+//! The queries `client.get`, `client.list` and `instance.list`: read, and say what was read.
+//! They change nothing, so they take no inbox row, write no outbox row and announce no event:
+//! [`answer`] returns the reply and the worker publishes it straight to `reply_to`
+//! (`worker::query`). Running one twice is harmless, and the reply's message_id is derived
+//! from the query's, so a gateway can drop a repeat.
+//!
+//! Bodies:
+//! - `client.get`: 200 `{"client": {...}}`, the seed's client object with `created` and
+//!   `updated`; or 404 `{"error": "Client not found"}`.
+//! - `client.list`: 200 `{"clients": [...], "page", "page_size", "total", "next_cursor"}`:
+//!   the array of "Get All Clients", newest first, one page of it, with the number of clients
+//!   matching the filters and the cursor of the next page (`null` on the last page). See
+//!   `domain::paging` for why the cursor and not `page` is the way to walk every page.
+//! - `instance.list`: 200 `{"instances": [...]}` as in "Get My Instances".
+
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
+
+use super::{HandlerError, required_id, text_field};
+use crate::domain::ClientListItem;
+use crate::domain::instance::{InstanceAction, authorize};
+use crate::domain::paging::{self, Cursor};
+use crate::messages::{Command, CommandType, OutgoingMessage, Refusal};
+use crate::store::{self, clients::ClientFilter, clients::PageStart};
+
+/// A query's answer before it becomes a reply.
+enum Answer {
+    Found(Value),
+    Refused(Refusal),
+}
+
+/// Runs a query and returns its reply (the pipeline has made sure there is a `reply_to`).
+pub async fn answer(pool: &PgPool, cmd: &Command) -> Result<OutgoingMessage, HandlerError> {
+    // One read-only snapshot: a page and its total agree with each other.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let answer = match cmd.meta.command_type {
+        CommandType::ClientGet => client_get(&mut tx, cmd).await?,
+        CommandType::ClientList => client_list(&mut tx, cmd).await?,
+        CommandType::InstanceList => instance_list(&mut tx, cmd).await?,
+        other => {
+            return Err(HandlerError::Other(format!("{other} is not a query")));
+        }
+    };
+    tx.commit().await?;
+    let query = cmd.meta.command_type.as_str();
+    let (outcome, status, body) = match answer {
+        Answer::Found(body) => (format!("{query}.answered"), 200, body),
+        Answer::Refused(r) => (format!("{query}.refused"), r.status, r.error_body()),
+    };
+    OutgoingMessage::reply(&cmd.meta, &outcome, status, body)
+        .ok_or_else(|| HandlerError::Other(format!("{query} has no reply_to to answer to")))
+}
+
+async fn client_get(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, HandlerError> {
+    let client_id = required_id(cmd, "client_id")?;
+    Ok(match store::clients::get_client(conn, client_id).await? {
+        Some(client) => Answer::Found(json!({ "client": ClientListItem::from(&client) })),
+        None => Answer::Refused(Refusal::client_not_found()),
+    })
+}
+
+async fn client_list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, HandlerError> {
+    let body = &cmd.body;
+    let filter = ClientFilter {
+        status: text_field(body, "status"),
+        country_code: text_field(body, "country_code"),
+        client_type: text_field(body, "client_type"),
+    };
+    let page_size = paging::page_size(body.get("page_size").and_then(Value::as_u64));
+    let (start, page) = match text_field(body, "cursor") {
+        Some(token) => match Cursor::decode(&token) {
+            Some(c) => (PageStart::After(c.created, c.client_id), c.page),
+            None => return Ok(Answer::Refused(Refusal::invalid_cursor())),
+        },
+        None => {
+            let page = body.get("page").and_then(Value::as_u64).unwrap_or(1).max(1);
+            let page = u32::try_from(page).unwrap_or(u32::MAX);
+            let skip = u64::from(page - 1) * u64::from(page_size);
+            (PageStart::Offset(skip), page)
+        }
+    };
+    // One more than the page holds says whether there is a next page.
+    let mut clients =
+        store::clients::list_clients(conn, &filter, start, i64::from(page_size) + 1).await?;
+    let has_more = clients.len() > page_size as usize;
+    clients.truncate(page_size as usize);
+    let total = store::clients::count_clients(conn, &filter).await?;
+    let next_cursor = match clients.last() {
+        Some(last) if has_more => Some(
+            Cursor {
+                page: page.saturating_add(1),
+                created: last.created,
+                client_id: last.client_id,
+            }
+            .encode(),
+        ),
+        _ => None,
+    };
+    let items: Vec<ClientListItem> = clients.iter().map(ClientListItem::from).collect();
+    Ok(Answer::Found(json!({
+        "clients": items,
+        "page": page,
+        "page_size": page_size,
+        "total": total,
+        "next_cursor": next_cursor,
+    })))
+}
+
+async fn instance_list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, HandlerError> {
+    let actor = store::instances::actor(conn, required_id(cmd, "actor_user_id")?).await?;
+    let actor = match authorize(InstanceAction::List, actor) {
+        Ok(actor) => actor,
+        Err(refusal) => return Ok(Answer::Refused(refusal)),
+    };
+    let instances = store::instances::list_for_client(conn, actor.client_id).await?;
+    Ok(Answer::Found(json!({ "instances": instances })))
+}
