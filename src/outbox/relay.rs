@@ -1,8 +1,13 @@
 //! Claims pending outbox rows (`FOR UPDATE SKIP LOCKED`, so every worker can run a relay),
 //! publishes them with confirms, and marks them published only after the broker confirmed.
-//! Wakes on `LISTEN onboard_outbox`; polls as the fallback when a notification is missed or
-//! the listening connection is down.
+//! Wakes when a handler of this worker committed outbox rows (an in-process signal), on
+//! `NOTIFY onboard_outbox` from anything else that writes the outbox, and polls as the
+//! fallback (rows another worker wrote when its relay is down).
+//!
+//! Handlers do not NOTIFY: PostgreSQL serialises the commits of notifying transactions on one
+//! lock, WAL flush included, which capped the saga's throughput (see docs/benchmark.md).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -10,6 +15,7 @@ use lapin::BasicProperties;
 use lapin::types::ShortString;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::publisher::Outgoing;
@@ -20,13 +26,15 @@ use crate::store::{self, outbox::OutboxRow};
 
 pub const CHANNEL: &str = "onboard_outbox";
 
-/// Runs until `stop` is cancelled, then makes one last pass.
+/// Runs until `stop` is cancelled, then makes one last pass. `local` is rung by this
+/// worker's handlers after they committed outbox rows.
 pub async fn run(
     pool: PgPool,
     publisher: Publisher,
     names: Names,
     settings: OutboxSettings,
     stop: CancellationToken,
+    local: Arc<Notify>,
 ) {
     let poll = Duration::from_millis(settings.poll_interval_ms);
     let mut listener = listen(&pool).await;
@@ -56,6 +64,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = stop.cancelled() => break,
+            _ = local.notified() => {}
             _ = wake(&mut listener, poll) => {}
         }
     }

@@ -81,6 +81,8 @@ pub struct Context {
     pub schemas: Schemas,
     /// Publishes retries and dead letters (the relay has its own channel).
     pub publisher: Publisher,
+    /// Rung after a transaction that wrote outbox rows committed: wakes this worker's relay.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
     /// Xendit, SMTP and their settings, for the saga steps.
     pub saga: crate::saga::Services,
     pub hooks: Hooks,
@@ -132,12 +134,14 @@ impl Worker {
         let relay_publisher = Publisher::open(&connection, confirm).await?;
 
         let relay_stop = CancellationToken::new();
+        let outbox_wake = Arc::new(tokio::sync::Notify::new());
         let relay = tokio::spawn(outbox::relay::run(
             pool.clone(),
             relay_publisher,
             names.clone(),
             settings.outbox.clone(),
             relay_stop.clone(),
+            outbox_wake.clone(),
         ));
 
         let listener =
@@ -159,6 +163,7 @@ impl Worker {
             names: names.clone(),
             schemas: Schemas::load(),
             publisher,
+            outbox_wake,
             saga: crate::saga::Services::from_settings(&settings)?
                 .with_hook(hooks.after_xendit_answered.clone()),
             hooks,

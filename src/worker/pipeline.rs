@@ -111,6 +111,7 @@ async fn run_command(
     .await;
     match result {
         Ok(Handled::Done(outcome)) => {
+            ctx.outbox_wake.notify_one();
             tracing::info!(
                 outcome = outcome.inbox.as_str(),
                 code = outcome.code,
@@ -166,6 +167,7 @@ async fn reject(ctx: &Context, delivery: &Delivery, msg: &IncomingMessage, rejec
         .await;
     match recorded {
         Ok(()) => {
+            ctx.outbox_wake.notify_one();
             ack(delivery).await;
             ctx.hooks.settled(msg, Disposition::DeadLettered)
         }
