@@ -39,6 +39,16 @@ pub struct SagaSettings {
     /// First part of the `reference_id` we give Xendit (`<namespace>-client-<id>`): environments
     /// sharing one Xendit account need different namespaces.
     pub xendit_reference_namespace: String,
+    /// How long one delivery of the welcome-email step holds the saga while it sends, in
+    /// seconds: longer than any send may take (the SMTP timeout). A worker that dies while
+    /// sending leaves the lease behind, so its redeliveries wait this long; the delayed-retry
+    /// budget must outlast it, or they are dead-lettered.
+    #[serde(default = "default_email_lease_seconds")]
+    pub email_lease_seconds: u64,
+}
+
+fn default_email_lease_seconds() -> u64 {
+    120
 }
 
 #[derive(Debug, Clone, Deserialize)]

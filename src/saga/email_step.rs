@@ -20,9 +20,6 @@ use crate::store::{self, email_logs::EmailLog, sagas::Saga, sagas::Step};
 pub const SENT: &str = "client.welcome_email_sent";
 pub const FAILED: &str = "client.welcome_email_failed";
 
-/// How long one send may hold the step; longer than any SMTP timeout we configure.
-const LEASE_SECONDS: f64 = 120.0;
-
 pub async fn run(
     pool: &PgPool,
     services: &Services,
@@ -43,8 +40,10 @@ pub async fn run(
     };
     let (access, stored) = issued.map_err(|e| HandlerError::Other(e.to_string()))?;
 
+    // How long this send may hold the step (saga.email_lease_seconds).
+    let lease = services.settings.email_lease_seconds as f64;
     let mut tx = pool.begin().await?;
-    if !store::sagas::take_lease(&mut tx, saga.saga_id, Step::WelcomeEmail, LEASE_SECONDS).await? {
+    if !store::sagas::take_lease(&mut tx, saga.saga_id, Step::WelcomeEmail, lease).await? {
         tx.rollback().await?;
         return match store::sagas::get(pool, saga.saga_id).await? {
             Some(s) if s.step == Step::WelcomeEmail.as_str() => Err(HandlerError::RetryLater(
