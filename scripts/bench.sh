@@ -218,6 +218,9 @@ if [[ " $PHASES " == *" saga "* ]]; then
     md "- latency publish -> completed (ms; the whole backlog is queued at once): p50 $(json_num p50_ms "$OUT/saga.json"), p95 $(json_num p95_ms "$OUT/saga.json"), p99 $(json_num p99_ms "$OUT/saga.json"), max $(json_num max_ms "$OUT/saga.json")"
     md "- CPU: $CPU"
     md "- worker peak RSS: $(( $(hwm_kb "$WORKER") / 1024 )) MB"
+    # What one onboarding costs the database (the fresh database saw nothing else).
+    read -r commits inserted updated < <(psql "$ADMIN_URL" -AtX -F ' ' -c "SELECT xact_commit, tup_inserted, tup_updated FROM pg_stat_database WHERE datname = 'onboard_bench'")
+    md "- per onboarding, in PostgreSQL: $(awk -v c="$commits" -v n="$N" 'BEGIN { printf "%.1f", c / n }') transactions (read-only statements count as one each), $(awk -v c="$inserted" -v n="$N" 'BEGIN { printf "%.1f", c / n }') rows inserted, $(awk -v c="$updated" -v n="$N" 'BEGIN { printf "%.1f", c / n }') rows updated (the ceiling: 1, 4, 0)"
     say "   $(printf '%.0f' "$SAGA") onboardings/s"
 
     # c. at half that rate, how fast is client.created?
