@@ -191,6 +191,11 @@ pub fn parse(msg: &IncomingMessage, schemas: &Schemas) -> Result<Command, Reject
     }
     let body: Value = serde_json::from_slice(&msg.body)
         .map_err(|e| Rejection::new(format!("body is not valid JSON: {e}")))?;
+    if let Some(path) = nul_at(&body, &mut String::new()) {
+        return Err(Rejection::new(format!(
+            "body holds a NUL character (\\u0000) at {path}, which no field may contain"
+        )));
+    }
     if let Err(details) = schemas.check(command_type, &body) {
         return Err(Rejection {
             reason: format!("body does not match schemas/{command_type}.json"),
@@ -223,6 +228,38 @@ pub fn parse(msg: &IncomingMessage, schemas: &Schemas) -> Result<Command, Reject
         },
         body,
     })
+}
+
+/// Where a string (or a key) holds U+0000, as a JSON pointer. PostgreSQL cannot store it in
+/// text, so such a body would fail every attempt at the database: refuse it here instead.
+fn nul_at(value: &Value, path: &mut String) -> Option<String> {
+    match value {
+        Value::String(s) if s.contains('\0') => Some(if path.is_empty() {
+            "/".into()
+        } else {
+            truncate(path, 100)
+        }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+            let len = path.len();
+            path.push_str(&format!("/{i}"));
+            let found = nul_at(v, path);
+            path.truncate(len);
+            found
+        }),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let len = path.len();
+            path.push('/');
+            path.push_str(&k.replace('\0', "\\u0000"));
+            let found = if k.contains('\0') {
+                Some(truncate(path, 100))
+            } else {
+                nul_at(v, path)
+            };
+            path.truncate(len);
+            found
+        }),
+        _ => None,
+    }
 }
 
 /// Cuts hostile input short for messages, on a char boundary.
@@ -369,6 +406,15 @@ mod tests {
                 .as_deref(),
             Some("answers")
         );
+    }
+
+    #[test]
+    fn a_nul_character_anywhere_in_the_body_is_rejected_with_where() {
+        let with_nul = VALID.replace(r#""A""#, r#""Evil\u0000Corp""#);
+        let err = parse(&message(&with_nul), &Schemas::load()).unwrap_err();
+        assert!(err.reason.contains("/client_alias"), "{err}");
+        let err = parse(&message(r#"{"a\u0000":1}"#), &Schemas::load()).unwrap_err();
+        assert!(err.reason.contains("NUL"), "{err}");
     }
 
     #[test]
