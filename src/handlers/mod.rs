@@ -172,11 +172,19 @@ pub async fn finish(
     Ok(Handled::Done(outcome))
 }
 
-/// A positive integer field the command's schema requires (e.g. `client_id`).
+/// A positive integer field the command's schema requires (e.g. `client_id`). JSON Schema
+/// counts `2.0` as the integer 2, so it passes the schema and is read as 2 here too (read as
+/// "missing", it went round every delayed retry and was dead-lettered without an answer).
 fn required_id(cmd: &Command, field: &str) -> Result<i32, HandlerError> {
     cmd.body
         .get(field)
-        .and_then(Value::as_i64)
+        .and_then(|v| {
+            v.as_i64().or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() <= i32::MAX as f64)
+                    .map(|f| f as i64)
+            })
+        })
         .and_then(|n| i32::try_from(n).ok())
         .ok_or_else(|| {
             HandlerError::Other(format!(
@@ -216,5 +224,38 @@ mod tests {
             text_field(&json!({"instance_name": " API "}), "instance_name").as_deref(),
             Some("API")
         );
+    }
+
+    #[test]
+    fn ids_the_schema_accepts_as_integers_are_read_as_integers() {
+        let cmd = |body: Value| Command {
+            meta: crate::messages::CommandMeta {
+                command_type: CommandType::ClientApprove,
+                message_id: "m".into(),
+                correlation_id: "m".into(),
+                reply_to: None,
+                traceparent: None,
+                attempt: 0,
+            },
+            body,
+        };
+        assert_eq!(
+            required_id(&cmd(json!({"client_id": 2})), "client_id").unwrap(),
+            2
+        );
+        assert_eq!(
+            required_id(&cmd(json!({"client_id": 2.0})), "client_id").unwrap(),
+            2
+        );
+        for bad in [
+            json!({"client_id": 2.5}),
+            json!({"client_id": 1e12}),
+            json!({}),
+        ] {
+            assert!(
+                required_id(&cmd(bad.clone()), "client_id").is_err(),
+                "{bad}"
+            );
+        }
     }
 }
