@@ -4,6 +4,7 @@
 mod arrange;
 mod client_create;
 mod delivery;
+mod hostile;
 mod instances;
 mod lifecycle;
 mod load;
