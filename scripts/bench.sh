@@ -96,8 +96,9 @@ cpu_line() {
         'BEGIN {
             secs = t1 - t0; if (secs <= 0) secs = 1;
             ours = pg + beam + w + l; other = busy - ours; if (other < 0) other = 0;
-            printf "postgres %.0f%%, beam.smp %.0f%%, '"${LABEL_W:-worker}"' %.0f%%, '"${LABEL_L:-load}"' %.0f%%, rest of the machine %.0f%% (%% of one core; machine busy %.0f%% of %d cores)",
-                100 * pg / hz / secs, 100 * beam / hz / secs, 100 * w / hz / secs, 100 * l / hz / secs,
+            printf "postgres %.0f%%, beam.smp %.0f%%, '"${LABEL_W:-worker}"' %.0f%%, ", 100 * pg / hz / secs, 100 * beam / hz / secs, 100 * w / hz / secs;
+            if ("'"${LABEL_L:-load}"'" != "-") printf "'"${LABEL_L:-load}"' %.0f%%, ", 100 * l / hz / secs;
+            printf "rest of the machine %.0f%% (%% of one core; machine busy %.0f%% of %d cores)",
                 100 * other / hz / secs, 100 * busy / (total > 0 ? total : 1), '"$(nproc)"';
         }'
 }
@@ -304,6 +305,8 @@ if [[ -n $CEILING && -n $SAGA ]]; then
     md ""
 fi
 md "Raw results: \`$OUT/\`."
+# The welcome emails (one .eml per onboarding) are not needed once counted.
+rm -rf "$OUT"/mail*
 
 echo
 cat "$SUMMARY"

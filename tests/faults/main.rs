@@ -38,8 +38,7 @@ fn use_xendit(rig: &mut Rig, fake: &FakeXendit) {
     rig.worker_env("ONBOARD__SAGA__XENDIT_MAX_ATTEMPTS", "15");
 }
 
-/// Waits for the load to end, restarting any worker that exited by itself meanwhile (what a
-/// supervisor does: the worker exits non-zero when it cannot get its broker connection back).
+/// Waits for the load to end while a supervisor watches the workers (`Rig::supervise`).
 async fn finish_load(
     rig: &mut Rig,
     load: tokio::task::JoinHandle<anyhow::Result<Report>>,
@@ -48,7 +47,7 @@ async fn finish_load(
     loop {
         tokio::select! {
             r = &mut load => return r.expect("load task").expect("load runs"),
-            _ = tokio::time::sleep(Duration::from_millis(250)) => rig.restart_exited_workers(),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => rig.supervise().await,
         }
     }
 }

@@ -278,6 +278,18 @@ impl Drop for FakeXendit {
     }
 }
 
+/// A worker subprocess and what its supervisor watches.
+struct Supervised {
+    child: Child,
+    /// Its HTTP port (`/readyz`).
+    port: u16,
+    started: Instant,
+    unready_since: Option<Instant>,
+}
+
+/// How long a worker may answer `/readyz` with 503 (or not at all) before it is replaced.
+pub const UNREADY_LIMIT: Duration = Duration::from_secs(20);
+
 /// One case's world.
 pub struct Rig {
     pub name: String,
@@ -289,7 +301,7 @@ pub struct Rig {
     pub amqp: Proxy,
     /// `ONBOARD__*` variables of every worker subprocess (its URLs go through the proxies).
     env: BTreeMap<String, String>,
-    workers: Vec<Option<Child>>,
+    workers: Vec<Option<Supervised>>,
     pub dir: PathBuf,
     spawned: AtomicUsize,
     /// Faults injected, for the figures.
@@ -382,43 +394,79 @@ impl Rig {
     pub fn spawn_worker(&mut self) -> usize {
         let n = self.spawned.fetch_add(1, Ordering::SeqCst);
         let log = std::fs::File::create(self.dir.join(format!("worker-{n}.log"))).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_onboard"));
         cmd.arg("worker")
             .env_remove("ONBOARD_CONFIG")
-            .env("ONBOARD__HTTP__PORT", "0")
             .envs(&self.env)
+            .env("ONBOARD__HTTP__PORT", port.to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .kill_on_drop(true);
         let child = cmd.spawn().expect("start the onboard binary");
-        self.workers.push(Some(child));
+        self.workers.push(Some(Supervised {
+            child,
+            port,
+            started: Instant::now(),
+            unready_since: None,
+        }));
         self.workers.len() - 1
     }
 
     /// SIGKILL: no drain, no ack; the broker requeues what it held.
     pub async fn kill_worker(&mut self, i: usize) {
-        if let Some(mut child) = self.workers[i].take() {
-            child.start_kill().unwrap();
-            let _ = child.wait().await;
+        if let Some(mut w) = self.workers[i].take() {
+            w.child.start_kill().unwrap();
+            let _ = w.child.wait().await;
             self.faults.push(format!("SIGKILL worker {i}"));
         }
     }
 
-    /// Starts a new worker for each one that exited by itself (a supervisor's job).
-    pub fn restart_exited_workers(&mut self) {
-        let mut exited = Vec::new();
-        for (i, w) in self.workers.iter_mut().enumerate() {
-            if let Some(child) = w
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                exited.push((i, status));
-                *w = None;
+    /// What a supervisor (systemd, Kubernetes) does: starts a new worker for each one that
+    /// exited by itself, and replaces one whose `/readyz` has failed for [`UNREADY_LIMIT`]
+    /// (e.g. its broker connection never came back). Each is counted as a fault.
+    pub async fn supervise(&mut self) {
+        let client = reqwest::Client::new();
+        let mut replace = Vec::new();
+        for (i, slot) in self.workers.iter_mut().enumerate() {
+            let Some(w) = slot else { continue };
+            if let Ok(Some(status)) = w.child.try_wait() {
+                replace.push((i, format!("worker {i} exited by itself ({status})")));
+                *slot = None;
+                continue;
+            }
+            if w.started.elapsed() < Duration::from_secs(10) {
+                continue;
+            }
+            let ready = client
+                .get(format!("http://127.0.0.1:{}/readyz", w.port))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                w.unready_since = None;
+                continue;
+            }
+            let since = *w.unready_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= UNREADY_LIMIT {
+                let _ = w.child.start_kill();
+                let _ = w.child.wait().await;
+                replace.push((
+                    i,
+                    format!("worker {i} not ready for {UNREADY_LIMIT:?} (see its log); replaced"),
+                ));
+                *slot = None;
             }
         }
-        for (i, status) in exited {
-            self.faults
-                .push(format!("worker {i} exited by itself ({status}); restarted"));
+        for (_, why) in replace {
+            println!("[{}] supervisor: {why}", self.name);
+            self.faults.push(why);
             self.spawn_worker();
         }
     }
@@ -426,7 +474,7 @@ impl Rig {
     /// SIGTERM every worker and wait for them to drain and exit.
     pub async fn stop_workers(&mut self) {
         for w in self.workers.iter_mut() {
-            if let Some(mut child) = w.take() {
+            if let Some(Supervised { mut child, .. }) = w.take() {
                 if let Some(pid) = child.id() {
                     let _ = std::process::Command::new("kill")
                         .args(["-TERM", &pid.to_string()])
@@ -451,11 +499,16 @@ impl Rig {
     }
 
     /// Waits until at least `n` sagas completed (or `within` passed).
-    pub async fn wait_completed(&self, n: i64, within: Duration) {
+    pub async fn wait_completed(&mut self, n: i64, within: Duration) {
         let deadline = Instant::now() + within;
+        let mut probe = Instant::now();
         while Instant::now() < deadline {
             if self.completed().await >= n {
                 return;
+            }
+            if probe.elapsed() >= Duration::from_secs(1) {
+                probe = Instant::now();
+                self.supervise().await;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
