@@ -22,7 +22,7 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Confirmation};
+use lapin::{BasicProperties, Confirmation, PublisherConfirm};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
@@ -293,13 +293,93 @@ fn phone(country: &str, i: usize) -> String {
     format!("{prefix}{:08}", i % 100_000_000)
 }
 
-/// Per-command state shared by the publisher and the subscriber.
+/// One command of a phase, ready to publish.
+struct Planned {
+    sent: Sent,
+    routing_key: &'static str,
+    body: Vec<u8>,
+}
+
+/// A batch of commands of one type, and the events that settle each.
+struct Phase {
+    command_type: &'static str,
+    outcome_event: &'static str,
+    outcome_types: Vec<&'static str>,
+    commands: Vec<Planned>,
+}
+
+impl Phase {
+    fn client_create(options: &Options) -> Phase {
+        Phase {
+            command_type: "client.create",
+            outcome_event: options.outcome.event(),
+            outcome_types: options.outcome.events().to_vec(),
+            commands: client_create_commands(options)
+                .into_iter()
+                .map(|(sent, body)| Planned {
+                    sent,
+                    routing_key: "client.create",
+                    body,
+                })
+                .collect(),
+        }
+    }
+
+    /// `command_type` for each settled command of `previous` whose outcome data gives a body
+    /// (`make`), settled by `success` or `failure` (or `command.rejected`).
+    fn after(
+        previous: &PhaseReport,
+        command_type: &'static str,
+        (success, failure): (&'static str, &'static str),
+        make: impl Fn(usize, &serde_json::Value) -> Option<serde_json::Value>,
+    ) -> Phase {
+        let commands = previous
+            .report
+            .sent
+            .iter()
+            .zip(&previous.data)
+            .enumerate()
+            .filter_map(|(i, (sent, data))| {
+                let body = make(i, data.as_ref()?)?;
+                Some(Planned {
+                    sent: Sent {
+                        message_id: format!("{}-{command_type}", sent.message_id),
+                        email: sent.email.clone(),
+                        country_code: sent.country_code.clone(),
+                    },
+                    routing_key: command_type,
+                    body: serde_json::to_vec(&body).expect("JSON serialises"),
+                })
+            })
+            .collect();
+        Phase {
+            command_type,
+            outcome_event: success,
+            outcome_types: vec![success, failure, REJECTED],
+            commands,
+        }
+    }
+}
+
+/// Builds a phase from the one before it.
+type NextPhase = Box<dyn Fn(&PhaseReport) -> Phase + Send + Sync>;
+
+/// A phase's report, and the `data` of each command's outcome event (what the next phase
+/// needs: client ids, admin user ids, instance ids).
+struct PhaseReport {
+    report: Report,
+    data: Vec<Option<serde_json::Value>>,
+}
+
+/// Per-command state of the running phase, shared by the publisher and the subscriber.
 struct Shared {
+    outcome_types: Vec<&'static str>,
     index: HashMap<String, usize>,
     /// When each command was published (latest attempt); `None` until then.
     published_at: Vec<Option<Instant>>,
     /// The outcome event's (type, message_id) once seen.
     outcome: Vec<Option<(String, Option<String>)>>,
+    data: Vec<Option<serde_json::Value>>,
     histogram: Histogram<u64>,
     outcomes: BTreeMap<String, u64>,
     settled: usize,
@@ -309,331 +389,517 @@ struct Shared {
     events: Vec<Seen>,
 }
 
-/// Runs a load: subscribe, publish, wait, report. Needs the broker (the topology is declared
-/// when missing, so commands published before any worker starts simply wait in the queue).
-pub async fn run(settings: &Settings, options: &Options) -> anyhow::Result<Report> {
-    let commands = client_create_commands(options);
-    let outcome_types = options.outcome.events();
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            outcome_types: Vec::new(),
+            index: HashMap::new(),
+            published_at: Vec::new(),
+            outcome: Vec::new(),
+            data: Vec::new(),
+            histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+            outcomes: BTreeMap::new(),
+            settled: 0,
+            repeated: 0,
+            conflicting: 0,
+            last_outcome: None,
+            events: Vec::new(),
+        }
+    }
 
-    let subscriber = broker::connect(&settings.broker, "onboard load (events)").await?;
-    let sub_channel = subscriber.create_channel().await?;
-    let names = broker::declare(&sub_channel, settings).await?;
-    let queue = sub_channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    let keys: Vec<&str> = if options.record_events {
-        vec!["#"]
-    } else {
-        outcome_types.to_vec()
+    fn start(&mut self, phase: &Phase) {
+        let events = std::mem::take(&mut self.events);
+        *self = Shared::new();
+        self.events = events;
+        let n = phase.commands.len();
+        self.outcome_types = phase.outcome_types.clone();
+        self.index = phase
+            .commands
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.sent.message_id.clone(), i))
+            .collect();
+        self.published_at = vec![None; n];
+        self.outcome = vec![None; n];
+        self.data = vec![None; n];
+    }
+}
+
+/// Runs a load of `client.create` commands: subscribe, publish, wait, report. Needs the
+/// broker (the topology is declared when missing, so commands published before any worker
+/// starts simply wait in the queue).
+pub async fn run(settings: &Settings, options: &Options) -> anyhow::Result<Report> {
+    let mut reports = run_scenario(settings, options, Scenario::Create).await?;
+    Ok(reports.remove(0))
+}
+
+/// Runs a scenario: `Create` is one phase; `Lifecycle` creates the clients, then sends each
+/// `client.kyc.update` (APPROVED), `client.approve` and `client.record_first_transaction`;
+/// `Instances` creates the clients, then has each admin create, rename and delete an instance.
+/// One report per phase; a phase only carries on the commands whose previous step succeeded.
+pub async fn run_scenario(
+    settings: &Settings,
+    options: &Options,
+    scenario: Scenario,
+) -> anyhow::Result<Vec<Report>> {
+    let first = match scenario {
+        Scenario::Create => Phase::client_create(options),
+        // Later phases need client.created's ids; the rest of the saga runs meanwhile.
+        _ => Phase::client_create(&Options {
+            outcome: Outcome::Created,
+            ..options.clone()
+        }),
     };
-    for key in keys {
-        sub_channel
-            .queue_bind(
-                queue.name().clone(),
-                names.events_exchange.as_str().into(),
-                key.into(),
-                QueueBindOptions::default(),
+    let session = Session::open(settings, options, scenario).await?;
+    let mut reports = Vec::new();
+    let mut previous = session.phase(first).await?;
+    let id = |data: &serde_json::Value, path: &[&str]| -> Option<i64> {
+        path.iter().try_fold(data, |v, k| v.get(k))?.as_i64()
+    };
+    let nexts: Vec<NextPhase> = match scenario {
+        Scenario::Create => vec![],
+        Scenario::Lifecycle => vec![
+            Box::new(move |p| {
+                Phase::after(
+                    p,
+                    "client.kyc.update",
+                    ("client.kyc_updated", "client.kyc_update_failed"),
+                    |_, d| {
+                        Some(
+                            json!({ "client_id": id(d, &["client_id"]).or_else(|| id(d, &["client", "client_id"]))?, "ekyc_status": "APPROVED" }),
+                        )
+                    },
+                )
+            }),
+            Box::new(move |p| {
+                Phase::after(
+                    p,
+                    "client.approve",
+                    ("client.approved", "client.transition_rejected"),
+                    |_, d| {
+                        Some(
+                            json!({ "client_id": id(d, &["client_id"]).or_else(|| id(d, &["client", "client_id"]))?, "reason": "load test" }),
+                        )
+                    },
+                )
+            }),
+            Box::new(move |p| {
+                Phase::after(
+                    p,
+                    "client.record_first_transaction",
+                    ("client.activated", "client.transition_rejected"),
+                    |i, d| {
+                        Some(
+                            json!({ "client_id": id(d, &["client_id"]).or_else(|| id(d, &["client", "client_id"]))?, "transaction_id": format!("load-tx-{i}") }),
+                        )
+                    },
+                )
+            }),
+        ],
+        Scenario::Instances => vec![
+            Box::new(move |p| {
+                Phase::after(
+                    p,
+                    "instance.create",
+                    ("instance.created", "instance.command_failed"),
+                    |i, d| {
+                        Some(
+                            json!({ "actor_user_id": id(d, &["admin_user", "user_id"])?, "instance_name": format!("load-{i}") }),
+                        )
+                    },
+                )
+            }),
+            Box::new(move |p| {
+                Phase::after(
+                    p,
+                    "instance.update_alias",
+                    ("instance.alias_updated", "instance.command_failed"),
+                    |i, d| {
+                        Some(json!({
+                            "actor_user_id": id(d, &["actor_user_id"]).or_else(|| id(d, &["instance", "actor_user_id"]))?,
+                            "instance_id": id(d, &["instance", "instance_id"])?,
+                            "alias": format!("Load instance {i}"),
+                        }))
+                    },
+                )
+            }),
+            Box::new(move |p| {
+                Phase::after(
+                    p,
+                    "instance.delete",
+                    ("instance.deleted", "instance.command_failed"),
+                    |_, d| {
+                        Some(json!({
+                            "actor_user_id": id(d, &["actor_user_id"]).or_else(|| id(d, &["instance", "actor_user_id"]))?,
+                            "instance_id": id(d, &["instance", "instance_id"])?,
+                        }))
+                    },
+                )
+            }),
+        ],
+    };
+    for next in nexts {
+        let phase = next(&previous);
+        reports.push(previous.report);
+        previous = session.phase(phase).await?;
+    }
+    reports.push(previous.report);
+    session.close().await;
+    Ok(reports)
+}
+
+/// The broker side of a run: the subscriber (bound before anything is published) and the
+/// confirm-mode publishing channel, shared by every phase.
+struct Session {
+    options: Options,
+    names: crate::broker::Names,
+    subscriber: lapin::Connection,
+    publisher: lapin::Connection,
+    channel: lapin::Channel,
+    confirm_timeout: Duration,
+    shared: Arc<Mutex<Shared>>,
+    bell: Arc<Notify>,
+    outstanding: Option<Arc<Semaphore>>,
+    progress: Arc<Mutex<ProgressBar>>,
+    listen: tokio::task::JoinHandle<()>,
+}
+
+impl Session {
+    async fn open(
+        settings: &Settings,
+        options: &Options,
+        scenario: Scenario,
+    ) -> anyhow::Result<Session> {
+        let subscriber = broker::connect(&settings.broker, "onboard load (events)").await?;
+        let sub_channel = subscriber.create_channel().await?;
+        let names = broker::declare(&sub_channel, settings).await?;
+        let queue = sub_channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await?;
-    }
-    let mut consumer = sub_channel
-        .basic_consume(
-            queue.name().clone(),
-            "onboard-load".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+        // Only the outcomes, unless every event is wanted (or the phases' are many).
+        let keys: Vec<&str> = if options.record_events || scenario != Scenario::Create {
+            vec!["#"]
+        } else {
+            options.outcome.events().to_vec()
+        };
+        for key in keys {
+            sub_channel
+                .queue_bind(
+                    queue.name().clone(),
+                    names.events_exchange.as_str().into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        let mut consumer = sub_channel
+            .basic_consume(
+                queue.name().clone(),
+                "onboard-load".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
 
-    let shared = Arc::new(Mutex::new(Shared {
-        index: commands
-            .iter()
-            .enumerate()
-            .map(|(i, (s, _))| (s.message_id.clone(), i))
-            .collect(),
-        published_at: vec![None; commands.len()],
-        outcome: vec![None; commands.len()],
-        histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
-        outcomes: BTreeMap::new(),
-        settled: 0,
-        repeated: 0,
-        conflicting: 0,
-        last_outcome: None,
-        events: Vec::new(),
-    }));
-    let outstanding = options
-        .max_outstanding
-        .map(|n| Arc::new(Semaphore::new(n.max(1))));
-    let bell = Arc::new(Notify::new());
-
-    let progress = progress_bar(options);
-    let listen = {
-        let shared = shared.clone();
-        let outstanding = outstanding.clone();
-        let bell = bell.clone();
-        let progress = progress.clone();
-        let record = options.record_events;
-        tokio::spawn(async move {
-            while let Some(Ok(delivery)) = consumer.next().await {
-                let p = &delivery.properties;
-                let event_type = delivery.routing_key.as_str();
-                let correlation = p.correlation_id().as_ref().map(|c| c.as_str());
-                let message_id = p.message_id().as_ref().map(|m| m.as_str().to_string());
-                let mut s = shared.lock().expect("load state");
-                if record {
-                    s.events.push(Seen {
-                        event_type: event_type.to_string(),
-                        message_id: message_id.clone(),
-                        correlation_id: correlation.map(str::to_string),
-                        body: serde_json::from_slice(&delivery.data)
-                            .unwrap_or(serde_json::Value::Null),
-                    });
-                }
-                if !outcome_types.contains(&event_type) {
-                    continue;
-                }
-                let Some(&i) = correlation.and_then(|c| s.index.get(c)) else {
-                    continue; // another run's, or another publisher's
-                };
-                match &s.outcome[i] {
-                    Some((t, id)) if t == event_type && *id == message_id => s.repeated += 1,
-                    Some(_) => s.conflicting += 1,
-                    None => {
-                        let now = Instant::now();
-                        if let Some(at) = s.published_at[i] {
-                            let micros = now.duration_since(at).as_micros() as u64;
-                            s.histogram.saturating_record(micros.max(1));
+        let shared = Arc::new(Mutex::new(Shared::new()));
+        let outstanding = options
+            .max_outstanding
+            .map(|n| Arc::new(Semaphore::new(n.max(1))));
+        let bell = Arc::new(Notify::new());
+        let progress = Arc::new(Mutex::new(ProgressBar::hidden()));
+        let listen = {
+            let shared = shared.clone();
+            let outstanding = outstanding.clone();
+            let bell = bell.clone();
+            let progress = progress.clone();
+            let record = options.record_events;
+            tokio::spawn(async move {
+                while let Some(Ok(delivery)) = consumer.next().await {
+                    let p = &delivery.properties;
+                    let event_type = delivery.routing_key.as_str();
+                    let correlation = p.correlation_id().as_ref().map(|c| c.as_str());
+                    let message_id = p.message_id().as_ref().map(|m| m.as_str().to_string());
+                    let mut s = shared.lock().expect("load state");
+                    let body = || {
+                        serde_json::from_slice::<serde_json::Value>(&delivery.data)
+                            .unwrap_or(serde_json::Value::Null)
+                    };
+                    if record {
+                        s.events.push(Seen {
+                            event_type: event_type.to_string(),
+                            message_id: message_id.clone(),
+                            correlation_id: correlation.map(str::to_string),
+                            body: body(),
+                        });
+                    }
+                    if !s.outcome_types.contains(&event_type) {
+                        continue;
+                    }
+                    let Some(&i) = correlation.and_then(|c| s.index.get(c)) else {
+                        continue; // another phase's, run's, or publisher's
+                    };
+                    match &s.outcome[i] {
+                        Some((t, id)) if t == event_type && *id == message_id => s.repeated += 1,
+                        Some(_) => s.conflicting += 1,
+                        None => {
+                            let now = Instant::now();
+                            if let Some(at) = s.published_at[i] {
+                                let micros = now.duration_since(at).as_micros() as u64;
+                                s.histogram.saturating_record(micros.max(1));
+                            }
+                            s.outcome[i] = Some((event_type.to_string(), message_id));
+                            s.data[i] = body().get("data").cloned();
+                            *s.outcomes.entry(event_type.to_string()).or_insert(0) += 1;
+                            s.settled += 1;
+                            s.last_outcome = Some(now);
+                            if let Some(sem) = &outstanding {
+                                sem.add_permits(1);
+                            }
+                            progress.lock().expect("progress").inc(1);
+                            bell.notify_waiters();
                         }
-                        s.outcome[i] = Some((event_type.to_string(), message_id));
-                        *s.outcomes.entry(event_type.to_string()).or_insert(0) += 1;
-                        s.settled += 1;
-                        s.last_outcome = Some(now);
-                        if let Some(sem) = &outstanding {
-                            sem.add_permits(1);
-                        }
-                        progress.inc(1);
-                        bell.notify_waiters();
                     }
                 }
-            }
-        })
-    };
+            })
+        };
 
-    // Publishing: its own connection, so a burst of publishes never delays the events.
-    let publisher = broker::connect(&settings.broker, "onboard load (commands)").await?;
-    let channel = publisher.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let unconfirmed = Arc::new(Semaphore::new(options.max_unconfirmed.max(1)));
-    let confirm_timeout = Duration::from_millis(settings.broker.confirm_timeout_ms);
-    let failed = Arc::new(Mutex::new(Vec::<usize>::new()));
-    let started = Instant::now();
-    let mut confirms = Vec::with_capacity(commands.len());
-    for (i, (sent, body)) in commands.iter().enumerate() {
-        if let Some(r) = options.rate.filter(|r| *r > 0.0) {
-            let due = started + Duration::from_secs_f64(i as f64 / r);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        if let Some(sem) = &outstanding {
-            sem.acquire().await?.forget();
-        }
-        let permit = unconfirmed.clone().acquire_owned().await?;
+        // Publishing: its own connection, so a burst of publishes never delays the events.
+        let publisher = broker::connect(&settings.broker, "onboard load (commands)").await?;
+        let channel = publisher.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Session {
+            options: options.clone(),
+            names,
+            subscriber,
+            publisher,
+            channel,
+            confirm_timeout: Duration::from_millis(settings.broker.confirm_timeout_ms),
+            shared,
+            bell,
+            outstanding,
+            progress,
+            listen,
+        })
+    }
+
+    async fn publish_one(&self, c: &Planned) -> Result<PublisherConfirm, lapin::Error> {
         let props = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
-            .with_message_id(sent.message_id.as_str().into())
-            .with_correlation_id(sent.message_id.as_str().into())
+            .with_message_id(c.sent.message_id.as_str().into())
+            .with_correlation_id(c.sent.message_id.as_str().into())
             .with_app_id("onboard load".into());
-        shared.lock().expect("load state").published_at[i] = Some(Instant::now());
-        let confirm = channel
+        self.channel
             .basic_publish(
-                names.commands_exchange.as_str().into(),
-                "client.create".into(),
+                self.names.commands_exchange.as_str().into(),
+                c.routing_key.into(),
                 BasicPublishOptions {
                     mandatory: true,
                     ..Default::default()
                 },
-                body,
+                &c.body,
                 props,
             )
-            .await;
-        let failed = failed.clone();
-        confirms.push(tokio::spawn(async move {
-            let ok = match confirm {
-                Ok(c) => matches!(
-                    tokio::time::timeout(confirm_timeout, c).await,
-                    Ok(Ok(Confirmation::Ack(None)))
-                ),
-                Err(_) => false,
-            };
-            if !ok {
-                failed.lock().expect("failures").push(i);
-            }
-            drop(permit);
-        }));
+            .await
     }
-    for c in confirms {
-        let _ = c.await;
-    }
-    let publish_seconds = started.elapsed().as_secs_f64();
-    let mut failed = std::mem::take(&mut *failed.lock().expect("failures"));
-    // Republish what the broker did not confirm, with the same message_id: the worker's inbox
-    // makes a second copy harmless, and a missing one would be a lost command.
-    for _ in 0..3 {
-        if failed.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut still = Vec::new();
-        for i in failed {
-            let (sent, body) = &commands[i];
-            let props = BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_delivery_mode(2)
-                .with_message_id(sent.message_id.as_str().into())
-                .with_correlation_id(sent.message_id.as_str().into())
-                .with_app_id("onboard load".into());
-            let ok = match channel
-                .basic_publish(
-                    names.commands_exchange.as_str().into(),
-                    "client.create".into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    body,
-                    props,
-                )
-                .await
-            {
-                Ok(c) => matches!(
-                    tokio::time::timeout(confirm_timeout, c).await,
-                    Ok(Ok(Confirmation::Ack(None)))
-                ),
-                Err(_) => false,
-            };
-            if !ok {
-                still.push(i);
-            }
-        }
-        failed = still;
-    }
-    let publish_failed = failed.len();
-    let expected = commands.len() - publish_failed;
-    progress.set_message(format!("published {}", commands.len()));
 
-    // Wait for the outcomes: until every published command settled, or none settled for
-    // `idle_timeout`.
-    loop {
-        let notified = bell.notified();
-        let (settled, last) = {
-            let s = shared.lock().expect("load state");
-            (s.settled, s.last_outcome)
+    /// Publishes a phase's commands and waits for their outcomes.
+    async fn phase(&self, phase: Phase) -> anyhow::Result<PhaseReport> {
+        let options = &self.options;
+        self.shared.lock().expect("load state").start(&phase);
+        if let Some(sem) = &self.outstanding {
+            // Each phase starts with the whole window.
+            let missing = options.max_outstanding.unwrap_or(0).max(1) - sem.available_permits();
+            sem.add_permits(missing);
+        }
+        let bar = progress_bar(options, phase.commands.len(), phase.command_type);
+        *self.progress.lock().expect("progress") = bar.clone();
+
+        let unconfirmed = Arc::new(Semaphore::new(options.max_unconfirmed.max(1)));
+        let failed = Arc::new(Mutex::new(Vec::<usize>::new()));
+        let started = Instant::now();
+        let mut confirms = Vec::with_capacity(phase.commands.len());
+        for (i, c) in phase.commands.iter().enumerate() {
+            if let Some(r) = options.rate.filter(|r| *r > 0.0) {
+                let due = started + Duration::from_secs_f64(i as f64 / r);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            if let Some(sem) = &self.outstanding {
+                sem.acquire().await?.forget();
+            }
+            let permit = unconfirmed.clone().acquire_owned().await?;
+            self.shared.lock().expect("load state").published_at[i] = Some(Instant::now());
+            let confirm = self.publish_one(c).await;
+            let failed = failed.clone();
+            let timeout = self.confirm_timeout;
+            confirms.push(tokio::spawn(async move {
+                if !confirmed(confirm, timeout).await {
+                    failed.lock().expect("failures").push(i);
+                }
+                drop(permit);
+            }));
+        }
+        for c in confirms {
+            let _ = c.await;
+        }
+        let publish_seconds = started.elapsed().as_secs_f64();
+        let mut failed = std::mem::take(&mut *failed.lock().expect("failures"));
+        // Republish what the broker did not confirm, with the same message_id: the worker's
+        // inbox makes a second copy harmless, and a missing one would be a lost command.
+        for _ in 0..3 {
+            if failed.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut still = Vec::new();
+            for i in failed {
+                let confirm = self.publish_one(&phase.commands[i]).await;
+                if !confirmed(confirm, self.confirm_timeout).await {
+                    still.push(i);
+                }
+            }
+            failed = still;
+        }
+        let publish_failed = failed.len();
+        let expected = phase.commands.len() - publish_failed;
+        bar.set_message(format!("{} published", phase.command_type));
+
+        // Wait until every published command settled, or none settled for `idle_timeout`.
+        let published_by = started + Duration::from_secs_f64(publish_seconds);
+        loop {
+            let notified = self.bell.notified();
+            let (settled, last) = {
+                let s = self.shared.lock().expect("load state");
+                (s.settled, s.last_outcome)
+            };
+            if settled >= expected {
+                break;
+            }
+            let since = last.map(|l| l.max(published_by)).unwrap_or(published_by);
+            let deadline = since + options.idle_timeout;
+            if Instant::now() >= deadline {
+                break;
+            }
+            let _ = tokio::time::timeout_at(deadline.into(), notified).await;
+        }
+        if !options.linger.is_zero() {
+            tokio::time::sleep(options.linger).await;
+        }
+        bar.finish_and_clear();
+
+        let mut s = self.shared.lock().expect("load state");
+        let elapsed = s
+            .last_outcome
+            .map(|l| l.duration_since(started).as_secs_f64())
+            .unwrap_or(0.0);
+        let h = &s.histogram;
+        let ms = |v: u64| v as f64 / 1000.0;
+        let latency = if h.is_empty() {
+            Latency::default()
+        } else {
+            Latency {
+                p50_ms: ms(h.value_at_quantile(0.50)),
+                p95_ms: ms(h.value_at_quantile(0.95)),
+                p99_ms: ms(h.value_at_quantile(0.99)),
+                max_ms: ms(h.max()),
+                mean_ms: h.mean() / 1000.0,
+            }
         };
-        if settled >= expected {
-            break;
-        }
-        let since = last
-            .map(|l| l.max(started + Duration::from_secs_f64(publish_seconds)))
-            .unwrap_or(started + Duration::from_secs_f64(publish_seconds));
-        let deadline = since + options.idle_timeout;
-        if Instant::now() >= deadline {
-            break;
-        }
-        let _ = tokio::time::timeout_at(deadline.into(), notified).await;
+        let failed: std::collections::HashSet<usize> = failed.into_iter().collect();
+        let missing_all: Vec<String> = (0..phase.commands.len())
+            .filter(|i| s.outcome[*i].is_none() && !failed.contains(i))
+            .map(|i| phase.commands[i].sent.message_id.clone())
+            .collect();
+        // Only the successes carry data the next phase can use.
+        let raw = std::mem::take(&mut s.data);
+        let data = s
+            .outcome
+            .iter()
+            .zip(raw)
+            .map(|(o, d)| match o {
+                Some((t, _)) if t == phase.outcome_event => d,
+                _ => None,
+            })
+            .collect();
+        let report = Report {
+            run_id: options.run_id.clone(),
+            command_type: phase.command_type,
+            outcome_event: phase.outcome_event,
+            commands: phase.commands.len(),
+            published: expected,
+            publish_failed,
+            publish_seconds,
+            elapsed_seconds: elapsed,
+            throughput_per_sec: rate(s.settled, elapsed),
+            latency,
+            outcomes: s.outcomes.clone(),
+            repeated_outcomes: s.repeated,
+            conflicting_outcomes: s.conflicting,
+            missing_count: missing_all.len(),
+            missing: missing_all.into_iter().take(options.missing_cap).collect(),
+            sent: phase.commands.into_iter().map(|c| c.sent).collect(),
+            events: std::mem::take(&mut s.events),
+        };
+        Ok(PhaseReport { report, data })
     }
-    if !options.linger.is_zero() {
-        tokio::time::sleep(options.linger).await;
-    }
-    progress.finish_and_clear();
-    listen.abort();
-    let _ = publisher.close(200, "load done".into()).await;
-    let _ = subscriber.close(200, "load done".into()).await;
 
-    let s = shared.lock().expect("load state");
-    let elapsed = s
-        .last_outcome
-        .map(|l| l.duration_since(started).as_secs_f64())
-        .unwrap_or(0.0);
-    let h = &s.histogram;
-    let ms = |v: u64| v as f64 / 1000.0;
-    let latency = if h.is_empty() {
-        Latency::default()
-    } else {
-        Latency {
-            p50_ms: ms(h.value_at_quantile(0.50)),
-            p95_ms: ms(h.value_at_quantile(0.95)),
-            p99_ms: ms(h.value_at_quantile(0.99)),
-            max_ms: ms(h.max()),
-            mean_ms: h.mean() / 1000.0,
-        }
-    };
-    let failed_set: std::collections::HashSet<usize> = failed.iter().copied().collect();
-    let missing_all: Vec<String> = (0..commands.len())
-        .filter(|i| s.outcome[*i].is_none() && !failed_set.contains(i))
-        .map(|i| commands[i].0.message_id.clone())
-        .collect();
-    Ok(Report {
-        run_id: options.run_id.clone(),
-        command_type: "client.create",
-        outcome_event: options.outcome.event(),
-        commands: commands.len(),
-        published: expected,
-        publish_failed,
-        publish_seconds,
-        elapsed_seconds: elapsed,
-        throughput_per_sec: rate(s.settled, elapsed),
-        latency,
-        outcomes: s.outcomes.clone(),
-        repeated_outcomes: s.repeated,
-        conflicting_outcomes: s.conflicting,
-        missing_count: missing_all.len(),
-        missing: missing_all.into_iter().take(options.missing_cap).collect(),
-        sent: commands.into_iter().map(|(s, _)| s).collect(),
-        events: s.events.clone(),
-    })
+    async fn close(self) {
+        self.listen.abort();
+        let _ = self.publisher.close(200, "load done".into()).await;
+        let _ = self.subscriber.close(200, "load done".into()).await;
+    }
 }
 
-fn progress_bar(options: &Options) -> ProgressBar {
+async fn confirmed(confirm: Result<PublisherConfirm, lapin::Error>, timeout: Duration) -> bool {
+    match confirm {
+        Ok(c) => matches!(
+            tokio::time::timeout(timeout, c).await,
+            Ok(Ok(Confirmation::Ack(None)))
+        ),
+        Err(_) => false,
+    }
+}
+
+fn progress_bar(options: &Options, len: usize, what: &str) -> ProgressBar {
     if !options.progress || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::with_draw_target(
-        Some(options.count as u64),
-        ProgressDrawTarget::stderr_with_hz(5),
-    );
+    let bar =
+        ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr_with_hz(5));
     bar.set_style(
         ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} outcomes ({per_sec}) {msg}",
         )
         .expect("valid template"),
     );
-    bar.set_message("publishing");
+    bar.set_message(format!("publishing {what}"));
     bar
 }
 
-/// What `onboard load` runs. Only `create` exists today; the lifecycle and instance scenarios
-/// need commands this worker does not handle yet.
+/// What `onboard load` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
     /// `client.create` spread over the countries.
     Create,
-    /// approve / first transaction / blacklist ... on the clients the run created.
+    /// Creates the clients, then per client: client.kyc.update (APPROVED), client.approve,
+    /// client.record_first_transaction; one report per command type.
     Lifecycle,
-    /// instance.create / update_alias / delete on the clients the run created.
+    /// Creates the clients, then each admin: instance.create, instance.update_alias,
+    /// instance.delete; one report per command type.
     Instances,
 }
 
@@ -652,6 +918,7 @@ pub struct LoadArgs {
     /// Country codes to spread the clients over (SG: no Xendit; ID: Xendit).
     #[arg(long, value_delimiter = ',', default_value = "SG,US,IN,AU,VN,ID")]
     pub countries: Vec<String>,
+    /// create: client.create only; lifecycle, instances: then commands on the created clients.
     #[arg(long, value_enum, default_value = "create")]
     pub scenario: Scenario,
     /// Makes message ids and emails unique (default: random).
@@ -683,13 +950,6 @@ pub enum OutcomeArg {
 /// `onboard load`: runs and prints. `Ok(false)` when a command got no outcome (or was never
 /// confirmed by the broker).
 pub async fn cli(settings: &Settings, args: LoadArgs) -> anyhow::Result<bool> {
-    if args.scenario != Scenario::Create {
-        anyhow::bail!(
-            "--scenario {:?} is not available yet: this worker handles client.create (and its \
-             saga) only; lifecycle and instance commands arrive with their handlers",
-            args.scenario
-        );
-    }
     let mut options = Options::new(args.count);
     options.rate = args.rate;
     options.outcome = match args.outcome {
@@ -705,13 +965,28 @@ pub async fn cli(settings: &Settings, args: LoadArgs) -> anyhow::Result<bool> {
     options.idle_timeout = Duration::from_secs(args.timeout);
     options.missing_cap = args.show_missing;
     options.progress = true;
-    let report = run(settings, &options).await?;
+    let reports = run_scenario(settings, &options, args.scenario).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        match reports.as_slice() {
+            [one] => println!("{}", serde_json::to_string_pretty(one)?),
+            many => println!("{}", serde_json::to_string_pretty(many)?),
+        }
     } else {
-        print!("{}", report.render());
+        for (i, report) in reports.iter().enumerate() {
+            if reports.len() > 1 {
+                println!(
+                    "== phase {} of {}: {}",
+                    i + 1,
+                    reports.len(),
+                    report.command_type
+                );
+            }
+            print!("{}", report.render());
+        }
     }
-    Ok(report.missing_count == 0 && report.publish_failed == 0)
+    Ok(reports
+        .iter()
+        .all(|r| r.missing_count == 0 && r.publish_failed == 0))
 }
 
 #[cfg(test)]

@@ -46,3 +46,48 @@ async fn waiting_for_created_counts_refusals_as_outcomes_too() {
     assert_eq!(report.missing_count, 0);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn the_lifecycle_scenario_takes_each_created_client_to_active() {
+    let app = spawn_app().await;
+    let mut options = Options::new(6);
+    options.idle_timeout = WAIT;
+    let reports = load::run_scenario(&app.settings, &options, load::Scenario::Lifecycle)
+        .await
+        .expect("load runs");
+    let phases: Vec<_> = reports
+        .iter()
+        .map(|r| (r.command_type, r.outcomes.get(r.outcome_event).copied()))
+        .collect();
+    assert_eq!(
+        phases,
+        vec![
+            ("client.create", Some(6)),
+            ("client.kyc.update", Some(6)),
+            ("client.approve", Some(6)),
+            ("client.record_first_transaction", Some(6)),
+        ]
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM clients WHERE client_status = 'ACTIVE'")
+            .await,
+        6
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn the_instances_scenario_creates_renames_and_deletes_one_instance_per_admin() {
+    let app = spawn_app().await;
+    let mut options = Options::new(4);
+    options.idle_timeout = WAIT;
+    let reports = load::run_scenario(&app.settings, &options, load::Scenario::Instances)
+        .await
+        .expect("load runs");
+    for r in &reports {
+        assert_eq!(r.missing_count, 0, "{}", r.render());
+        assert_eq!(r.outcomes.get(r.outcome_event), Some(&4), "{}", r.render());
+    }
+    assert_eq!(reports.last().unwrap().command_type, "instance.delete");
+    app.finish().await;
+}
