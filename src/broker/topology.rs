@@ -216,6 +216,49 @@ pub async fn declare(channel: &Channel, settings: &Settings) -> Result<Names, To
     Ok(names)
 }
 
+/// Messages ready in the queues the worker depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Depths {
+    pub commands: u32,
+    pub dead: u32,
+}
+
+/// Checks that the commands queue and the dead-letter queue exist now, by passive declares on
+/// a throwaway channel (a missing queue closes that channel only). Used by `/readyz` and to
+/// sample the dead-letter queue's depth for `/metrics`.
+pub async fn check(connection: &lapin::Connection, names: &Names) -> Result<Depths, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let result = async {
+        let commands = channel
+            .queue_declare(
+                names.commands_queue.as_str().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await?;
+        let dead = channel
+            .queue_declare(
+                names.dead_queue.as_str().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Depths {
+            commands: commands.message_count(),
+            dead: dead.message_count(),
+        })
+    }
+    .await;
+    if channel.status().connected() {
+        let _ = channel.close(200, "checked".into()).await;
+    }
+    result
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error(
     "declaring {what} failed: {source}. If it already exists with other arguments (a different \

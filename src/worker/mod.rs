@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{self, Names, Publisher};
 use crate::configuration::{Settings, redact_url};
 use crate::messages::{CommandMeta, Schemas};
+use crate::metrics::Metrics;
 use crate::{http, outbox, store};
 
 /// How a delivery ended in this worker.
@@ -79,6 +80,8 @@ pub struct Context {
     /// Publishes retries and dead letters (the relay has its own channel).
     pub publisher: Publisher,
     pub hooks: Hooks,
+    /// Counters and histograms served on `/metrics`.
+    pub metrics: Metrics,
 }
 
 /// A running worker.
@@ -100,6 +103,8 @@ impl Worker {
     pub async fn start(settings: Settings, hooks: Hooks) -> anyhow::Result<Worker> {
         let settings = Arc::new(settings);
         let shutdown = CancellationToken::new();
+        let metrics = Metrics::new();
+        let hooks = metrics.observing(hooks);
         let pool = store::pool(&settings.database)?;
 
         let wait = ExponentialBuilder::default()
@@ -144,6 +149,8 @@ impl Worker {
             http::State {
                 pool: pool.clone(),
                 connection: connection.clone(),
+                names: names.clone(),
+                metrics: metrics.clone(),
             },
             shutdown.clone(),
         ));
@@ -155,6 +162,7 @@ impl Worker {
             schemas: Schemas::load(),
             publisher,
             hooks,
+            metrics,
         });
         let consume_channel = connection.create_channel().await?;
         consume_channel
