@@ -44,6 +44,9 @@ enum Command {
         #[arg(long)]
         wait: Option<u64>,
     },
+    /// The dead-letter queue: list, groups, show, replay, purge, audit.
+    #[command(subcommand)]
+    Dlq(ops::dlq::cli::DlqCommand),
 }
 
 #[tokio::main]
@@ -99,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Dlq(command) => ops::dlq::cli::run(&settings, command).await,
     }
 }
 

@@ -259,13 +259,124 @@ pub async fn check(connection: &lapin::Connection, names: &Names) -> Result<Dept
     result
 }
 
+/// A declare the broker refused. When the object exists with other arguments, the broker
+/// says which one first (`inequivalent arg ...`); the message then names it, both values, and
+/// the setting behind ours.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "declaring {what} failed: {source}. If it already exists with other arguments (a different \
-     delivery limit, queue type or dead-letter exchange), delete it or change the prefix."
-)]
 pub struct TopologyError {
     pub what: String,
     #[source]
     pub source: lapin::Error,
+}
+
+/// One argument an existing queue or exchange has with another value than we declare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub argument: String,
+    /// What this worker declares.
+    pub ours: String,
+    /// What the broker holds (`None`: not set there).
+    pub theirs: Option<String>,
+}
+
+impl Mismatch {
+    /// Reads RabbitMQ's PRECONDITION_FAILED text: `inequivalent arg 'x-delivery-limit' for
+    /// queue 'q' in vhost '/': received the value '20' of type 'signedint' but current is the
+    /// value '5' of type 'long'` (or `... but current is none`).
+    pub fn parse(reply_text: &str) -> Option<Mismatch> {
+        let between = |s: &str, start: &str| -> Option<String> {
+            let from = s.find(start)? + start.len();
+            let len = s[from..].find('\'')?;
+            Some(s[from..from + len].to_string())
+        };
+        let argument = between(reply_text, "inequivalent arg '")?;
+        let ours = between(reply_text, "received the value '").unwrap_or_else(|| "none".into());
+        let theirs = if reply_text.contains("but current is none") {
+            None
+        } else {
+            between(reply_text, "but current is the value '")
+        };
+        Some(Mismatch {
+            argument,
+            ours,
+            theirs,
+        })
+    }
+
+    /// The setting (or fact) behind our value.
+    fn source_of_ours(&self) -> &'static str {
+        match self.argument.as_str() {
+            "x-delivery-limit" => " (broker.delivery_limit)",
+            "x-message-ttl" => " (retry.delays_ms)",
+            "x-queue-type" => " (fixed: the commands queue is quorum, the others classic)",
+            "x-dead-letter-exchange" | "x-dead-letter-strategy" | "x-overflow" => {
+                " (fixed: dead letters go to <prefix>.dead, at least once)"
+            }
+            _ => "",
+        }
+    }
+}
+
+impl TopologyError {
+    /// The mismatching argument, when the broker named one.
+    pub fn mismatch(&self) -> Option<Mismatch> {
+        match self.source.kind() {
+            lapin::ErrorKind::ProtocolError(e) => Mismatch::parse(e.get_message().as_str()),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TopologyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.mismatch() {
+            Some(m) => write!(
+                f,
+                "{what} already exists with other arguments: {arg} is {theirs} on the broker, but \
+                 this worker declares {ours}{why}. A queue's arguments cannot change in place: \
+                 make the setting match, or move the messages elsewhere and delete {what}, or use \
+                 another broker.prefix. (The broker names the first difference only; the broker \
+                 said: {source})",
+                what = self.what,
+                arg = m.argument,
+                theirs = m.theirs.as_deref().unwrap_or("not set"),
+                ours = m.ours,
+                why = m.source_of_ours(),
+                source = self.source,
+            ),
+            None => write!(
+                f,
+                "declaring {} failed: {}. If it already exists with other arguments (a different \
+                 delivery limit, queue type or dead-letter exchange), delete it or change the \
+                 prefix.",
+                self.what, self.source
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_broker_text_names_the_argument_and_both_values() {
+        let m = Mismatch::parse(
+            "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 't.commands' in \
+             vhost '/': received the value '20' of type 'signedint' but current is the value '5' \
+             of type 'long'",
+        )
+        .unwrap();
+        assert_eq!(m.argument, "x-delivery-limit");
+        assert_eq!(m.ours, "20");
+        assert_eq!(m.theirs.as_deref(), Some("5"));
+
+        let m = Mismatch::parse(
+            "PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-exchange' for queue 'q' in vhost \
+             '/': received the value 't.dead' of type 'longstr' but current is none",
+        )
+        .unwrap();
+        assert_eq!(m.theirs, None);
+        assert!(Mismatch::parse("NOT_FOUND - no queue 'q'").is_none());
+    }
 }
