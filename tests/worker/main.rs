@@ -3,4 +3,5 @@
 
 mod client_create;
 mod delivery;
+mod ops;
 mod support;

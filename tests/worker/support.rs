@@ -569,3 +569,20 @@ pub fn database_host_port() -> String {
     let after_at = url.rsplit_once('@').map(|(_, r)| r).unwrap_or(&url);
     after_at.split('/').next().unwrap().to_string()
 }
+
+/// The `onboard` binary, set up for this test's database, broker and prefix (for tests that
+/// run the tool or the worker as an operator would).
+pub fn onboard_bin(settings: &Settings) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_onboard"));
+    cmd.env_remove("ONBOARD_CONFIG")
+        .env(
+            "ONBOARD__DATABASE__URL",
+            settings.database.url.expose_secret(),
+        )
+        .env("ONBOARD__BROKER__URL", settings.broker.url.expose_secret())
+        .env("ONBOARD__BROKER__PREFIX", &settings.broker.prefix)
+        .env("ONBOARD__HTTP__PORT", "0")
+        .env("RUST_LOG", "info,lapin=warn,sqlx=warn")
+        .kill_on_drop(true);
+    cmd
+}
