@@ -125,8 +125,7 @@ impl Worker {
             })
             .await?;
         let connection = Arc::new(connection);
-        let setup = connection.create_channel().await?;
-        let names = broker::declare(&setup, &settings).await?;
+        let names = broker::topology::declare_on(&connection, &settings).await?;
         let confirm = Duration::from_millis(settings.broker.confirm_timeout_ms);
         let publisher = Publisher::open(&connection, confirm).await?;
         let relay_publisher = Publisher::open(&connection, confirm).await?;

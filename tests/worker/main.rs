@@ -3,5 +3,6 @@
 
 mod client_create;
 mod delivery;
+mod health;
 mod ops;
 mod support;
