@@ -22,8 +22,10 @@ pub async fn connect(settings: &BrokerSettings, name: &str) -> Result<Connection
         .enable_auto_recover()
         .configure_backoff(|b| {
             b.with_min_delay(std::time::Duration::from_millis(200))
-                .with_max_delay(std::time::Duration::from_secs(10))
-                .with_max_times(60)
+                .with_max_delay(std::time::Duration::from_millis(
+                    settings.reconnect_max_delay_ms,
+                ))
+                .with_max_times(settings.reconnect_attempts)
         });
     Connection::connect(settings.url.expose_secret(), props).await
 }

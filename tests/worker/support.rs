@@ -586,3 +586,44 @@ pub fn onboard_bin(settings: &Settings) -> tokio::process::Command {
         .kill_on_drop(true);
     cmd
 }
+
+/// Deletes a test's broker objects and drops its database, for tests that ran the worker as
+/// a separate process (and so have no [`TestApp`] to `finish`): tests/signals.rs and
+/// tests/broker_restart.rs, which include this file.
+#[allow(dead_code)]
+pub async fn remove_test_objects(settings: &Settings, database: &str) {
+    if let Ok(connection) = Connection::connect(
+        settings.broker.url.expose_secret(),
+        ConnectionProperties::default(),
+    )
+    .await
+        && let Ok(channel) = connection.create_channel().await
+    {
+        let names = onboard::broker::Names::new(&settings.broker.prefix);
+        let mut both = vec![
+            names.commands_queue.clone(),
+            names.dead_queue.clone(),
+            names.unrouted_events.clone(),
+        ];
+        both.extend(settings.retry.delays_ms.iter().map(|d| names.retry(*d)));
+        for q in &both {
+            let _ = channel
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        both.extend([names.events_exchange.clone()]);
+        for e in &both {
+            let _ = channel
+                .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let _ = connection.close(200, "test done".into()).await;
+    }
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_database_url()).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+}
