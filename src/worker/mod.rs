@@ -185,8 +185,16 @@ impl Worker {
 
         let helpers = vec![relay.abort_handle(), http_task.abort_handle()];
         let stop = shutdown.clone();
+        let watched = connection.clone();
+        let http_stop = shutdown.clone();
         let task = tokio::spawn(async move {
-            let consumed = consume(ctx.clone(), consume_channel, consumer, stop).await;
+            let consumed = tokio::select! {
+                consumed = consume(ctx.clone(), consume_channel, consumer, stop) => consumed,
+                lost = broker::lost_for_good(&watched, &ctx.settings.broker) => Err(lost),
+            };
+            // However consuming ended (shutdown, or a broker that did not come back), the
+            // HTTP endpoints stop with it.
+            http_stop.cancel();
             // Drain: whatever is in flight finishes (bounded); then the relay publishes what
             // the outbox holds; then the connection closes.
             let drained = drain(&ctx).await;
