@@ -132,6 +132,11 @@ async fn a_poisoned_command_is_listed_and_grouped_without_moving_and_replayed_on
     assert_eq!(body["email"], json!("admin@sgcompany.com"));
     assert!(!format!("{body}{}", shown[0].masked_headers()).contains("hunter2"));
     assert_eq!(shown[0].failure, "rejected");
+    assert_eq!(
+        shown[0].masked_headers()["x-onboard-routing-key"],
+        json!("client.create"),
+        "a routing key is not a secret"
+    );
     assert!(!shown[0].history().is_empty());
 
     // The cause is fixed; the group is replayed: each command processed exactly once.

@@ -304,16 +304,16 @@ async fn run_on(settings: &Settings, dlq: &Dlq, command: DlqCommand) -> anyhow::
             );
             for (i, d) in copies.iter().enumerate() {
                 println!("--- dead letter {} of {}", i + 1, copies.len());
-                println!("type:         {}", d.command_type);
-                println!("failure:      {}", d.failure);
-                println!("reason:       {}", d.reason);
-                println!("group:        {}", d.fingerprint);
+                println!("type:          {}", d.command_type);
+                println!("failure:       {}", d.failure);
+                println!("reason:        {}", d.reason);
+                println!("group:         {}", d.fingerprint);
                 println!(
-                    "attempts:     {} (replayed {} times before)",
+                    "attempts:      {} (replayed {} times before)",
                     d.attempts, d.replays
                 );
-                println!("first failed: {}", time(d.first_failed_at));
-                println!("dead-lettered:{}", time(d.last_failed_at));
+                println!("first failed:  {}", time(d.first_failed_at));
+                println!("dead-lettered: {}", time(d.last_failed_at));
                 println!(
                     "properties:\n{}",
                     serde_json::to_string_pretty(&properties(d))?

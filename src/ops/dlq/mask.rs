@@ -59,9 +59,16 @@ fn words(key: &str) -> Vec<String> {
     out
 }
 
+/// Keys that say "key" without holding a secret (AMQP routing keys, our own headers).
+const NOT_SECRET: [&str; 3] = ["routingkey", "routingkeys", "idempotencykey"];
+
 /// Whether a key names a secret.
 pub fn is_secret_key(key: &str) -> bool {
     let flat = key.to_lowercase();
+    let joined: String = flat.chars().filter(|c| c.is_alphanumeric()).collect();
+    if NOT_SECRET.iter().any(|n| joined.ends_with(n)) {
+        return false;
+    }
     words(key)
         .iter()
         .any(|w| SECRET_WORDS.contains(&w.as_str()))
