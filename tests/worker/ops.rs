@@ -316,7 +316,23 @@ async fn the_binary_lists_and_replays_and_a_replay_killed_half_way_loses_nothing
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1800)).await;
+    // Killed once it has moved a couple (its audit row counts them as they go).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let done: Option<i32> =
+            sqlx::query_scalar("SELECT done FROM dlq_audit ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
+        if done.is_some_and(|d| d >= 2) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replay never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     replay.kill().await.unwrap();
 
     // Nothing lost: every command is processed or still a dead letter (or both, briefly).
