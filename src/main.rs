@@ -46,6 +46,9 @@ enum Command {
     },
     /// Serve a local fake of Xendit's Customers API (quick start, docker-compose).
     FakeXendit(onboard::xendit::fake::FakeArgs),
+    /// The dead-letter queue: list, groups, show, replay, purge, audit.
+    #[command(subcommand)]
+    Dlq(ops::dlq::cli::DlqCommand),
 }
 
 #[tokio::main]
@@ -105,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Dlq(command) => ops::dlq::cli::run(&settings, command).await,
     }
 }
 

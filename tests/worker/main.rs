@@ -4,8 +4,10 @@
 mod arrange;
 mod client_create;
 mod delivery;
+mod health;
 mod instances;
 mod lifecycle;
+mod ops;
 mod queries;
 mod saga;
 mod support;
