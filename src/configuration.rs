@@ -63,6 +63,20 @@ pub struct BrokerSettings {
     pub delivery_limit: u32,
     /// Longest wait for a publisher confirm.
     pub confirm_timeout_ms: u64,
+    /// Reconnection attempts after the connection is lost (with backoff up to
+    /// `reconnect_max_delay_ms`); when they are spent the worker exits non-zero.
+    #[serde(default = "default_reconnect_attempts")]
+    pub reconnect_attempts: usize,
+    #[serde(default = "default_reconnect_max_delay_ms")]
+    pub reconnect_max_delay_ms: u64,
+}
+
+fn default_reconnect_attempts() -> usize {
+    60
+}
+
+fn default_reconnect_max_delay_ms() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Clone, Deserialize)]

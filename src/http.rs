@@ -1,47 +1,101 @@
-//! Health endpoints: `/healthz` (the process answers) and `/readyz` (database and broker
-//! reachable).
+//! Operating endpoints: `/healthz` (the process answers), `/readyz` (database and broker
+//! reachable, and the queues the worker consumes from and dead-letters to exist) and
+//! `/metrics` (Prometheus text format).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State as AxumState;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::{Names, topology};
+use crate::metrics::Metrics;
+use crate::store;
+
+/// Each probe of a dependency gives up after this long: a hanging database must make
+/// `/readyz` answer 503 quickly, not hang the orchestrator's probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Clone)]
 pub struct State {
     pub pool: PgPool,
     pub connection: Arc<lapin::Connection>,
+    pub names: Names,
+    pub metrics: Metrics,
 }
 
 pub fn router(state: State) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
-async fn ready(AxumState(state): AxumState<State>) -> impl IntoResponse {
-    let database = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
+async fn database_reachable(pool: &PgPool) -> bool {
+    tokio::time::timeout(
+        PROBE_TIMEOUT,
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool),
     )
     .await
-    .map(|r| r.is_ok())
-    .unwrap_or(false);
+    .is_ok_and(|r| r.is_ok())
+}
+
+async fn topology_depths(state: &State) -> Option<topology::Depths> {
+    if !state.connection.status().connected() {
+        return None;
+    }
+    tokio::time::timeout(
+        PROBE_TIMEOUT,
+        topology::check(&state.connection, &state.names),
+    )
+    .await
+    .ok()?
+    .ok()
+}
+
+async fn ready(AxumState(state): AxumState<State>) -> impl IntoResponse {
+    let (database, depths) = tokio::join!(database_reachable(&state.pool), topology_depths(&state));
     let broker = state.connection.status().connected();
-    let status = if database && broker {
+    let topology = depths.is_some();
+    let status = if database && broker && topology {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        axum::Json(json!({ "database": database, "broker": broker })),
+        axum::Json(json!({ "database": database, "broker": broker, "topology": topology })),
+    )
+}
+
+/// Samples what is not counted as it happens (outbox backlog, dead-letter depth, connection),
+/// then encodes. A sample that cannot be taken keeps its previous value.
+async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
+    let m = &state.metrics;
+    let (backlog, depths) = tokio::join!(
+        tokio::time::timeout(PROBE_TIMEOUT, store::outbox::backlog(&state.pool)),
+        topology_depths(&state)
+    );
+    if let Ok(Ok((pending, oldest))) = backlog {
+        m.set_outbox(pending, oldest);
+    }
+    if let Some(d) = depths {
+        m.set_dead_letter_depth(d.dead);
+    }
+    m.set_broker_connected(state.connection.status().connected());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
     )
 }
 

@@ -17,8 +17,8 @@
 //! - [`store`]: all SQL (inbox, outbox, clients, sagas) and the embedded migrations.
 //! - [`outbox`]: the relay that publishes what handlers wrote, after commit.
 //! - [`xendit`], [`email`]: the outside world of the saga's later steps.
-//! - [`http`], [`telemetry`], [`configuration`]: operating it.
-//! - [`ops`]: operator tools behind the CLI (publishing commands, ...).
+//! - [`http`], [`metrics`], [`telemetry`], [`configuration`]: operating it.
+//! - [`ops`]: operator tools behind the CLI (publishing commands, the dead-letter queue).
 
 pub mod broker;
 pub mod configuration;
@@ -27,6 +27,7 @@ pub mod email;
 pub mod handlers;
 pub mod http;
 pub mod messages;
+pub mod metrics;
 pub mod ops;
 pub mod outbox;
 pub mod saga;

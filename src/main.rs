@@ -46,6 +46,9 @@ enum Command {
     },
     /// Serve a local fake of Xendit's Customers API (quick start, docker-compose).
     FakeXendit(onboard::xendit::fake::FakeArgs),
+    /// The dead-letter queue: list, groups, show, replay, purge, audit.
+    #[command(subcommand)]
+    Dlq(ops::dlq::cli::DlqCommand),
     /// Publish N commands, wait for each one's outcome, print throughput and latency.
     Load(ops::load::LoadArgs),
     /// The bare ceiling for the benchmark: consume a quorum queue, four inserts, ack.
@@ -117,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Dlq(command) => ops::dlq::cli::run(&settings, command).await,
     }
 }
 

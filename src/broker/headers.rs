@@ -19,6 +19,8 @@ pub const DEAD_LETTERED_AT: &str = "x-onboard-dead-lettered-at";
 pub const ROUTING_KEY: &str = "x-onboard-routing-key";
 /// How often operators replayed it.
 pub const REPLAYS: &str = "x-onboard-replays";
+/// When an operator last replayed it.
+pub const REPLAYED_AT: &str = "x-onboard-replayed-at";
 /// W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
 

@@ -69,7 +69,7 @@ pub async fn declare(channel: &Channel, settings: &Settings) -> Result<Names, To
     let names = Names::new(&settings.broker.prefix);
     let at = |what: &str| {
         let what = what.to_string();
-        move |source| TopologyError { what, source }
+        move |source| TopologyError::new(what, source)
     };
 
     channel
@@ -112,6 +112,7 @@ pub async fn declare(channel: &Channel, settings: &Settings) -> Result<Names, To
 
     let queue = |name: &str, args: FieldTable| {
         let name = name.to_string();
+        let args_copy = args.clone();
         async move {
             channel
                 .queue_declare(
@@ -123,9 +124,10 @@ pub async fn declare(channel: &Channel, settings: &Settings) -> Result<Names, To
                     args,
                 )
                 .await
-                .map_err(|source| TopologyError {
-                    what: format!("queue {name}"),
-                    source,
+                .map_err(|source| {
+                    let mut e = TopologyError::new(format!("queue {name}"), source);
+                    e.declared = Some((name.clone(), args_copy));
+                    e
                 })
         }
     };
@@ -141,9 +143,8 @@ pub async fn declare(channel: &Channel, settings: &Settings) -> Result<Names, To
                     FieldTable::default(),
                 )
                 .await
-                .map_err(|source| TopologyError {
-                    what: format!("binding {exchange} -> {queue}"),
-                    source,
+                .map_err(|source| {
+                    TopologyError::new(format!("binding {exchange} -> {queue}"), source)
                 })
         }
     };
@@ -216,13 +217,327 @@ pub async fn declare(channel: &Channel, settings: &Settings) -> Result<Names, To
     Ok(names)
 }
 
+/// Messages ready in the queues the worker depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Depths {
+    pub commands: u32,
+    pub dead: u32,
+}
+
+/// Checks that the commands queue and the dead-letter queue exist now, by passive declares on
+/// a throwaway channel (a missing queue closes that channel only). Used by `/readyz` and to
+/// sample the dead-letter queue's depth for `/metrics`.
+pub async fn check(connection: &lapin::Connection, names: &Names) -> Result<Depths, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let result = async {
+        let commands = channel
+            .queue_declare(
+                names.commands_queue.as_str().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await?;
+        let dead = channel
+            .queue_declare(
+                names.dead_queue.as_str().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Depths {
+            commands: commands.message_count(),
+            dead: dead.message_count(),
+        })
+    }
+    .await;
+    if channel.status().connected() {
+        let _ = channel.close(200, "checked".into()).await;
+    }
+    result
+}
+
+/// Declares the topology on a channel of its own. When a queue exists with other arguments,
+/// finds every argument that differs, not only the first: the broker names one difference per
+/// refusal, so the declare is repeated on a fresh channel with that argument as the broker has
+/// it, until it passes (a declare that matches an existing queue changes nothing).
+pub async fn declare_on(
+    connection: &lapin::Connection,
+    settings: &Settings,
+) -> Result<Names, TopologyError> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| TopologyError::new("a channel".into(), e))?;
+    match declare(&channel, settings).await {
+        Ok(names) => Ok(names),
+        Err(mut e) => {
+            if let (Some(first), Some((queue, args))) = (e.mismatch(), e.declared.take()) {
+                e.mismatches = probe(connection, &queue, args, first).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn probe(
+    connection: &lapin::Connection,
+    queue: &str,
+    mut args: FieldTable,
+    first: Mismatch,
+) -> Vec<Mismatch> {
+    let mut found = vec![first];
+    // Each round takes one argument as the broker has it; a queue has only a few.
+    for _ in 0..8 {
+        let last = found.last().expect("at least the first");
+        let Some(value) = last.theirs_value() else {
+            break;
+        };
+        let mut next = FieldTable::default();
+        for (k, v) in args.inner() {
+            if k.as_str() != last.argument {
+                next.insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(v) = value {
+            next.insert(last.argument.as_str().into(), v);
+        }
+        args = next;
+        let Ok(channel) = connection.create_channel().await else {
+            break;
+        };
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        match channel
+            .queue_declare(queue.into(), options, args.clone())
+            .await
+        {
+            Ok(_) => {
+                let _ = channel.close(200, "probed".into()).await;
+                break;
+            }
+            Err(e) => match mismatch_of(&e) {
+                Some(m) if !found.iter().any(|f| f.argument == m.argument) => found.push(m),
+                _ => break,
+            },
+        }
+    }
+    found
+}
+
+fn mismatch_of(e: &lapin::Error) -> Option<Mismatch> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(e) => Mismatch::parse(e.get_message().as_str()),
+        _ => None,
+    }
+}
+
+/// A declare the broker refused. When the object exists with other arguments, the message
+/// names each mismatching argument, both values, and the setting behind ours.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "declaring {what} failed: {source}. If it already exists with other arguments (a different \
-     delivery limit, queue type or dead-letter exchange), delete it or change the prefix."
-)]
 pub struct TopologyError {
     pub what: String,
     #[source]
     pub source: lapin::Error,
+    /// Every argument found to differ (filled by [`declare_on`]; empty otherwise).
+    pub mismatches: Vec<Mismatch>,
+    /// The queue and the arguments we declared, to probe further.
+    declared: Option<(String, FieldTable)>,
+}
+
+/// One argument an existing queue or exchange has with another value than we declare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub argument: String,
+    /// What this worker declares.
+    pub ours: String,
+    /// What the broker holds (`None`: not set there).
+    pub theirs: Option<String>,
+    /// The broker's AMQP type of `theirs` (`longstr`, `long`, `signedint`, ...).
+    pub theirs_type: Option<String>,
+}
+
+impl Mismatch {
+    /// Reads RabbitMQ's PRECONDITION_FAILED text, in the shapes it uses: `inequivalent arg
+    /// 'x-queue-type' for queue 'q' in vhost '/': received the value 'quorum' of type 'longstr'
+    /// but current is the value 'classic' of type 'longstr'`, `... received '20' but current
+    /// is '5'`, `... received none but current is ...`, `... but current is none`.
+    pub fn parse(reply_text: &str) -> Option<Mismatch> {
+        let quoted = |s: &str| -> Option<String> {
+            let rest = s.strip_prefix('\'')?;
+            Some(rest[..rest.find('\'')?].to_string())
+        };
+        // `none`, `'v'`, or `the value 'v' of type 't'`: (value, type).
+        let value = |s: &str| -> (Option<String>, Option<String>) {
+            if s.starts_with("none") {
+                return (None, None);
+            }
+            if let Some(rest) = s.strip_prefix("the value ") {
+                let v = quoted(rest);
+                let t = rest
+                    .find("of type ")
+                    .and_then(|i| quoted(&rest[i + "of type ".len()..]));
+                return (v, t);
+            }
+            (quoted(s), None)
+        };
+        let arg_at = reply_text.find("inequivalent arg ")? + "inequivalent arg ".len();
+        let argument = quoted(&reply_text[arg_at..])?;
+        let received = reply_text.find("received ")? + "received ".len();
+        let current = reply_text.find("but current is ")? + "but current is ".len();
+        let (ours, _) = value(&reply_text[received..]);
+        let (theirs, theirs_type) = value(&reply_text[current..]);
+        Some(Mismatch {
+            argument,
+            ours: ours.unwrap_or_else(|| "nothing".into()),
+            theirs,
+            theirs_type,
+        })
+    }
+
+    /// The broker's value as an AMQP value to declare with (`Some(None)`: leave it out), or
+    /// `None` when it cannot be rebuilt from the text.
+    fn theirs_value(&self) -> Option<Option<AMQPValue>> {
+        let Some(v) = &self.theirs else {
+            return Some(None);
+        };
+        match self.theirs_type.as_deref().unwrap_or_else(|| {
+            if v.parse::<i64>().is_ok() {
+                "long"
+            } else {
+                "longstr"
+            }
+        }) {
+            "longstr" => Some(Some(long(v))),
+            "long" | "signedint" | "short" | "byte" | "unsignedint" | "unsignedshort" => {
+                v.parse().ok().map(|n| Some(AMQPValue::LongLongInt(n)))
+            }
+            "bool" => v.parse().ok().map(|b| Some(AMQPValue::Boolean(b))),
+            _ => None,
+        }
+    }
+
+    /// The setting (or fact) behind our value.
+    fn source_of_ours(&self) -> &'static str {
+        match self.argument.as_str() {
+            "x-delivery-limit" => " (broker.delivery_limit)",
+            "x-message-ttl" => " (retry.delays_ms)",
+            "x-queue-type" => " (fixed: the commands queue is quorum, the others classic)",
+            "x-dead-letter-exchange" | "x-dead-letter-strategy" | "x-overflow" => {
+                " (fixed: dead letters go to <prefix>.dead, at least once)"
+            }
+            _ => "",
+        }
+    }
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is {} on the broker, but this worker declares {}{}",
+            self.argument,
+            self.theirs.as_deref().unwrap_or("not set"),
+            self.ours,
+            self.source_of_ours()
+        )
+    }
+}
+
+impl TopologyError {
+    fn new(what: String, source: lapin::Error) -> TopologyError {
+        TopologyError {
+            what,
+            source,
+            mismatches: Vec::new(),
+            declared: None,
+        }
+    }
+
+    /// The first mismatching argument, when the broker named one.
+    pub fn mismatch(&self) -> Option<Mismatch> {
+        self.mismatches
+            .first()
+            .cloned()
+            .or_else(|| mismatch_of(&self.source))
+    }
+}
+
+impl std::fmt::Display for TopologyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all: Vec<Mismatch> = match (self.mismatches.is_empty(), self.mismatch()) {
+            (false, _) => self.mismatches.clone(),
+            (true, Some(m)) => vec![m],
+            (true, None) => Vec::new(),
+        };
+        if all.is_empty() {
+            return write!(
+                f,
+                "declaring {} failed: {}. If it already exists with other arguments (a different \
+                 delivery limit, queue type or dead-letter exchange), delete it or change the \
+                 prefix.",
+                self.what, self.source
+            );
+        }
+        let list = all
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        write!(
+            f,
+            "{what} already exists with other arguments: {list}. A queue's arguments cannot \
+             change in place: make the settings match, or move its messages elsewhere and \
+             delete {what}, or use another broker.prefix",
+            what = self.what,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_broker_text_names_the_argument_and_both_values() {
+        let m = Mismatch::parse(
+            "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 't.commands' in \
+             vhost '/': received the value '20' of type 'signedint' but current is the value '5' \
+             of type 'long'",
+        )
+        .unwrap();
+        assert_eq!(m.argument, "x-delivery-limit");
+        assert_eq!(m.ours, "20");
+        assert_eq!(m.theirs.as_deref(), Some("5"));
+
+        let m = Mismatch::parse(
+            "PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-exchange' for queue 'q' in vhost \
+             '/': received the value 't.dead' of type 'longstr' but current is none",
+        )
+        .unwrap();
+        assert_eq!(m.theirs, None);
+        assert!(Mismatch::parse("NOT_FOUND - no queue 'q'").is_none());
+
+        let m = Mismatch::parse(
+            "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'q' in vhost \
+             '/': received '20' but current is '5'",
+        )
+        .unwrap();
+        assert_eq!((m.ours.as_str(), m.theirs.as_deref()), ("20", Some("5")));
+        assert_eq!(m.theirs_value(), Some(Some(AMQPValue::LongLongInt(5))));
+        let m = Mismatch::parse(
+            "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'q' in vhost \
+             '/': received none but current is the value '5' of type 'long'",
+        )
+        .unwrap();
+        assert_eq!(
+            (m.ours.as_str(), m.theirs.as_deref()),
+            ("nothing", Some("5"))
+        );
+    }
 }

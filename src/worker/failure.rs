@@ -40,6 +40,15 @@ fn with_headers(props: &BasicProperties, extra: &[(&str, AMQPValue)]) -> BasicPr
     props.clone().with_headers(table)
 }
 
+/// When this message first failed: kept from an earlier attempt, else now.
+fn first_failed_at(delivery: &Delivery) -> String {
+    headers::get_str(
+        delivery.properties.headers().as_ref(),
+        headers::FIRST_FAILED_AT,
+    )
+    .unwrap_or_else(now)
+}
+
 fn now() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -52,11 +61,7 @@ pub async fn dead_letter(
     failure: Failure,
     reason: &str,
 ) -> Result<(), PublishError> {
-    let first_failed = headers::get_str(
-        delivery.properties.headers().as_ref(),
-        headers::FIRST_FAILED_AT,
-    )
-    .unwrap_or_else(now);
+    let first_failed = first_failed_at(delivery);
     let props = with_headers(
         &delivery.properties,
         &[
@@ -110,11 +115,7 @@ pub async fn retry_later(ctx: &Context, delivery: &Delivery, msg: &IncomingMessa
             error,
             "scheduling a delayed retry"
         );
-        let first_failed = headers::get_str(
-            delivery.properties.headers().as_ref(),
-            headers::FIRST_FAILED_AT,
-        )
-        .unwrap_or_else(now);
+        let first_failed = first_failed_at(delivery);
         let props = with_headers(
             &delivery.properties,
             &[

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{self, Names, Publisher};
 use crate::configuration::{Settings, redact_url};
 use crate::messages::{CommandMeta, Schemas};
+use crate::metrics::Metrics;
 use crate::{http, outbox, store};
 
 /// How a delivery ended in this worker.
@@ -86,6 +87,8 @@ pub struct Context {
     /// Xendit, SMTP and their settings, for the saga steps.
     pub saga: crate::saga::Services,
     pub hooks: Hooks,
+    /// Counters and histograms served on `/metrics`.
+    pub metrics: Metrics,
 }
 
 /// A running worker.
@@ -107,6 +110,8 @@ impl Worker {
     pub async fn start(settings: Settings, hooks: Hooks) -> anyhow::Result<Worker> {
         let settings = Arc::new(settings);
         let shutdown = CancellationToken::new();
+        let metrics = Metrics::new();
+        let hooks = metrics.observing(hooks);
         let pool = store::pool(&settings.database)?;
 
         let wait = ExponentialBuilder::default()
@@ -127,8 +132,7 @@ impl Worker {
             })
             .await?;
         let connection = Arc::new(connection);
-        let setup = connection.create_channel().await?;
-        let names = broker::declare(&setup, &settings).await?;
+        let names = broker::topology::declare_on(&connection, &settings).await?;
         let confirm = Duration::from_millis(settings.broker.confirm_timeout_ms);
         let publisher = Publisher::open(&connection, confirm).await?;
         let relay_publisher = Publisher::open(&connection, confirm).await?;
@@ -153,6 +157,8 @@ impl Worker {
             http::State {
                 pool: pool.clone(),
                 connection: connection.clone(),
+                names: names.clone(),
+                metrics: metrics.clone(),
             },
             shutdown.clone(),
         ));
@@ -167,6 +173,7 @@ impl Worker {
             saga: crate::saga::Services::from_settings(&settings)?
                 .with_hook(hooks.after_xendit_answered.clone()),
             hooks,
+            metrics,
         });
         let consume_channel = connection.create_channel().await?;
         consume_channel
@@ -190,8 +197,16 @@ impl Worker {
 
         let helpers = vec![relay.abort_handle(), http_task.abort_handle()];
         let stop = shutdown.clone();
+        let watched = connection.clone();
+        let http_stop = shutdown.clone();
         let task = tokio::spawn(async move {
-            let consumed = consume(ctx.clone(), consume_channel, consumer, stop).await;
+            let consumed = tokio::select! {
+                consumed = consume(ctx.clone(), consume_channel, consumer, stop) => consumed,
+                lost = broker::lost_for_good(&watched, &ctx.settings.broker) => Err(lost),
+            };
+            // However consuming ended (shutdown, or a broker that did not come back), the
+            // HTTP endpoints stop with it.
+            http_stop.cancel();
             // Drain: whatever is in flight finishes (bounded); then the relay publishes what
             // the outbox holds; then the connection closes.
             let drained = drain(&ctx).await;

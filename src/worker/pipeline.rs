@@ -18,7 +18,7 @@ use crate::handlers::{self, Handled, HandlerError};
 use crate::messages::event::derived_id;
 use crate::messages::{CommandType, IncomingMessage, OutgoingMessage, Rejection, parse};
 use crate::saga;
-use crate::store;
+use crate::{store, telemetry};
 
 /// Plain data out of an AMQP delivery.
 pub fn incoming(delivery: &Delivery) -> IncomingMessage {
@@ -51,13 +51,18 @@ pub async fn ack(delivery: &Delivery) {
 
 /// Processes one delivery to its end (ack, delayed retry, dead letter or requeue).
 pub async fn process(ctx: &Context, delivery: Delivery) {
-    let msg = incoming(&delivery);
+    let mut msg = incoming(&delivery);
+    ctx.metrics.received(&msg.routing_key);
+    let _in_flight = ctx.metrics.in_flight();
+    // This worker's part of the trace: what the command causes carries a child of its context.
+    msg.traceparent = Some(telemetry::child_traceparent(msg.traceparent.as_deref()));
     let span = tracing::info_span!(
         "message",
         message_id = msg.message_id.as_deref().unwrap_or("-"),
         correlation_id = msg.correlation_id.as_deref().or(msg.message_id.as_deref()).unwrap_or("-"),
         r#type = %msg.routing_key,
         attempt = msg.attempt,
+        trace_id = telemetry::trace_id(msg.traceparent.as_deref()).unwrap_or("-"),
     );
     async {
         match parse(&msg, &ctx.schemas) {
@@ -99,6 +104,7 @@ async fn run_command(
         ack(delivery).await;
         return ctx.hooks.settled(msg, Disposition::Duplicate);
     }
+    let started = std::time::Instant::now();
     let result = (|| async {
         match cmd.meta.command_type {
             CommandType::OnboardingStep => saga::run(&ctx.pool, &ctx.saga, &cmd).await,
@@ -109,6 +115,8 @@ async fn run_command(
     .when(HandlerError::is_transient)
     .notify(|e, wait| tracing::warn!(error = %e, ?wait, "transient failure; retrying in-process"))
     .await;
+    ctx.metrics
+        .handler_finished(&msg.routing_key, &result, started.elapsed());
     match result {
         Ok(Handled::Done(outcome)) => {
             ctx.outbox_wake.notify_one();

@@ -4,10 +4,12 @@
 mod arrange;
 mod client_create;
 mod delivery;
+mod health;
 mod hostile;
 mod instances;
 mod lifecycle;
 mod load;
+mod ops;
 mod queries;
 mod saga;
 mod support;

@@ -727,3 +727,61 @@ pub fn emails(settings: &Settings) -> Vec<String> {
         .map(|e| std::fs::read_to_string(e.path()).unwrap())
         .collect()
 }
+
+/// The `onboard` binary, set up for this test's database, broker and prefix (for tests that
+/// run the tool or the worker as an operator would).
+pub fn onboard_bin(settings: &Settings) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_onboard"));
+    cmd.env_remove("ONBOARD_CONFIG")
+        .env(
+            "ONBOARD__DATABASE__URL",
+            settings.database.url.expose_secret(),
+        )
+        .env("ONBOARD__BROKER__URL", settings.broker.url.expose_secret())
+        .env("ONBOARD__BROKER__PREFIX", &settings.broker.prefix)
+        .env("ONBOARD__HTTP__PORT", "0")
+        .env("RUST_LOG", "info,lapin=warn,sqlx=warn")
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Deletes a test's broker objects and drops its database, for tests that ran the worker as
+/// a separate process (and so have no [`TestApp`] to `finish`): tests/signals.rs and
+/// tests/broker_restart.rs, which include this file.
+#[allow(dead_code)]
+pub async fn remove_test_objects(settings: &Settings, database: &str) {
+    if let Ok(connection) = Connection::connect(
+        settings.broker.url.expose_secret(),
+        ConnectionProperties::default(),
+    )
+    .await
+        && let Ok(channel) = connection.create_channel().await
+    {
+        let names = onboard::broker::Names::new(&settings.broker.prefix);
+        let mut both = vec![
+            names.commands_queue.clone(),
+            names.dead_queue.clone(),
+            names.unrouted_events.clone(),
+        ];
+        both.extend(settings.retry.delays_ms.iter().map(|d| names.retry(*d)));
+        for q in &both {
+            let _ = channel
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        both.extend([names.events_exchange.clone()]);
+        for e in &both {
+            let _ = channel
+                .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let _ = connection.close(200, "test done".into()).await;
+    }
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_database_url()).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+}

@@ -1,0 +1,425 @@
+//! RabbitMQ going away under a running worker: restarted, the worker reconnects and goes on
+//! with what is published afterwards; gone for good, it exits non-zero for its supervisor.
+//!
+//! Each test boots a private RabbitMQ node (own port, own data directory, no plugins) and
+//! restarts that one with `rabbitmqctl stop_app` / `start_app`, so the broker that every other
+//! test (and every other worktree) shares is never touched. A drop guard halts the node and
+//! deletes its data whether the test passes or panics. Needs the `rabbitmq-server` package
+//! (what `scripts/services.sh up` installs); as root the node runs as the `rabbitmq` user.
+
+#[path = "worker/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lapin::{Connection, ConnectionProperties};
+use onboard::configuration::Settings;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use support::*;
+
+const RABBITMQ_BIN: &str = "/usr/lib/rabbitmq/bin";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A RabbitMQ node of this test's own. Halted and deleted on drop.
+struct PrivateBroker {
+    dir: PathBuf,
+    node: String,
+    port: u16,
+    dist_port: u16,
+    /// As root: run as this user, with this HOME (its Erlang cookie).
+    user: Option<(String, String)>,
+    server: Option<Child>,
+}
+
+impl PrivateBroker {
+    async fn start() -> PrivateBroker {
+        assert!(
+            std::path::Path::new(RABBITMQ_BIN)
+                .join("rabbitmq-server")
+                .exists(),
+            "rabbitmq-server is not installed (scripts/services.sh up installs it)"
+        );
+        let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
+        let dir = std::env::temp_dir().join(format!("onboard-rmq-{id}"));
+        for sub in ["etc", "log", "mnesia"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        std::fs::write(dir.join("etc/enabled_plugins"), "[].\n").unwrap();
+        std::fs::write(dir.join("etc/advanced.config"), "[].\n").unwrap();
+        std::fs::write(dir.join("etc/rabbitmq-env.conf"), "").unwrap();
+        std::fs::write(
+            dir.join("etc/rabbitmq.conf"),
+            "loopback_users.guest = true\nlog.console = false\nlog.file.level = warning\n",
+        )
+        .unwrap();
+        let user = if is_root() {
+            let home = String::from_utf8(
+                Command::new("getent")
+                    .args(["passwd", "rabbitmq"])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap()
+            .trim()
+            .split(':')
+            .nth(5)
+            .expect("a rabbitmq user")
+            .to_string();
+            let status = Command::new("chown")
+                .args(["-R", "rabbitmq:rabbitmq"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            Some(("rabbitmq".to_string(), home))
+        } else {
+            None
+        };
+        let mut broker = PrivateBroker {
+            node: format!("onboard-test-{id}@localhost"),
+            port: free_port(),
+            dist_port: free_port(),
+            dir,
+            user,
+            server: None,
+        };
+        let log = std::fs::File::create(broker.dir.join("startup.log")).unwrap();
+        broker.server = Some(
+            broker
+                .command("rabbitmq-server")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("rabbitmq-server starts"),
+        );
+        broker.wait_until_up().await;
+        broker
+    }
+
+    /// A RabbitMQ program with this node's environment (as the broker's user when root).
+    fn command(&self, program: &str) -> Command {
+        let d = |p: &str| self.dir.join(p).display().to_string();
+        let env = [
+            ("RABBITMQ_NODENAME", self.node.clone()),
+            ("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1".into()),
+            ("RABBITMQ_NODE_PORT", self.port.to_string()),
+            ("RABBITMQ_DIST_PORT", self.dist_port.to_string()),
+            ("RABBITMQ_CONF_ENV_FILE", d("etc/rabbitmq-env.conf")),
+            ("RABBITMQ_CONFIG_FILE", d("etc/rabbitmq.conf")),
+            ("RABBITMQ_ADVANCED_CONFIG_FILE", d("etc/advanced.config")),
+            ("RABBITMQ_ENABLED_PLUGINS_FILE", d("etc/enabled_plugins")),
+            ("RABBITMQ_MNESIA_BASE", d("mnesia")),
+            ("RABBITMQ_LOG_BASE", d("log")),
+            ("RABBITMQ_PID_FILE", d("rabbitmq.pid")),
+            ("ERL_EPMD_ADDRESS", "127.0.0.1".into()),
+        ];
+        let path = format!("{RABBITMQ_BIN}/{program}");
+        let mut cmd = match &self.user {
+            Some((user, home)) => {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    &format!("--reuid={user}"),
+                    &format!("--regid={user}"),
+                    "--init-groups",
+                    "env",
+                    &format!("HOME={home}"),
+                    &path,
+                ]);
+                c
+            }
+            None => Command::new(path),
+        };
+        cmd.current_dir("/").envs(env);
+        cmd
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let out = self
+            .command("rabbitmqctl")
+            .args(["-n", &self.node])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    async fn wait_until_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Connection::connect(&self.url(), ConnectionProperties::default())
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "private RabbitMQ node did not start; see {}",
+                self.dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops the RabbitMQ application (connections drop, the port closes), keeping the node.
+    fn stop_app(&self) {
+        self.ctl(&["stop_app"]);
+    }
+
+    async fn start_app(&self) {
+        self.ctl(&["start_app"]);
+        self.wait_until_up().await;
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self
+            .command("rabbitmqctl")
+            .args(["-n", &self.node, "stop"])
+            .output();
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct WorkerProc {
+    child: tokio::process::Child,
+    log: Arc<Mutex<Vec<String>>>,
+    http: String,
+}
+
+async fn start_worker(settings: &Settings) -> WorkerProc {
+    let mut child = onboard_bin(settings)
+        .arg("worker")
+        .env("ONBOARD__LOG__FORMAT", "json")
+        .env(
+            "ONBOARD__BROKER__RECONNECT_ATTEMPTS",
+            settings.broker.reconnect_attempts.to_string(),
+        )
+        .env(
+            "ONBOARD__BROKER__RECONNECT_MAX_DELAY_MS",
+            settings.broker.reconnect_max_delay_ms.to_string(),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let sink = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let http = loop {
+        let started = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "worker started");
+        if let Some(v) = started {
+            break v["http"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "{:?}", log.lock().unwrap());
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{:?}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    WorkerProc { child, log, http }
+}
+
+async fn publish(url: &str, settings: &Settings, n: usize, tag: &str) {
+    let connection = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    let names = onboard::broker::Names::new(&settings.broker.prefix);
+    for i in 0..n {
+        let id = uuid::Uuid::new_v4().to_string();
+        channel
+            .basic_publish(
+                names.commands_exchange.as_str().into(),
+                "client.create".into(),
+                Default::default(),
+                &serde_json::to_vec(&client_with_email(&format!("{tag}{i}@example.com"))).unwrap(),
+                lapin::BasicProperties::default()
+                    .with_message_id(id.as_str().into())
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into()),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let _ = connection.close(200, "published".into()).await;
+}
+
+async fn wait_processed(pool: &sqlx::PgPool, n: i64, log: &Arc<Mutex<Vec<String>>>) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // Each client.create also runs a saga step command; count the commands we published.
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM inbox WHERE command_type = 'client.create'")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        if done == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{done} of {n} processed; worker log: {:?}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn settings_on(broker: &PrivateBroker) -> (Settings, String) {
+    let (mut settings, database) = test_settings().await;
+    settings.broker.url = SecretString::from(broker.url());
+    (settings, database)
+}
+
+#[tokio::test]
+async fn the_worker_resumes_after_rabbitmq_restarts_and_processes_what_is_published_after() {
+    let broker = PrivateBroker::start().await;
+    let (mut settings, database) = settings_on(&broker).await;
+    settings.broker.reconnect_max_delay_ms = 1_000;
+    let pool = sqlx::PgPool::connect(settings.database.url.expose_secret())
+        .await
+        .unwrap();
+    let mut worker = start_worker(&settings).await;
+    publish(&broker.url(), &settings, 2, "before").await;
+    wait_processed(&pool, 2, &worker.log).await;
+
+    broker.stop_app();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker waits for the broker instead of exiting"
+    );
+    let ready = reqwest::get(format!("http://{}/readyz", worker.http))
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503, "not ready without a broker");
+    broker.start_app().await;
+
+    publish(&broker.url(), &settings, 5, "after").await;
+    wait_processed(&pool, 7, &worker.log).await;
+    let clients: i64 = sqlx::query_scalar("SELECT count(*) FROM clients")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(clients, 7);
+    // The relay reconnected too: the events of the commands after the restart went out.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pending} events never published"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ready = reqwest::get(format!("http://{}/readyz", worker.http))
+            .await
+            .unwrap();
+        if ready.status().is_success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready after the broker returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let pid = worker.child.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(WAIT, worker.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{:?}", worker.log.lock().unwrap());
+    pool.close().await;
+    remove_test_objects(&settings, &database).await;
+}
+
+#[tokio::test]
+async fn the_worker_exits_non_zero_when_rabbitmq_does_not_come_back() {
+    let broker = PrivateBroker::start().await;
+    let (mut settings, database) = settings_on(&broker).await;
+    settings.broker.reconnect_attempts = 3;
+    settings.broker.reconnect_max_delay_ms = 500;
+    let mut worker = start_worker(&settings).await;
+
+    broker.stop_app();
+    let status = tokio::time::timeout(Duration::from_secs(60), worker.child.wait())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the worker neither recovered nor exited: {:?}",
+                worker.log.lock().unwrap()
+            )
+        })
+        .unwrap();
+    assert!(
+        !status.success(),
+        "a worker that lost its broker must not exit 0"
+    );
+    let log = worker.log.lock().unwrap().join("\n");
+    assert!(log.contains("not recovered within"), "{log}");
+    drop(broker);
+    remove_test_objects(&settings, &database).await;
+}

@@ -1,0 +1,250 @@
+//! Operating the worker: `/metrics` counts what happened, `/readyz` tells the truth about the
+//! database, the broker and the topology, trace context flows from command to events, and a
+//! broker topology that does not match is named at start.
+
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use onboard::telemetry::parse_traceparent;
+use onboard::worker::{Hooks, Worker};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn url(app: &TestApp, path: &str) -> String {
+    format!(
+        "http://{}{path}",
+        app.worker.as_ref().expect("worker running").http_addr
+    )
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let resp = reqwest::get(url).await.expect("HTTP answers");
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// The value of one sample line of the exposition, e.g. `onboard_messages_received_total{type="client.create"}`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_report_the_counts_a_test_produced() {
+    let mut app = spawn_app().await;
+    let first = app.create_client(&client_with_email("m@example.com")).await;
+    // Its onboarding runs one saga step command (the welcome email) too.
+    app.wait_for_event("client.onboarding_completed", Some(&first))
+        .await;
+    let second = app.create_client(&client_with_email("m@example.com")).await;
+    app.wait_for_event("client.creation_failed", Some(&second))
+        .await;
+    let malformed = Msg {
+        routing_key: "client.create".into(),
+        body: b"not json".to_vec(),
+        message_id: Some("metrics-bad".into()),
+        ..Default::default()
+    };
+    app.publish(malformed).await;
+    let unknown = Msg::json("client.teleport", &json!({}));
+    app.publish(unknown).await;
+    app.settled
+        .wait_until("five settled", |log| log.len() == 5)
+        .await;
+
+    let (status, text) = get(&url(&app, "/metrics")).await;
+    assert_eq!(status, 200);
+    let v = |s: &str| sample(&text, s).unwrap_or_else(|| panic!("no {s} in\n{text}"));
+    assert_eq!(
+        v(r#"onboard_messages_received_total{type="client.create"}"#),
+        3.0
+    );
+    assert_eq!(v(r#"onboard_messages_received_total{type="unknown"}"#), 1.0);
+    assert_eq!(
+        v(r#"onboard_messages_received_total{type="saga.onboarding.step"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"onboard_messages_acked_total{type="client.create"}"#),
+        2.0
+    );
+    assert_eq!(
+        v(r#"onboard_messages_dead_lettered_total{type="client.create"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"onboard_messages_dead_lettered_total{type="unknown"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"onboard_messages_refused_total{type="client.create",code="EMAIL_IN_USE"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"onboard_handler_duration_seconds_count{type="client.create",result="succeeded"}"#),
+        1.0
+    );
+    assert_eq!(v("onboard_messages_in_flight"), 0.0);
+    assert_eq!(v("onboard_dead_letter_queue_messages"), 2.0);
+    assert_eq!(v("onboard_broker_connected"), 1.0);
+    assert!(v("onboard_outbox_pending") >= 0.0);
+    assert!(v("onboard_outbox_oldest_pending_age_seconds") >= 0.0);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn readyz_fails_while_postgres_is_unreachable_and_recovers_when_it_returns() {
+    let (mut settings, database) = test_settings().await;
+    let proxy = CuttableProxy::start(database_host_port()).await;
+    let direct = settings.database.url.expose_secret().to_string();
+    let via_proxy = direct.replace(&database_host_port(), &format!("127.0.0.1:{}", proxy.port));
+    settings.database.url = SecretString::from(via_proxy);
+    settings.database.acquire_timeout_ms = 300;
+    let mut app = spawn_app_with(settings, database, Hooks::default()).await;
+    app.pool = sqlx::PgPool::connect(&direct).await.unwrap();
+
+    let (status, body) = get(&url(&app, "/readyz")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&url(&app, "/healthz")).await.0, 200);
+
+    proxy.cut();
+    let (status, body) = get(&url(&app, "/readyz")).await;
+    assert_eq!(status, 503, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body,
+        json!({"database": false, "broker": true, "topology": true})
+    );
+    assert_eq!(
+        get(&url(&app, "/healthz")).await.0,
+        200,
+        "the process is alive"
+    );
+    assert_eq!(
+        get(&url(&app, "/metrics")).await.0,
+        200,
+        "metrics answer without the database"
+    );
+
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while get(&url(&app, "/readyz")).await.0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready again after the database returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn readyz_fails_when_a_queue_the_worker_needs_is_gone() {
+    let app = spawn_app().await;
+    assert_eq!(get(&url(&app, "/readyz")).await.0, 200);
+    app.channel
+        .queue_delete(
+            app.names().dead_queue.as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let (status, body) = get(&url(&app, "/readyz")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["topology"],
+        json!(false)
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn the_traceparent_of_a_command_reaches_its_events_as_a_child_span() {
+    let mut app = spawn_app().await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(LongString::from(parent.as_bytes().to_vec())),
+    );
+    let id = uuid::Uuid::new_v4().to_string();
+    app.channel
+        .basic_publish(
+            app.names().commands_exchange.as_str().into(),
+            "client.create".into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&seed_sg_client()).unwrap(),
+            BasicProperties::default()
+                .with_message_id(id.as_str().into())
+                .with_content_type("application/json".into())
+                .with_headers(headers),
+        )
+        .await
+        .unwrap();
+    let created = app.wait_for_event("client.created", Some(&id)).await;
+    let tp = created.header_str("traceparent").expect("traceparent");
+    let (trace, span, flags) = parse_traceparent(tp).expect("a valid traceparent");
+    assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736", "same trace");
+    assert_ne!(span, "00f067aa0ba902b7", "the worker's own span");
+    assert_eq!(flags, "01");
+
+    // A command without one starts a trace, so what it causes can still be followed.
+    let other = app.create_client(&seed_id_client()).await;
+    let created = app.wait_for_event("client.created", Some(&other)).await;
+    assert!(parse_traceparent(created.header_str("traceparent").unwrap()).is_some());
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_commands_queue_with_another_delivery_limit_is_named_at_start() {
+    let mut app = spawn_app().await;
+    app.stop_worker().await;
+    let settings = app.settings.clone();
+    let names = app.names();
+    let commands = names.commands_queue.clone();
+    // Someone created the queue by hand, with another delivery limit and no dead-letter exchange.
+    app.channel
+        .queue_delete(commands.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from(b"quorum".to_vec())),
+    );
+    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(5));
+    app.channel
+        .queue_declare(
+            commands.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+
+    let err = match Worker::start(settings.clone(), Hooks::default()).await {
+        Ok(_) => panic!("a worker started on a mismatching queue"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains(&format!("queue {commands}")), "{err}");
+    // Every difference is named, not only the first one the broker complains about.
+    assert!(
+        err.contains("x-delivery-limit is 5 on the broker, but this worker declares 20 (broker.delivery_limit)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "x-dead-letter-exchange is not set on the broker, but this worker declares {}",
+            names.dead_exchange
+        )),
+        "{err}"
+    );
+    assert!(err.contains("x-overflow is not set"), "{err}");
+    app.finish().await;
+}
