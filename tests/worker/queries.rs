@@ -243,10 +243,15 @@ async fn client_list_cursor_paging_serves_every_client_exactly_once_while_client
         created >= 30,
         "clients were created while paging ({created})"
     );
-    assert_eq!(
-        app.count("SELECT count(*) FROM clients").await,
-        (existing.len() + created) as i64
-    );
+    // The last creations published during the walk may still be in flight: wait for them.
+    let expected = (existing.len() + created) as i64;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut count = app.count("SELECT count(*) FROM clients").await;
+    while count < expected && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        count = app.count("SELECT count(*) FROM clients").await;
+    }
+    assert_eq!(count, expected);
     app.finish().await;
 }
 
