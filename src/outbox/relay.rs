@@ -1,10 +1,9 @@
 //! Claims pending outbox rows (`FOR UPDATE SKIP LOCKED`, so every worker can run a relay),
 //! publishes them with confirms, and marks them published only after the broker confirmed.
-//! Wakes when a handler of this worker committed outbox rows (an in-process signal), on
-//! `NOTIFY onboard_outbox` from anything else that writes the outbox, and polls as the
-//! fallback (rows another worker wrote when its relay is down).
-//!
-//! Handlers do not NOTIFY: PostgreSQL serialises the commits of notifying transactions on one
+//! Wakes on `LISTEN onboard_outbox`, on an in-process signal when a handler of this worker
+//! committed outbox rows, and polls as the fallback. The NOTIFY comes from [`announce`], sent
+//! after commits and coalesced (at most one per 50 ms per worker), never from inside a
+//! handler's transaction: PostgreSQL serialises the commits of notifying transactions on one
 //! lock, WAL flush included, which capped the saga's throughput (see docs/benchmark.md).
 
 use std::sync::Arc;
@@ -25,6 +24,54 @@ use crate::messages::{OutgoingKind, OutgoingMessage};
 use crate::store::{self, outbox::OutboxRow};
 
 pub const CHANNEL: &str = "onboard_outbox";
+
+/// Rung by this worker's handlers once a transaction that wrote outbox rows committed.
+pub struct Wake {
+    /// Wakes this worker's relay at once.
+    local: Arc<Notify>,
+    /// Wakes [`announce`], which tells the other workers' relays.
+    peers: Notify,
+}
+
+impl Wake {
+    pub fn new() -> Arc<Wake> {
+        Arc::new(Wake {
+            local: Arc::new(Notify::new()),
+            peers: Notify::new(),
+        })
+    }
+
+    pub fn ring(&self) {
+        self.local.notify_one();
+        self.peers.notify_one();
+    }
+
+    /// What this worker's relay waits on.
+    pub fn local(&self) -> Arc<Notify> {
+        self.local.clone()
+    }
+}
+
+/// Tells the relays of every worker (`LISTEN onboard_outbox`) that rows are waiting, so a peer
+/// publishes them promptly when this worker's relay is slow or stuck. The NOTIFY is sent on
+/// its own, after the handlers' commits and at most once per 50 ms: inside a handler's
+/// transaction it would serialise every commit on PostgreSQL's notification lock.
+pub async fn announce(pool: PgPool, wake: Arc<Wake>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = wake.peers.notified() => {}
+        }
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(error = %e, "outbox NOTIFY failed; relays poll meanwhile");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 /// Runs until `stop` is cancelled, then makes one last pass. `local` is rung by this
 /// worker's handlers after they committed outbox rows.

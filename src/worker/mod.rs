@@ -83,7 +83,7 @@ pub struct Context {
     /// Publishes retries and dead letters (the relay has its own channel).
     pub publisher: Publisher,
     /// Rung after a transaction that wrote outbox rows committed: wakes this worker's relay.
-    pub outbox_wake: Arc<tokio::sync::Notify>,
+    pub outbox_wake: Arc<outbox::relay::Wake>,
     /// Xendit, SMTP and their settings, for the saga steps.
     pub saga: crate::saga::Services,
     pub hooks: Hooks,
@@ -138,14 +138,20 @@ impl Worker {
         let relay_publisher = Publisher::open(&connection, confirm).await?;
 
         let relay_stop = CancellationToken::new();
-        let outbox_wake = Arc::new(tokio::sync::Notify::new());
+        let outbox_wake = outbox::relay::Wake::new();
         let relay = tokio::spawn(outbox::relay::run(
             pool.clone(),
             relay_publisher,
             names.clone(),
             settings.outbox.clone(),
             relay_stop.clone(),
+            outbox_wake.local(),
+        ));
+        // Stops with the relay (an abort on kill, like the relay's own task).
+        let announcer = tokio::spawn(outbox::relay::announce(
+            pool.clone(),
             outbox_wake.clone(),
+            relay_stop.clone(),
         ));
 
         let listener =
@@ -195,7 +201,11 @@ impl Worker {
             "worker started"
         );
 
-        let helpers = vec![relay.abort_handle(), http_task.abort_handle()];
+        let helpers = vec![
+            relay.abort_handle(),
+            http_task.abort_handle(),
+            announcer.abort_handle(),
+        ];
         let stop = shutdown.clone();
         let watched = connection.clone();
         let http_stop = shutdown.clone();

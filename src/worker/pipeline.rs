@@ -119,7 +119,7 @@ async fn run_command(
         .handler_finished(&msg.routing_key, &result, started.elapsed());
     match result {
         Ok(Handled::Done(outcome)) => {
-            ctx.outbox_wake.notify_one();
+            ctx.outbox_wake.ring();
             tracing::info!(
                 outcome = outcome.inbox.as_str(),
                 code = outcome.code,
@@ -175,7 +175,7 @@ async fn reject(ctx: &Context, delivery: &Delivery, msg: &IncomingMessage, rejec
         .await;
     match recorded {
         Ok(()) => {
-            ctx.outbox_wake.notify_one();
+            ctx.outbox_wake.ring();
             ack(delivery).await;
             ctx.hooks.settled(msg, Disposition::DeadLettered)
         }
