@@ -339,6 +339,39 @@ fn mismatch_of(e: &lapin::Error) -> Option<Mismatch> {
 
 /// A declare the broker refused. When the object exists with other arguments, the message
 /// names each mismatching argument, both values, and the setting behind ours.
+/// A server-named queue that only this connection uses and that disappears with it, bound to
+/// the events exchange with `keys`: how a tool (publish --wait, load) watches what commands
+/// cause. Returns the queue's name (also usable as a `reply_to`).
+pub async fn private_event_queue(
+    channel: &Channel,
+    names: &Names,
+    keys: &[&str],
+) -> Result<String, lapin::Error> {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    for key in keys {
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                names.events_exchange.as_str().into(),
+                (*key).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(queue.name().as_str().to_string())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub struct TopologyError {
     pub what: String,

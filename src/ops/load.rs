@@ -17,10 +17,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation, PublisherConfirm};
 use serde::Serialize;
@@ -573,37 +570,16 @@ impl Session {
         let subscriber = broker::connect(&settings.broker, "onboard load (events)").await?;
         let sub_channel = subscriber.create_channel().await?;
         let names = broker::declare(&sub_channel, settings).await?;
-        let queue = sub_channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
         // Only the outcomes, unless every event is wanted (or the phases' are many).
         let keys: Vec<&str> = if options.record_events || scenario != Scenario::Create {
             vec!["#"]
         } else {
             options.outcome.events().to_vec()
         };
-        for key in keys {
-            sub_channel
-                .queue_bind(
-                    queue.name().clone(),
-                    names.events_exchange.as_str().into(),
-                    key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
+        let queue = broker::topology::private_event_queue(&sub_channel, &names, &keys).await?;
         let mut consumer = sub_channel
             .basic_consume(
-                queue.name().clone(),
+                queue.as_str().into(),
                 "onboard-load".into(),
                 BasicConsumeOptions {
                     no_ack: true,

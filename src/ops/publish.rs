@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
 use serde_json::{Value, json};
@@ -103,29 +103,7 @@ pub async fn publish(settings: &Settings, raw: &[u8], req: Request) -> anyhow::R
     // Listen before publishing, so nothing it causes is missed: one private queue gets the
     // events (all of them; we keep ours) and serves as the reply_to queue.
     let listen = match req.wait {
-        Some(_) => {
-            let q = channel
-                .queue_declare(
-                    "".into(),
-                    QueueDeclareOptions {
-                        exclusive: true,
-                        auto_delete: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
-            channel
-                .queue_bind(
-                    q.name().clone(),
-                    names.events_exchange.as_str().into(),
-                    "#".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            Some(q.name().as_str().to_string())
-        }
+        Some(_) => Some(broker::topology::private_event_queue(&channel, &names, &["#"]).await?),
         None => None,
     };
 
