@@ -21,6 +21,8 @@ pub struct Settings {
     pub retry: RetrySettings,
     pub lifecycle: LifecycleSettings,
     pub outbox: OutboxSettings,
+    #[serde(default)]
+    pub inbox: InboxSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
     pub saga: SagaSettings,
@@ -39,16 +41,27 @@ pub struct SagaSettings {
     /// First part of the `reference_id` we give Xendit (`<namespace>-client-<id>`): environments
     /// sharing one Xendit account need different namespaces.
     pub xendit_reference_namespace: String,
-    /// How long one delivery of the welcome-email step holds the saga while it sends, in
-    /// seconds: longer than any send may take (the SMTP timeout). A worker that dies while
-    /// sending leaves the lease behind, so its redeliveries wait this long; the delayed-retry
-    /// budget must outlast it, or they are dead-lettered.
-    #[serde(default = "default_email_lease_seconds")]
-    pub email_lease_seconds: u64,
-}
-
-fn default_email_lease_seconds() -> u64 {
-    120
+    /// How long a worker holds a saga it runs, in seconds, renewed before a send that could
+    /// outlast it: longer than any step's outside calls may take. A worker that dies leaves
+    /// its leases behind; the others take them over when its heartbeat goes stale
+    /// (`worker_stale_seconds`), or at the latest when the lease runs out.
+    pub lease_seconds: u64,
+    /// How often each worker's sweeper looks for due sagas (retries whose time came, sagas
+    /// of dead workers).
+    pub sweep_interval_ms: u64,
+    /// How often a worker says it is alive (`workers.seen_at`).
+    pub heartbeat_ms: u64,
+    /// A worker not heard from for this long is taken for dead and its sagas are taken over.
+    pub worker_stale_seconds: u64,
+    /// A saga due for longer than this that nobody took is stuck (`/metrics`,
+    /// `onboard saga stuck`).
+    pub stuck_after_seconds: u64,
+    /// Saga step batches running at once in one worker.
+    pub steps_in_flight: usize,
+    /// Welcome emails sent at once by one step batch.
+    pub max_concurrent_sends: usize,
+    /// Xendit calls made at once by one step batch.
+    pub max_concurrent_xendit_calls: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,7 +103,13 @@ pub struct DatabaseSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkerSettings {
-    /// Bound on handlers in flight in one worker.
+    /// Commands run together in one transaction, at most.
+    pub batch_size: usize,
+    /// How long a batch waits for more commands after its first one, in milliseconds.
+    pub batch_linger_ms: u64,
+    /// Batches running at once in one worker.
+    pub batches_in_flight: usize,
+    /// Bound on queries and rejections handled at once in one worker.
     pub concurrency: usize,
     /// Bound on the drain at shutdown.
     pub shutdown_timeout_ms: u64,
@@ -130,6 +149,22 @@ pub struct OutboxSettings {
     pub batch_size: i64,
     pub poll_interval_ms: u64,
     pub retention_hours: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InboxSettings {
+    /// Inbox rows (the record of every message_id handled) are kept this long, then pruned:
+    /// a copy of a command arriving later than this is processed again. Keep it well past
+    /// the delayed-retry budget and any replay window.
+    pub retention_hours: u64,
+}
+
+impl Default for InboxSettings {
+    fn default() -> Self {
+        InboxSettings {
+            retention_hours: 720,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

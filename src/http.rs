@@ -28,6 +28,8 @@ pub struct State {
     pub connection: Arc<lapin::Connection>,
     pub names: Names,
     pub metrics: Metrics,
+    /// A saga due for longer than this counts as stuck.
+    pub stuck_after_seconds: f64,
 }
 
 pub fn router(state: State) -> Router {
@@ -79,12 +81,19 @@ async fn ready(AxumState(state): AxumState<State>) -> impl IntoResponse {
 /// then encodes. A sample that cannot be taken keeps its previous value.
 async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
     let m = &state.metrics;
-    let (backlog, depths) = tokio::join!(
+    let (backlog, depths, stuck) = tokio::join!(
         tokio::time::timeout(PROBE_TIMEOUT, store::outbox::backlog(&state.pool)),
-        topology_depths(&state)
+        topology_depths(&state),
+        tokio::time::timeout(
+            PROBE_TIMEOUT,
+            store::sagas::count_stuck(&state.pool, state.stuck_after_seconds)
+        ),
     );
     if let Ok(Ok((pending, oldest))) = backlog {
         m.set_outbox(pending, oldest);
+    }
+    if let Ok(Ok(stuck)) = stuck {
+        m.set_sagas_stuck(stuck);
     }
     if let Some(d) = depths {
         m.set_dead_letter_depth(d.dead);

@@ -4,17 +4,23 @@
 //! # Layout (follow a message)
 //!
 //! - [`broker`]: connect (automatic recovery), declare the topology, publish with confirms.
-//! - [`worker`]: consume with bounded concurrency; per delivery, [`worker::pipeline`] parses,
-//!   runs the handler, and acks, or [`worker::failure`] sends it to a delay queue or the
-//!   dead-letter queue. Queries skip the transaction: [`worker::query`] answers them
-//!   straight to `reply_to`.
+//! - [`worker`]: consume; [`worker::pipeline`] checks each delivery; commands gather into
+//!   batches that [`worker::batch`] runs as one [`uow`] and acks after commit, or
+//!   [`worker::failure`] sends them to a delay queue or the dead-letter queue. Queries skip
+//!   the transaction: [`worker::query`] answers them straight to `reply_to`.
+//! - [`registry`]: command type → schema, kind (command or query), handler.
 //! - [`messages`]: the contract: command parsing and schema checks, event and reply envelopes,
 //!   the error table.
-//! - [`handlers`]: one file per command; each decides inside one transaction.
+//! - [`uow`]: the unit of work of commands and saga steps: inbox first, effects, outbox,
+//!   commit.
+//! - [`handlers`]: one file per command; each decides inside its batch's transaction.
 //! - [`saga`]: the create-client saga's later steps (Xendit customers, welcome email,
-//!   completion), each its own resumable command.
+//!   completion), carried on in the worker that created the client, swept up by any worker
+//!   when due.
+//! - [`fault`]: the one failure policy (transient or permanent).
+//! - [`observe`]: what observers see (how deliveries ended) and the test seams.
 //! - [`domain`]: business rules as plain functions (client code, PSP choice, lifecycle).
-//! - [`store`]: all SQL (inbox, outbox, clients, sagas) and the embedded migrations.
+//! - [`store`]: all SQL (inbox, outbox, clients, sagas, workers) and the embedded migrations.
 //! - [`outbox`]: the relay that publishes what handlers wrote, after commit.
 //! - [`xendit`], [`email`]: the outside world of the saga's later steps.
 //! - [`http`], [`metrics`], [`telemetry`], [`configuration`]: operating it.
@@ -24,14 +30,18 @@ pub mod broker;
 pub mod configuration;
 pub mod domain;
 pub mod email;
+pub mod fault;
 pub mod handlers;
 pub mod http;
 pub mod messages;
 pub mod metrics;
+pub mod observe;
 pub mod ops;
 pub mod outbox;
+pub mod registry;
 pub mod saga;
 pub mod store;
 pub mod telemetry;
+pub mod uow;
 pub mod worker;
 pub mod xendit;

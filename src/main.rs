@@ -53,6 +53,9 @@ enum Command {
     Load(ops::load::LoadArgs),
     /// The bare ceiling for the benchmark: consume a quorum queue, four inserts, ack.
     BenchCeiling(ops::ceiling::CeilingArgs),
+    /// Onboarding sagas: `stuck` lists the ones no worker has taken (exit status 3 if any).
+    #[command(subcommand)]
+    Saga(ops::saga::SagaCommand),
 }
 
 #[tokio::main]
@@ -121,6 +124,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq(command) => ops::dlq::cli::run(&settings, command).await,
+        Command::Saga(command) => {
+            if !ops::saga::run(&settings, command).await? {
+                std::process::exit(3);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 //! - every settled delivery (observed through [`Metrics::observing`], the same seam tests
 //!   use): acked, duplicates, retried, dead-lettered, requeued;
 //! - sampled when scraped: outbox depth and the age of its oldest unsent row, the dead-letter
-//!   queue's depth, whether the broker connection is up;
+//!   queue's depth, whether the broker connection is up, sagas stuck past their bound;
 //! - hooks for later work: [`Metrics::observe_saga_step`] and [`Metrics::observe_call`]
 //!   (Xendit, SMTP), and [`Metrics::register`] for anything else.
 
@@ -25,9 +25,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::handlers::{Handled, HandlerError};
 use crate::messages::CommandType;
-use crate::worker::{Disposition, Hooks, Settled};
+use crate::observe::{Disposition, HandlerResult, Hooks, Settled};
 
 /// Latency buckets in seconds, 1 ms to 30 s: a handler is a transaction or two, a saga step
 /// may wait on Xendit or SMTP.
@@ -88,6 +87,7 @@ struct Inner {
     outbox_oldest_seconds: F64Gauge,
     dead_letter_depth: Gauge,
     broker_connected: Gauge,
+    sagas_stuck: Gauge,
     saga_step_seconds: HistogramFamily<StepLabels>,
     calls: Family<CallLabels, Counter>,
     call_seconds: HistogramFamily<CallLabels>,
@@ -137,6 +137,7 @@ impl Metrics {
             outbox_oldest_seconds: F64Gauge::default(),
             dead_letter_depth: Gauge::default(),
             broker_connected: Gauge::default(),
+            sagas_stuck: Gauge::default(),
             saga_step_seconds: Family::new_with_constructor(latency_histogram),
             calls: Family::default(),
             call_seconds: Family::new_with_constructor(latency_histogram),
@@ -208,6 +209,11 @@ impl Metrics {
             inner.broker_connected.clone(),
         );
         r.register(
+            "sagas_stuck",
+            "Sagas due for longer than saga.stuck_after_seconds that no worker has taken (sampled when scraped)",
+            inner.sagas_stuck.clone(),
+        );
+        r.register(
             "saga_step_duration_seconds",
             "Duration of a saga step, by step and outcome",
             inner.saga_step_seconds.clone(),
@@ -268,18 +274,24 @@ impl Metrics {
         }
     }
 
-    /// A handler's decision and how long it took. `result` is one of `succeeded`, `refused`,
-    /// `rejected`, `duplicate`, `failed`; `code` is the refusal's contract code.
-    pub fn handled(&self, routing_key: &str, result: &str, code: Option<&str>, took: Duration) {
+    /// A handler's decision and how long it took (its batch, for batched commands); `code`
+    /// is the refusal's contract code.
+    pub fn handled(
+        &self,
+        routing_key: &str,
+        result: HandlerResult,
+        code: Option<&str>,
+        took: Duration,
+    ) {
         let r#type = type_label(routing_key);
         self.inner
             .handler_seconds
             .get_or_create(&HandlerLabels {
                 r#type: r#type.clone(),
-                result: result.to_string(),
+                result: result.as_str().to_string(),
             })
             .observe(took.as_secs_f64());
-        if result == "refused" {
+        if result == HandlerResult::Refused {
             self.inner
                 .refused
                 .get_or_create(&RefusedLabels {
@@ -288,21 +300,6 @@ impl Metrics {
                 })
                 .inc();
         }
-    }
-
-    /// What [`crate::handlers::run`] returned, and how long it took.
-    pub fn handler_finished(
-        &self,
-        routing_key: &str,
-        result: &Result<Handled, HandlerError>,
-        took: Duration,
-    ) {
-        let (label, code) = match result {
-            Ok(Handled::Done(outcome)) => (outcome.inbox.as_str(), outcome.code),
-            Ok(Handled::Duplicate) => ("duplicate", None),
-            Err(_) => ("failed", None),
-        };
-        self.handled(routing_key, label, code, took);
     }
 
     /// Counts how a delivery was settled.
@@ -373,6 +370,10 @@ impl Metrics {
         self.inner.dead_letter_depth.set(i64::from(messages));
     }
 
+    pub fn set_sagas_stuck(&self, sagas: i64) {
+        self.inner.sagas_stuck.set(sagas);
+    }
+
     pub fn set_broker_connected(&self, connected: bool) {
         self.inner.broker_connected.set(i64::from(connected));
     }
@@ -404,7 +405,7 @@ mod tests {
         m.settled("client.teleport", Disposition::DeadLettered);
         m.handled(
             "client.create",
-            "refused",
+            HandlerResult::Refused,
             Some("EMAIL_IN_USE"),
             Duration::from_millis(3),
         );

@@ -34,7 +34,9 @@ struct Proc {
 async fn start_worker(settings: &Settings, shutdown_timeout_ms: u64) -> Proc {
     let mut child = onboard_bin(settings)
         .arg("worker")
-        .env("ONBOARD__WORKER__CONCURRENCY", "4")
+        // Two batches of four commands in flight at most: two transactions to block.
+        .env("ONBOARD__WORKER__BATCH_SIZE", "4")
+        .env("ONBOARD__WORKER__BATCHES_IN_FLIGHT", "2")
         .env("ONBOARD__BROKER__PREFETCH", "8")
         .env(
             "ONBOARD__WORKER__SHUTDOWN_TIMEOUT_MS",
@@ -117,7 +119,7 @@ async fn publish_commands(settings: &Settings) -> Vec<String> {
     ids
 }
 
-/// Holds the lock every client insert needs (the month's code counter), so handlers pile up
+/// Holds the lock every client insert needs (the month's code counter), so batches pile up
 /// inside their transactions: commands "in flight" for as long as the test wants.
 async fn block_inserts(url: &str) -> PgConnection {
     let mut conn = PgConnection::connect(url).await.unwrap();
@@ -179,7 +181,7 @@ async fn finish_with_next_worker(settings: &Settings, pool: &sqlx::PgPool, ids: 
     let deadline = Instant::now() + WAIT;
     loop {
         // Done means each command handled and each onboarding it started completed (the
-        // saga's step commands are commands too, and may be what the first worker left).
+        // first worker may have left sagas, which this one's sweeper takes).
         let (done, completed): (i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM inbox WHERE command_type = 'client.create'),
                     (SELECT count(*) FROM onboarding_sagas WHERE status = 'completed')",
@@ -242,7 +244,8 @@ async fn sigterm_with_commands_in_flight_drains_them_and_exits_zero_within_the_b
 
     let mut lock = block_inserts(&url).await;
     let ids = publish_commands(&settings).await;
-    wait_for_waiters(&pool, 4).await;
+    // Both batches (eight commands) wait on the lock.
+    wait_for_waiters(&pool, 2).await;
 
     sigterm(&worker.child);
     let asked = Instant::now();
@@ -270,7 +273,6 @@ async fn sigterm_with_commands_in_flight_drains_them_and_exits_zero_within_the_b
     let handled: Vec<Value> = log
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        // The saga's step commands are handled too; these are about the ones we published.
         .filter(|v| v["message"] == "command handled" && v["span"]["type"] == "client.create")
         .collect();
     assert!(!handled.is_empty(), "{log:?}");
@@ -304,9 +306,9 @@ async fn handlers_that_outlast_the_bound_are_left_to_the_next_worker_and_process
 
     let mut lock = block_inserts(&url).await;
     let ids = publish_commands(&settings).await;
-    // Two blocked handlers are enough to show the bound: under a loaded CI machine the
-    // others may not have reached the lock yet.
-    wait_for_waiters(&pool, 2).await;
+    // One blocked batch is enough to show the bound: under a loaded CI machine the other
+    // may not have reached the lock yet.
+    wait_for_waiters(&pool, 1).await;
 
     sigterm(&worker.child);
     let asked = Instant::now();

@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use onboard::messages::{CommandType, IncomingMessage, Schemas, parse};
 
-static SCHEMAS: LazyLock<Schemas> = LazyLock::new(Schemas::load);
+static SCHEMAS: LazyLock<Schemas> = LazyLock::new(onboard::registry::schemas);
 
 fn routing_key(selector: u8, body: &[u8]) -> String {
     let n = CommandType::ALL.len();

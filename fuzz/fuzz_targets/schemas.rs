@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use onboard::domain::NewClient;
 use onboard::messages::{CommandType, Schemas};
 
-static SCHEMAS: LazyLock<Schemas> = LazyLock::new(Schemas::load);
+static SCHEMAS: LazyLock<Schemas> = LazyLock::new(onboard::registry::schemas);
 
 fuzz_target!(|data: &[u8]| {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {

@@ -3,6 +3,9 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{ClientStatus, EkycStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Client {
@@ -11,8 +14,8 @@ pub struct Client {
     pub email: String,
     pub client_alias: String,
     pub client_type: String,
-    pub client_status: String,
-    pub ekyc_status: String,
+    pub client_status: ClientStatus,
+    pub ekyc_status: EkycStatus,
     pub country_code: String,
     pub psp_id: Option<i32>,
     pub phone: String,
@@ -32,7 +35,7 @@ pub struct AdminUser {
     pub phone: String,
     pub role: String,
     pub user_status: String,
-    pub ekyc_status: String,
+    pub ekyc_status: EkycStatus,
 }
 
 /// A client as "Get All Clients" lists it: the client object plus `created` and `updated`.
@@ -56,3 +59,24 @@ impl<'a> From<&'a Client> for ClientListItem<'a> {
 
 /// The seed's success text for client creation.
 pub const CLIENT_CREATED_MESSAGE: &str = "Client & Admin successfully created! Admin must complete KYC before being able to use the account.";
+
+/// The seed's 201 body of "Create Client with Admin", without the Xendit part (completion
+/// adds `xendit_integration` for Xendit clients).
+pub fn created_body(client: &Client, admin: &AdminUser) -> Value {
+    json!({
+        "message": CLIENT_CREATED_MESSAGE,
+        "client": client,
+        "admin_user": admin,
+        "ekyc_status": client.ekyc_status,
+    })
+}
+
+/// The seed's 201 body once the onboarding completed: [`created_body`], plus
+/// `xendit_integration` when the saga learnt one.
+pub fn completion_body(client: &Client, admin: &AdminUser, saga_data: &Value) -> Value {
+    let mut body = created_body(client, admin);
+    if let Some(x) = saga_data.get("xendit_integration") {
+        body["xendit_integration"] = x.clone();
+    }
+    body
+}

@@ -8,8 +8,9 @@ pub mod lifecycle;
 pub mod new_client;
 pub mod paging;
 pub mod psp;
+pub mod saga;
 
-pub use client::{AdminUser, Client, ClientListItem};
+pub use client::{AdminUser, Client, ClientListItem, completion_body, created_body};
 pub use client_code::client_code;
 pub use lifecycle::{
     ApprovalPolicy, ClientStatus, EkycStatus, InvalidTransition, LifecycleAction, ParseStatusError,

@@ -3,7 +3,20 @@
 
 use serde_json::Value;
 
+use super::ClientStatus;
 use crate::messages::Refusal;
+
+/// The widths of the columns the fields land in (`clients`, and `users` for the admin), in
+/// characters, as PostgreSQL counts them. Checked after trimming and upper-casing, which can
+/// make a value longer than the schema's `maxLength` saw (`"ﬃ"` upper-cases to `"FFI"`): a
+/// value too wide is refused here, not by the database on every retry.
+pub const COLUMN_WIDTHS: [(&str, usize); 5] = [
+    ("email", 255),
+    ("client_alias", 255),
+    ("client_type", 50),
+    ("country_code", 3),
+    ("phone", 20),
+];
 
 /// An email address that has at least the shape `local@domain` and no whitespace. Mailbox
 /// existence is the welcome email's problem, not ours.
@@ -36,7 +49,7 @@ pub struct NewClient {
     /// Upper-cased ISO 3166 alpha-2 (or the 3-letter code the column allows).
     pub country_code: String,
     pub phone: String,
-    pub client_status: String,
+    pub client_status: ClientStatus,
 }
 
 impl NewClient {
@@ -60,14 +73,33 @@ impl NewClient {
             return Err(Refusal::validation_failed());
         };
         let email = Email::parse(&email).ok_or_else(Refusal::validation_failed)?;
-        Ok(NewClient {
+        let new = NewClient {
             email,
             client_alias,
             client_type: client_type.to_uppercase(),
             country_code: country.to_uppercase(),
             phone,
-            client_status: field("client_status").unwrap_or_else(|| "PENDING".to_string()),
-        })
+            // The schema admits PENDING or nothing: every other state is the lifecycle's.
+            client_status: ClientStatus::Pending,
+        };
+        new.check_widths()?;
+        Ok(new)
+    }
+
+    fn check_widths(&self) -> Result<(), Refusal> {
+        let values = [
+            self.email.as_str(),
+            &self.client_alias,
+            &self.client_type,
+            &self.country_code,
+            &self.phone,
+        ];
+        for ((field, width), value) in COLUMN_WIDTHS.into_iter().zip(values) {
+            if value.chars().count() > width {
+                return Err(Refusal::value_too_long(field, width));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -86,7 +118,7 @@ mod tests {
         assert_eq!(c.email.as_str(), "admin@company.com");
         assert_eq!(c.country_code, "ID");
         assert_eq!(c.client_type, "CORPORATE");
-        assert_eq!(c.client_status, "PENDING");
+        assert_eq!(c.client_status, ClientStatus::Pending);
     }
 
     #[test]
@@ -110,6 +142,20 @@ mod tests {
                 assert_eq!(err, Refusal::validation_failed(), "{name} = {broken:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_value_that_grows_past_its_column_when_upper_cased_is_refused() {
+        let mut body = full();
+        // 50 characters pass the schema; upper-cased they are 150.
+        body["client_type"] = json!("\u{fb03}".repeat(50));
+        let err = NewClient::parse(&body).unwrap_err();
+        assert_eq!(err.code, "VALUE_TOO_LONG");
+        assert_eq!(err.message, "client_type must be at most 50 characters.");
+        body["client_type"] = json!("x".repeat(50));
+        assert!(NewClient::parse(&body).is_ok());
+        body["country_code"] = json!("\u{df}\u{df}g");
+        assert_eq!(NewClient::parse(&body).unwrap_err().code, "VALUE_TOO_LONG");
     }
 
     #[test]

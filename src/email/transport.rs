@@ -309,7 +309,7 @@ impl Mailer {
                     .send(message)
                     .await
                     .map_err(|e| SendError::Unavailable(Box::new(e)))?;
-                tracing::info!(file = %dir.join(format!("{id}.eml")).display(), "email written");
+                tracing::debug!(file = %dir.join(format!("{id}.eml")).display(), "email written");
             }
         }
         Ok(())

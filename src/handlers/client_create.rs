@@ -1,90 +1,222 @@
-//! `client.create`, saga step 1 (persist): required fields, PSP by country, email uniqueness,
-//! client code, client and admin user rows, the saga row, and `client.created` — or one of
-//! the contract's refusals, with nothing changed.
+//! `client.create`, saga step 1 (persist), for a whole batch at once: required fields, PSP by
+//! country, email uniqueness, gap-free client codes, client and admin user rows, the sagas,
+//! and `client.created`, or one of the contract's refusals with nothing changed.
+//!
+//! The batch costs a handful of statements however many commands it holds: one read of the
+//! PSPs, the month's code counter locked once, one check of the emails, and one multi-row
+//! insert each for clients (with the counter's bump), admin users and sagas. Codes are taken
+//! under the counter's lock and only for the commands that will insert, so they stay
+//! gap-free; if an email was taken meanwhile by a transaction that does not hold the lock,
+//! the insert skips it and the batch is tried again at once ([`HandlerError::Contended`]),
+//! when the check sees it.
 
-use serde_json::{Value, json};
-use sqlx::{Acquire, PgConnection};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
-use super::{HandlerError, Outcome};
-use crate::domain::client::CLIENT_CREATED_MESSAGE;
-use crate::domain::{AdminUser, Client, NewClient, choose_psp};
+use chrono::Utc;
+use futures::future::BoxFuture;
+use serde_json::json;
+
+use super::{Cx, Decision, HandlerError, Outcome};
+use crate::domain::saga::Step;
+use crate::domain::{NewClient, PspCandidate, choose_psp, client_code, created_body};
+use crate::email::{AccessMode, FirstAccess, StoredAccess};
 use crate::messages::event::derived_id;
 use crate::messages::{Command, OutgoingMessage, Refusal};
-use crate::saga;
-use crate::store::{self, sagas::Step};
+use crate::saga::SagaJob;
+use crate::store::{self, clients::ClientRow, sagas::NewSaga};
 
 pub const CREATED: &str = "client.created";
 pub const FAILED: &str = "client.creation_failed";
 
-pub async fn handle(conn: &mut PgConnection, cmd: &Command) -> Result<Outcome, HandlerError> {
-    let new = match NewClient::parse(&cmd.body) {
-        Ok(new) => new,
-        Err(refusal) => return Ok(Outcome::refused(cmd, FAILED, refusal)),
-    };
-    let candidates = store::clients::psp_candidates(conn, &new.country_code).await?;
-    let psp = match choose_psp(&candidates) {
-        Ok(psp) => psp.clone(),
-        Err(refusal) => return Ok(Outcome::refused(cmd, FAILED, refusal)),
-    };
-
-    // The code, the client and the user are taken under a savepoint: if the email turns out
-    // to be taken, rolling back to it also gives the month's counter its number back.
-    let mut savepoint = conn.begin().await?;
-    let code = store::clients::next_client_code(&mut savepoint).await?;
-    let Some(client) =
-        store::clients::insert_client(&mut savepoint, &new, &code, psp.psp_id).await?
-    else {
-        savepoint.rollback().await?;
-        return Ok(Outcome::refused(cmd, FAILED, Refusal::email_in_use()));
-    };
-    let Some(admin) = store::clients::insert_admin_user(&mut savepoint, &client).await? else {
-        savepoint.rollback().await?;
-        return Ok(Outcome::refused(cmd, FAILED, Refusal::email_in_use()));
-    };
-    savepoint.commit().await?;
-
-    // What happens next is recorded, not assumed: Xendit customers for Xendit clients, then
-    // the welcome email, then completion.
-    let saga_id = derived_id(&cmd.meta.message_id, "saga");
-    let next = if psp.is_xendit() {
-        Step::Xendit
-    } else {
-        Step::WelcomeEmail
-    };
-    let saga_data = json!({ "psp": { "psp_id": psp.psp_id, "psp_name": psp.psp_name } });
-    store::sagas::insert(
-        conn,
-        saga_id,
-        client.client_id,
-        admin.user_id,
-        &cmd.meta,
-        next,
-        &saga_data,
-    )
-    .await?;
-
-    let mut data = created_body(&client, &admin);
-    data["psp"] = json!({ "psp_id": psp.psp_id, "psp_name": psp.psp_name });
-    data["saga"] = json!({ "saga_id": saga_id, "next_step": next.as_str() });
-    // The reply to `reply_to` waits for completion, when the whole REST body is known.
-    let messages = vec![
-        OutgoingMessage::event(&cmd.meta, CREATED, data),
-        saga::step_message(
-            saga_id,
-            next,
-            &cmd.meta.correlation_id,
-            cmd.meta.traceparent.as_deref(),
-        ),
-    ];
-    Ok(Outcome::succeeded(messages))
+pub fn decide<'x>(
+    cx: &'x mut Cx<'_>,
+    cmds: &'x [Command],
+) -> BoxFuture<'x, Result<Vec<Decision>, HandlerError>> {
+    Box::pin(decide_batch(cx, cmds))
 }
 
-/// The seed's 201 body, without the Xendit part (completion adds it for Xendit clients).
-pub fn created_body(client: &Client, admin: &AdminUser) -> Value {
-    json!({
-        "message": CLIENT_CREATED_MESSAGE,
-        "client": client,
-        "admin_user": admin,
-        "ekyc_status": client.ekyc_status,
-    })
+/// A command that passed every check so far, on its way to becoming a client.
+struct Accepted<'a> {
+    index: usize,
+    cmd: &'a Command,
+    new: NewClient,
+    psp: PspCandidate,
+}
+
+async fn decide_batch(cx: &mut Cx<'_>, cmds: &[Command]) -> Result<Vec<Decision>, HandlerError> {
+    let mut decisions: Vec<Option<Decision>> = cmds.iter().map(|_| None).collect();
+    let refuse = |decisions: &mut Vec<Option<Decision>>, i: usize, refusal: Refusal| {
+        decisions[i] = Some(Decision::Done(Outcome::refused(&cmds[i], FAILED, refusal)));
+    };
+
+    // The five fields, their widths, and the PSP of the country.
+    let mut parsed = Vec::with_capacity(cmds.len());
+    for (i, cmd) in cmds.iter().enumerate() {
+        match NewClient::parse(&cmd.body) {
+            Ok(new) => parsed.push((i, new)),
+            Err(refusal) => refuse(&mut decisions, i, refusal),
+        }
+    }
+    let countries: Vec<&str> = {
+        let set: HashSet<&str> = parsed
+            .iter()
+            .map(|(_, n)| n.country_code.as_str())
+            .collect();
+        set.into_iter().collect()
+    };
+    let mut psps: HashMap<String, Vec<PspCandidate>> = HashMap::new();
+    if !countries.is_empty() {
+        for (country, psp) in store::clients::psp_candidates(cx.conn, &countries).await? {
+            psps.entry(country).or_default().push(psp);
+        }
+    }
+    let mut accepted = Vec::with_capacity(parsed.len());
+    for (i, new) in parsed {
+        let candidates = psps
+            .get(&new.country_code)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        match choose_psp(candidates) {
+            Ok(psp) => accepted.push(Accepted {
+                index: i,
+                cmd: &cmds[i],
+                psp: psp.clone(),
+                new,
+            }),
+            Err(refusal) => refuse(&mut decisions, i, refusal),
+        }
+    }
+
+    if !accepted.is_empty() {
+        // From here to commit this batch is the only one inserting clients this month.
+        let (year_month, last) = store::clients::lock_code_counter(cx.conn).await?;
+        let emails: Vec<&str> = accepted.iter().map(|a| a.new.email.as_str()).collect();
+        let taken = store::clients::emails_taken(cx.conn, &emails).await?;
+        let mut seen = HashSet::new();
+        let mut insert = Vec::with_capacity(accepted.len());
+        for (a, (folded, is_taken)) in accepted.into_iter().zip(taken) {
+            // Taken before, or by an earlier command of this very batch.
+            if is_taken || !seen.insert(folded) {
+                refuse(&mut decisions, a.index, Refusal::email_in_use());
+            } else {
+                insert.push(a);
+            }
+        }
+        if !insert.is_empty() {
+            persist(cx, &insert, &year_month, last, &mut decisions).await?;
+        }
+    }
+    Ok(decisions
+        .into_iter()
+        .map(|d| d.expect("every command of the batch is decided"))
+        .collect())
+}
+
+/// Inserts the clients, their admins and their sagas, and decides their outcomes.
+async fn persist(
+    cx: &mut Cx<'_>,
+    insert: &[Accepted<'_>],
+    year_month: &str,
+    last: i32,
+    decisions: &mut [Option<Decision>],
+) -> Result<(), HandlerError> {
+    let rows: Vec<ClientRow> = insert
+        .iter()
+        .zip(last + 1..)
+        .map(|(a, seq)| ClientRow {
+            new: &a.new,
+            code: client_code(year_month, seq),
+            psp_id: a.psp.psp_id,
+        })
+        .collect();
+    let new_last = last + rows.len() as i32;
+    let clients = store::clients::insert_clients(cx.conn, &rows, year_month, new_last).await?;
+    if clients.len() != rows.len() {
+        return Err(HandlerError::Contended(format!(
+            "{} of {} emails were taken while the batch ran",
+            rows.len() - clients.len(),
+            rows.len()
+        )));
+    }
+    let by_code: HashMap<&str, &crate::domain::Client> = clients
+        .iter()
+        .map(|c| (c.client_code.as_str(), c))
+        .collect();
+    let clients: Vec<&crate::domain::Client> =
+        rows.iter().map(|r| by_code[r.code.as_str()]).collect();
+
+    // The welcome email's activation link is made now, so its hash goes in with the admin
+    // row and the email step has nothing to write before sending. The token itself stays in
+    // this worker's memory, for the email step. (A temporary password costs an argon2 hash:
+    // the email step makes it, off the async threads.)
+    let access: Vec<Option<(FirstAccess, StoredAccess)>> = match cx.settings.email.access {
+        AccessMode::ActivationLink => clients
+            .iter()
+            .map(|_| FirstAccess::issue(&cx.settings.email, Utc::now()).ok())
+            .collect(),
+        AccessMode::TemporaryPassword => clients.iter().map(|_| None).collect(),
+    };
+    let admin_rows: Vec<_> = clients
+        .iter()
+        .zip(&access)
+        .map(|(c, a)| (*c, a.as_ref().map(|(_, stored)| stored)))
+        .collect();
+    let admins = store::clients::insert_admin_users(cx.conn, &admin_rows).await?;
+    if admins.len() != clients.len() {
+        return Err(HandlerError::Contended(format!(
+            "{} of {} admin emails were taken while the batch ran",
+            clients.len() - admins.len(),
+            clients.len()
+        )));
+    }
+    let by_client: HashMap<i32, &crate::domain::AdminUser> =
+        admins.iter().map(|u| (u.client_id, u)).collect();
+
+    // What happens next is recorded, not assumed: Xendit customers for Xendit clients, then
+    // the welcome email, then completion. The sagas are leased to this worker, which carries
+    // them on as soon as the batch commits.
+    let lease = cx.settings.saga.lease_seconds as f64;
+    let mut sagas = Vec::with_capacity(insert.len());
+    for (a, client) in insert.iter().zip(&clients) {
+        let admin = by_client[&client.client_id];
+        let meta = &a.cmd.meta;
+        sagas.push(NewSaga {
+            saga_id: derived_id(&meta.message_id, "saga"),
+            client_id: client.client_id,
+            admin_user_id: admin.user_id,
+            message_id: &meta.message_id,
+            correlation_id: &meta.correlation_id,
+            reply_to: meta.reply_to.as_deref(),
+            traceparent: meta.traceparent.as_deref(),
+            first_step: Step::first(a.psp.is_xendit()),
+            data: json!({ "psp": { "psp_id": a.psp.psp_id, "psp_name": a.psp.psp_name } }),
+        });
+    }
+    store::sagas::insert_many(cx.conn, &sagas, cx.worker_id, lease).await?;
+    let leased_until = Instant::now() + Duration::from_secs_f64(lease);
+
+    for (((a, client), saga), access) in insert.iter().zip(&clients).zip(sagas).zip(access) {
+        let admin = by_client[&client.client_id];
+        let mut data = created_body(client, admin);
+        data["psp"] = json!({ "psp_id": a.psp.psp_id, "psp_name": a.psp.psp_name });
+        data["saga"] = json!({ "saga_id": saga.saga_id, "next_step": saga.first_step.as_str() });
+        // The reply to `reply_to` waits for completion, when the whole REST body is known.
+        let mut outcome =
+            Outcome::succeeded(vec![OutgoingMessage::event(&a.cmd.meta, CREATED, data)]);
+        outcome.sagas.push(SagaJob {
+            saga_id: saga.saga_id,
+            step: saga.first_step,
+            attempts: 0,
+            origin: a.cmd.meta.clone(),
+            client_id: client.client_id,
+            admin_user_id: admin.user_id,
+            snapshot: Some(((*client).clone(), admin.clone())),
+            data: saga.data,
+            access: access.map(|(first, _)| first),
+            leased_until,
+        });
+        decisions[a.index] = Some(Decision::Done(outcome));
+    }
+    Ok(())
 }

@@ -3,12 +3,11 @@
 //! and `client.kyc_updated` announces it. The client row is locked like a lifecycle command's,
 //! so an approval decides on the eKYC status of the latest update, never a stale one.
 
+use futures::future::BoxFuture;
 use serde_json::json;
-use sqlx::PgConnection;
 
 use super::lifecycle::client_not_found;
-use super::{HandlerError, Outcome, required_id};
-use crate::configuration::Settings;
+use super::{Cx, Decision, HandlerError, Outcome, required_id};
 use crate::domain::EkycStatus;
 use crate::messages::{Command, OutgoingMessage};
 use crate::store;
@@ -16,29 +15,46 @@ use crate::store;
 pub const UPDATED: &str = "client.kyc_updated";
 pub const FAILED: &str = "client.kyc_update_failed";
 
-pub async fn handle(
-    conn: &mut PgConnection,
-    settings: &Settings,
-    cmd: &Command,
-) -> Result<Outcome, HandlerError> {
-    let client_id = required_id(cmd, "client_id")?;
-    let to: EkycStatus = cmd
+pub fn decide_one<'x>(
+    cx: &'x mut Cx<'_>,
+    cmd: &'x Command,
+) -> BoxFuture<'x, Result<Decision, HandlerError>> {
+    Box::pin(handle(cx, cmd))
+}
+
+async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
+    let client_id = required_id!(cmd, "client_id");
+    let to: EkycStatus = match cmd
         .body
         .get("ekyc_status")
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .parse()
-        .map_err(|e| HandlerError::Other(format!("ekyc_status passed its schema but: {e}")))?;
-    let Some(client) = store::clients::lock_client(conn, client_id).await? else {
-        return client_not_found(cmd, settings, FAILED, client_id);
+    {
+        Ok(to) => to,
+        Err(e) => {
+            return Ok(Decision::Failed(format!(
+                "ekyc_status passed its schema but: {e}"
+            )));
+        }
+    };
+    let Some(client) = store::clients::lock_client(cx.conn, client_id).await? else {
+        return Ok(client_not_found(cmd, cx.settings, FAILED, client_id));
     };
     let from = client.ekyc_status;
     // Admin users follow even when the client's status stays: they may have drifted.
-    let (updated, admin_users) = store::clients::set_ekyc(conn, client_id, to.as_str()).await?;
-    let changed = from != to.as_str();
+    let (updated, admin_users) = store::clients::set_ekyc(cx.conn, client_id, to).await?;
+    let changed = from != to;
     if changed {
-        store::history::record_ekyc(conn, &cmd.meta, client_id, &from, to.as_str(), admin_users)
-            .await?;
+        store::history::record_ekyc(
+            cx.conn,
+            &cmd.meta,
+            client_id,
+            from.as_str(),
+            to.as_str(),
+            admin_users,
+        )
+        .await?;
     }
     let data = json!({
         "client_id": client_id,
@@ -60,5 +76,5 @@ pub async fn handle(
             "ekyc_status": to,
         }),
     ));
-    Ok(Outcome::succeeded(messages))
+    Ok(Decision::Done(Outcome::succeeded(messages)))
 }

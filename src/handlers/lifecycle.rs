@@ -7,12 +7,12 @@
 //! as if they came one after the other: the second waits for the first to commit and then
 //! decides from the status the first left.
 
+use futures::future::BoxFuture;
 use serde_json::json;
-use sqlx::PgConnection;
 
-use super::{HandlerError, Outcome, required_id, text_field};
+use super::{Cx, Decision, HandlerError, Outcome, required_id, text_field};
 use crate::configuration::Settings;
-use crate::domain::{Client, ClientStatus, EkycStatus, LifecycleAction, decide};
+use crate::domain::{LifecycleAction, decide};
 use crate::messages::{Command, OutgoingMessage, Refusal};
 use crate::store::{self, history::StatusChange};
 
@@ -32,30 +32,27 @@ fn success_message(action: LifecycleAction) -> &'static str {
     }
 }
 
-fn parse_status<T: std::str::FromStr>(client: &Client, value: &str) -> Result<T, HandlerError>
-where
-    T::Err: std::fmt::Display,
-{
-    value.parse().map_err(|e: T::Err| {
-        // A status outside the contract is a corrupt row: retried, then dead-lettered for
-        // an operator, never guessed at.
-        HandlerError::Other(format!("client {}: {e}", client.client_id))
-    })
+pub fn decide_one<'x>(
+    cx: &'x mut Cx<'_>,
+    cmd: &'x Command,
+) -> BoxFuture<'x, Result<Decision, HandlerError>> {
+    Box::pin(handle(cx, cmd))
 }
 
-pub async fn handle(
-    conn: &mut PgConnection,
-    settings: &Settings,
-    cmd: &Command,
-    action: LifecycleAction,
-) -> Result<Outcome, HandlerError> {
-    let client_id = required_id(cmd, "client_id")?;
-    let Some(client) = store::clients::lock_client(conn, client_id).await? else {
-        return client_not_found(cmd, settings, REJECTED, client_id);
+async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
+    let Some(action) = LifecycleAction::from_command_type(cmd.meta.command_type.as_str()) else {
+        return Ok(Decision::Failed(format!(
+            "{} is not a lifecycle command",
+            cmd.meta.command_type
+        )));
     };
-    let current: ClientStatus = parse_status(&client, &client.client_status)?;
-    let ekyc: EkycStatus = parse_status(&client, &client.ekyc_status)?;
-    let policy = settings.lifecycle.approval_policy();
+    let client_id = required_id!(cmd, "client_id");
+    let Some(client) = store::clients::lock_client(cx.conn, client_id).await? else {
+        return Ok(client_not_found(cmd, cx.settings, REJECTED, client_id));
+    };
+    let current = client.client_status;
+    let ekyc = client.ekyc_status;
+    let policy = cx.settings.lifecycle.approval_policy();
     let next = match decide(current, ekyc, action, &policy) {
         Ok(next) => next,
         Err(refusal) => {
@@ -65,16 +62,16 @@ pub async fn handle(
                 "ekyc_status": ekyc,
                 "action": action.command_type(),
             });
-            return Ok(Outcome::refused_with(
+            return Ok(Decision::Done(Outcome::refused_with(
                 cmd,
                 REJECTED,
                 Refusal::from(refusal),
                 context,
-            ));
+            )));
         }
     };
 
-    let updated = store::clients::set_status(conn, client_id, next.as_str()).await?;
+    let updated = store::clients::set_status(cx.conn, client_id, next).await?;
     let reason = text_field(&cmd.body, "reason");
     let transaction_id = text_field(&cmd.body, "transaction_id");
     let details = match &transaction_id {
@@ -82,7 +79,7 @@ pub async fn handle(
         None => json!({}),
     };
     store::history::record_status(
-        conn,
+        cx.conn,
         &cmd.meta,
         &StatusChange {
             client_id,
@@ -112,7 +109,7 @@ pub async fn handle(
         200,
         json!({ "message": success_message(action), "client": updated }),
     ));
-    Ok(Outcome::succeeded(messages))
+    Ok(Decision::Done(Outcome::succeeded(messages)))
 }
 
 /// A command about a client that is not there. Right after its `client.create` was
@@ -124,18 +121,18 @@ pub(super) fn client_not_found(
     settings: &Settings,
     failed_event: &str,
     client_id: i32,
-) -> Result<Outcome, HandlerError> {
+) -> Decision {
     let budget = settings
         .lifecycle
         .not_found_retries
         .min(settings.retry.max_attempts);
     if cmd.meta.attempt < budget {
-        return Err(HandlerError::RetryLater(format!(
+        return Decision::RetryLater(format!(
             "client {client_id} does not exist (yet); delayed retry {} of {budget}",
             cmd.meta.attempt + 1
-        )));
+        ));
     }
-    Ok(Outcome::refused_with(
+    Decision::Done(Outcome::refused_with(
         cmd,
         failed_event,
         Refusal::client_not_found(),

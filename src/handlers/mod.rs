@@ -1,6 +1,13 @@
-//! One file per command. Each handler decides, inside the transaction the pipeline opened,
-//! what the command changes and what is said about it; [`run`] then records the inbox row and
-//! the outbox rows in that same transaction and commits.
+//! One file per command. A handler decides, inside the transaction of the batch its
+//! commands arrived in, what each command changes and what is said about it; the worker's
+//! unit of work claimed their inbox rows before and writes the outbox and commits after.
+//!
+//! A handler either decides a whole slice of commands of its type with a few multi-row
+//! statements ([`crate::registry::Run::Batch`], `client.create`), or one command at a time
+//! ([`crate::registry::Run::Each`]). Either way it must decide a command's fate before making
+//! any effect for it: a command that is to be retried later or that can never succeed
+//! ([`Decision::RetryLater`], [`Decision::Failed`]) must leave nothing behind, because the
+//! transaction commits the others' effects.
 
 pub mod client_create;
 pub mod instances;
@@ -8,22 +15,46 @@ pub mod kyc;
 pub mod lifecycle;
 pub mod queries;
 
+use futures::future::BoxFuture;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::configuration::Settings;
-use crate::domain::LifecycleAction;
-use crate::messages::{Command, CommandType, OutgoingMessage, Refusal};
-use crate::store::{self, inbox::InboxOutcome};
+pub use crate::fault::HandlerError;
+use crate::messages::{Command, OutgoingMessage, Refusal};
+use crate::saga::SagaJob;
+use crate::store::inbox::InboxOutcome;
 
-/// What a handler decided.
+/// What a handler works with: the batch's transaction and the settings.
+pub struct Cx<'a> {
+    pub conn: &'a mut PgConnection,
+    pub settings: &'a Settings,
+    /// This worker, which leases the sagas its commands start.
+    pub worker_id: Uuid,
+}
+
+/// How one command ends.
+#[derive(Debug)]
+pub enum Decision {
+    /// Effects made (or a refusal decided): recorded in the inbox, said, acked after commit.
+    Done(Outcome),
+    /// Nothing done; try again through the delay queues (e.g. its client does not exist yet).
+    RetryLater(String),
+    /// Nothing done, and it never will be: dead-lettered with `command.failed`.
+    Failed(String),
+}
+
+/// What a handler decided for a command it handled.
 #[derive(Debug)]
 pub struct Outcome {
     pub inbox: InboxOutcome,
     /// The contract code of a refusal.
     pub code: Option<&'static str>,
-    /// Events, replies and saga steps to publish after commit.
+    /// Events and replies to publish after commit.
     pub messages: Vec<OutgoingMessage>,
+    /// Sagas it started, for this worker to carry on once the batch committed.
+    pub sagas: Vec<SagaJob>,
 }
 
 impl Outcome {
@@ -32,6 +63,7 @@ impl Outcome {
             inbox: InboxOutcome::Succeeded,
             code: None,
             messages,
+            sagas: Vec::new(),
         }
     }
 
@@ -49,133 +81,82 @@ impl Outcome {
         refusal: Refusal,
         context: Value,
     ) -> Outcome {
-        let mut data = serde_json::json!({
-            "code": refusal.code,
-            "status": refusal.status,
-            "message": refusal.message,
-            "command_type": cmd.meta.command_type.as_str(),
-        });
-        if let (Value::Object(data), Value::Object(context)) = (&mut data, context) {
-            for (k, v) in context {
-                data.entry(k).or_insert(v);
-            }
-        }
-        let mut messages = vec![OutgoingMessage::event(&cmd.meta, failed_event, data)];
-        messages.extend(OutgoingMessage::reply(
-            &cmd.meta,
-            failed_event,
-            refusal.status,
-            refusal.error_body(),
-        ));
         Outcome {
             inbox: InboxOutcome::Refused,
             code: Some(refusal.code),
-            messages,
+            messages: refusal_messages(cmd, failed_event, &refusal, context, None),
+            sagas: Vec::new(),
         }
     }
 }
 
-/// How a command ended, for the pipeline (ack) and for tests.
-#[derive(Debug)]
-pub enum Handled {
-    Done(Outcome),
-    /// Its message_id was already in the inbox: nothing changed, nothing was said.
-    Duplicate,
-}
-
-/// Why a handler could not decide. Every variant is retried (immediately when
-/// [`HandlerError::is_transient`], then through the delay queues) and finally dead-lettered.
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError {
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Worth trying again later, not now: straight to the delay queues. An outside service
-    /// (Xendit, SMTP) failed after its client's own retries, or what the command is about
-    /// does not exist yet and may be about to (a lifecycle command racing its
-    /// `client.create`; the handler turns that into a refusal once its budget is spent).
-    #[error("{0}")]
-    RetryLater(String),
-    #[error("{0}")]
-    Other(String),
-}
-
-impl HandlerError {
-    /// Worth an immediate, in-process retry.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            HandlerError::Database(e) => store::is_transient(e),
-            HandlerError::RetryLater(_) | HandlerError::Other(_) => false,
-        }
-    }
-}
-
-async fn decide(
-    conn: &mut PgConnection,
-    settings: &Settings,
+/// The event and reply of a refusal. `variant` makes their ids differ from the ones the
+/// command's own outcome has (e.g. a reused message_id refused after the first command was
+/// answered under it).
+pub fn refusal_messages(
     cmd: &Command,
-) -> Result<Outcome, HandlerError> {
-    match cmd.meta.command_type {
-        CommandType::ClientCreate => client_create::handle(conn, cmd).await,
-        // Saga steps talk to the outside world between transactions: see `saga::run`.
-        CommandType::OnboardingStep => Err(HandlerError::Other(
-            "saga steps are run by saga::run, not in one transaction".into(),
-        )),
-        CommandType::InstanceCreate => instances::create(conn, cmd).await,
-        CommandType::InstanceUpdateAlias => instances::update_alias(conn, cmd).await,
-        CommandType::InstanceDelete => instances::delete(conn, cmd).await,
-        CommandType::ClientApprove
-        | CommandType::ClientReject
-        | CommandType::ClientBlacklist
-        | CommandType::ClientUnblacklist
-        | CommandType::ClientExit
-        | CommandType::ClientRecordFirstTransaction => {
-            let action = LifecycleAction::from_command_type(cmd.meta.command_type.as_str())
-                .ok_or_else(|| HandlerError::Other("not a lifecycle command".into()))?;
-            lifecycle::handle(conn, settings, cmd, action).await
-        }
-        CommandType::ClientKycUpdate => kyc::handle(conn, settings, cmd).await,
-        // Queries never reach a transaction: the pipeline answers them (queries::answer).
-        CommandType::ClientList | CommandType::ClientGet | CommandType::InstanceList => {
-            Err(HandlerError::Other(format!(
-                "{} is a query, not a command",
-                cmd.meta.command_type
-            )))
+    failed_event: &str,
+    refusal: &Refusal,
+    context: Value,
+    variant: Option<&str>,
+) -> Vec<OutgoingMessage> {
+    let mut data = serde_json::json!({
+        "code": refusal.code,
+        "status": refusal.status,
+        "message": refusal.message,
+        "command_type": cmd.meta.command_type.as_str(),
+    });
+    if let (Value::Object(data), Value::Object(context)) = (&mut data, context) {
+        for (k, v) in context {
+            data.entry(k).or_insert(v);
         }
     }
-}
-
-/// Runs a command in one transaction: handler effects, inbox row, outbox rows, commit.
-pub async fn run(
-    pool: &PgPool,
-    settings: &Settings,
-    cmd: &Command,
-) -> Result<Handled, HandlerError> {
-    let mut tx = pool.begin().await?;
-    let outcome = decide(&mut tx, settings, cmd).await?;
-    finish(tx, cmd, outcome).await
-}
-
-/// Ends a command's transaction: the inbox row, the outbox rows, commit. When the inbox
-/// already had the message_id, everything the transaction did is rolled back instead.
-pub async fn finish(
-    mut tx: store::Tx,
-    cmd: &Command,
-    outcome: Outcome,
-) -> Result<Handled, HandlerError> {
-    if !store::inbox::record(&mut tx, &cmd.meta, outcome.inbox, outcome.code).await? {
-        // A copy of this command committed first (concurrently or earlier): undo ours.
-        tx.rollback().await?;
-        return Ok(Handled::Duplicate);
+    let mut meta = cmd.meta.clone();
+    if let Some(variant) = variant {
+        // Derived ids hang off the message_id: vary it for ids, keep it for causation.
+        meta.message_id = format!("{}\u{1f}{variant}", cmd.meta.message_id);
     }
-    store::outbox::insert(&mut tx, &outcome.messages).await?;
-    tx.commit().await?;
-    Ok(Handled::Done(outcome))
+    let mut event = OutgoingMessage::event(&meta, failed_event, data);
+    if variant.is_some() {
+        event.payload["causation_id"] = Value::String(cmd.meta.message_id.clone());
+    }
+    let mut messages = vec![event];
+    messages.extend(OutgoingMessage::reply(
+        &meta,
+        failed_event,
+        refusal.status,
+        refusal.error_body(),
+    ));
+    messages
+}
+
+/// Decides one command (handlers that have nothing to gain from deciding a slice at once).
+pub type DecideOne =
+    for<'x, 'y> fn(&'x mut Cx<'y>, &'x Command) -> BoxFuture<'x, Result<Decision, HandlerError>>;
+
+/// Decides a slice of commands of one type; one decision per command, in order.
+pub type DecideBatch = for<'x, 'y> fn(
+    &'x mut Cx<'y>,
+    &'x [Command],
+) -> BoxFuture<'x, Result<Vec<Decision>, HandlerError>>;
+
+/// Runs `one` over `cmds`, in order, in the same transaction.
+pub async fn each(
+    cx: &mut Cx<'_>,
+    cmds: &[Command],
+    one: DecideOne,
+) -> Result<Vec<Decision>, HandlerError> {
+    let mut decisions = Vec::with_capacity(cmds.len());
+    for cmd in cmds {
+        decisions.push(one(cx, cmd).await?);
+    }
+    Ok(decisions)
 }
 
 /// A positive integer field the command's schema requires (e.g. `client_id`). JSON Schema
-/// counts `2.0` as the integer 2, so it passes the schema and is read as 2 here too (read as
-/// "missing", it went round every delayed retry and was dead-lettered without an answer).
-fn required_id(cmd: &Command, field: &str) -> Result<i32, HandlerError> {
+/// counts `2.0` as the integer 2, so it passes the schema and is read as 2 here too. Anything
+/// else can never be read, so the command fails for good rather than being retried.
+fn read_id(cmd: &Command, field: &str) -> Result<i32, String> {
     cmd.body
         .get(field)
         .and_then(|v| {
@@ -187,12 +168,23 @@ fn required_id(cmd: &Command, field: &str) -> Result<i32, HandlerError> {
         })
         .and_then(|n| i32::try_from(n).ok())
         .ok_or_else(|| {
-            HandlerError::Other(format!(
+            format!(
                 "{field} missing although schemas/{}.json requires it",
                 cmd.meta.command_type
-            ))
+            )
         })
 }
+
+/// Reads a required id, or ends the command as [`Decision::Failed`].
+macro_rules! required_id {
+    ($cmd:expr, $field:expr) => {
+        match $crate::handlers::read_id($cmd, $field) {
+            Ok(id) => id,
+            Err(reason) => return Ok($crate::handlers::Decision::Failed(reason)),
+        }
+    };
+}
+pub(crate) use required_id;
 
 /// A text field of the body, trimmed; missing, null and blank are all `None` (the seed
 /// answers each the same way).
@@ -207,6 +199,7 @@ fn text_field(body: &Value, field: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messages::CommandType;
     use serde_json::json;
 
     #[test]
@@ -226,36 +219,58 @@ mod tests {
         );
     }
 
-    #[test]
-    fn ids_the_schema_accepts_as_integers_are_read_as_integers() {
-        let cmd = |body: Value| Command {
+    fn cmd(body: Value) -> Command {
+        Command {
             meta: crate::messages::CommandMeta {
                 command_type: CommandType::ClientApprove,
                 message_id: "m".into(),
                 correlation_id: "m".into(),
-                reply_to: None,
+                reply_to: Some("r".into()),
                 traceparent: None,
                 attempt: 0,
             },
             body,
-        };
-        assert_eq!(
-            required_id(&cmd(json!({"client_id": 2})), "client_id").unwrap(),
-            2
-        );
-        assert_eq!(
-            required_id(&cmd(json!({"client_id": 2.0})), "client_id").unwrap(),
-            2
-        );
+        }
+    }
+
+    #[test]
+    fn ids_the_schema_accepts_as_integers_are_read_as_integers() {
+        assert_eq!(read_id(&cmd(json!({"client_id": 2})), "client_id"), Ok(2));
+        assert_eq!(read_id(&cmd(json!({"client_id": 2.0})), "client_id"), Ok(2));
         for bad in [
             json!({"client_id": 2.5}),
             json!({"client_id": 1e12}),
             json!({}),
         ] {
-            assert!(
-                required_id(&cmd(bad.clone()), "client_id").is_err(),
-                "{bad}"
-            );
+            assert!(read_id(&cmd(bad.clone()), "client_id").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_refusal_under_a_variant_gets_its_own_ids_and_keeps_its_cause() {
+        let c = cmd(json!({"client_id": 1}));
+        let plain = refusal_messages(
+            &c,
+            "client.transition_rejected",
+            &Refusal::client_not_found(),
+            Value::Null,
+            None,
+        );
+        let varied = refusal_messages(
+            &c,
+            "client.transition_rejected",
+            &Refusal::idempotency_key_reused(),
+            Value::Null,
+            Some("reused"),
+        );
+        assert_eq!(plain.len(), 2, "event and reply");
+        assert_ne!(plain[0].message_id, varied[0].message_id);
+        assert_ne!(plain[1].message_id, varied[1].message_id);
+        assert_eq!(varied[0].payload["causation_id"], json!("m"));
+        assert_eq!(
+            varied[0].payload["data"]["code"],
+            json!("IDEMPOTENCY_KEY_REUSED")
+        );
+        assert_eq!(varied[1].headers["status"], json!(422));
     }
 }

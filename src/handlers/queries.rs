@@ -13,37 +13,41 @@
 //!   `domain::paging` for why the cursor and not `page` is the way to walk every page.
 //! - `instance.list`: 200 `{"instances": [...]}` as in "Get My Instances".
 
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 
-use super::{HandlerError, required_id, text_field};
+use super::{HandlerError, text_field};
 use crate::domain::ClientListItem;
 use crate::domain::instance::{InstanceAction, authorize};
 use crate::domain::paging::{self, Cursor};
-use crate::messages::{Command, CommandType, OutgoingMessage, Refusal};
+use crate::messages::{Command, OutgoingMessage, Refusal};
 use crate::store::{self, clients::ClientFilter, clients::PageStart};
 
 /// A query's answer before it becomes a reply.
-enum Answer {
+pub enum Answer {
     Found(Value),
     Refused(Refusal),
 }
 
+/// Reads what one query asks for, inside a read-only snapshot.
+pub type Read = for<'x, 'y> fn(
+    &'x mut PgConnection,
+    &'x Command,
+) -> BoxFuture<'x, Result<Answer, HandlerError>>;
+
 /// Runs a query and returns its reply (the pipeline has made sure there is a `reply_to`).
-pub async fn answer(pool: &PgPool, cmd: &Command) -> Result<OutgoingMessage, HandlerError> {
+pub async fn answer(
+    pool: &PgPool,
+    cmd: &Command,
+    read: Read,
+) -> Result<OutgoingMessage, HandlerError> {
     // One read-only snapshot: a page and its total agree with each other.
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let answer = match cmd.meta.command_type {
-        CommandType::ClientGet => client_get(&mut tx, cmd).await?,
-        CommandType::ClientList => client_list(&mut tx, cmd).await?,
-        CommandType::InstanceList => instance_list(&mut tx, cmd).await?,
-        other => {
-            return Err(HandlerError::Other(format!("{other} is not a query")));
-        }
-    };
+    let answer = read(&mut tx, cmd).await?;
     tx.commit().await?;
     let query = cmd.meta.command_type.as_str();
     let (outcome, status, body) = match answer {
@@ -51,11 +55,36 @@ pub async fn answer(pool: &PgPool, cmd: &Command) -> Result<OutgoingMessage, Han
         Answer::Refused(r) => (format!("{query}.refused"), r.status, r.error_body()),
     };
     OutgoingMessage::reply(&cmd.meta, &outcome, status, body)
-        .ok_or_else(|| HandlerError::Other(format!("{query} has no reply_to to answer to")))
+        .ok_or_else(|| HandlerError::Permanent(format!("{query} has no reply_to to answer to")))
+}
+
+fn id(cmd: &Command, field: &str) -> Result<i32, HandlerError> {
+    super::read_id(cmd, field).map_err(HandlerError::Permanent)
+}
+
+pub fn client_get_read<'x>(
+    conn: &'x mut PgConnection,
+    cmd: &'x Command,
+) -> BoxFuture<'x, Result<Answer, HandlerError>> {
+    Box::pin(client_get(conn, cmd))
+}
+
+pub fn client_list_read<'x>(
+    conn: &'x mut PgConnection,
+    cmd: &'x Command,
+) -> BoxFuture<'x, Result<Answer, HandlerError>> {
+    Box::pin(client_list(conn, cmd))
+}
+
+pub fn instance_list_read<'x>(
+    conn: &'x mut PgConnection,
+    cmd: &'x Command,
+) -> BoxFuture<'x, Result<Answer, HandlerError>> {
+    Box::pin(instance_list(conn, cmd))
 }
 
 async fn client_get(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, HandlerError> {
-    let client_id = required_id(cmd, "client_id")?;
+    let client_id = id(cmd, "client_id")?;
     Ok(match store::clients::get_client(conn, client_id).await? {
         Some(client) => Answer::Found(json!({ "client": ClientListItem::from(&client) })),
         None => Answer::Refused(Refusal::client_not_found()),
@@ -110,7 +139,7 @@ async fn client_list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, H
 }
 
 async fn instance_list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, HandlerError> {
-    let actor = store::instances::actor(conn, required_id(cmd, "actor_user_id")?).await?;
+    let actor = store::instances::actor(conn, id(cmd, "actor_user_id")?).await?;
     let actor = match authorize(InstanceAction::List, actor) {
         Ok(actor) => actor,
         Err(refusal) => return Ok(Answer::Refused(refusal)),

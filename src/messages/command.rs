@@ -14,8 +14,6 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CommandType {
     ClientCreate,
-    /// Internal: carries a create-client saga on to its next step.
-    OnboardingStep,
     InstanceCreate,
     InstanceUpdateAlias,
     InstanceDelete,
@@ -26,16 +24,15 @@ pub enum CommandType {
     ClientExit,
     ClientRecordFirstTransaction,
     ClientKycUpdate,
-    /// Queries: answered on `reply_to` only; no inbox, no outbox, no events.
+    /// Queries (see the registry): answered on `reply_to` only.
     ClientList,
     ClientGet,
     InstanceList,
 }
 
 impl CommandType {
-    pub const ALL: [CommandType; 15] = [
+    pub const ALL: [CommandType; 14] = [
         CommandType::ClientCreate,
-        CommandType::OnboardingStep,
         CommandType::InstanceCreate,
         CommandType::InstanceUpdateAlias,
         CommandType::InstanceDelete,
@@ -54,7 +51,6 @@ impl CommandType {
     pub fn as_str(self) -> &'static str {
         match self {
             CommandType::ClientCreate => "client.create",
-            CommandType::OnboardingStep => "saga.onboarding.step",
             CommandType::InstanceCreate => "instance.create",
             CommandType::InstanceUpdateAlias => "instance.update_alias",
             CommandType::InstanceDelete => "instance.delete",
@@ -69,15 +65,6 @@ impl CommandType {
             CommandType::ClientGet => "client.get",
             CommandType::InstanceList => "instance.list",
         }
-    }
-
-    /// A read-only query: it changes nothing and its only answer is the reply, so it must
-    /// carry a `reply_to`.
-    pub fn is_query(self) -> bool {
-        matches!(
-            self,
-            CommandType::ClientList | CommandType::ClientGet | CommandType::InstanceList
-        )
     }
 }
 
@@ -143,7 +130,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: impl Into<String>) -> Rejection {
+    pub fn new(reason: impl Into<String>) -> Rejection {
         Rejection {
             reason: reason.into(),
             details: Vec::new(),
@@ -203,13 +190,6 @@ pub fn parse(msg: &IncomingMessage, schemas: &Schemas) -> Result<Command, Reject
         });
     }
     let reply_to = msg.reply_to.clone().filter(|r| !r.is_empty());
-    if command_type.is_query() && reply_to.is_none() {
-        // Its answer is the reply and nothing else: without a queue to answer to, running
-        // it would only cost a database read.
-        return Err(Rejection::new(format!(
-            "query {command_type} has no reply_to: queries are answered only on reply_to"
-        )));
-    }
     let correlation_id = msg
         .correlation_id
         .as_deref()
@@ -273,6 +253,7 @@ pub fn truncate(s: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::schemas;
 
     fn message(body: &str) -> IncomingMessage {
         IncomingMessage {
@@ -288,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_valid_command_parses_and_the_message_id_stands_in_for_correlation() {
-        let cmd = parse(&message(VALID), &Schemas::load()).expect("valid");
+        let cmd = parse(&message(VALID), &schemas()).expect("valid");
         assert_eq!(cmd.meta.command_type, CommandType::ClientCreate);
         assert_eq!(cmd.meta.correlation_id, "m-1");
     }
@@ -298,14 +279,14 @@ mod tests {
         for id in [None, Some(""), Some("  ")] {
             let mut m = message(VALID);
             m.message_id = id.map(String::from);
-            let err = parse(&m, &Schemas::load()).unwrap_err();
+            let err = parse(&m, &schemas()).unwrap_err();
             assert_eq!(err.reason, "missing message_id property");
         }
     }
 
     #[test]
     fn not_json_is_rejected_with_the_parser_error() {
-        let err = parse(&message("{not json"), &Schemas::load()).unwrap_err();
+        let err = parse(&message("{not json"), &schemas()).unwrap_err();
         assert!(err.reason.starts_with("body is not valid JSON"), "{err}");
     }
 
@@ -313,7 +294,7 @@ mod tests {
     fn a_wrong_type_fails_the_schema_with_details() {
         let err = parse(
             &message(r#"{"email":12,"client_alias":"A","client_type":"C","country_code":"SG","phone":"1"}"#),
-            &Schemas::load(),
+            &schemas(),
         )
         .unwrap_err();
         assert_eq!(err.reason, "body does not match schemas/client.create.json");
@@ -323,9 +304,9 @@ mod tests {
     #[test]
     fn a_client_cannot_be_created_past_pending() {
         let ok = r#"{"email":"a@b.co","client_alias":"A","client_type":"C","country_code":"SG","phone":"1","client_status":"PENDING"}"#;
-        assert!(parse(&message(ok), &Schemas::load()).is_ok());
+        assert!(parse(&message(ok), &schemas()).is_ok());
         let active = ok.replace("PENDING", "ACTIVE");
-        let err = parse(&message(&active), &Schemas::load()).unwrap_err();
+        let err = parse(&message(&active), &schemas()).unwrap_err();
         assert!(
             err.details.iter().any(|d| d.contains("/client_status")),
             "{err:?}"
@@ -337,7 +318,7 @@ mod tests {
         let mut m = message(VALID);
         m.routing_key = "client.delete_everything".into();
         assert!(
-            parse(&m, &Schemas::load())
+            parse(&m, &schemas())
                 .unwrap_err()
                 .reason
                 .contains("unknown command type")
@@ -345,7 +326,7 @@ mod tests {
         let mut m = message(VALID);
         m.content_type = Some("text/xml".into());
         assert!(
-            parse(&m, &Schemas::load())
+            parse(&m, &schemas())
                 .unwrap_err()
                 .reason
                 .contains("content_type")
@@ -356,13 +337,13 @@ mod tests {
     fn huge_and_deeply_nested_bodies_are_rejected_without_panicking() {
         let huge = format!(r#"{{"email":"{}"}}"#, "a".repeat(MAX_BODY_BYTES));
         assert!(
-            parse(&message(&huge), &Schemas::load())
+            parse(&message(&huge), &schemas())
                 .unwrap_err()
                 .reason
                 .contains("exceeds")
         );
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);
-        assert!(parse(&message(&deep), &Schemas::load()).is_err());
+        assert!(parse(&message(&deep), &schemas()).is_err());
     }
 
     #[test]
@@ -370,50 +351,16 @@ mod tests {
         for t in CommandType::ALL {
             assert_eq!(t.as_str().parse::<CommandType>(), Ok(t));
         }
-        let queries: Vec<_> = CommandType::ALL
-            .into_iter()
-            .filter(|t| t.is_query())
-            .map(CommandType::as_str)
-            .collect();
-        assert_eq!(queries, ["client.list", "client.get", "instance.list"]);
-    }
-
-    #[test]
-    fn a_query_without_reply_to_is_rejected_with_the_reason() {
-        for reply_to in [None, Some("")] {
-            let m = IncomingMessage {
-                routing_key: "client.get".into(),
-                message_id: Some("q-1".into()),
-                reply_to: reply_to.map(String::from),
-                body: br#"{"client_id":1}"#.to_vec(),
-                ..Default::default()
-            };
-            let err = parse(&m, &Schemas::load()).unwrap_err();
-            assert!(err.reason.contains("has no reply_to"), "{err}");
-        }
-        let m = IncomingMessage {
-            routing_key: "client.get".into(),
-            message_id: Some("q-1".into()),
-            reply_to: Some("answers".into()),
-            body: br#"{"client_id":1}"#.to_vec(),
-            ..Default::default()
-        };
-        assert_eq!(
-            parse(&m, &Schemas::load())
-                .unwrap()
-                .meta
-                .reply_to
-                .as_deref(),
-            Some("answers")
-        );
+        // Saga steps are the worker's own business now, never a message anyone can send.
+        assert!("saga.onboarding.step".parse::<CommandType>().is_err());
     }
 
     #[test]
     fn a_nul_character_anywhere_in_the_body_is_rejected_with_where() {
         let with_nul = VALID.replace(r#""A""#, r#""Evil\u0000Corp""#);
-        let err = parse(&message(&with_nul), &Schemas::load()).unwrap_err();
+        let err = parse(&message(&with_nul), &schemas()).unwrap_err();
         assert!(err.reason.contains("/client_alias"), "{err}");
-        let err = parse(&message(r#"{"a\u0000":1}"#), &Schemas::load()).unwrap_err();
+        let err = parse(&message(r#"{"a\u0000":1}"#), &schemas()).unwrap_err();
         assert!(err.reason.contains("NUL"), "{err}");
     }
 

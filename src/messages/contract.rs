@@ -5,6 +5,9 @@
 //! ALIAS_REQUIRED (400, the seed's "Alias and Instance ID are required."), INVALID_CURSOR
 //! (400, a `client.list` cursor we did not write), and from the lifecycle rules
 //! EKYC_NOT_APPROVED (409, approval before eKYC is APPROVED) next to INVALID_TRANSITION.
+//! From the core (issue 9): IDEMPOTENCY_KEY_REUSED (422, a message_id reused for another
+//! command), VALUE_TOO_LONG (400, a value wider than its column once normalised) and
+//! INTERNAL_ERROR (500, in `command.failed`: the command was dead-lettered for an operator).
 
 use serde::Serialize;
 
@@ -109,6 +112,36 @@ impl Refusal {
             "INVALID_CURSOR",
             400,
             "Invalid cursor: use the next_cursor of the previous page",
+        )
+    }
+
+    /// A value that fits the schema but not its column once normalised (trimmed,
+    /// upper-cased): refused before the database would refuse it on every retry.
+    pub fn value_too_long(field: &str, width: usize) -> Refusal {
+        Refusal {
+            code: "VALUE_TOO_LONG",
+            status: 400,
+            message: format!("{field} must be at most {width} characters."),
+        }
+    }
+
+    /// A `message_id` seen before with another command (type or body): the idempotency key
+    /// was reused. Nothing changes; the first command's outcome stands.
+    pub fn idempotency_key_reused() -> Refusal {
+        Self::fixed(
+            "IDEMPOTENCY_KEY_REUSED",
+            422,
+            "message_id was already used for a different command.",
+        )
+    }
+
+    /// A command the worker cannot process at all (a body it cannot read, a value the
+    /// database refuses): dead-lettered for an operator, announced as `command.failed`.
+    pub fn internal_error() -> Refusal {
+        Self::fixed(
+            "INTERNAL_ERROR",
+            500,
+            "The command could not be processed; it was set aside for an operator.",
         )
     }
 
@@ -236,5 +269,15 @@ mod tests {
     fn codes_added_beyond_the_seed_are_conflicts_or_bad_requests() {
         assert_eq!(Refusal::instance_name_taken().status, 409);
         assert_eq!(Refusal::invalid_cursor().status, 400);
+        let reused = Refusal::idempotency_key_reused();
+        assert_eq!(
+            (reused.code, reused.status, reused.message.as_str()),
+            (
+                "IDEMPOTENCY_KEY_REUSED",
+                422,
+                "message_id was already used for a different command."
+            )
+        );
+        assert_eq!(Refusal::internal_error().status, 500);
     }
 }

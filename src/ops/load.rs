@@ -968,14 +968,14 @@ pub async fn cli(settings: &Settings, args: LoadArgs) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::{IncomingMessage, Schemas, parse};
+    use crate::messages::{IncomingMessage, parse};
 
     #[test]
     fn generated_commands_are_unique_valid_and_spread_over_the_countries() {
         let mut options = Options::new(12);
         options.run_id = "r1".into();
         let commands = client_create_commands(&options);
-        let schemas = Schemas::load();
+        let schemas = crate::registry::schemas();
         let mut emails = std::collections::HashSet::new();
         for (sent, body) in &commands {
             let msg = IncomingMessage {

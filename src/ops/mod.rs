@@ -1,8 +1,9 @@
 //! Tools for the people around the worker: publishing commands by hand (and watching what
 //! they cause), the dead-letter queue (list, group, show, replay, purge), loading the worker
-//! at volume to measure it, and the bare ceiling it is measured against.
+//! at volume to measure it, the bare ceiling it is measured against, and stuck sagas.
 
 pub mod ceiling;
 pub mod dlq;
 pub mod load;
 pub mod publish;
+pub mod saga;

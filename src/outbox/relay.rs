@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::publisher::Outgoing;
 use crate::broker::{Delivered, Names, Publisher, headers};
-use crate::configuration::OutboxSettings;
+use crate::configuration::{InboxSettings, OutboxSettings};
 use crate::messages::{OutgoingKind, OutgoingMessage};
 use crate::store::{self, outbox::OutboxRow};
 
@@ -80,6 +80,7 @@ pub async fn run(
     publisher: Publisher,
     names: Names,
     settings: OutboxSettings,
+    inbox: InboxSettings,
     stop: CancellationToken,
     local: Arc<Notify>,
 ) {
@@ -107,6 +108,18 @@ pub async fn run(
                 && n > 0
             {
                 tracing::info!(rows = n, "pruned published outbox rows");
+            }
+            // The inbox too, in slices, so a large backlog never holds a long lock.
+            let retention = Duration::from_secs(inbox.retention_hours * 3600);
+            let mut pruned = 0;
+            while let Ok(n) = store::inbox::prune(&pool, retention, 10_000).await {
+                pruned += n;
+                if n < 10_000 || stop.is_cancelled() {
+                    break;
+                }
+            }
+            if pruned > 0 {
+                tracing::info!(rows = pruned, "pruned inbox rows past their retention");
             }
         }
         tokio::select! {

@@ -2,34 +2,39 @@
 //!
 //! 2. [`xendit_step`]: BUSINESS and INDIVIDUAL customers at Xendit, for Xendit clients only;
 //!    never fails the onboarding.
-//! 3. [`email_step`]: the admin's first-access secret (stored as a hash) and the welcome email;
-//!    completion (4) is written in the same transaction that records the email's outcome.
+//! 3. [`email_step`]: the welcome email with the admin's first-access secret; completion (4)
+//!    is written in the same transaction that records the email's outcome.
 //!
-//! Each step arrives as a `saga.onboarding.step` command that the previous step wrote to the
-//! outbox in the transaction that finished it, so a step is never lost between two workers,
-//! and goes through the same inbox, delay queues and dead letters as any command. A step
-//! talks to the outside world between transactions; what it learns is committed together
-//! with the move to the next step, and a re-run (redelivery, replay) finds either the saga
-//! already past the step (and does nothing) or the same Xendit customers (idempotency keys
-//! and references derived from our ids).
+//! Steps do not travel through the broker. When a batch of `client.create` commits, the
+//! worker that ran it carries its sagas on at once, in memory ([`runner`]); what comes next
+//! is durable in each saga row all the same (step, due time, lease owner, attempts), so a
+//! [`runner`] sweeper in every worker takes over sagas that are due: a retry whose time came,
+//! or the sagas of a worker that died. Steps run on batches of sagas: one transaction to
+//! record many outcomes, the outside calls in parallel.
+//!
+//! Each step talks to the outside world between transactions; what it learns is committed
+//! together with the move to the next step, and only by the worker holding the saga's lease.
+//! A re-run finds either the saga already past the step or the same Xendit customers
+//! (idempotency keys and references derived from our ids).
 
-pub mod complete;
 pub mod email_step;
+mod job;
+pub mod runner;
 pub mod xendit_step;
 
-use serde::Deserialize;
-use serde_json::json;
-use sqlx::PgPool;
-use uuid::Uuid;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::configuration::{SagaSettings, Settings};
-use crate::domain::{AdminUser, Client};
+use serde_json::{Value, json};
+
+use crate::configuration::{RetrySettings, SagaSettings, Settings};
+pub use crate::domain::saga::Step;
+use crate::domain::{AdminUser, Client, completion_body};
 use crate::email::{EmailSettings, Mailer};
-use crate::handlers::{Handled, HandlerError};
-use crate::messages::event::derived_id;
-use crate::messages::{Command, CommandMeta, CommandType, OutgoingKind, OutgoingMessage};
-use crate::store::{self, sagas::Saga, sagas::Step};
+use crate::messages::{CommandMeta, OutgoingMessage};
 use crate::xendit::XenditClient;
+pub use job::SagaJob;
+pub use runner::Runner;
 
 /// The outside world the steps need, built once per worker.
 pub struct Services {
@@ -38,17 +43,13 @@ pub struct Services {
     pub mailer: Mailer,
     pub email: EmailSettings,
     pub settings: SagaSettings,
-    /// The delay-queue budget of any command; a step gives up gracefully before it.
-    pub max_delayed_attempts: u32,
-    /// Test seam (see `worker::Hooks::after_xendit_answered`).
-    #[allow(clippy::type_complexity)]
-    pub(crate) after_xendit_answered:
-        Option<std::sync::Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>>,
+    /// The delays between attempts of a step (the same schedule as the delay queues').
+    pub retry: RetrySettings,
 }
 
 impl Services {
     /// Needs a Tokio runtime (the SMTP pool starts a task).
-    pub fn from_settings(settings: &Settings) -> anyhow::Result<Services> {
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Arc<Services>> {
         let xendit = match &settings.xendit {
             Some(x) => Some(XenditClient::new(x)?),
             None => {
@@ -58,134 +59,43 @@ impl Services {
                 None
             }
         };
-        Ok(Services {
+        Ok(Arc::new(Services {
             xendit,
             mailer: Mailer::from_settings(&settings.email)?,
             email: settings.email.clone(),
             settings: settings.saga.clone(),
-            max_delayed_attempts: settings.retry.max_attempts,
-            after_xendit_answered: None,
-        })
+            retry: settings.retry.clone(),
+        }))
     }
 
-    #[allow(clippy::type_complexity)]
-    pub fn with_hook(
-        mut self,
-        hook: Option<
-            std::sync::Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
-        >,
-    ) -> Services {
-        self.after_xendit_answered = hook;
-        self
+    /// How long after failed attempt `attempt` (1-based) the step is tried again.
+    pub fn delay_after(&self, attempt: i32) -> Duration {
+        self.retry.delay_for(attempt.max(1) as u32)
+    }
+
+    pub fn lease_seconds(&self) -> f64 {
+        self.settings.lease_seconds as f64
     }
 }
 
-#[derive(Deserialize)]
-struct StepBody {
-    saga_id: Uuid,
-    step: String,
-}
+pub const COMPLETED: &str = "client.onboarding_completed";
 
-/// The `saga.onboarding.step` command that carries a saga to `step`, deterministic per
-/// (saga, step) so the inbox recognises a second copy.
-pub fn step_message(
-    saga_id: Uuid,
-    step: Step,
-    correlation_id: &str,
-    traceparent: Option<&str>,
-) -> OutgoingMessage {
-    let mut headers = serde_json::Map::new();
-    if let Some(tp) = traceparent {
-        headers.insert("traceparent".into(), json!(tp));
+/// Completion's messages: `client.onboarding_completed` (the seed's 201 body, with the email
+/// outcome and the saga id) and the reply to the original `client.create`, when it asked.
+pub fn completion_messages(
+    origin: &CommandMeta,
+    saga_id: uuid::Uuid,
+    client: &Client,
+    admin: &AdminUser,
+    data: &Value,
+) -> Vec<OutgoingMessage> {
+    let body = completion_body(client, admin, data);
+    let mut event_data = body.clone();
+    event_data["saga_id"] = json!(saga_id);
+    if let Some(email) = data.get("welcome_email") {
+        event_data["welcome_email"] = email.clone();
     }
-    OutgoingMessage {
-        message_id: derived_id(&saga_id.to_string(), step.as_str()),
-        kind: OutgoingKind::Command,
-        routing_key: CommandType::OnboardingStep.as_str().to_string(),
-        message_type: CommandType::OnboardingStep.as_str().to_string(),
-        correlation_id: Some(correlation_id.to_string()),
-        headers,
-        payload: json!({ "saga_id": saga_id, "step": step.as_str() }),
-    }
-}
-
-/// The `client.create` command that started a saga, as the steps' events and the final reply
-/// refer to it: same causation, correlation and reply_to.
-pub fn origin(saga: &Saga, traceparent: Option<&str>) -> CommandMeta {
-    CommandMeta {
-        command_type: CommandType::ClientCreate,
-        message_id: saga.message_id.clone(),
-        correlation_id: saga.correlation_id.clone(),
-        reply_to: saga.reply_to.clone(),
-        traceparent: traceparent.map(str::to_string),
-        attempt: 0,
-    }
-}
-
-/// Runs one step command.
-pub async fn run(
-    pool: &PgPool,
-    services: &Services,
-    cmd: &Command,
-) -> Result<Handled, HandlerError> {
-    let body: StepBody = serde_json::from_value(cmd.body.clone())
-        .map_err(|e| HandlerError::Other(format!("step body: {e}")))?;
-    let step = Step::parse(&body.step)
-        .ok_or_else(|| HandlerError::Other(format!("unknown step {:?}", body.step)))?;
-    let Some(saga) = store::sagas::get(pool, body.saga_id).await? else {
-        return Err(HandlerError::Other(format!(
-            "saga {} does not exist",
-            body.saga_id
-        )));
-    };
-    if saga.step != step.as_str() {
-        // Already past this step: a redelivered or replayed copy.
-        tracing::info!(saga_id = %saga.saga_id, at = %saga.step, requested = step.as_str(), "saga already moved on");
-        return Ok(Handled::Duplicate);
-    }
-    let (client, admin) = load(pool, &saga).await?;
-    match step {
-        Step::Xendit => xendit_step::run(pool, services, cmd, &saga, &client, &admin).await,
-        Step::WelcomeEmail => email_step::run(pool, services, cmd, &saga, &client, &admin).await,
-        Step::Complete => complete::run(pool, cmd, &saga).await,
-        Step::Done => Ok(Handled::Duplicate),
-    }
-}
-
-async fn load(pool: &PgPool, saga: &Saga) -> Result<(Client, AdminUser), HandlerError> {
-    let mut conn = pool.acquire().await?;
-    let client = store::clients::get_client(&mut conn, saga.client_id)
-        .await?
-        .ok_or_else(|| {
-            HandlerError::Other(format!(
-                "client {} of saga {} is gone",
-                saga.client_id, saga.saga_id
-            ))
-        })?;
-    let admin = store::clients::get_admin_user(&mut conn, saga.admin_user_id)
-        .await?
-        .ok_or_else(|| {
-            HandlerError::Other(format!(
-                "admin user {} of saga {} is gone",
-                saga.admin_user_id, saga.saga_id
-            ))
-        })?;
-    Ok((client, admin))
-}
-
-/// Opens the step's final transaction with the saga locked; `None` when another delivery
-/// moved it past `step` meanwhile (nothing to do).
-async fn lock_at(
-    pool: &PgPool,
-    saga_id: Uuid,
-    step: Step,
-) -> Result<Option<(store::Tx, Saga)>, HandlerError> {
-    let mut tx = pool.begin().await?;
-    match store::sagas::lock(&mut tx, saga_id).await? {
-        Some(saga) if saga.step == step.as_str() => Ok(Some((tx, saga))),
-        _ => {
-            tx.rollback().await?;
-            Ok(None)
-        }
-    }
+    let mut out = vec![OutgoingMessage::event(origin, COMPLETED, event_data)];
+    out.extend(OutgoingMessage::reply(origin, COMPLETED, 201, body));
+    out
 }

@@ -1,17 +1,26 @@
 //! Step 2: a BUSINESS customer for the client and an INDIVIDUAL customer for its admin at
-//! Xendit. The references and idempotency keys come from our ids, so however often this step
-//! runs, Xendit holds at most one customer of each. Xendit never fails the onboarding: a
-//! permanent refusal, or a transient one that outlasts the step's attempts, is recorded and
-//! announced (`client.xendit_failed`), and the saga moves on to the email.
+//! Xendit, for a batch of sagas. The references and idempotency keys come from our ids, so
+//! however often this step runs, Xendit holds at most one customer of each. Xendit never
+//! fails the onboarding: a permanent refusal, or a transient one that outlasts the step's
+//! attempts, is recorded and announced (`client.xendit_failed`), and the saga moves on to the
+//! email. A transient failure with attempts left makes the saga due again after its delay
+//! (the customers that did get created are kept, so the retry asks only for the rest).
 
+use std::collections::HashMap;
+use std::time::Instant;
+
+use futures::StreamExt;
 use serde_json::{Value, json};
-use sqlx::PgPool;
 
-use super::{Services, lock_at, origin, step_message};
+use super::email_step::{Fresh, commit, keep_leases, with_snapshots};
+use super::runner::Env;
+use super::{SagaJob, Step};
 use crate::domain::{AdminUser, Client};
-use crate::handlers::{self, Handled, HandlerError, Outcome};
-use crate::messages::{Command, OutgoingMessage};
-use crate::store::{self, sagas::Saga, sagas::Step, xendit_customers::Owner};
+use crate::fault::HandlerError;
+use crate::messages::OutgoingMessage;
+use crate::observe;
+use crate::store::{self, sagas::Postpone, xendit_customers::Owner};
+use crate::uow::UnitOfWork;
 use crate::xendit::{
     BusinessInput, CustomerRequest, IndividualInput, XenditError, idempotency_key, reference_id,
 };
@@ -37,10 +46,9 @@ struct Wanted {
     kind: &'static str,
 }
 
-fn wanted(services: &Services, client: &Client, admin: &AdminUser) -> [Wanted; 2] {
-    let ns = &services.settings.xendit_reference_namespace;
-    let business = reference_id(ns, "client", client.client_id);
-    let individual = reference_id(ns, "user", admin.user_id);
+fn wanted(namespace: &str, client: &Client, admin: &AdminUser) -> [Wanted; 2] {
+    let business = reference_id(namespace, "client", client.client_id);
+    let individual = reference_id(namespace, "user", admin.user_id);
     [
         Wanted {
             owner: Owner::Client(client.client_id),
@@ -72,32 +80,40 @@ fn wanted(services: &Services, client: &Client, admin: &AdminUser) -> [Wanted; 2
     ]
 }
 
-async fn ensure(pool: &PgPool, services: &Services, w: &Wanted) -> Result<Fate, HandlerError> {
-    if let Some(id) =
-        store::xendit_customers::find(&mut *pool.acquire().await?, &w.reference).await?
-    {
-        return Ok(Fate::Ready(id));
+async fn ensure(env: &Env, w: &Wanted, known: Option<String>) -> Fate {
+    match known {
+        Some(id) => Fate::Ready(id),
+        None => call(env, w).await,
     }
-    let Some(xendit) = &services.xendit else {
-        return Ok(Fate::Failed {
+}
+
+async fn call(env: &Env, w: &Wanted) -> Fate {
+    let Some(xendit) = &env.services.xendit else {
+        return Fate::Failed {
             code: "XENDIT_NOT_CONFIGURED".into(),
             message: "No Xendit API key is configured for this worker.".into(),
             transient: false,
-        });
+        };
     };
-    Ok(
-        match xendit
-            .create_customer(&w.request, &idempotency_key(&w.reference))
-            .await
-        {
-            Ok(customer) => Fate::Ready(customer.id),
-            Err(e) => Fate::Failed {
-                code: e.error_code().unwrap_or(kind_of(&e)).to_string(),
-                message: e.to_string(),
-                transient: e.is_transient(),
-            },
+    let started = Instant::now();
+    let result = xendit
+        .create_customer(&w.request, &idempotency_key(&w.reference))
+        .await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) if e.is_transient() => "retryable",
+        Err(_) => "rejected",
+    };
+    env.metrics
+        .observe_call("xendit", "create_customer", outcome, started.elapsed());
+    match result {
+        Ok(customer) => Fate::Ready(customer.id),
+        Err(e) => Fate::Failed {
+            code: e.error_code().unwrap_or(kind_of(&e)).to_string(),
+            message: e.to_string(),
+            transient: e.is_transient(),
         },
-    )
+    }
 }
 
 fn kind_of(e: &XenditError) -> &'static str {
@@ -121,88 +137,164 @@ fn describe(w: &Wanted, fate: &Fate) -> Value {
     }
 }
 
-pub async fn run(
-    pool: &PgPool,
-    services: &Services,
-    cmd: &Command,
-    saga: &Saga,
-    client: &Client,
-    admin: &AdminUser,
-) -> Result<Handled, HandlerError> {
-    let [business, individual] = wanted(services, client, admin);
-    let (b, i) = tokio::join!(
-        ensure(pool, services, &business),
-        ensure(pool, services, &individual)
-    );
-    let fates = [(business, b?), (individual, i?)];
-    if let Some(hook) = &services.after_xendit_answered {
-        hook().await;
+/// Runs the step; returns the sagas that moved on to the welcome email.
+pub async fn run(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>, HandlerError> {
+    let jobs = with_snapshots(env, jobs).await?;
+    let jobs = keep_leases(env, jobs, Step::Xendit).await?;
+    if jobs.is_empty() {
+        return Ok(Vec::new());
     }
+    let namespace = &env.services.settings.xendit_reference_namespace;
+    let wants: Vec<[Wanted; 2]> = jobs
+        .iter()
+        .map(|j| {
+            let (client, admin) = j.snapshot.as_ref().expect("snapshots filled in");
+            wanted(namespace, client, admin)
+        })
+        .collect();
+
+    // Customers an earlier run recorded are not asked for again.
+    let references: Vec<&str> = wants
+        .iter()
+        .flatten()
+        .map(|w| w.reference.as_str())
+        .collect();
+    let known = {
+        let mut conn = env.pool.acquire().await?;
+        store::xendit_customers::find_many(&mut conn, &references).await?
+    };
+    let concurrency = env.services.settings.max_concurrent_xendit_calls.max(1);
+    let mut calls = Vec::with_capacity(wants.len() * 2);
+    for w in wants.iter().flatten() {
+        calls.push(ensure(env, w, known.get(&w.reference).cloned()));
+    }
+    let fates: Vec<Fate> = futures::stream::iter(calls)
+        .buffered(concurrency)
+        .collect()
+        .await;
+    observe::at(&env.hooks.after_xendit_answered, ()).await;
+
+    let fates: Vec<[Fate; 2]> = {
+        let mut it = fates.into_iter();
+        wants
+            .iter()
+            .map(|_| [it.next().expect("two fates"), it.next().expect("two fates")])
+            .collect()
+    };
+    env.retry_db("recording Xendit customers", || {
+        record(env, &jobs, &wants, &fates)
+    })
+    .await
+}
+
+async fn record(
+    env: &Env,
+    jobs: &[SagaJob],
+    wants: &[[Wanted; 2]],
+    fates: &[[Fate; 2]],
+) -> Result<Vec<SagaJob>, HandlerError> {
+    let budget = env.services.settings.xendit_max_attempts.max(1) as i32;
+    let mut uow = UnitOfWork::begin(&env.pool).await?;
 
     // Keep what succeeded whatever happens next, so a retry asks Xendit only for the rest.
-    let mut tx = pool.begin().await?;
-    for (w, fate) in &fates {
-        if let Fate::Ready(id) = fate {
-            store::xendit_customers::insert(&mut tx, w.owner, id, &w.reference, w.kind).await?;
+    let ready: Vec<store::xendit_customers::Customer> = wants
+        .iter()
+        .flatten()
+        .zip(fates.iter().flatten())
+        .filter_map(|(w, f)| match f {
+            Fate::Ready(id) => Some(store::xendit_customers::Customer {
+                owner: w.owner,
+                xendit_customer_id: id,
+                reference_id: &w.reference,
+                customer_type: w.kind,
+            }),
+            Fate::Failed { .. } => None,
+        })
+        .collect();
+    store::xendit_customers::insert_many(uow.conn(), &ready).await?;
+
+    let mut moves = Vec::new();
+    let mut later = Vec::new();
+    let mut integrations = HashMap::new();
+    for ((job, w), f) in jobs.iter().zip(wants).zip(fates) {
+        let attempt = job.attempts + 1;
+        let transient = f.iter().find_map(|fate| match fate {
+            Fate::Failed {
+                transient: true,
+                message,
+                ..
+            } => Some(message.as_str()),
+            _ => None,
+        });
+        if let Some(error) = transient
+            && attempt < budget
+        {
+            later.push(Postpone {
+                saga_id: job.saga_id,
+                error,
+                delay_seconds: env.services.delay_after(attempt).as_secs_f64(),
+            });
+            continue;
         }
-    }
-    tx.commit().await?;
-
-    let budget = services
-        .settings
-        .xendit_max_attempts
-        .min(services.max_delayed_attempts);
-    let transient_failure = fates.iter().find_map(|(w, f)| match f {
-        Fate::Failed {
-            transient: true,
-            message,
-            ..
-        } => Some(format!("{} customer: {message}", w.kind)),
-        _ => None,
-    });
-    if let Some(error) = &transient_failure
-        && cmd.meta.attempt + 1 < budget
-    {
-        let _ = store::sagas::record_failure(pool, saga.saga_id, error).await;
-        return Err(HandlerError::RetryLater(format!("Xendit: {error}")));
-    }
-
-    let Some((mut tx, saga)) = lock_at(pool, saga.saga_id, Step::Xendit).await? else {
-        return Ok(Handled::Duplicate);
-    };
-    let integration = json!({
-        "psp_provider": "XENDIT",
-        "business_customer": describe(&fates[0].0, &fates[0].1),
-        "admin_customer": describe(&fates[1].0, &fates[1].1),
-    });
-    let failed = fates.iter().any(|(_, f)| matches!(f, Fate::Failed { .. }));
-    let origin = origin(&saga, cmd.meta.traceparent.as_deref());
-    let mut data = json!({ "client_id": client.client_id, "saga_id": saga.saga_id });
-    data["business_customer"] = integration["business_customer"].clone();
-    data["admin_customer"] = integration["admin_customer"].clone();
-    let event = if failed {
-        data["attempts"] = json!(cmd.meta.attempt + 1);
-        data["next_step"] = json!(Step::WelcomeEmail.as_str());
-        tracing::warn!(
-            client_id = client.client_id,
-            "Xendit customers not created; onboarding continues without them"
+        let integration = json!({
+            "psp_provider": "XENDIT",
+            "business_customer": describe(&w[0], &f[0]),
+            "admin_customer": describe(&w[1], &f[1]),
+        });
+        moves.push((
+            job.saga_id,
+            Step::WelcomeEmail,
+            json!({ "xendit_integration": integration }),
+        ));
+        integrations.insert(
+            job.saga_id,
+            (
+                integration,
+                attempt,
+                f.iter().any(|x| matches!(x, Fate::Failed { .. })),
+            ),
         );
-        OutgoingMessage::event(&origin, FAILED, data)
+    }
+    let lease = env.services.lease_seconds();
+    let moved =
+        store::sagas::advance_many(uow.conn(), env.worker_id, Step::Xendit, &moves, lease).await?;
+    store::sagas::postpone_many(uow.conn(), env.worker_id, Step::Xendit, &later).await?;
+
+    let mut next = Vec::with_capacity(moved.len());
+    let fresh = if moved.is_empty() {
+        None
     } else {
-        OutgoingMessage::event(&origin, CREATED, data)
+        Some(Fresh::read(uow.conn(), jobs).await?)
     };
-    store::sagas::advance(
-        &mut tx,
-        saga.saga_id,
-        Step::WelcomeEmail,
-        &json!({ "xendit_integration": integration }),
-    )
-    .await?;
-    let next = step_message(
-        saga.saga_id,
-        Step::WelcomeEmail,
-        &saga.correlation_id,
-        cmd.meta.traceparent.as_deref(),
-    );
-    handlers::finish(tx, cmd, Outcome::succeeded(vec![event, next])).await
+    for (saga_id, data) in moved {
+        let job = jobs
+            .iter()
+            .find(|j| j.saga_id == saga_id)
+            .expect("a job of ours");
+        let (integration, attempt, failed) = &integrations[&saga_id];
+        let (client, _) = fresh.as_ref().expect("read").of(job);
+        let mut event_data = json!({ "client_id": client.client_id, "saga_id": saga_id });
+        event_data["business_customer"] = integration["business_customer"].clone();
+        event_data["admin_customer"] = integration["admin_customer"].clone();
+        let event = if *failed {
+            event_data["attempts"] = json!(attempt);
+            event_data["next_step"] = json!(Step::WelcomeEmail.as_str());
+            tracing::warn!(
+                client_id = client.client_id,
+                "Xendit customers not created; onboarding continues without them"
+            );
+            FAILED
+        } else {
+            CREATED
+        };
+        uow.say([OutgoingMessage::event(&job.origin, event, event_data)]);
+        let mut job = job.clone();
+        job.step = Step::WelcomeEmail;
+        job.attempts = 0;
+        job.data = data;
+        job.leased_until = Instant::now() + std::time::Duration::from_secs_f64(lease);
+        next.push(job);
+    }
+    commit(env, uow).await?;
+    Ok(next)
 }

@@ -3,85 +3,188 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
-use crate::domain::{AdminUser, Client, NewClient, PspCandidate, client_code};
+use crate::domain::{AdminUser, Client, ClientStatus, EkycStatus, NewClient, PspCandidate};
 
 const CLIENT_COLUMNS: &str = "client_id, client_code, email, client_alias, client_type, client_status, \
      ekyc_status, country_code, psp_id, phone, created, updated";
 
-/// Every PSP configured for a country (the choice between them is `domain::choose_psp`).
+/// Every PSP configured for these countries, with its country (the choice between them is
+/// `domain::choose_psp`).
 pub async fn psp_candidates(
     conn: &mut PgConnection,
-    country_code: &str,
-) -> Result<Vec<PspCandidate>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT psp_id, psp_name, psp_type, COALESCE(priority, 0) AS priority, created_at
-         FROM psp_providers WHERE country_code = $1",
+    country_codes: &[&str],
+) -> Result<Vec<(String, PspCandidate)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        country_code: String,
+        #[sqlx(flatten)]
+        psp: PspCandidate,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT country_code, psp_id, psp_name, psp_type, COALESCE(priority, 0) AS priority, created_at
+         FROM psp_providers WHERE country_code = ANY($1::text[])",
     )
-    .bind(country_code)
+    .bind(country_codes)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.country_code, r.psp)).collect())
+}
+
+/// Locks the current (UTC) month's client-code counter until the transaction ends, creating
+/// it when the month is new; returns the month and the last number handed out. Whoever holds
+/// it is the only one inserting clients this month, so numbers taken under it are gap-free
+/// and race-free (a rollback gives them back with the lock).
+pub async fn lock_code_counter(conn: &mut PgConnection) -> Result<(String, i32), sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO client_code_counters AS c (year_month, last_value)
+         VALUES (to_char(now() AT TIME ZONE 'UTC', 'YYYYMM'), 0)
+         ON CONFLICT (year_month) DO UPDATE SET last_value = c.last_value
+         RETURNING year_month::text, last_value",
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// For each email, in order: its lower-case form as PostgreSQL folds it (the unique indexes
+/// fold with `lower()`), and whether a client or a user already has it.
+pub async fn emails_taken(
+    conn: &mut PgConnection,
+    emails: &[&str],
+) -> Result<Vec<(String, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT lower(e),
+                EXISTS (SELECT 1 FROM clients WHERE lower(email) = lower(e))
+                OR EXISTS (SELECT 1 FROM users WHERE lower(email) = lower(e))
+         FROM UNNEST($1::text[]) WITH ORDINALITY AS x(e, i)
+         ORDER BY i",
+    )
+    .bind(emails)
     .fetch_all(conn)
     .await
 }
 
-/// Takes the next client code of the current (UTC) month. The upsert locks the month's
-/// counter row until the transaction ends, so concurrent creations get consecutive numbers,
-/// and a rollback (to a savepoint, too) gives the number back: no gaps, no duplicates.
-pub async fn next_client_code(conn: &mut PgConnection) -> Result<String, sqlx::Error> {
-    let (year_month, seq): (String, i32) = sqlx::query_as(
-        "INSERT INTO client_code_counters AS c (year_month, last_value)
-         VALUES (to_char(now() AT TIME ZONE 'UTC', 'YYYYMM'), 1)
-         ON CONFLICT (year_month) DO UPDATE SET last_value = c.last_value + 1
-         RETURNING year_month::text, last_value",
-    )
-    .fetch_one(conn)
-    .await?;
-    Ok(client_code(&year_month, seq))
+/// A client to insert, with its code and PSP decided.
+pub struct ClientRow<'a> {
+    pub new: &'a NewClient,
+    pub code: String,
+    pub psp_id: i32,
 }
 
-/// Inserts the client; `None` when the email is already taken (the unique index decides,
-/// waiting for a concurrent insert of the same email to commit or roll back first).
-pub async fn insert_client(
+/// Inserts clients in one statement and moves the month's counter (locked by
+/// [`lock_code_counter`]) to `last_value`. Rows whose email is taken meanwhile are skipped
+/// (the unique index decides, after waiting for a concurrent insert of the same email to end);
+/// the caller compares counts and retries the batch if any was.
+pub async fn insert_clients(
     conn: &mut PgConnection,
-    new: &NewClient,
-    code: &str,
-    psp_id: i32,
-) -> Result<Option<Client>, sqlx::Error> {
+    rows: &[ClientRow<'_>],
+    year_month: &str,
+    last_value: i32,
+) -> Result<Vec<Client>, sqlx::Error> {
+    let codes: Vec<&str> = rows.iter().map(|r| r.code.as_str()).collect();
+    let emails: Vec<&str> = rows.iter().map(|r| r.new.email.as_str()).collect();
+    let aliases: Vec<&str> = rows.iter().map(|r| r.new.client_alias.as_str()).collect();
+    let types: Vec<&str> = rows.iter().map(|r| r.new.client_type.as_str()).collect();
+    let statuses: Vec<ClientStatus> = rows.iter().map(|r| r.new.client_status).collect();
+    let countries: Vec<&str> = rows.iter().map(|r| r.new.country_code.as_str()).collect();
+    let psps: Vec<i32> = rows.iter().map(|r| r.psp_id).collect();
+    let phones: Vec<&str> = rows.iter().map(|r| r.new.phone.as_str()).collect();
     let sql = format!(
-        "INSERT INTO clients (client_code, email, client_alias, client_type, client_status, country_code, psp_id, phone)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        "WITH bump AS (
+             UPDATE client_code_counters SET last_value = $10 WHERE year_month = $9
+         )
+         INSERT INTO clients (client_code, email, client_alias, client_type, client_status, country_code, psp_id, phone)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[])
          ON CONFLICT ((lower(email))) DO NOTHING
          RETURNING {CLIENT_COLUMNS}"
     );
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(code)
-        .bind(new.email.as_str())
-        .bind(&new.client_alias)
-        .bind(&new.client_type)
-        .bind(&new.client_status)
-        .bind(&new.country_code)
-        .bind(psp_id)
-        .bind(&new.phone)
-        .fetch_optional(conn)
+        .bind(&codes)
+        .bind(&emails)
+        .bind(&aliases)
+        .bind(&types)
+        .bind(&statuses)
+        .bind(&countries)
+        .bind(&psps)
+        .bind(&phones)
+        .bind(year_month)
+        .bind(last_value)
+        .fetch_all(conn)
         .await
 }
 
-/// The client's admin user (seed: username = client alias, role admin, ACTIVE, eKYC PENDING).
-/// `None` when a user already has that email.
-pub async fn insert_admin_user(
+/// The admin users of freshly inserted clients, in one statement (seed: username = client
+/// alias, role admin, ACTIVE, eKYC as the client's), with what is stored of their first-access
+/// secret when it was made already. Rows whose email a user has meanwhile are skipped.
+pub async fn insert_admin_users(
     conn: &mut PgConnection,
-    client: &Client,
-) -> Result<Option<AdminUser>, sqlx::Error> {
+    admins: &[(&Client, Option<&crate::email::StoredAccess>)],
+) -> Result<Vec<AdminUser>, sqlx::Error> {
+    let client_ids: Vec<i32> = admins.iter().map(|(c, _)| c.client_id).collect();
+    let names: Vec<&str> = admins
+        .iter()
+        .map(|(c, _)| c.client_alias.as_str())
+        .collect();
+    let emails: Vec<&str> = admins.iter().map(|(c, _)| c.email.as_str()).collect();
+    let phones: Vec<&str> = admins.iter().map(|(c, _)| c.phone.as_str()).collect();
+    let ekyc: Vec<EkycStatus> = admins.iter().map(|(c, _)| c.ekyc_status).collect();
+    let tokens: Vec<Option<&str>> = admins
+        .iter()
+        .map(|(_, a)| a.and_then(|a| a.activation_token_sha256.as_deref()))
+        .collect();
+    let expiries: Vec<Option<DateTime<Utc>>> = admins
+        .iter()
+        .map(|(_, a)| a.and_then(|a| a.activation_expires_at))
+        .collect();
+    let hashes: Vec<Option<&str>> = admins
+        .iter()
+        .map(|(_, a)| a.and_then(|a| a.password_hash.as_deref()))
+        .collect();
+    let must_change: Vec<bool> = admins
+        .iter()
+        .map(|(_, a)| a.is_some_and(|a| a.must_change_password))
+        .collect();
     sqlx::query_as(
-        "INSERT INTO users (client_id, username, email, phone, role, user_status, ekyc_status)
-         VALUES ($1, $2, $3, $4, 'admin', 'ACTIVE', $5)
+        "INSERT INTO users (client_id, username, email, phone, role, user_status, ekyc_status,
+                            activation_token_sha256, activation_expires_at, password_hash, must_change_password)
+         SELECT c, n, e, p, 'admin', 'ACTIVE', k, t, x, h, m
+         FROM UNNEST($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::timestamptz[], $8::text[], $9::bool[]) AS v(c, n, e, p, k, t, x, h, m)
          ON CONFLICT ((lower(email))) DO NOTHING
          RETURNING user_id, client_id, username, email, phone, role, user_status, ekyc_status",
     )
-    .bind(client.client_id)
-    .bind(&client.client_alias)
-    .bind(&client.email)
-    .bind(&client.phone)
-    .bind(&client.ekyc_status)
-    .fetch_optional(conn)
+    .bind(&client_ids)
+    .bind(&names)
+    .bind(&emails)
+    .bind(&phones)
+    .bind(&ekyc)
+    .bind(&tokens)
+    .bind(&expiries)
+    .bind(&hashes)
+    .bind(&must_change)
+    .fetch_all(conn)
+    .await
+}
+
+/// Clients by id, in any order.
+pub async fn get_clients(conn: &mut PgConnection, ids: &[i32]) -> Result<Vec<Client>, sqlx::Error> {
+    let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = ANY($1)");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+}
+
+/// Users by id, in any order.
+pub async fn get_admin_users(
+    conn: &mut PgConnection,
+    ids: &[i32],
+) -> Result<Vec<AdminUser>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT user_id, client_id, username, email, phone, role, user_status, ekyc_status
+         FROM users WHERE user_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(conn)
     .await
 }
 
@@ -109,23 +212,41 @@ pub async fn get_admin_user(
     .await
 }
 
-/// Stores what the database keeps of the admin's first-access secret: hashes only.
+/// Stores what the database keeps of admins' first-access secrets (hashes only), in one
+/// statement.
 pub async fn store_first_access(
     conn: &mut PgConnection,
-    user_id: i32,
-    stored: &crate::email::StoredAccess,
+    stored: &[(i32, &crate::email::StoredAccess)],
 ) -> Result<(), sqlx::Error> {
+    if stored.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i32> = stored.iter().map(|(id, _)| *id).collect();
+    let tokens: Vec<Option<&str>> = stored
+        .iter()
+        .map(|(_, a)| a.activation_token_sha256.as_deref())
+        .collect();
+    let expiries: Vec<Option<DateTime<Utc>>> = stored
+        .iter()
+        .map(|(_, a)| a.activation_expires_at)
+        .collect();
+    let hashes: Vec<Option<&str>> = stored
+        .iter()
+        .map(|(_, a)| a.password_hash.as_deref())
+        .collect();
+    let must_change: Vec<bool> = stored.iter().map(|(_, a)| a.must_change_password).collect();
     sqlx::query(
         "UPDATE users
-         SET activation_token_sha256 = $2, activation_expires_at = $3, password_hash = $4,
-             must_change_password = $5, updated_at = now()
-         WHERE user_id = $1",
+         SET activation_token_sha256 = v.t, activation_expires_at = v.x, password_hash = v.h,
+             must_change_password = v.m, updated_at = now()
+         FROM UNNEST($1::int[], $2::text[], $3::timestamptz[], $4::text[], $5::bool[]) AS v(id, t, x, h, m)
+         WHERE users.user_id = v.id",
     )
-    .bind(user_id)
-    .bind(stored.activation_token_sha256.as_deref())
-    .bind(stored.activation_expires_at)
-    .bind(stored.password_hash.as_deref())
-    .bind(stored.must_change_password)
+    .bind(&ids)
+    .bind(&tokens)
+    .bind(&expiries)
+    .bind(&hashes)
+    .bind(&must_change)
     .execute(conn)
     .await?;
     Ok(())
@@ -148,7 +269,7 @@ pub async fn lock_client(
 pub async fn set_status(
     conn: &mut PgConnection,
     client_id: i32,
-    status: &str,
+    status: ClientStatus,
 ) -> Result<Client, sqlx::Error> {
     let sql = format!(
         "UPDATE clients SET client_status = $2, updated = now() WHERE client_id = $1
@@ -166,7 +287,7 @@ pub async fn set_status(
 pub async fn set_ekyc(
     conn: &mut PgConnection,
     client_id: i32,
-    ekyc_status: &str,
+    ekyc_status: EkycStatus,
 ) -> Result<(Client, u64), sqlx::Error> {
     let sql = format!(
         "UPDATE clients SET ekyc_status = $2, updated = now() WHERE client_id = $1

@@ -1,9 +1,14 @@
-//! The inbox: one row per command `message_id`, written in the same transaction as the
-//! command's effects, so "already processed" and "effects committed" are one fact.
+//! The inbox: one row per command `message_id`, claimed first in the transaction that carries
+//! the command's effects, so "already processed" and "effects committed" are one fact, and a
+//! duplicate stops before it takes any lock or makes any effect.
+//!
+//! Each row keeps a hash of the command (its type and canonical body): a repeat with the same
+//! hash is a duplicate; a repeat with another hash reuses the key for a different command.
 
-use sqlx::{PgPool, Postgres};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
-use crate::messages::CommandMeta;
+use sqlx::{PgConnection, PgPool, Postgres};
 
 /// How a command ended, as the inbox records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,45 +31,117 @@ impl InboxOutcome {
     }
 }
 
-/// Records the command; `false` when its message_id was already there, i.e. a duplicate.
-/// A concurrent duplicate blocks here until the first one's transaction ends, then sees it.
-pub async fn record(
-    conn: &mut sqlx::PgConnection,
-    meta: &CommandMeta,
-    outcome: InboxOutcome,
-    outcome_code: Option<&str>,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO inbox (message_id, command_type, correlation_id, outcome, outcome_code)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (message_id) DO NOTHING",
-    )
-    .bind(&meta.message_id)
-    .bind(meta.command_type.as_str())
-    .bind(&meta.correlation_id)
-    .bind(outcome.as_str())
-    .bind(outcome_code)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+/// One command to claim.
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    pub message_id: &'a str,
+    pub command_type: &'a str,
+    pub correlation_id: &'a str,
+    pub body_sha256: &'a [u8],
 }
 
-/// Records a message rejected before parsing finished (so no [`CommandMeta`] exists).
+/// Claims every message id of a batch in one statement, recorded as succeeded (the common
+/// case; refusals are corrected by [`set_outcomes`] before commit). Returns the ids claimed
+/// now. The others were there already: committed by an earlier copy, or claimed by a
+/// concurrent transaction that has committed by the time this returns (the insert waits for
+/// it). Ids are claimed in sorted order, so two batches never wait on each other in a cycle.
+pub async fn claim(
+    conn: &mut PgConnection,
+    claims: &[Claim<'_>],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let mut sorted: Vec<&Claim> = claims.iter().collect();
+    sorted.sort_by_key(|c| c.message_id);
+    let ids: Vec<&str> = sorted.iter().map(|c| c.message_id).collect();
+    let types: Vec<&str> = sorted.iter().map(|c| c.command_type).collect();
+    let correlations: Vec<&str> = sorted.iter().map(|c| c.correlation_id).collect();
+    let hashes: Vec<&[u8]> = sorted.iter().map(|c| c.body_sha256).collect();
+    let claimed: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO inbox (message_id, command_type, correlation_id, outcome, body_sha256)
+         SELECT m, t, c, 'succeeded', h
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[]) AS x(m, t, c, h)
+         ORDER BY m
+         ON CONFLICT (message_id) DO NOTHING
+         RETURNING message_id",
+    )
+    .bind(&ids)
+    .bind(&types)
+    .bind(&correlations)
+    .bind(&hashes)
+    .fetch_all(conn)
+    .await?;
+    Ok(claimed.into_iter().collect())
+}
+
+/// The stored hash of each of `message_ids` that is in the inbox (`None` for rows older
+/// than hashing).
+pub async fn hashes(
+    conn: &mut PgConnection,
+    message_ids: &[&str],
+) -> Result<HashMap<String, Option<Vec<u8>>>, sqlx::Error> {
+    let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT message_id, body_sha256 FROM inbox WHERE message_id = ANY($1::text[])",
+    )
+    .bind(message_ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Records the outcome of claimed commands that did not simply succeed.
+pub async fn set_outcomes(
+    conn: &mut PgConnection,
+    outcomes: &[(&str, InboxOutcome, Option<&str>)],
+) -> Result<(), sqlx::Error> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = outcomes.iter().map(|o| o.0).collect();
+    let kinds: Vec<&str> = outcomes.iter().map(|o| o.1.as_str()).collect();
+    let codes: Vec<Option<&str>> = outcomes.iter().map(|o| o.2).collect();
+    sqlx::query(
+        "UPDATE inbox SET outcome = x.o, outcome_code = x.c
+         FROM UNNEST($1::text[], $2::text[], $3::text[]) AS x(m, o, c)
+         WHERE inbox.message_id = x.m",
+    )
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&codes)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives claims back: the commands made no effect and will come again (a delayed retry, or a
+/// dead letter an operator may replay once the cause is fixed).
+pub async fn release(conn: &mut PgConnection, message_ids: &[&str]) -> Result<(), sqlx::Error> {
+    if message_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM inbox WHERE message_id = ANY($1::text[])")
+        .bind(message_ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records a message rejected before parsing finished; `false` when its message_id was
+/// already there.
 pub async fn record_rejected(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     message_id: &str,
     routing_key: &str,
     correlation_id: &str,
+    body_sha256: &[u8],
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
-        "INSERT INTO inbox (message_id, command_type, correlation_id, outcome, outcome_code)
-         VALUES ($1, $2, $3, 'rejected', 'COMMAND_REJECTED')
+        "INSERT INTO inbox (message_id, command_type, correlation_id, outcome, outcome_code, body_sha256)
+         VALUES ($1, $2, $3, 'rejected', 'COMMAND_REJECTED', $4)
          ON CONFLICT (message_id) DO NOTHING",
     )
     .bind(message_id)
     .bind(routing_key)
     .bind(correlation_id)
+    .bind(body_sha256)
     .execute(conn)
     .await?
     .rows_affected();
@@ -87,4 +164,20 @@ pub async fn outcome(pool: &PgPool, message_id: &str) -> Result<Option<String>, 
         .bind(message_id)
         .fetch_optional(pool)
         .await
+}
+
+/// Deletes up to `limit` rows older than `retention`; returns how many. In slices, so a big
+/// backlog never holds a long lock.
+pub async fn prune(pool: &PgPool, retention: Duration, limit: i64) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM inbox WHERE message_id IN (
+             SELECT message_id FROM inbox
+             WHERE received_at < now() - make_interval(secs => $1)
+             LIMIT $2)",
+    )
+    .bind(retention.as_secs_f64())
+    .bind(limit)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }

@@ -9,6 +9,8 @@ pub mod inbox;
 pub mod instances;
 pub mod outbox;
 pub mod sagas;
+mod text_enum;
+pub mod workers;
 pub mod xendit_customers;
 
 use std::time::Duration;
@@ -36,26 +38,4 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
 
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
-}
-
-/// Whether a database error is worth trying again: the database was unreachable, busy, or
-/// chose us as a deadlock victim. Anything else is still retried through the delay queues
-/// (a bug may be fixed by a deploy), but is not worth an immediate in-process retry.
-pub fn is_transient(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => {
-            matches!(
-                db.code().as_deref(),
-                // serialization_failure, deadlock_detected, the connection and
-                // insufficient-resources classes, admin/crash shutdown, cannot_connect_now
-                Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" | "53400")
-            ) || db.code().is_some_and(|c| c.starts_with("08"))
-        }
-        _ => false,
-    }
 }

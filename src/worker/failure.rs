@@ -7,18 +7,23 @@ use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, options::BasicNackOptions};
 
-use super::{Context, Disposition};
+use super::Context;
+use super::batch::announce_exhausted;
 use crate::broker::headers::{self, string};
 use crate::broker::publisher::Outgoing;
 use crate::broker::{Delivered, PublishError};
-use crate::messages::IncomingMessage;
 use crate::messages::command::truncate;
+use crate::messages::{Command, IncomingMessage};
+use crate::observe::Disposition;
 
 /// Why a message is dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     /// Malformed: not JSON, no message_id, unknown type, schema failure.
     Rejected,
+    /// It can never succeed as sent (the database refuses a value, a body a handler cannot
+    /// read): dead-lettered at once, announced as `command.failed`.
+    Failed,
     /// A technical failure that outlasted every retry.
     RetriesExhausted,
 }
@@ -27,6 +32,7 @@ impl Failure {
     pub fn as_str(self) -> &'static str {
         match self {
             Failure::Rejected => "rejected",
+            Failure::Failed => "failed",
             Failure::RetriesExhausted => "retries_exhausted",
         }
     }
@@ -89,9 +95,16 @@ pub async fn dead_letter(
     }
 }
 
-/// Schedules the next delayed retry, or dead-letters when the budget is spent. Acks the
-/// original only once the copy is confirmed; otherwise hands it back to the broker.
-pub async fn retry_later(ctx: &Context, delivery: &Delivery, msg: &IncomingMessage, error: &str) {
+/// Schedules the next delayed retry, or dead-letters (and announces `command.failed`, as far
+/// as the database lets it) when the budget is spent. Acks the original only once the copy
+/// is confirmed; otherwise hands it back to the broker.
+pub async fn retry_later(
+    ctx: &Context,
+    delivery: &Delivery,
+    msg: &IncomingMessage,
+    cmd: Option<&Command>,
+    error: &str,
+) -> Disposition {
     let retry = &ctx.settings.retry;
     let next = msg.attempt + 1;
     let exhausted = next > retry.max_attempts;
@@ -105,7 +118,11 @@ pub async fn retry_later(ctx: &Context, delivery: &Delivery, msg: &IncomingMessa
             "retries exhausted after {} delayed attempts: {error}",
             msg.attempt
         );
-        dead_letter(ctx, delivery, msg, Failure::RetriesExhausted, &reason).await
+        let dead = dead_letter(ctx, delivery, msg, Failure::RetriesExhausted, &reason).await;
+        if dead.is_ok() {
+            announce_exhausted(ctx, msg, cmd, &reason).await;
+        }
+        dead
     } else {
         let delay = retry.delay_for(next);
         let exchange = ctx.names.retry(delay.as_millis() as u64);
@@ -140,17 +157,16 @@ pub async fn retry_later(ctx: &Context, delivery: &Delivery, msg: &IncomingMessa
     match result {
         Ok(()) => {
             super::pipeline::ack(delivery).await;
-            let disposition = if exhausted {
+            if exhausted {
                 Disposition::DeadLettered
             } else {
                 Disposition::RetryScheduled
-            };
-            ctx.hooks.settled(msg, disposition);
+            }
         }
         Err(e) => {
             tracing::error!(error = %e, "could not hand the message on; returning it to the queue");
             requeue(delivery).await;
-            ctx.hooks.settled(msg, Disposition::Requeued);
+            Disposition::Requeued
         }
     }
 }

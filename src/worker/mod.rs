@@ -1,6 +1,15 @@
-//! The worker: wires configuration, database, broker, relay and HTTP together, consumes the
-//! commands queue with bounded concurrency, and drains on shutdown.
+//! The worker: wires configuration, database, broker, relay, saga runner and HTTP together,
+//! takes deliveries in batches, and drains on shutdown.
+//!
+//! ```text
+//! consumer ─> pipeline::route ─┬─ command ─> batch (up to worker.batch_size, lingering
+//!                              │             worker.batch_linger_ms) ─> batch::run: one unit
+//!                              │             of work, acks after commit ─> saga runner
+//!                              ├─ query ───> query::answer (its own task)
+//!                              └─ malformed > pipeline::reject (its own task)
+//! ```
 
+pub mod batch;
 pub mod failure;
 pub mod pipeline;
 pub mod query;
@@ -11,81 +20,37 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
-use futures::future::BoxFuture;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::broker::{self, Names, Publisher};
 use crate::configuration::{Settings, redact_url};
-use crate::messages::{CommandMeta, Schemas};
+use crate::messages::Schemas;
 use crate::metrics::Metrics;
-use crate::{http, outbox, store};
+pub use crate::observe::{Disposition, Hooks, Settled};
+use crate::saga::{self, Runner};
+use crate::{http, outbox, registry, store};
+use pipeline::Route;
 
-/// How a delivery ended in this worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// Effects committed (or a refusal recorded), then acked.
-    Handled,
-    /// Already processed (inbox), acked without effect.
-    Duplicate,
-    /// Copied to a delay queue, then acked.
-    RetryScheduled,
-    /// Copied to the dead-letter queue, then acked.
-    DeadLettered,
-    /// Handed back to the broker unacked (it could not be copied anywhere).
-    Requeued,
-}
-
-/// A delivery's end, as observers see it.
-#[derive(Debug, Clone)]
-pub struct Settled {
-    pub message_id: Option<String>,
-    pub routing_key: String,
-    pub disposition: Disposition,
-}
-
-/// Test seams: code run at chosen points of a command's life, to freeze or crash a worker
-/// exactly there (like crates.io's worker tests), or to watch deliveries end. Production
-/// leaves them empty.
-#[allow(clippy::type_complexity)]
-#[derive(Clone, Default)]
-pub struct Hooks {
-    /// Runs after a command's transaction committed and before its ack.
-    pub after_commit: Option<Arc<dyn Fn(&CommandMeta) -> BoxFuture<'static, ()> + Send + Sync>>,
-    /// Called once per delivery when it is settled.
-    pub on_settled: Option<Arc<dyn Fn(Settled) + Send + Sync>>,
-    /// Runs in the Xendit step after Xendit answered and before the answer is stored.
-    pub after_xendit_answered: Option<Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>>,
-}
-
-impl Hooks {
-    pub(crate) fn settled(&self, msg: &crate::messages::IncomingMessage, disposition: Disposition) {
-        if let Some(f) = &self.on_settled {
-            f(Settled {
-                message_id: msg.message_id.clone(),
-                routing_key: msg.routing_key.clone(),
-                disposition,
-            });
-        }
-    }
-}
-
-/// What every handler task shares.
+/// What every batch and task of the worker shares.
 pub struct Context {
     pub settings: Arc<Settings>,
     pub pool: PgPool,
     pub names: Names,
     pub schemas: Schemas,
-    /// Publishes retries and dead letters (the relay has its own channel).
+    /// Publishes retries, dead letters and query answers (the relay has its own channel).
     pub publisher: Publisher,
     /// Rung after a transaction that wrote outbox rows committed: wakes this worker's relay.
     pub outbox_wake: Arc<outbox::relay::Wake>,
-    /// Xendit, SMTP and their settings, for the saga steps.
-    pub saga: crate::saga::Services,
+    /// Carries the sagas a batch started on, once it committed.
+    pub runner: Runner,
+    /// This worker, as saga leases name it.
+    pub worker_id: Uuid,
     pub hooks: Hooks,
     /// Counters and histograms served on `/metrics`.
     pub metrics: Metrics,
@@ -96,23 +61,28 @@ pub struct Worker {
     pub names: Names,
     pub http_addr: SocketAddr,
     pub pool: PgPool,
+    /// This worker's id (the owner of the saga leases it takes).
+    pub id: Uuid,
     /// Cancel to drain and stop (what SIGTERM does).
     pub shutdown: CancellationToken,
     connection: Arc<lapin::Connection>,
     task: JoinHandle<anyhow::Result<()>>,
-    /// The relay and HTTP tasks, for [`Worker::kill`].
+    /// The relay, HTTP and saga tasks, for [`Worker::kill`].
     helpers: Vec<tokio::task::AbortHandle>,
+    sagas: Arc<std::sync::Mutex<Option<saga::runner::Tasks>>>,
 }
 
 impl Worker {
     /// Starts a worker: waits for the database and runs migrations, connects to the broker,
-    /// declares the topology, starts the outbox relay, the HTTP endpoints and the consumer.
+    /// declares the topology, starts the outbox relay, the saga runner, the HTTP endpoints
+    /// and the consumer.
     pub async fn start(settings: Settings, hooks: Hooks) -> anyhow::Result<Worker> {
         let settings = Arc::new(settings);
         let shutdown = CancellationToken::new();
         let metrics = Metrics::new();
         let hooks = metrics.observing(hooks);
         let pool = store::pool(&settings.database)?;
+        let worker_id = Uuid::new_v4();
 
         let wait = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
@@ -144,6 +114,7 @@ impl Worker {
             relay_publisher,
             names.clone(),
             settings.outbox.clone(),
+            settings.inbox.clone(),
             relay_stop.clone(),
             outbox_wake.local(),
         ));
@@ -153,6 +124,25 @@ impl Worker {
             outbox_wake.clone(),
             relay_stop.clone(),
         ));
+
+        let services = saga::Services::from_settings(&settings)?;
+        let (runner, jobs) = saga::runner::channel(settings.worker.batch_size);
+        let (runner, saga_tasks) = saga::runner::start(
+            Arc::new(saga::runner::Env {
+                pool: pool.clone(),
+                services,
+                worker_id,
+                hooks: hooks.clone(),
+                wake: outbox_wake.clone(),
+                metrics: metrics.clone(),
+                batch_size: settings.worker.batch_size.max(1),
+                steps_in_flight: settings.saga.steps_in_flight.max(1),
+                db_attempts: settings.retry.immediate_attempts.max(1) + 2,
+                runner,
+            }),
+            jobs,
+        );
+        let sagas = Arc::new(std::sync::Mutex::new(Some(saga_tasks)));
 
         let listener =
             tokio::net::TcpListener::bind((settings.http.host.as_str(), settings.http.port))
@@ -165,6 +155,7 @@ impl Worker {
                 connection: connection.clone(),
                 names: names.clone(),
                 metrics: metrics.clone(),
+                stuck_after_seconds: settings.saga.stuck_after_seconds as f64,
             },
             shutdown.clone(),
         ));
@@ -173,11 +164,11 @@ impl Worker {
             settings: settings.clone(),
             pool: pool.clone(),
             names: names.clone(),
-            schemas: Schemas::load(),
+            schemas: registry::schemas(),
             publisher,
             outbox_wake,
-            saga: crate::saga::Services::from_settings(&settings)?
-                .with_hook(hooks.after_xendit_answered.clone()),
+            runner,
+            worker_id,
             hooks,
             metrics,
         });
@@ -188,15 +179,16 @@ impl Worker {
         let consumer = consume_channel
             .basic_consume(
                 names.commands_queue.as_str().into(),
-                format!("onboard-{}", uuid::Uuid::new_v4()).as_str().into(),
+                format!("onboard-{worker_id}").as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
         tracing::info!(
+            %worker_id,
             queue = %names.commands_queue,
             prefetch = settings.broker.prefetch,
-            concurrency = settings.worker.concurrency,
+            batch_size = settings.worker.batch_size,
             http = %http_addr,
             "worker started"
         );
@@ -209,6 +201,7 @@ impl Worker {
         let stop = shutdown.clone();
         let watched = connection.clone();
         let http_stop = shutdown.clone();
+        let saga_handle = sagas.clone();
         let task = tokio::spawn(async move {
             let consumed = tokio::select! {
                 consumed = consume(ctx.clone(), consume_channel, consumer, stop) => consumed,
@@ -217,8 +210,13 @@ impl Worker {
             // However consuming ended (shutdown, or a broker that did not come back), the
             // HTTP endpoints stop with it.
             http_stop.cancel();
-            // Drain: whatever is in flight finishes (bounded); then the relay publishes what
-            // the outbox holds; then the connection closes.
+            // Drain: the sagas in hand finish (bounded) and the rest are given back; then the
+            // relay publishes what the outbox holds; then the connection closes.
+            let bound = Duration::from_millis(ctx.settings.worker.shutdown_timeout_ms);
+            let tasks = saga_handle.lock().expect("not poisoned").take();
+            if let Some(tasks) = tasks {
+                tasks.stop(bound).await;
+            }
             let drained = drain(&ctx).await;
             relay_stop.cancel();
             let _ = relay.await;
@@ -230,10 +228,12 @@ impl Worker {
             names,
             http_addr,
             pool,
+            id: worker_id,
             shutdown,
             connection,
             task,
             helpers,
+            sagas,
         })
     }
 
@@ -245,12 +245,16 @@ impl Worker {
         result
     }
 
-    /// Stops abruptly, as a crash would: no drain, no acks; the broker requeues what this
-    /// worker held. (Tests use it to prove nothing is lost or duplicated.)
+    /// Stops abruptly, as a crash would: no drain, no acks, no leases given back; the broker
+    /// requeues what this worker held, and the others' sweepers take its sagas once its
+    /// heartbeat is stale. (Tests use it to prove nothing is lost or duplicated.)
     pub async fn kill(self) {
         self.task.abort();
         for h in &self.helpers {
             h.abort();
+        }
+        if let Some(tasks) = self.sagas.lock().expect("not poisoned").take() {
+            tasks.abort();
         }
         let _ = self.connection.close(320, "worker killed".into()).await;
     }
@@ -264,34 +268,77 @@ impl Worker {
     }
 }
 
-/// Takes deliveries until shutdown, at most `concurrency` handlers at once: a permit is taken
-/// before the next delivery is pulled, so the prefetch buffer is the only other backlog.
+/// Takes deliveries until shutdown. Commands gather into batches of up to
+/// `worker.batch_size`, waiting at most `worker.batch_linger_ms` after the first; at most
+/// `worker.batches_in_flight` batches run at once, and at most `worker.concurrency` queries
+/// and rejections. The prefetch bounds what waits in between.
 async fn consume(
     ctx: Arc<Context>,
     channel: lapin::Channel,
     mut consumer: lapin::Consumer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let permits = Arc::new(Semaphore::new(ctx.settings.worker.concurrency));
+    let w = &ctx.settings.worker;
+    let batches = Arc::new(Semaphore::new(w.batches_in_flight.max(1)));
+    let singles = Arc::new(Semaphore::new(w.concurrency.max(1)));
+    let linger = Duration::from_millis(w.batch_linger_ms);
+    let mut pending: Vec<batch::Item> = Vec::with_capacity(w.batch_size);
+    let mut flush_at: Option<tokio::time::Instant> = None;
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => p?,
-        };
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = sleep_until(flush_at) => {
+                flush(&ctx, &batches, &mut pending).await?;
+                flush_at = None;
+                continue;
+            }
             next = consumer.next() => next,
         };
         match next {
-            Some(Ok(delivery)) => {
-                let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    pipeline::process(&ctx, delivery).await;
-                    drop(permit);
-                });
-            }
+            Some(Ok(delivery)) => match pipeline::route(&ctx, delivery) {
+                Route::Command(item) => {
+                    pending.push(*item);
+                    if pending.len() >= w.batch_size.max(1) {
+                        flush(&ctx, &batches, &mut pending).await?;
+                        flush_at = None;
+                    } else if flush_at.is_none() {
+                        flush_at = Some(tokio::time::Instant::now() + linger);
+                    }
+                }
+                Route::Query(item) => {
+                    let permit = singles.clone().acquire_owned().await?;
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move {
+                        let span = item.span.clone();
+                        tracing::Instrument::instrument(query::answer(&ctx, *item), span).await;
+                        drop(permit);
+                    });
+                }
+                Route::Reject(rejected) => {
+                    let permit = singles.clone().acquire_owned().await?;
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move {
+                        let pipeline::Rejected {
+                            delivery,
+                            msg,
+                            rejection,
+                            span,
+                        } = *rejected;
+                        tracing::Instrument::instrument(
+                            pipeline::reject(&ctx, delivery, msg, rejection),
+                            span,
+                        )
+                        .await;
+                        drop(permit);
+                    });
+                }
+            },
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "consumer interrupted; waiting for the connection to recover");
+                // What was gathered came through the old channel: its acks cannot reach the
+                // broker, which redelivers it all; the inbox recognises what committed.
+                pending.clear();
+                flush_at = None;
                 channel.wait_for_recovery(e).await.map_err(|e| {
                     anyhow::anyhow!("broker connection lost and not recovered: {e}")
                 })?;
@@ -304,17 +351,49 @@ async fn consume(
     let _ = channel
         .basic_cancel(consumer.tag(), BasicCancelOptions::default())
         .await;
-    // Wait for in-flight handlers (bounded by the shutdown timeout).
+    flush(&ctx, &batches, &mut pending).await?;
+    // Wait for the batches and tasks in flight (bounded by the shutdown timeout).
     let bound = Duration::from_millis(ctx.settings.worker.shutdown_timeout_ms);
-    let all = ctx.settings.worker.concurrency as u32;
-    match tokio::time::timeout(bound, permits.acquire_many(all)).await {
-        Ok(_) => tracing::info!("in-flight handlers finished"),
+    let all = async {
+        let _ = batches
+            .acquire_many(w.batches_in_flight.max(1) as u32)
+            .await;
+        let _ = singles.acquire_many(w.concurrency.max(1) as u32).await;
+    };
+    match tokio::time::timeout(bound, all).await {
+        Ok(()) => tracing::info!("in-flight commands finished"),
         Err(_) => tracing::warn!(
             ?bound,
-            "shutdown bound reached with handlers in flight; they will be redelivered"
+            "shutdown bound reached with commands in flight; they will be redelivered"
         ),
     }
     let _ = channel.close(200, "draining".into()).await;
+    Ok(())
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts the gathered commands as a batch, once a batch slot is free.
+async fn flush(
+    ctx: &Arc<Context>,
+    batches: &Arc<Semaphore>,
+    pending: &mut Vec<batch::Item>,
+) -> anyhow::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let items = std::mem::take(pending);
+    let permit = batches.clone().acquire_owned().await?;
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        batch::run(&ctx, items).await;
+        drop(permit);
+    });
     Ok(())
 }
 

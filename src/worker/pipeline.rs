@@ -1,24 +1,25 @@
-//! What happens to one delivery: parse and check it, run its handler in one transaction
-//! (retrying transient failures in-process), then ack — or hand it to a delay queue or the
-//! dead-letter queue. Nothing is acked before its effects are committed.
-
-use std::time::Duration;
+//! What happens to one delivery before it joins a batch: plain data out of AMQP, the checks a
+//! reader would make (message_id, known type, JSON, schema), and the way out for a message
+//! that fails them: announced (`command.rejected`, and the error reply when asked), then
+//! dead-lettered with its reason, then acked.
 
 use backon::{ExponentialBuilder, Retryable};
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use serde_json::json;
-use tracing::Instrument;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::Context;
+use super::batch::{Item, command_hash};
 use super::failure::{self, Failure};
-use super::{Context, Disposition};
 use crate::broker::headers;
-use crate::handlers::{self, Handled, HandlerError};
 use crate::messages::event::derived_id;
-use crate::messages::{CommandType, IncomingMessage, OutgoingMessage, Rejection, parse};
-use crate::saga;
-use crate::{store, telemetry};
+use crate::messages::{IncomingMessage, OutgoingMessage, Rejection, parse};
+use crate::observe::Disposition;
+use crate::registry;
+use crate::telemetry;
+use crate::uow::UnitOfWork;
 
 /// Plain data out of an AMQP delivery.
 pub fn incoming(delivery: &Delivery) -> IncomingMessage {
@@ -49,11 +50,28 @@ pub async fn ack(delivery: &Delivery) {
     }
 }
 
-/// Processes one delivery to its end (ack, delayed retry, dead letter or requeue).
-pub async fn process(ctx: &Context, delivery: Delivery) {
+/// Where a checked delivery goes next.
+pub enum Route {
+    /// A command: joins the next batch.
+    Command(Box<Item>),
+    /// A query: answered on its own.
+    Query(Box<Item>),
+    /// Malformed: rejected.
+    Reject(Box<Rejected>),
+}
+
+/// A delivery that failed its checks.
+pub struct Rejected {
+    pub delivery: Delivery,
+    pub msg: IncomingMessage,
+    pub rejection: Rejection,
+    pub span: tracing::Span,
+}
+
+/// Reads and checks one delivery.
+pub fn route(ctx: &Context, delivery: Delivery) -> Route {
     let mut msg = incoming(&delivery);
     ctx.metrics.received(&msg.routing_key);
-    let _in_flight = ctx.metrics.in_flight();
     // This worker's part of the trace: what the command causes carries a child of its context.
     msg.traceparent = Some(telemetry::child_traceparent(msg.traceparent.as_deref()));
     let span = tracing::info_span!(
@@ -64,129 +82,101 @@ pub async fn process(ctx: &Context, delivery: Delivery) {
         attempt = msg.attempt,
         trace_id = telemetry::trace_id(msg.traceparent.as_deref()).unwrap_or("-"),
     );
-    async {
-        match parse(&msg, &ctx.schemas) {
-            Ok(cmd) => run_command(ctx, &delivery, &msg, cmd).await,
-            Err(rejection) => reject(ctx, &delivery, &msg, rejection).await,
+    let cmd = match parse(&msg, &ctx.schemas) {
+        Ok(cmd) => cmd,
+        Err(rejection) => {
+            return Route::Reject(Box::new(Rejected {
+                delivery,
+                msg,
+                rejection,
+                span,
+            }));
         }
+    };
+    let entry = registry::entry(cmd.meta.command_type);
+    if entry.is_query() && cmd.meta.reply_to.is_none() {
+        // Its answer is the reply and nothing else: without a queue to answer to, running it
+        // would only cost a database read.
+        let rejection = Rejection::new(format!(
+            "query {} has no reply_to: queries are answered only on reply_to",
+            cmd.meta.command_type
+        ));
+        return Route::Reject(Box::new(Rejected {
+            delivery,
+            msg,
+            rejection,
+            span,
+        }));
     }
-    .instrument(span)
-    .await
+    let item = Box::new(Item {
+        hash: command_hash(&cmd),
+        in_flight: ctx.metrics.in_flight(),
+        delivery,
+        msg,
+        cmd,
+        entry,
+        span,
+    });
+    if entry.is_query() {
+        Route::Query(item)
+    } else {
+        Route::Command(item)
+    }
 }
 
-pub(super) fn immediate_backoff(ctx: &Context) -> ExponentialBuilder {
+fn immediate_backoff(ctx: &Context) -> ExponentialBuilder {
     let r = &ctx.settings.retry;
     ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(r.immediate_initial_ms))
-        .with_max_delay(Duration::from_millis(r.immediate_max_ms))
+        .with_min_delay(std::time::Duration::from_millis(r.immediate_initial_ms))
+        .with_max_delay(std::time::Duration::from_millis(r.immediate_max_ms))
         .with_max_times(r.immediate_attempts.saturating_sub(1))
         .with_jitter()
 }
 
-async fn run_command(
-    ctx: &Context,
-    delivery: &Delivery,
-    msg: &IncomingMessage,
-    cmd: crate::messages::Command,
-) {
-    if cmd.meta.command_type.is_query() {
-        return super::query::answer(ctx, delivery, msg, cmd).await;
-    }
-    // A redelivery is usually a command whose ack was lost after commit: check cheaply first.
-    // (Republished copies are caught by the inbox insert in the handler's transaction.)
-    if (delivery.redelivered || msg.attempt > 0)
-        && matches!(
-            store::inbox::contains(&ctx.pool, &cmd.meta.message_id).await,
-            Ok(true)
-        )
-    {
-        tracing::info!("duplicate delivery; already processed");
-        ack(delivery).await;
-        return ctx.hooks.settled(msg, Disposition::Duplicate);
-    }
-    let started = std::time::Instant::now();
-    let result = (|| async {
-        match cmd.meta.command_type {
-            CommandType::OnboardingStep => saga::run(&ctx.pool, &ctx.saga, &cmd).await,
-            _ => handlers::run(&ctx.pool, &ctx.settings, &cmd).await,
-        }
-    })
-    .retry(immediate_backoff(ctx))
-    .when(HandlerError::is_transient)
-    .notify(|e, wait| tracing::warn!(error = %e, ?wait, "transient failure; retrying in-process"))
-    .await;
-    ctx.metrics
-        .handler_finished(&msg.routing_key, &result, started.elapsed());
-    match result {
-        Ok(Handled::Done(outcome)) => {
-            ctx.outbox_wake.ring();
-            tracing::info!(
-                outcome = outcome.inbox.as_str(),
-                code = outcome.code,
-                "command handled"
-            );
-            if let Some(hook) = &ctx.hooks.after_commit {
-                hook(&cmd.meta).await;
-            }
-            ack(delivery).await;
-            ctx.hooks.settled(msg, Disposition::Handled)
-        }
-        Ok(Handled::Duplicate) => {
-            tracing::info!("duplicate command; already processed");
-            ack(delivery).await;
-            ctx.hooks.settled(msg, Disposition::Duplicate)
-        }
-        Err(e) => failure::retry_later(ctx, delivery, msg, &e.to_string()).await,
-    }
-}
-
-/// A malformed message: dead-lettered with its reason, then announced (`command.rejected`,
-/// and the error reply when asked for), then acked.
-async fn reject(ctx: &Context, delivery: &Delivery, msg: &IncomingMessage, rejection: Rejection) {
+/// A malformed message: its rejection is recorded first (inbox row and `command.rejected`,
+/// and the error reply when asked for), then it is dead-lettered with its reason, then acked.
+/// While the database is down the rejection cannot be recorded, so the message waits in the
+/// delay queues instead of being dead-lettered again and again. A copy of a message whose
+/// rejection was recorded is dead-lettered again (the first copy may have died before its
+/// dead letter went out); its event is not repeated.
+pub async fn reject(ctx: &Context, delivery: Delivery, msg: IncomingMessage, rejection: Rejection) {
     let message_id = msg
         .message_id
         .as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty());
-    if let Some(id) = message_id
-        && matches!(store::inbox::contains(&ctx.pool, id).await, Ok(true))
-    {
-        tracing::info!("duplicate of a message already handled");
-        ack(delivery).await;
-        return ctx.hooks.settled(msg, Disposition::Duplicate);
-    }
-    tracing::warn!(reason = %rejection, "message rejected; dead-lettering");
-    if let Err(e) = failure::dead_letter(
-        ctx,
-        delivery,
-        msg,
-        Failure::Rejected,
-        &rejection.to_string(),
-    )
-    .await
-    {
-        tracing::error!(error = %e, "could not dead-letter; returning it to the queue");
-        failure::requeue(delivery).await;
-        return ctx.hooks.settled(msg, Disposition::Requeued);
-    }
-    let recorded = (|| record_rejection(ctx, msg, message_id, &rejection))
-        .retry(immediate_backoff(ctx).with_max_times(ctx.settings.retry.immediate_attempts + 3))
-        .when(store::is_transient)
+    tracing::warn!(reason = %rejection, "message rejected");
+    let recorded = (|| record_rejection(ctx, &msg, message_id, &rejection))
+        .retry(immediate_backoff(ctx))
+        .when(crate::fault::retry_at_once)
         .await;
-    match recorded {
-        Ok(()) => {
-            ctx.outbox_wake.ring();
-            ack(delivery).await;
-            ctx.hooks.settled(msg, Disposition::DeadLettered)
-        }
+    let disposition = match recorded {
+        Ok(()) => match failure::dead_letter(
+            ctx,
+            &delivery,
+            &msg,
+            Failure::Rejected,
+            &rejection.to_string(),
+        )
+        .await
+        {
+            Ok(()) => {
+                ack(&delivery).await;
+                Disposition::DeadLettered
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not dead-letter; returning it to the queue");
+                failure::requeue(&delivery).await;
+                Disposition::Requeued
+            }
+        },
         Err(e) => {
-            // The dead letter exists; the event does not yet. Try again later (a duplicate
-            // dead letter is possible, a missing event is not).
-            tracing::error!(error = %e, "could not record the rejection; returning it to the queue");
-            failure::requeue(delivery).await;
-            ctx.hooks.settled(msg, Disposition::Requeued)
+            let reason = format!("the rejection could not be recorded: {e}");
+            failure::retry_later(ctx, &delivery, &msg, None, &reason).await
         }
-    }
+    };
+    ctx.hooks
+        .settled(msg.message_id.as_deref(), &msg.routing_key, disposition);
 }
 
 async fn record_rejection(
@@ -231,12 +221,29 @@ async fn record_rejection(
         reply.payload = json!({ "error": rejection.to_string() });
         messages.push(reply);
     }
-    let mut tx = ctx.pool.begin().await?;
-    if let Some(id) = message_id
-        && !store::inbox::record_rejected(&mut tx, id, &msg.routing_key, &correlation).await?
-    {
-        return tx.rollback().await;
+    let mut uow = UnitOfWork::begin(&ctx.pool).await?;
+    if let Some(id) = message_id {
+        let hash: [u8; 32] = Sha256::new()
+            .chain_update(msg.routing_key.as_bytes())
+            .chain_update([0x1f])
+            .chain_update(&msg.body)
+            .finalize()
+            .into();
+        if !crate::store::inbox::record_rejected(
+            uow.conn(),
+            id,
+            &msg.routing_key,
+            &correlation,
+            &hash,
+        )
+        .await?
+        {
+            // Recorded (and announced) before: only the dead letter is repeated.
+            return uow.rollback().await;
+        }
     }
-    store::outbox::insert(&mut tx, &messages).await?;
-    tx.commit().await
+    uow.say(messages);
+    uow.commit().await?;
+    ctx.outbox_wake.ring();
+    Ok(())
 }

@@ -1,53 +1,108 @@
 //! Queries (`client.get`, `client.list`, `instance.list`): read, reply to `reply_to`, ack.
-//! No inbox, no outbox, no events — a query changes nothing, so there is nothing to make
-//! atomic with its answer. A query without `reply_to` never gets here: parsing refuses it to
-//! the dead-letter queue.
+//! No inbox, no outbox, no events: a query changes nothing, so there is nothing to make
+//! atomic with its answer. A query without `reply_to` never gets here: it is rejected.
 
-use backon::Retryable;
-use lapin::message::Delivery;
+use backon::{ExponentialBuilder, Retryable};
 
-use super::failure;
-use super::pipeline::{ack, immediate_backoff};
-use super::{Context, Disposition};
+use super::Context;
+use super::batch::Item;
+use super::failure::{self, Failure};
+use super::pipeline::ack;
 use crate::broker::Delivered;
-use crate::handlers::{HandlerError, queries};
-use crate::messages::{Command, IncomingMessage};
+use crate::fault::{Fault, HandlerError};
+use crate::handlers::queries;
+use crate::observe::{Disposition, HandlerResult};
 use crate::outbox::relay;
+use crate::registry::Run;
 
-pub async fn answer(ctx: &Context, delivery: &Delivery, msg: &IncomingMessage, cmd: Command) {
-    let reply = (|| queries::answer(&ctx.pool, &cmd))
-        .retry(immediate_backoff(ctx))
-        .when(HandlerError::is_transient)
+pub async fn answer(ctx: &Context, item: Item) {
+    let Run::Query(read) = item.entry.run else {
+        unreachable!("only queries are answered here");
+    };
+    let started = std::time::Instant::now();
+    let r = &ctx.settings.retry;
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(r.immediate_initial_ms))
+        .with_max_delay(std::time::Duration::from_millis(r.immediate_max_ms))
+        .with_max_times(r.immediate_attempts.saturating_sub(1))
+        .with_jitter();
+    let reply = (|| queries::answer(&ctx.pool, &item.cmd, read))
+        .retry(policy)
+        .when(HandlerError::retry_at_once)
         .notify(
             |e, wait| tracing::warn!(error = %e, ?wait, "transient failure; retrying in-process"),
         )
         .await;
-    let reply = match reply {
-        Ok(reply) => reply,
-        Err(e) => return failure::retry_later(ctx, delivery, msg, &e.to_string()).await,
-    };
-    let body = serde_json::to_vec(&reply.payload).expect("JSON values serialise");
-    let published = ctx
-        .publisher
-        .publish(relay::outgoing(
-            &reply,
-            &body,
-            chrono::Utc::now(),
-            &ctx.names,
-        ))
-        .await;
-    match published {
-        Ok(Delivered::Routed) => {
-            tracing::info!(status = ?reply.headers.get("status"), "query answered");
+    let disposition = match reply {
+        Ok(reply) => {
+            ctx.metrics.handled(
+                &item.msg.routing_key,
+                HandlerResult::Succeeded,
+                None,
+                started.elapsed(),
+            );
+            let body = serde_json::to_vec(&reply.payload).expect("JSON values serialise");
+            let published = ctx
+                .publisher
+                .publish(relay::outgoing(
+                    &reply,
+                    &body,
+                    chrono::Utc::now(),
+                    &ctx.names,
+                ))
+                .await;
+            match published {
+                Ok(Delivered::Routed) => {
+                    tracing::info!(status = ?reply.headers.get("status"), "query answered");
+                    ack(&item.delivery).await;
+                    Disposition::Handled
+                }
+                Ok(Delivered::Returned { reply_text }) => {
+                    // The asker is gone; nobody else wants the answer.
+                    tracing::warn!(reply_to = %reply.routing_key, %reply_text, "reply queue gone; answer dropped");
+                    ack(&item.delivery).await;
+                    Disposition::Handled
+                }
+                Err(e) => {
+                    let reason = format!("reply not sent: {e}");
+                    failure::retry_later(ctx, &item.delivery, &item.msg, None, &reason).await
+                }
+            }
         }
-        Ok(Delivered::Returned { reply_text }) => {
-            // The asker is gone; nobody else wants the answer.
-            tracing::warn!(reply_to = %reply.routing_key, %reply_text, "reply queue gone; answer dropped");
+        Err(e) if e.fault() == Fault::Permanent => {
+            ctx.metrics.handled(
+                &item.msg.routing_key,
+                HandlerResult::Failed,
+                None,
+                started.elapsed(),
+            );
+            tracing::error!(reason = %e.reason(), "query cannot be answered; dead-lettering it");
+            match failure::dead_letter(ctx, &item.delivery, &item.msg, Failure::Failed, &e.reason())
+                .await
+            {
+                Ok(()) => {
+                    ack(&item.delivery).await;
+                    Disposition::DeadLettered
+                }
+                Err(_) => {
+                    failure::requeue(&item.delivery).await;
+                    Disposition::Requeued
+                }
+            }
         }
         Err(e) => {
-            return failure::retry_later(ctx, delivery, msg, &format!("reply not sent: {e}")).await;
+            ctx.metrics.handled(
+                &item.msg.routing_key,
+                HandlerResult::RetryLater,
+                None,
+                started.elapsed(),
+            );
+            failure::retry_later(ctx, &item.delivery, &item.msg, None, &e.reason()).await
         }
-    }
-    ack(delivery).await;
-    ctx.hooks.settled(msg, Disposition::Handled)
+    };
+    ctx.hooks.settled(
+        item.msg.message_id.as_deref(),
+        &item.msg.routing_key,
+        disposition,
+    );
 }

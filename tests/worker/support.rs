@@ -155,6 +155,11 @@ pub async fn test_settings() -> (Settings, String) {
         .join("mail");
     settings.saga.xendit_max_attempts = 3;
     settings.saga.email_max_attempts = 3;
+    // Due sagas are found within 100 ms, and a killed worker's sagas are taken over once its
+    // heartbeat is 2 s old (production: 1 s and 10 s).
+    settings.saga.sweep_interval_ms = 100;
+    settings.saga.heartbeat_ms = 200;
+    settings.saga.worker_stale_seconds = 2;
     (settings, database)
 }
 

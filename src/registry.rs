@@ -1,0 +1,189 @@
+//! The one place a command type meets its code: its JSON Schema, whether it is a command or a
+//! query, the event that announces its refusals, and the handler that runs it. A type that is
+//! not here does not exist for the worker (it is rejected as unknown).
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use crate::handlers::queries::{self, Read};
+use crate::handlers::{DecideBatch, DecideOne, client_create, instances, kyc, lifecycle};
+use crate::messages::{CommandType, Schemas};
+
+/// How a type's handler runs.
+#[derive(Clone, Copy)]
+pub enum Run {
+    /// Decides a slice of commands of the type at once, inside the batch's transaction.
+    Batch(DecideBatch),
+    /// Decides one command at a time, inside the batch's transaction.
+    Each(DecideOne),
+    /// A query: reads in its own read-only transaction and answers on `reply_to` only; no
+    /// inbox, no outbox, no event.
+    Query(Read),
+}
+
+/// Everything the worker knows about one command type.
+pub struct Entry {
+    pub command_type: CommandType,
+    /// `schemas/<type>.json`, compiled into the binary so a deployment cannot run with
+    /// schemas that differ from its code.
+    pub schema: &'static str,
+    /// Where refusals of the command are announced (`None` for queries, which only reply).
+    pub refusal_event: Option<&'static str>,
+    pub run: Run,
+}
+
+impl Entry {
+    pub fn is_query(&self) -> bool {
+        matches!(self.run, Run::Query(_))
+    }
+}
+
+macro_rules! schema {
+    ($name:literal) => {
+        include_str!(concat!("../schemas/", $name, ".json"))
+    };
+}
+
+const LIFECYCLE: Option<&str> = Some(lifecycle::REJECTED);
+
+static ENTRIES: [Entry; 14] = [
+    Entry {
+        command_type: CommandType::ClientCreate,
+        schema: schema!("client.create"),
+        refusal_event: Some(client_create::FAILED),
+        run: Run::Batch(client_create::decide),
+    },
+    Entry {
+        command_type: CommandType::InstanceCreate,
+        schema: schema!("instance.create"),
+        refusal_event: Some(instances::FAILED),
+        run: Run::Each(instances::create_one),
+    },
+    Entry {
+        command_type: CommandType::InstanceUpdateAlias,
+        schema: schema!("instance.update_alias"),
+        refusal_event: Some(instances::FAILED),
+        run: Run::Each(instances::update_alias_one),
+    },
+    Entry {
+        command_type: CommandType::InstanceDelete,
+        schema: schema!("instance.delete"),
+        refusal_event: Some(instances::FAILED),
+        run: Run::Each(instances::delete_one),
+    },
+    Entry {
+        command_type: CommandType::ClientApprove,
+        schema: schema!("client.approve"),
+        refusal_event: LIFECYCLE,
+        run: Run::Each(lifecycle::decide_one),
+    },
+    Entry {
+        command_type: CommandType::ClientReject,
+        schema: schema!("client.reject"),
+        refusal_event: LIFECYCLE,
+        run: Run::Each(lifecycle::decide_one),
+    },
+    Entry {
+        command_type: CommandType::ClientBlacklist,
+        schema: schema!("client.blacklist"),
+        refusal_event: LIFECYCLE,
+        run: Run::Each(lifecycle::decide_one),
+    },
+    Entry {
+        command_type: CommandType::ClientUnblacklist,
+        schema: schema!("client.unblacklist"),
+        refusal_event: LIFECYCLE,
+        run: Run::Each(lifecycle::decide_one),
+    },
+    Entry {
+        command_type: CommandType::ClientExit,
+        schema: schema!("client.exit"),
+        refusal_event: LIFECYCLE,
+        run: Run::Each(lifecycle::decide_one),
+    },
+    Entry {
+        command_type: CommandType::ClientRecordFirstTransaction,
+        schema: schema!("client.record_first_transaction"),
+        refusal_event: LIFECYCLE,
+        run: Run::Each(lifecycle::decide_one),
+    },
+    Entry {
+        command_type: CommandType::ClientKycUpdate,
+        schema: schema!("client.kyc.update"),
+        refusal_event: Some(kyc::FAILED),
+        run: Run::Each(kyc::decide_one),
+    },
+    Entry {
+        command_type: CommandType::ClientList,
+        schema: schema!("client.list"),
+        refusal_event: None,
+        run: Run::Query(queries::client_list_read),
+    },
+    Entry {
+        command_type: CommandType::ClientGet,
+        schema: schema!("client.get"),
+        refusal_event: None,
+        run: Run::Query(queries::client_get_read),
+    },
+    Entry {
+        command_type: CommandType::InstanceList,
+        schema: schema!("instance.list"),
+        refusal_event: None,
+        run: Run::Query(queries::instance_list_read),
+    },
+];
+
+static BY_TYPE: LazyLock<HashMap<CommandType, &'static Entry>> =
+    LazyLock::new(|| ENTRIES.iter().map(|e| (e.command_type, e)).collect());
+
+/// Every registered type.
+pub fn entries() -> &'static [Entry] {
+    &ENTRIES
+}
+
+/// The entry of a type. Every [`CommandType`] has one (a unit test holds it to that).
+pub fn entry(command_type: CommandType) -> &'static Entry {
+    BY_TYPE[&command_type]
+}
+
+/// The compiled schemas of every registered type. A broken schema is a build defect, so this
+/// panics on one (and a unit test compiles them all).
+pub fn schemas() -> Schemas {
+    Schemas::compile(ENTRIES.iter().map(|e| (e.command_type, e.schema)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_type_has_exactly_one_entry_and_its_schema_compiles() {
+        for t in CommandType::ALL {
+            assert_eq!(
+                ENTRIES.iter().filter(|e| e.command_type == t).count(),
+                1,
+                "{t}"
+            );
+            assert_eq!(entry(t).command_type, t);
+        }
+        let schemas = schemas();
+        assert!(
+            schemas
+                .check(CommandType::ClientGet, &serde_json::json!({"client_id": 1}))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn queries_and_commands_are_told_apart_and_commands_announce_refusals() {
+        let queries: Vec<&str> = ENTRIES
+            .iter()
+            .filter(|e| e.is_query())
+            .map(|e| e.command_type.as_str())
+            .collect();
+        assert_eq!(queries, ["client.list", "client.get", "instance.list"]);
+        for e in ENTRIES.iter().filter(|e| !e.is_query()) {
+            assert!(e.refusal_event.is_some(), "{}", e.command_type);
+        }
+    }
+}

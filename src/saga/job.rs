@@ -1,0 +1,62 @@
+//! A saga this worker is running now: what the saga row says, plus what the worker still has
+//! in memory from the step before (the client and admin rows, the admin's first-access
+//! secret), so the next step does not read or write them again.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::domain::saga::Step;
+use crate::domain::{AdminUser, Client};
+use crate::email::FirstAccess;
+use crate::messages::{CommandMeta, CommandType};
+use crate::store::sagas::Saga;
+
+#[derive(Debug, Clone)]
+pub struct SagaJob {
+    pub saga_id: Uuid,
+    /// The step to run now.
+    pub step: Step,
+    /// Failed attempts of this step so far.
+    pub attempts: i32,
+    /// The `client.create` that started the saga: its ids, `reply_to` and trace, which every
+    /// event and the final reply refer to.
+    pub origin: CommandMeta,
+    pub client_id: i32,
+    pub admin_user_id: i32,
+    /// The client and admin as the previous step left them (`None`: read them).
+    pub snapshot: Option<(Client, AdminUser)>,
+    /// What earlier steps learnt (`onboarding_sagas.data`).
+    pub data: Value,
+    /// The admin's first-access secret, made and stored (as a hash) by an earlier
+    /// transaction; `None`: the email step makes one and stores it before sending.
+    pub access: Option<FirstAccess>,
+    /// Until when this worker holds the saga's lease (its own clock).
+    pub leased_until: Instant,
+}
+
+impl SagaJob {
+    /// A saga taken from the database (by the sweeper), leased for `lease`.
+    pub fn from_row(saga: Saga, lease: Duration) -> SagaJob {
+        SagaJob {
+            saga_id: saga.saga_id,
+            step: saga.step,
+            attempts: saga.attempts,
+            origin: CommandMeta {
+                command_type: CommandType::ClientCreate,
+                message_id: saga.message_id,
+                correlation_id: saga.correlation_id,
+                reply_to: saga.reply_to,
+                traceparent: saga.traceparent,
+                attempt: 0,
+            },
+            client_id: saga.client_id,
+            admin_user_id: saga.admin_user_id,
+            snapshot: None,
+            data: saga.data,
+            access: None,
+            leased_until: Instant::now() + lease,
+        }
+    }
+}

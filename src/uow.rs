@@ -1,0 +1,56 @@
+//! The unit of work every command and every saga step goes through: one transaction that
+//! claims the inbox first (commands), makes the effects, writes what is to be said to the
+//! outbox, and commits. Nothing is published or acked before [`UnitOfWork::commit`] returns.
+
+use std::collections::HashSet;
+
+use sqlx::{PgConnection, PgPool};
+
+use crate::messages::OutgoingMessage;
+use crate::store::{self, Tx, inbox::Claim};
+
+pub struct UnitOfWork {
+    tx: Tx,
+    /// Events and replies decided so far, written to the outbox at commit.
+    said: Vec<OutgoingMessage>,
+}
+
+impl UnitOfWork {
+    pub async fn begin(pool: &PgPool) -> Result<UnitOfWork, sqlx::Error> {
+        Ok(UnitOfWork {
+            tx: pool.begin().await?,
+            said: Vec::new(),
+        })
+    }
+
+    /// The transaction, for the effects.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// Claims message ids before anything else happens (see [`store::inbox::claim`]);
+    /// returns the ones claimed now. The rest were handled before.
+    pub async fn claim(&mut self, claims: &[Claim<'_>]) -> Result<HashSet<String>, sqlx::Error> {
+        if claims.is_empty() {
+            return Ok(HashSet::new());
+        }
+        store::inbox::claim(&mut self.tx, claims).await
+    }
+
+    /// Queues messages to be published once this unit of work committed.
+    pub fn say(&mut self, messages: impl IntoIterator<Item = OutgoingMessage>) {
+        self.said.extend(messages);
+    }
+
+    /// Writes the outbox rows (one statement) and commits; returns how many rows it wrote, so
+    /// the caller knows whether to wake the relay.
+    pub async fn commit(mut self) -> Result<usize, sqlx::Error> {
+        store::outbox::insert(&mut self.tx, &self.said).await?;
+        self.tx.commit().await?;
+        Ok(self.said.len())
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}

@@ -1,0 +1,459 @@
+//! A batch of commands, run as one unit of work: claim every message id in the inbox (one
+//! statement; duplicates stop there), let each type's handler decide its slice, record the
+//! exceptions, write the outbox, commit, then ack. Up to `worker.batch_size` deliveries share
+//! one transaction and one commit.
+//!
+//! One command's fate never touches the others': a refusal is an outcome like any other; a
+//! command that can never succeed ([`Decision::Failed`]) or must wait ([`Decision::RetryLater`])
+//! gives its claim back and leaves nothing behind. When the transaction itself fails:
+//! transient errors retry the whole batch at once, then send every command to the delay
+//! queues; a permanent error (one command PostgreSQL refuses) re-runs the batch's commands
+//! one by one, so only the culprit is dead-lettered and the rest commit.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use lapin::message::Delivery;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use super::Context;
+use super::failure::{self, Failure};
+use super::pipeline::ack;
+use crate::fault::{Fault, HandlerError};
+use crate::handlers::{self, Cx, Decision, refusal_messages};
+use crate::messages::{Command, IncomingMessage, OutgoingMessage, Refusal};
+use crate::metrics::InFlight;
+use crate::observe::{self, Disposition, HandlerResult};
+use crate::registry::{Entry, Run};
+use crate::saga::SagaJob;
+use crate::store::{self, inbox::Claim, inbox::InboxOutcome};
+use crate::uow::UnitOfWork;
+
+/// A command delivery on its way through a batch.
+pub struct Item {
+    pub delivery: Delivery,
+    pub msg: IncomingMessage,
+    pub cmd: Command,
+    pub entry: &'static Entry,
+    /// SHA-256 of the command (type and canonical body): what the inbox compares repeats by.
+    pub hash: [u8; 32],
+    /// The message's span: every line about it carries its ids.
+    pub span: tracing::Span,
+    pub in_flight: InFlight,
+}
+
+/// The hash the inbox keeps of a command: its type and its body in canonical form (keys
+/// sorted, no spaces), so re-serialising the same JSON does not make it another command.
+pub fn command_hash(cmd: &Command) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(cmd.meta.command_type.as_str().as_bytes());
+    hasher.update([0x1f]);
+    hasher.update(serde_json::to_vec(&cmd.body).expect("JSON values serialise"));
+    hasher.finalize().into()
+}
+
+/// How one command of a batch ended.
+#[derive(Debug)]
+enum End {
+    Done {
+        result: HandlerResult,
+        code: Option<&'static str>,
+        sagas: Vec<SagaJob>,
+    },
+    /// Its message id was already handled, for this same command.
+    Duplicate,
+    /// Its message id was already handled, for another command: refused, nothing changed.
+    KeyReused,
+    RetryLater(String),
+    Failed(String),
+}
+
+/// Runs a batch to its end: every delivery acked, sent to a delay queue or dead-lettered.
+pub async fn run(ctx: &Context, items: Vec<Item>) {
+    if items.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let indices: Vec<usize> = (0..items.len()).collect();
+    let outcome = try_hard(ctx, &items, &indices).await;
+    match outcome {
+        Ok(ends) => settle(ctx, items.into_iter().zip(ends).collect(), started).await,
+        Err(e) if e.fault() == Fault::Permanent && items.len() > 1 => {
+            tracing::warn!(reason = %e.reason(), commands = items.len(), "a command of the batch cannot be stored; running them one by one");
+            one_by_one(ctx, items, started).await;
+        }
+        Err(e) => {
+            let end = match e.fault() {
+                Fault::Permanent => End::Failed(e.reason()),
+                Fault::Transient => End::RetryLater(e.reason()),
+            };
+            let ends: Vec<End> = items.iter().map(|_| clone_end(&end)).collect();
+            settle(ctx, items.into_iter().zip(ends).collect(), started).await;
+        }
+    }
+}
+
+fn clone_end(end: &End) -> End {
+    match end {
+        End::Failed(r) => End::Failed(r.clone()),
+        End::RetryLater(r) => End::RetryLater(r.clone()),
+        _ => unreachable!("only failures are copied"),
+    }
+}
+
+/// Runs each command in a transaction of its own, after its batch failed for good: the one
+/// that cannot be stored fails alone.
+async fn one_by_one(ctx: &Context, items: Vec<Item>, started: Instant) {
+    let mut ends = Vec::with_capacity(items.len());
+    for i in 0..items.len() {
+        let end = match try_hard(ctx, &items, &[i]).await {
+            Ok(mut e) => e.pop().expect("one end"),
+            Err(e) if e.fault() == Fault::Permanent => {
+                let reason = e.reason();
+                items[i].span.in_scope(|| {
+                    tracing::error!(reason = %reason, "command cannot be stored; dead-lettering it")
+                });
+                if let Err(e) = record_failed(ctx, &items[i], &reason).await {
+                    tracing::warn!(error = %e, "could not announce command.failed; dead-lettering anyway");
+                }
+                End::Failed(reason)
+            }
+            Err(e) => End::RetryLater(e.reason()),
+        };
+        ends.push(end);
+    }
+    settle(ctx, items.into_iter().zip(ends).collect(), started).await;
+}
+
+/// [`attempt`], retried at once while its failure is worth it.
+async fn try_hard(
+    ctx: &Context,
+    items: &[Item],
+    which: &[usize],
+) -> Result<Vec<End>, HandlerError> {
+    let r = &ctx.settings.retry;
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(r.immediate_initial_ms))
+        .with_max_delay(Duration::from_millis(r.immediate_max_ms))
+        .with_max_times(r.immediate_attempts.saturating_sub(1))
+        .with_jitter();
+    (|| attempt(ctx, items, which))
+        .retry(policy)
+        .when(HandlerError::retry_at_once)
+        .notify(|e, wait| tracing::warn!(error = %e, ?wait, commands = which.len(), "batch failed; retrying in-process"))
+        .await
+}
+
+/// One try at the unit of work for `items[which]`.
+async fn attempt(ctx: &Context, items: &[Item], which: &[usize]) -> Result<Vec<End>, HandlerError> {
+    let mut ends: Vec<Option<End>> = which.iter().map(|_| None).collect();
+    // A message id twice in one batch: the first copy runs, the others are repeats of it.
+    let mut first_of: HashMap<&str, usize> = HashMap::new();
+    let mut copies = Vec::new();
+    let mut claims = Vec::with_capacity(which.len());
+    for (slot, &i) in which.iter().enumerate() {
+        let item = &items[i];
+        match first_of.get(item.cmd.meta.message_id.as_str()) {
+            Some(&first) => copies.push((slot, first)),
+            None => {
+                first_of.insert(&item.cmd.meta.message_id, slot);
+                claims.push(Claim {
+                    message_id: &item.cmd.meta.message_id,
+                    command_type: item.cmd.meta.command_type.as_str(),
+                    correlation_id: &item.cmd.meta.correlation_id,
+                    body_sha256: &item.hash,
+                });
+            }
+        }
+    }
+
+    let mut uow = UnitOfWork::begin(&ctx.pool).await?;
+    let fresh = uow.claim(&claims).await?;
+
+    // Repeats of commands handled before: the same command, or another under a reused key.
+    let seen: Vec<&str> = claims
+        .iter()
+        .map(|c| c.message_id)
+        .filter(|id| !fresh.contains(*id))
+        .collect();
+    if !seen.is_empty() {
+        let stored = store::inbox::hashes(uow.conn(), &seen).await?;
+        for id in seen {
+            let slot = first_of[id];
+            let item = &items[which[slot]];
+            let same = match stored.get(id) {
+                Some(Some(hash)) => hash.as_slice() == item.hash,
+                // Recorded before hashes were kept: take it as the same command.
+                Some(None) | None => true,
+            };
+            ends[slot] = Some(if same {
+                End::Duplicate
+            } else {
+                key_reused(&mut uow, item);
+                End::KeyReused
+            });
+        }
+    }
+    for &(slot, first) in &copies {
+        ends[slot] = Some(if items[which[slot]].hash == items[which[first]].hash {
+            End::Duplicate
+        } else {
+            key_reused(&mut uow, &items[which[slot]]);
+            End::KeyReused
+        });
+    }
+
+    // The fresh commands, by type, each type's slice to its handler.
+    let mut groups: Vec<(&'static Entry, Vec<usize>)> = Vec::new();
+    for (slot, &i) in which.iter().enumerate() {
+        if ends[slot].is_some() {
+            continue;
+        }
+        let entry = items[i].entry;
+        match groups.iter_mut().find(|(e, _)| std::ptr::eq(*e, entry)) {
+            Some((_, slots)) => slots.push(slot),
+            None => groups.push((entry, vec![slot])),
+        }
+    }
+    let mut exceptions: Vec<(usize, InboxOutcome, Option<&'static str>)> = Vec::new();
+    let mut released: Vec<usize> = Vec::new();
+    for (entry, slots) in groups {
+        let cmds: Vec<Command> = slots.iter().map(|&s| items[which[s]].cmd.clone()).collect();
+        let decisions = {
+            let mut cx = Cx {
+                conn: uow.conn(),
+                settings: &ctx.settings,
+                worker_id: ctx.worker_id,
+            };
+            match entry.run {
+                Run::Batch(decide) => decide(&mut cx, &cmds).await?,
+                Run::Each(one) => handlers::each(&mut cx, &cmds, one).await?,
+                Run::Query(_) => unreachable!("queries never join a batch"),
+            }
+        };
+        assert_eq!(decisions.len(), slots.len(), "one decision per command");
+        for (slot, decision) in slots.into_iter().zip(decisions) {
+            let item = &items[which[slot]];
+            ends[slot] = Some(match decision {
+                Decision::Done(outcome) => {
+                    uow.say(outcome.messages);
+                    let result = match outcome.inbox {
+                        InboxOutcome::Succeeded => HandlerResult::Succeeded,
+                        _ => HandlerResult::Refused,
+                    };
+                    if outcome.inbox != InboxOutcome::Succeeded {
+                        exceptions.push((slot, outcome.inbox, outcome.code));
+                    }
+                    End::Done {
+                        result,
+                        code: outcome.code,
+                        sagas: outcome.sagas,
+                    }
+                }
+                Decision::RetryLater(reason) => {
+                    released.push(slot);
+                    End::RetryLater(reason)
+                }
+                Decision::Failed(reason) => {
+                    released.push(slot);
+                    uow.say(failed_messages(ctx, item, &reason));
+                    End::Failed(reason)
+                }
+            });
+        }
+    }
+    let outcomes: Vec<(&str, InboxOutcome, Option<&str>)> = exceptions
+        .iter()
+        .map(|&(slot, outcome, code)| {
+            (
+                items[which[slot]].cmd.meta.message_id.as_str(),
+                outcome,
+                code,
+            )
+        })
+        .collect();
+    store::inbox::set_outcomes(uow.conn(), &outcomes).await?;
+    let released: Vec<&str> = released
+        .iter()
+        .map(|&slot| items[which[slot]].cmd.meta.message_id.as_str())
+        .collect();
+    store::inbox::release(uow.conn(), &released).await?;
+
+    observe::at(&ctx.hooks.before_batch_commit, which.len()).await;
+    if uow.commit().await? > 0 {
+        ctx.outbox_wake.ring();
+    }
+    Ok(ends
+        .into_iter()
+        .map(|e| e.expect("every command of the batch has an end"))
+        .collect())
+}
+
+/// `IDEMPOTENCY_KEY_REUSED`: announced with the command type's refusal event and replied to,
+/// under ids of its own (the first command's outcome keeps the plain ones).
+fn key_reused(uow: &mut UnitOfWork, item: &Item) {
+    let event = item
+        .entry
+        .refusal_event
+        .expect("commands announce their refusals");
+    let variant = hex::encode(&item.hash[..8]);
+    uow.say(refusal_messages(
+        &item.cmd,
+        event,
+        &Refusal::idempotency_key_reused(),
+        json!({ "message_id": item.cmd.meta.message_id }),
+        Some(&variant),
+    ));
+}
+
+/// `command.failed` (and the error reply): the command was set aside for an operator. The
+/// reason is ours (a SQLSTATE, a field name), never a value of the command.
+fn failed_messages(ctx: &Context, item: &Item, reason: &str) -> Vec<OutgoingMessage> {
+    let refusal = Refusal::internal_error();
+    let meta = &item.cmd.meta;
+    let data = json!({
+        "message_id": meta.message_id,
+        "command_type": meta.command_type.as_str(),
+        "code": refusal.code,
+        "status": refusal.status,
+        "message": refusal.message,
+        "reason": reason,
+        "dead_letter_queue": ctx.names.dead_queue,
+    });
+    let mut messages = vec![OutgoingMessage::event(meta, FAILED_EVENT, data)];
+    messages.extend(OutgoingMessage::reply(
+        meta,
+        FAILED_EVENT,
+        refusal.status,
+        refusal.error_body(),
+    ));
+    messages
+}
+
+pub const FAILED_EVENT: &str = "command.failed";
+
+/// Announces a command that failed on its own, in a transaction of its own.
+async fn record_failed(ctx: &Context, item: &Item, reason: &str) -> Result<(), sqlx::Error> {
+    let mut uow = UnitOfWork::begin(&ctx.pool).await?;
+    uow.say(failed_messages(ctx, item, reason));
+    uow.commit().await?;
+    ctx.outbox_wake.ring();
+    Ok(())
+}
+
+/// Best effort: announces that a command's retries ran out (the database may be what is
+/// down, so this may not get through; the dead letter is there either way).
+pub async fn announce_exhausted(
+    ctx: &Context,
+    msg: &IncomingMessage,
+    cmd: Option<&Command>,
+    reason: &str,
+) {
+    let Some(cmd) = cmd else { return };
+    let refusal = Refusal::internal_error();
+    let data = json!({
+        "message_id": cmd.meta.message_id,
+        "command_type": cmd.meta.command_type.as_str(),
+        "code": refusal.code,
+        "status": refusal.status,
+        "message": refusal.message,
+        "reason": reason,
+        "dead_letter_queue": ctx.names.dead_queue,
+    });
+    let mut messages = vec![OutgoingMessage::event(&cmd.meta, FAILED_EVENT, data)];
+    messages.extend(OutgoingMessage::reply(
+        &cmd.meta,
+        FAILED_EVENT,
+        refusal.status,
+        refusal.error_body(),
+    ));
+    let written = async {
+        let mut uow = UnitOfWork::begin(&ctx.pool).await?;
+        uow.say(messages);
+        uow.commit().await
+    }
+    .await;
+    match written {
+        Ok(_) => ctx.outbox_wake.ring(),
+        Err(e) => {
+            tracing::warn!(error = %e, routing_key = %msg.routing_key, "could not announce command.failed for an exhausted command")
+        }
+    }
+}
+
+/// Acks what is done, hands on what is not, and carries the sagas on.
+async fn settle(ctx: &Context, ended: Vec<(Item, End)>, started: Instant) {
+    let took = started.elapsed();
+    let mut sagas = Vec::new();
+    for (item, end) in ended {
+        let span = item.span.clone();
+        sagas.extend(settle_one(ctx, item, end, took).instrument(span).await);
+    }
+    ctx.runner.carry_on(sagas).await;
+}
+
+async fn settle_one(ctx: &Context, item: Item, end: End, took: Duration) -> Vec<SagaJob> {
+    let meta = &item.cmd.meta;
+    let (result, code) = match &end {
+        End::Done { result, code, .. } => (*result, *code),
+        End::Duplicate => (HandlerResult::Duplicate, None),
+        End::KeyReused => (HandlerResult::Refused, Some("IDEMPOTENCY_KEY_REUSED")),
+        End::RetryLater(_) => (HandlerResult::RetryLater, None),
+        End::Failed(_) => (HandlerResult::Failed, None),
+    };
+    ctx.metrics
+        .handled(&item.msg.routing_key, result, code, took);
+    let mut sagas = Vec::new();
+    let disposition = match end {
+        End::Done { sagas: s, .. } => {
+            tracing::info!(outcome = result.as_str(), code, "command handled");
+            observe::at(&ctx.hooks.after_commit, meta.clone()).await;
+            ack(&item.delivery).await;
+            sagas = s;
+            Disposition::Handled
+        }
+        End::KeyReused => {
+            tracing::warn!("message_id reused for a different command; refused");
+            observe::at(&ctx.hooks.after_commit, meta.clone()).await;
+            ack(&item.delivery).await;
+            Disposition::Handled
+        }
+        End::Duplicate => {
+            tracing::info!("duplicate command; already processed");
+            ack(&item.delivery).await;
+            Disposition::Duplicate
+        }
+        End::RetryLater(reason) => {
+            failure::retry_later(ctx, &item.delivery, &item.msg, Some(&item.cmd), &reason).await
+        }
+        End::Failed(reason) => dead_letter_failed(ctx, &item.delivery, &item.msg, &reason).await,
+    };
+    ctx.hooks.settled(
+        item.msg.message_id.as_deref(),
+        &item.msg.routing_key,
+        disposition,
+    );
+    sagas
+}
+
+async fn dead_letter_failed(
+    ctx: &Context,
+    delivery: &Delivery,
+    msg: &IncomingMessage,
+    reason: &str,
+) -> Disposition {
+    match failure::dead_letter(ctx, delivery, msg, Failure::Failed, reason).await {
+        Ok(()) => {
+            ack(delivery).await;
+            Disposition::DeadLettered
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not dead-letter; returning it to the queue");
+            failure::requeue(delivery).await;
+            Disposition::Requeued
+        }
+    }
+}
