@@ -42,6 +42,11 @@ pub struct CeilingArgs {
     /// measure what a row every transaction locks until commit costs).
     #[arg(long)]
     pub counter: bool,
+    /// Run the work in batches of this many messages, one transaction of four multi-row
+    /// statements each (`INSERT ... SELECT FROM UNNEST`), acked after commit: the batched
+    /// ceiling. 1 (the default) is the per-message loop.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -54,6 +59,7 @@ pub struct CeilingReport {
     pub in_flight: usize,
     pub notify: bool,
     pub counter: bool,
+    pub batch: usize,
     pub publish_seconds: f64,
     pub consume_seconds: f64,
     pub messages_per_sec: f64,
@@ -165,6 +171,50 @@ pub async fn run(settings: &Settings, args: &CeilingArgs) -> anyhow::Result<Ceil
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut first = None;
     let mut received = 0;
+    if args.batch > 1 {
+        // Batches of up to `batch` deliveries, taking what has arrived within 5 ms of the
+        // first; at most `in_flight` batches at once.
+        let batches = Arc::new(Semaphore::new(args.in_flight.clamp(1, 4)));
+        while received < args.count {
+            let permit = batches.clone().acquire_owned().await?;
+            let mut batch = Vec::with_capacity(args.batch);
+            let Some(delivery) = consumer.next().await else {
+                anyhow::bail!("the broker cancelled the consumer");
+            };
+            batch.push(delivery?);
+            first.get_or_insert_with(Instant::now);
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(5);
+            while batch.len() < args.batch && received + batch.len() < args.count {
+                match tokio::time::timeout_at(deadline, consumer.next()).await {
+                    Ok(Some(d)) => batch.push(d?),
+                    _ => break,
+                }
+            }
+            received += batch.len();
+            let pool = pool.clone();
+            let done = done.clone();
+            let counter = args.counter;
+            tokio::spawn(async move {
+                loop {
+                    match batch_transaction(&pool, &batch, counter).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ceiling batch failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                for d in &batch {
+                    let _ = d.ack(BasicAckOptions::default()).await;
+                }
+                done.fetch_add(batch.len(), std::sync::atomic::Ordering::SeqCst);
+                drop(permit);
+            });
+        }
+        let _ = batches
+            .acquire_many(args.in_flight.clamp(1, 4) as u32)
+            .await?;
+    }
     while received < args.count {
         let permit = permits.clone().acquire_owned().await?;
         let Some(delivery) = consumer.next().await else {
@@ -204,6 +254,7 @@ pub async fn run(settings: &Settings, args: &CeilingArgs) -> anyhow::Result<Ceil
         in_flight: args.in_flight,
         notify: args.notify,
         counter: args.counter,
+        batch: args.batch,
         publish_seconds,
         consume_seconds,
         messages_per_sec: if consume_seconds > 0.0 {
@@ -266,6 +317,70 @@ async fn one_transaction(
     tx.commit().await
 }
 
+/// The four inserts of a whole batch as four multi-row statements, in one transaction, the
+/// inbox first with `ON CONFLICT DO NOTHING RETURNING` as the worker claims it; with
+/// `counter`, one bump of the shared counter row for the batch.
+async fn batch_transaction(
+    pool: &sqlx::PgPool,
+    batch: &[lapin::message::Delivery],
+    counter: bool,
+) -> Result<(), sqlx::Error> {
+    let mut ids = Vec::with_capacity(batch.len());
+    let mut emails = Vec::with_capacity(batch.len());
+    let mut aliases = Vec::with_capacity(batch.len());
+    let mut bodies = Vec::with_capacity(batch.len());
+    for d in batch {
+        let body: serde_json::Value = serde_json::from_slice(&d.data).unwrap_or_default();
+        ids.push(uuid::Uuid::new_v4());
+        emails.push(body["email"].as_str().unwrap_or("?").to_string());
+        aliases.push(body["client_alias"].as_str().unwrap_or("?").to_string());
+        bodies.push(body);
+    }
+    let texts: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    let mut tx = pool.begin().await?;
+    let claimed: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO ceiling_inbox (message_id, command_type, correlation_id, outcome)
+         SELECT m, 'client.create', m, 'succeeded' FROM UNNEST($1::text[]) AS x(m) ORDER BY m
+         ON CONFLICT DO NOTHING RETURNING message_id",
+    )
+    .bind(&texts)
+    .fetch_all(&mut *tx)
+    .await?;
+    if counter {
+        sqlx::query(
+            "INSERT INTO ceiling_counter AS c (name, last_value) VALUES ('clients', $1)
+             ON CONFLICT (name) DO UPDATE SET last_value = c.last_value + $1",
+        )
+        .bind(claimed.len() as i32)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let client_ids: Vec<i32> = sqlx::query_scalar(
+        "INSERT INTO ceiling_clients (email, client_alias, country_code)
+         SELECT e, a, 'SG' FROM UNNEST($1::text[], $2::text[]) AS x(e, a) RETURNING client_id",
+    )
+    .bind(&emails)
+    .bind(&aliases)
+    .fetch_all(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO ceiling_users (client_id, email) SELECT * FROM UNNEST($1::int[], $2::text[])",
+    )
+    .bind(&client_ids)
+    .bind(&emails)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO ceiling_outbox (message_id, routing_key, payload)
+         SELECT m, 'client.created', p FROM UNNEST($1::uuid[], $2::jsonb[]) AS x(m, p)",
+    )
+    .bind(&ids)
+    .bind(&bodies)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
 /// `onboard bench-ceiling`: runs and prints.
 pub async fn cli(settings: &Settings, args: CeilingArgs) -> anyhow::Result<()> {
     let report = run(settings, &args).await?;
@@ -273,7 +388,12 @@ pub async fn cli(settings: &Settings, args: CeilingArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "bare ceiling: {} messages (prefetch {}, {} in flight), one transaction of four inserts{} each: {:.2} s = {:.0} messages/s",
+            "{} ceiling: {} messages (prefetch {}, {} in flight), one transaction of four inserts{} each: {:.2} s = {:.0} messages/s",
+            if report.batch > 1 {
+                format!("batched ({} per transaction)", report.batch)
+            } else {
+                "bare".to_string()
+            },
             report.messages,
             report.prefetch,
             report.in_flight,

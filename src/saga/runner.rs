@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -198,8 +198,11 @@ const LINGER: Duration = Duration::from_millis(2);
 
 async fn dispatch(env: Arc<Env>, mut rx: mpsc::Receiver<SagaJob>, stop: CancellationToken) {
     let permits = Arc::new(Semaphore::new(env.steps_in_flight.max(1)));
+    // The step batches run in this set, so aborting the dispatcher aborts them (a crash).
+    let mut steps: JoinSet<()> = JoinSet::new();
     let mut stopping = false;
     loop {
+        while steps.try_join_next().is_some() {}
         let first = if stopping {
             rx.recv().await
         } else {

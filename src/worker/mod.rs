@@ -24,7 +24,7 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -281,14 +281,18 @@ async fn consume(
     let w = &ctx.settings.worker;
     let batches = Arc::new(Semaphore::new(w.batches_in_flight.max(1)));
     let singles = Arc::new(Semaphore::new(w.concurrency.max(1)));
+    // Every batch and task runs in this set: if this future is dropped (the worker killed),
+    // they are aborted with it, as a crash would end them.
+    let mut tasks: JoinSet<()> = JoinSet::new();
     let linger = Duration::from_millis(w.batch_linger_ms);
     let mut pending: Vec<batch::Item> = Vec::with_capacity(w.batch_size);
     let mut flush_at: Option<tokio::time::Instant> = None;
     loop {
+        while tasks.try_join_next().is_some() {}
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = sleep_until(flush_at) => {
-                flush(&ctx, &batches, &mut pending).await?;
+                flush(&ctx, &batches, &mut pending, &mut tasks).await?;
                 flush_at = None;
                 continue;
             }
@@ -299,7 +303,7 @@ async fn consume(
                 Route::Command(item) => {
                     pending.push(*item);
                     if pending.len() >= w.batch_size.max(1) {
-                        flush(&ctx, &batches, &mut pending).await?;
+                        flush(&ctx, &batches, &mut pending, &mut tasks).await?;
                         flush_at = None;
                     } else if flush_at.is_none() {
                         flush_at = Some(tokio::time::Instant::now() + linger);
@@ -308,7 +312,7 @@ async fn consume(
                 Route::Query(item) => {
                     let permit = singles.clone().acquire_owned().await?;
                     let ctx = ctx.clone();
-                    tokio::spawn(async move {
+                    tasks.spawn(async move {
                         let span = item.span.clone();
                         tracing::Instrument::instrument(query::answer(&ctx, *item), span).await;
                         drop(permit);
@@ -317,7 +321,7 @@ async fn consume(
                 Route::Reject(rejected) => {
                     let permit = singles.clone().acquire_owned().await?;
                     let ctx = ctx.clone();
-                    tokio::spawn(async move {
+                    tasks.spawn(async move {
                         let pipeline::Rejected {
                             delivery,
                             msg,
@@ -351,21 +355,20 @@ async fn consume(
     let _ = channel
         .basic_cancel(consumer.tag(), BasicCancelOptions::default())
         .await;
-    flush(&ctx, &batches, &mut pending).await?;
-    // Wait for the batches and tasks in flight (bounded by the shutdown timeout).
+    flush(&ctx, &batches, &mut pending, &mut tasks).await?;
+    // Wait for the batches and tasks in flight (bounded by the shutdown timeout); what is
+    // still running then is aborted (its transaction rolls back) and redelivered.
     let bound = Duration::from_millis(ctx.settings.worker.shutdown_timeout_ms);
-    let all = async {
-        let _ = batches
-            .acquire_many(w.batches_in_flight.max(1) as u32)
-            .await;
-        let _ = singles.acquire_many(w.concurrency.max(1) as u32).await;
-    };
+    let all = async { while tasks.join_next().await.is_some() {} };
     match tokio::time::timeout(bound, all).await {
         Ok(()) => tracing::info!("in-flight commands finished"),
-        Err(_) => tracing::warn!(
-            ?bound,
-            "shutdown bound reached with commands in flight; they will be redelivered"
-        ),
+        Err(_) => {
+            tracing::warn!(
+                ?bound,
+                "shutdown bound reached with commands in flight; they will be redelivered"
+            );
+            tasks.shutdown().await;
+        }
     }
     let _ = channel.close(200, "draining".into()).await;
     Ok(())
@@ -383,6 +386,7 @@ async fn flush(
     ctx: &Arc<Context>,
     batches: &Arc<Semaphore>,
     pending: &mut Vec<batch::Item>,
+    tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
     if pending.is_empty() {
         return Ok(());
@@ -390,7 +394,7 @@ async fn flush(
     let items = std::mem::take(pending);
     let permit = batches.clone().acquire_owned().await?;
     let ctx = ctx.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         batch::run(&ctx, items).await;
         drop(permit);
     });

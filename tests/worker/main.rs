@@ -3,6 +3,7 @@
 
 mod arrange;
 mod client_create;
+mod core;
 mod delivery;
 mod health;
 mod hostile;
