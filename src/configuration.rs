@@ -148,7 +148,15 @@ impl LifecycleSettings {
 pub struct OutboxSettings {
     pub batch_size: i64,
     pub poll_interval_ms: u64,
+    /// Rows younger than this are left to the worker that wrote them (it publishes them right
+    /// after its commit); the relays take the older ones.
+    #[serde(default = "default_dispatch_grace_ms")]
+    pub dispatch_grace_ms: u64,
     pub retention_hours: u64,
+}
+
+fn default_dispatch_grace_ms() -> u64 {
+    5_000
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use sqlx::{PgConnection, PgPool};
 
 use crate::messages::OutgoingMessage;
-use crate::store::{self, Tx, inbox::Claim};
+use crate::store::{self, Tx, inbox::Claim, outbox::OutboxRow};
 
 pub struct UnitOfWork {
     tx: Tx,
@@ -42,12 +42,12 @@ impl UnitOfWork {
         self.said.extend(messages);
     }
 
-    /// Writes the outbox rows (one statement) and commits; returns how many rows it wrote, so
-    /// the caller knows whether to wake the relay.
-    pub async fn commit(mut self) -> Result<usize, sqlx::Error> {
-        store::outbox::insert(&mut self.tx, &self.said).await?;
+    /// Writes the outbox rows (one statement) and commits; returns the rows written, for the
+    /// caller to publish at once (`outbox::Dispatcher`).
+    pub async fn commit(mut self) -> Result<Vec<OutboxRow>, sqlx::Error> {
+        let rows = store::outbox::insert(&mut self.tx, &self.said).await?;
         self.tx.commit().await?;
-        Ok(self.said.len())
+        Ok(rows)
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {

@@ -1,3 +1,8 @@
-//! The outbox relay: publishes what handlers wrote to the outbox, after their commit.
+//! The outbox: what transactions decided to say, published after their commit, by the
+//! worker that committed them ([`dispatch`]) or, when that did not happen, by a relay
+//! ([`relay`]).
 
+pub mod dispatch;
 pub mod relay;
+
+pub use dispatch::Dispatcher;

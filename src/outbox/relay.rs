@@ -1,12 +1,13 @@
-//! Claims pending outbox rows (`FOR UPDATE SKIP LOCKED`, so every worker can run a relay),
-//! publishes them with confirms, and marks them published only after the broker confirmed.
-//! Wakes on `LISTEN onboard_outbox`, on an in-process signal when a handler of this worker
-//! committed outbox rows, and polls as the fallback. The NOTIFY comes from [`announce`], sent
-//! after commits and coalesced (at most one per 50 ms per worker), never from inside a
-//! handler's transaction: PostgreSQL serialises the commits of notifying transactions on one
-//! lock, WAL flush included, which capped the saga's throughput (see docs/benchmark.md).
+//! The recovery path of the outbox: claims rows nobody published (`FOR UPDATE SKIP LOCKED`,
+//! so every worker can run a relay), publishes them with confirms, and marks them published
+//! only after the broker confirmed.
+//!
+//! In normal operation the worker that wrote a row publishes it right after its commit
+//! ([`super::Dispatcher`]); the relay only takes rows older than `outbox.dispatch_grace_ms`:
+//! those of a worker that died between commit and publish, a publish that failed, or a tool
+//! that wrote the outbox. It polls every `outbox.poll_interval_ms` and wakes on
+//! `LISTEN onboard_outbox`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -14,7 +15,6 @@ use lapin::BasicProperties;
 use lapin::types::ShortString;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::publisher::Outgoing;
@@ -25,56 +25,7 @@ use crate::store::{self, outbox::OutboxRow};
 
 pub const CHANNEL: &str = "onboard_outbox";
 
-/// Rung by this worker's handlers once a transaction that wrote outbox rows committed.
-pub struct Wake {
-    /// Wakes this worker's relay at once.
-    local: Arc<Notify>,
-    /// Wakes [`announce`], which tells the other workers' relays.
-    peers: Notify,
-}
-
-impl Wake {
-    pub fn new() -> Arc<Wake> {
-        Arc::new(Wake {
-            local: Arc::new(Notify::new()),
-            peers: Notify::new(),
-        })
-    }
-
-    pub fn ring(&self) {
-        self.local.notify_one();
-        self.peers.notify_one();
-    }
-
-    /// What this worker's relay waits on.
-    pub fn local(&self) -> Arc<Notify> {
-        self.local.clone()
-    }
-}
-
-/// Tells the relays of every worker (`LISTEN onboard_outbox`) that rows are waiting, so a peer
-/// publishes them promptly when this worker's relay is slow or stuck. The NOTIFY is sent on
-/// its own, after the handlers' commits and at most once per 50 ms: inside a handler's
-/// transaction it would serialise every commit on PostgreSQL's notification lock.
-pub async fn announce(pool: PgPool, wake: Arc<Wake>, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = wake.peers.notified() => {}
-        }
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
-            .bind(CHANNEL)
-            .execute(&pool)
-            .await
-        {
-            tracing::debug!(error = %e, "outbox NOTIFY failed; relays poll meanwhile");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Runs until `stop` is cancelled, then makes one last pass. `local` is rung by this
-/// worker's handlers after they committed outbox rows.
+/// Runs until `stop` is cancelled, then makes one last pass over every pending row.
 pub async fn run(
     pool: PgPool,
     publisher: Publisher,
@@ -82,14 +33,14 @@ pub async fn run(
     settings: OutboxSettings,
     inbox: InboxSettings,
     stop: CancellationToken,
-    local: Arc<Notify>,
 ) {
     let poll = Duration::from_millis(settings.poll_interval_ms);
+    let grace = Duration::from_millis(settings.dispatch_grace_ms);
     let mut listener = listen(&pool).await;
     let mut last_prune = Instant::now() - Duration::from_secs(3600);
     let mut failures: u32 = 0;
     loop {
-        match relay_pending(&pool, &publisher, &names, settings.batch_size).await {
+        match relay_pending(&pool, &publisher, &names, settings.batch_size, grace).await {
             Ok(_) => failures = 0,
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -124,11 +75,18 @@ pub async fn run(
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = local.notified() => {}
             _ = wake(&mut listener, poll) => {}
         }
     }
-    if let Err(e) = relay_pending(&pool, &publisher, &names, settings.batch_size).await {
+    if let Err(e) = relay_pending(
+        &pool,
+        &publisher,
+        &names,
+        settings.batch_size,
+        Duration::ZERO,
+    )
+    .await
+    {
         tracing::warn!(error = %e, "last outbox pass failed; rows stay pending for the next relay");
     }
 }
@@ -165,10 +123,11 @@ pub async fn relay_pending(
     publisher: &Publisher,
     names: &Names,
     batch_size: i64,
+    grace: Duration,
 ) -> Result<usize, RelayError> {
     let mut total = 0;
     loop {
-        let n = relay_batch(pool, publisher, names, batch_size).await?;
+        let n = relay_batch(pool, publisher, names, batch_size, grace).await?;
         total += n;
         if (n as i64) < batch_size {
             return Ok(total);
@@ -194,13 +153,39 @@ async fn relay_batch(
     publisher: &Publisher,
     names: &Names,
     limit: i64,
+    grace: Duration,
 ) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
-    let rows = store::outbox::claim(&mut tx, limit).await?;
+    let rows = store::outbox::claim(&mut tx, limit, grace).await?;
     if rows.is_empty() {
         tx.commit().await?;
         return Ok(0);
     }
+    let sent = publish_rows(publisher, names, &rows).await;
+    store::outbox::mark_published(&mut tx, &sent.published).await?;
+    tx.commit().await?;
+    if let Some(first) = sent.first_error {
+        let _ = store::outbox::mark_failed(pool, &sent.failed, &first).await;
+        return Err(RelayError::Publish {
+            failed: sent.failed.len(),
+            claimed: rows.len(),
+            first,
+        });
+    }
+    Ok(rows.len())
+}
+
+/// What publishing some rows came to.
+pub(super) struct Sent {
+    /// Rows the broker has (or that nobody can take any more: a reply whose queue is gone).
+    pub published: Vec<i64>,
+    /// Rows to try again.
+    pub failed: Vec<i64>,
+    pub first_error: Option<String>,
+}
+
+/// Publishes rows with confirms, all at once, in order.
+pub(super) async fn publish_rows(publisher: &Publisher, names: &Names, rows: &[OutboxRow]) -> Sent {
     let bodies: Vec<Vec<u8>> = rows
         .iter()
         .map(|r| serde_json::to_vec(&r.message.payload).expect("JSON values serialise"))
@@ -211,39 +196,31 @@ async fn relay_batch(
         .map(|(row, body)| to_outgoing(row, body, names))
         .collect();
     let results = publisher.publish_all(outgoing).await;
-
-    let mut published = Vec::with_capacity(rows.len());
-    let mut failed = Vec::new();
-    let mut first_error = None;
+    let mut sent = Sent {
+        published: Vec::with_capacity(rows.len()),
+        failed: Vec::new(),
+        first_error: None,
+    };
     for (row, result) in rows.iter().zip(results) {
         match result {
-            Ok(Delivered::Routed) => published.push(row.id),
+            Ok(Delivered::Routed) => sent.published.push(row.id),
             Ok(Delivered::Returned { reply_text }) if row.message.kind == OutgoingKind::Reply => {
                 // Nobody waits on that reply queue any more; there is no one else to tell.
                 tracing::warn!(reply_to = %row.message.routing_key, %reply_text, "reply queue gone; reply dropped");
-                published.push(row.id);
+                sent.published.push(row.id);
             }
             Ok(Delivered::Returned { reply_text }) => {
-                failed.push(row.id);
-                first_error.get_or_insert_with(|| format!("unroutable: {reply_text}"));
+                sent.failed.push(row.id);
+                sent.first_error
+                    .get_or_insert_with(|| format!("unroutable: {reply_text}"));
             }
             Err(e) => {
-                failed.push(row.id);
-                first_error.get_or_insert_with(|| e.to_string());
+                sent.failed.push(row.id);
+                sent.first_error.get_or_insert_with(|| e.to_string());
             }
         }
     }
-    store::outbox::mark_published(&mut tx, &published).await?;
-    tx.commit().await?;
-    if let Some(first) = first_error {
-        let _ = store::outbox::mark_failed(pool, &failed, &first).await;
-        return Err(RelayError::Publish {
-            failed: failed.len(),
-            claimed: rows.len(),
-            first,
-        });
-    }
-    Ok(rows.len())
+    sent
 }
 
 fn to_outgoing<'a>(row: &'a OutboxRow, body: &'a [u8], names: &'a Names) -> Outgoing<'a> {

@@ -400,13 +400,9 @@ async fn record(env: &Env, jobs: &[SagaJob], sent: &[Sent]) -> Result<(), Handle
     commit(env, uow).await
 }
 
+/// Commits a step's unit of work and publishes what it said.
 pub(super) async fn commit(env: &Env, uow: UnitOfWork) -> Result<(), HandlerError> {
-    if uow_commit(uow).await? > 0 {
-        env.wake.ring();
-    }
+    let rows = uow.commit().await?;
+    env.outbox.dispatch(rows).await;
     Ok(())
-}
-
-async fn uow_commit(uow: UnitOfWork) -> Result<usize, HandlerError> {
-    Ok(uow.commit().await?)
 }

@@ -27,7 +27,7 @@ use super::{SagaJob, Services, Step, email_step, xendit_step};
 use crate::fault::HandlerError;
 use crate::metrics::Metrics;
 use crate::observe::{self, Hooks};
-use crate::outbox::relay::Wake;
+use crate::outbox::Dispatcher;
 use crate::store;
 
 /// What the steps share.
@@ -37,8 +37,8 @@ pub struct Env {
     /// This worker: the owner named on its leases.
     pub worker_id: Uuid,
     pub hooks: Hooks,
-    /// Rung when a step's transaction wrote outbox rows.
-    pub wake: Arc<Wake>,
+    /// Publishes what a step's transaction wrote to the outbox, once it committed.
+    pub outbox: Arc<Dispatcher>,
     pub metrics: Metrics,
     /// Sagas per step batch.
     pub batch_size: usize,

@@ -17,14 +17,15 @@ pub struct OutboxRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// Queues messages for publishing. A message whose id is already there is skipped: the same
-/// cause re-run writes the same ids, so nothing is announced twice.
+/// Queues messages for publishing; returns the rows written. A message whose id is already
+/// there is skipped (and not returned): the same cause re-run writes the same ids, so nothing
+/// is announced twice.
 pub async fn insert(
     conn: &mut PgConnection,
     messages: &[OutgoingMessage],
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
     if messages.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut ids = Vec::with_capacity(messages.len());
     let mut kinds = Vec::with_capacity(messages.len());
@@ -43,10 +44,11 @@ pub async fn insert(
         payloads.push(m.payload.clone());
     }
     // One statement for the whole set: fewer round trips on the hot path.
-    sqlx::query(
+    let written: Vec<(i64, Uuid, DateTime<Utc>)> = sqlx::query_as(
         "INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id, headers, payload)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-         ON CONFLICT (message_id) DO NOTHING",
+         ON CONFLICT (message_id) DO NOTHING
+         RETURNING id, message_id, created_at",
     )
     .bind(&ids)
     .bind(&kinds)
@@ -55,9 +57,25 @@ pub async fn insert(
     .bind(&correlations)
     .bind(&headers)
     .bind(&payloads)
-    .execute(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(())
+    let mut by_id: std::collections::HashMap<Uuid, (i64, DateTime<Utc>)> = written
+        .into_iter()
+        .map(|(id, message_id, at)| (message_id, (id, at)))
+        .collect();
+    // In the order they were said, so they are published in that order.
+    Ok(messages
+        .iter()
+        .filter_map(|m| {
+            by_id
+                .remove(&m.message_id)
+                .map(|(id, created_at)| OutboxRow {
+                    id,
+                    message: m.clone(),
+                    created_at,
+                })
+        })
+        .collect())
 }
 
 #[derive(sqlx::FromRow)]
@@ -73,18 +91,25 @@ struct RawRow {
     created_at: DateTime<Utc>,
 }
 
-/// Claims up to `limit` unpublished rows, oldest first. Rows another relay holds are
-/// skipped, not waited for, so several workers relay side by side without double publishing.
-pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
+/// Claims up to `limit` unpublished rows written at least `grace` ago, oldest first. Rows
+/// another relay holds are skipped, not waited for, so several workers relay side by side
+/// without double publishing. The grace leaves fresh rows to the worker that wrote them,
+/// which publishes them right after its commit.
+pub async fn claim(
+    conn: &mut PgConnection,
+    limit: i64,
+    grace: Duration,
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
     let rows: Vec<RawRow> = sqlx::query_as(
         "SELECT id, message_id, kind, routing_key, message_type, correlation_id, headers, payload, created_at
          FROM outbox
-         WHERE published_at IS NULL
+         WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $2)
          ORDER BY id
          LIMIT $1
          FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
+    .bind(grace.as_secs_f64())
     .fetch_all(conn)
     .await?;
     Ok(rows
@@ -113,7 +138,8 @@ pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), 
         return Ok(());
     }
     sqlx::query(
-        "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+        "UPDATE outbox SET published_at = now(), attempts = attempts + 1
+         WHERE id = ANY($1) AND published_at IS NULL",
     )
     .bind(ids)
     .execute(conn)

@@ -29,7 +29,7 @@ use crate::metrics::InFlight;
 use crate::observe::{self, Disposition, HandlerResult};
 use crate::registry::{Entry, Run};
 use crate::saga::SagaJob;
-use crate::store::{self, inbox::Claim, inbox::InboxOutcome};
+use crate::store::{self, inbox::Claim, inbox::InboxOutcome, outbox::OutboxRow};
 use crate::uow::UnitOfWork;
 
 /// A command delivery on its way through a batch.
@@ -80,7 +80,10 @@ pub async fn run(ctx: &Context, items: Vec<Item>) {
     let indices: Vec<usize> = (0..items.len()).collect();
     let outcome = try_hard(ctx, &items, &indices).await;
     match outcome {
-        Ok(ends) => settle(ctx, items.into_iter().zip(ends).collect(), started).await,
+        Ok((ends, said)) => {
+            ctx.outbox.dispatch(said).await;
+            settle(ctx, items.into_iter().zip(ends).collect(), started).await
+        }
         Err(e) if e.fault() == Fault::Permanent && items.len() > 1 => {
             tracing::warn!(reason = %e.reason(), commands = items.len(), "a command of the batch cannot be stored; running them one by one");
             one_by_one(ctx, items, started).await;
@@ -110,7 +113,10 @@ async fn one_by_one(ctx: &Context, items: Vec<Item>, started: Instant) {
     let mut ends = Vec::with_capacity(items.len());
     for i in 0..items.len() {
         let end = match try_hard(ctx, &items, &[i]).await {
-            Ok(mut e) => e.pop().expect("one end"),
+            Ok((mut e, said)) => {
+                ctx.outbox.dispatch(said).await;
+                e.pop().expect("one end")
+            }
             Err(e) if e.fault() == Fault::Permanent => {
                 let reason = e.reason();
                 items[i].span.in_scope(|| {
@@ -128,12 +134,15 @@ async fn one_by_one(ctx: &Context, items: Vec<Item>, started: Instant) {
     settle(ctx, items.into_iter().zip(ends).collect(), started).await;
 }
 
+/// What a committed attempt decided, and the outbox rows it wrote.
+type Attempted = (Vec<End>, Vec<OutboxRow>);
+
 /// [`attempt`], retried at once while its failure is worth it.
 async fn try_hard(
     ctx: &Context,
     items: &[Item],
     which: &[usize],
-) -> Result<Vec<End>, HandlerError> {
+) -> Result<Attempted, HandlerError> {
     let r = &ctx.settings.retry;
     let policy = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(r.immediate_initial_ms))
@@ -148,7 +157,11 @@ async fn try_hard(
 }
 
 /// One try at the unit of work for `items[which]`.
-async fn attempt(ctx: &Context, items: &[Item], which: &[usize]) -> Result<Vec<End>, HandlerError> {
+async fn attempt(
+    ctx: &Context,
+    items: &[Item],
+    which: &[usize],
+) -> Result<Attempted, HandlerError> {
     let mut ends: Vec<Option<End>> = which.iter().map(|_| None).collect();
     // A message id twice in one batch: the first copy runs, the others are repeats of it.
     let mut first_of: HashMap<&str, usize> = HashMap::new();
@@ -283,13 +296,12 @@ async fn attempt(ctx: &Context, items: &[Item], which: &[usize]) -> Result<Vec<E
     store::inbox::release(uow.conn(), &released).await?;
 
     observe::at(&ctx.hooks.before_batch_commit, which.len()).await;
-    if uow.commit().await? > 0 {
-        ctx.outbox_wake.ring();
-    }
-    Ok(ends
+    let said = uow.commit().await?;
+    let ends = ends
         .into_iter()
         .map(|e| e.expect("every command of the batch has an end"))
-        .collect())
+        .collect();
+    Ok((ends, said))
 }
 
 /// `IDEMPOTENCY_KEY_REUSED`: announced with the command type's refusal event and replied to,
@@ -339,8 +351,8 @@ pub const FAILED_EVENT: &str = "command.failed";
 async fn record_failed(ctx: &Context, item: &Item, reason: &str) -> Result<(), sqlx::Error> {
     let mut uow = UnitOfWork::begin(&ctx.pool).await?;
     uow.say(failed_messages(ctx, item, reason));
-    uow.commit().await?;
-    ctx.outbox_wake.ring();
+    let said = uow.commit().await?;
+    ctx.outbox.dispatch(said).await;
     Ok(())
 }
 
@@ -377,7 +389,7 @@ pub async fn announce_exhausted(
     }
     .await;
     match written {
-        Ok(_) => ctx.outbox_wake.ring(),
+        Ok(said) => ctx.outbox.dispatch(said).await,
         Err(e) => {
             tracing::warn!(error = %e, routing_key = %msg.routing_key, "could not announce command.failed for an exhausted command")
         }

@@ -45,8 +45,8 @@ pub struct Context {
     pub schemas: Schemas,
     /// Publishes retries, dead letters and query answers (the relay has its own channel).
     pub publisher: Publisher,
-    /// Rung after a transaction that wrote outbox rows committed: wakes this worker's relay.
-    pub outbox_wake: Arc<outbox::relay::Wake>,
+    /// Publishes what a committed transaction wrote to the outbox.
+    pub outbox: Arc<outbox::Dispatcher>,
     /// Carries the sagas a batch started on, once it committed.
     pub runner: Runner,
     /// This worker, as saga leases name it.
@@ -106,22 +106,19 @@ impl Worker {
         let confirm = Duration::from_millis(settings.broker.confirm_timeout_ms);
         let publisher = Publisher::open(&connection, confirm).await?;
         let relay_publisher = Publisher::open(&connection, confirm).await?;
+        let dispatcher = outbox::Dispatcher::new(
+            pool.clone(),
+            Publisher::open(&connection, confirm).await?,
+            names.clone(),
+        );
 
         let relay_stop = CancellationToken::new();
-        let outbox_wake = outbox::relay::Wake::new();
         let relay = tokio::spawn(outbox::relay::run(
             pool.clone(),
             relay_publisher,
             names.clone(),
             settings.outbox.clone(),
             settings.inbox.clone(),
-            relay_stop.clone(),
-            outbox_wake.local(),
-        ));
-        // Stops with the relay (an abort on kill, like the relay's own task).
-        let announcer = tokio::spawn(outbox::relay::announce(
-            pool.clone(),
-            outbox_wake.clone(),
             relay_stop.clone(),
         ));
 
@@ -133,7 +130,7 @@ impl Worker {
                 services,
                 worker_id,
                 hooks: hooks.clone(),
-                wake: outbox_wake.clone(),
+                outbox: dispatcher.clone(),
                 metrics: metrics.clone(),
                 batch_size: settings.worker.batch_size.max(1),
                 steps_in_flight: settings.saga.steps_in_flight.max(1),
@@ -166,7 +163,7 @@ impl Worker {
             names: names.clone(),
             schemas: registry::schemas(),
             publisher,
-            outbox_wake,
+            outbox: dispatcher,
             runner,
             worker_id,
             hooks,
@@ -193,11 +190,7 @@ impl Worker {
             "worker started"
         );
 
-        let helpers = vec![
-            relay.abort_handle(),
-            http_task.abort_handle(),
-            announcer.abort_handle(),
-        ];
+        let helpers = vec![relay.abort_handle(), http_task.abort_handle()];
         let stop = shutdown.clone();
         let watched = connection.clone();
         let http_stop = shutdown.clone();

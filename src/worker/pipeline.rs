@@ -243,7 +243,7 @@ async fn record_rejection(
         }
     }
     uow.say(messages);
-    uow.commit().await?;
-    ctx.outbox_wake.ring();
+    let said = uow.commit().await?;
+    ctx.outbox.dispatch(said).await;
     Ok(())
 }

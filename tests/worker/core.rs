@@ -91,6 +91,7 @@ async fn a_value_that_grows_past_its_column_when_upper_cased_is_refused_not_retr
     let reply = promptly("the reply", app.take_from(&replies)).await;
     assert_eq!(arrange::status(&reply), Some(400));
     assert_eq!(app.count("SELECT count(*) FROM clients").await, 0);
+    arrange::handled(&app, &id).await;
     assert_eq!(app.settled.for_message(&id), vec![Disposition::Handled]);
     app.finish().await;
 }
@@ -122,6 +123,12 @@ async fn a_saga_step_sent_from_outside_is_dead_lettered_as_unknown_at_once() {
         event.body["data"]["command_type"],
         json!("saga.onboarding.step")
     );
+    app.settled
+        .wait_until("the forged step to be settled", |log| {
+            log.iter()
+                .any(|s| s.message_id.as_deref() == Some(id.as_str()))
+        })
+        .await;
     assert_eq!(
         app.settled.for_message(&id),
         vec![Disposition::DeadLettered]

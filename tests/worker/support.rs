@@ -148,6 +148,7 @@ pub async fn test_settings() -> (Settings, String) {
     settings.retry.delays_ms = vec![200, 500];
     settings.retry.max_attempts = 3;
     settings.outbox.poll_interval_ms = 200;
+    settings.outbox.dispatch_grace_ms = 1_000;
     // Welcome emails go to files in a folder of this test's own.
     settings.email.file_dir = std::env::temp_dir()
         .join("onboard-tests")
