@@ -45,7 +45,8 @@ impl UnitOfWork {
     /// Writes the outbox rows (one statement) and commits; returns the rows written, for the
     /// caller to publish at once (`outbox::Dispatcher`).
     pub async fn commit(mut self) -> Result<Vec<OutboxRow>, sqlx::Error> {
-        let rows = store::outbox::insert(&mut self.tx, &self.said).await?;
+        let said = std::mem::take(&mut self.said);
+        let rows = store::outbox::insert(&mut self.tx, said).await?;
         self.tx.commit().await?;
         Ok(rows)
     }

@@ -31,7 +31,7 @@ pub const FAILED: &str = "client.creation_failed";
 
 pub fn decide<'x>(
     cx: &'x mut Cx<'_>,
-    cmds: &'x [Command],
+    cmds: &'x [&'x Command],
 ) -> BoxFuture<'x, Result<Vec<Decision>, HandlerError>> {
     Box::pin(decide_batch(cx, cmds))
 }
@@ -44,10 +44,10 @@ struct Accepted<'a> {
     psp: PspCandidate,
 }
 
-async fn decide_batch(cx: &mut Cx<'_>, cmds: &[Command]) -> Result<Vec<Decision>, HandlerError> {
+async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision>, HandlerError> {
     let mut decisions: Vec<Option<Decision>> = cmds.iter().map(|_| None).collect();
     let refuse = |decisions: &mut Vec<Option<Decision>>, i: usize, refusal: Refusal| {
-        decisions[i] = Some(Decision::Done(Outcome::refused(&cmds[i], FAILED, refusal)));
+        decisions[i] = Some(Decision::Done(Outcome::refused(cmds[i], FAILED, refusal)));
     };
 
     // The five fields, their widths, and the PSP of the country.
@@ -80,7 +80,7 @@ async fn decide_batch(cx: &mut Cx<'_>, cmds: &[Command]) -> Result<Vec<Decision>
         match choose_psp(candidates) {
             Ok(psp) => accepted.push(Accepted {
                 index: i,
-                cmd: &cmds[i],
+                cmd: cmds[i],
                 psp: psp.clone(),
                 new,
             }),

@@ -137,13 +137,13 @@ pub type DecideOne =
 /// Decides a slice of commands of one type; one decision per command, in order.
 pub type DecideBatch = for<'x, 'y> fn(
     &'x mut Cx<'y>,
-    &'x [Command],
+    &'x [&'x Command],
 ) -> BoxFuture<'x, Result<Vec<Decision>, HandlerError>>;
 
 /// Runs `one` over `cmds`, in order, in the same transaction.
 pub async fn each(
     cx: &mut Cx<'_>,
-    cmds: &[Command],
+    cmds: &[&Command],
     one: DecideOne,
 ) -> Result<Vec<Decision>, HandlerError> {
     let mut decisions = Vec::with_capacity(cmds.len());

@@ -270,6 +270,12 @@ async fn run_step(env: &Env, step: Step, jobs: Vec<SagaJob>) {
         let outcome = if next.is_ok() { "ran" } else { "failed" };
         env.metrics
             .observe_saga_step(step.as_str(), outcome, started.elapsed());
+        tracing::debug!(
+            step = step.as_str(),
+            sagas = count,
+            took_ms = started.elapsed().as_millis() as u64,
+            "step batch done"
+        );
         match next {
             Ok(next) => jobs = next,
             Err(e) => {

@@ -22,7 +22,7 @@ pub struct OutboxRow {
 /// is announced twice.
 pub async fn insert(
     conn: &mut PgConnection,
-    messages: &[OutgoingMessage],
+    messages: Vec<OutgoingMessage>,
 ) -> Result<Vec<OutboxRow>, sqlx::Error> {
     if messages.is_empty() {
         return Ok(Vec::new());
@@ -34,14 +34,14 @@ pub async fn insert(
     let mut correlations = Vec::with_capacity(messages.len());
     let mut headers = Vec::with_capacity(messages.len());
     let mut payloads = Vec::with_capacity(messages.len());
-    for m in messages {
+    for m in &messages {
         ids.push(m.message_id);
         kinds.push(m.kind.as_str());
         keys.push(m.routing_key.as_str());
         types.push(m.message_type.as_str());
         correlations.push(m.correlation_id.as_deref());
-        headers.push(Value::Object(m.headers.clone()));
-        payloads.push(m.payload.clone());
+        headers.push(sqlx::types::Json(&m.headers));
+        payloads.push(&m.payload);
     }
     // One statement for the whole set: fewer round trips on the hot path.
     let written: Vec<(i64, Uuid, DateTime<Utc>)> = sqlx::query_as(

@@ -81,8 +81,18 @@ pub async fn run(ctx: &Context, items: Vec<Item>) {
     let outcome = try_hard(ctx, &items, &indices).await;
     match outcome {
         Ok((ends, said)) => {
+            let committed = started.elapsed();
             ctx.outbox.dispatch(said).await;
-            settle(ctx, items.into_iter().zip(ends).collect(), started).await
+            let dispatched = started.elapsed();
+            let n = items.len();
+            settle(ctx, items.into_iter().zip(ends).collect(), started).await;
+            tracing::debug!(
+                commands = n,
+                committed_ms = committed.as_millis() as u64,
+                dispatched_ms = dispatched.as_millis() as u64,
+                settled_ms = started.elapsed().as_millis() as u64,
+                "batch done"
+            );
         }
         Err(e) if e.fault() == Fault::Permanent && items.len() > 1 => {
             tracing::warn!(reason = %e.reason(), commands = items.len(), "a command of the batch cannot be stored; running them one by one");
@@ -234,7 +244,7 @@ async fn attempt(
     let mut exceptions: Vec<(usize, InboxOutcome, Option<&'static str>)> = Vec::new();
     let mut released: Vec<usize> = Vec::new();
     for (entry, slots) in groups {
-        let cmds: Vec<Command> = slots.iter().map(|&s| items[which[s]].cmd.clone()).collect();
+        let cmds: Vec<&Command> = slots.iter().map(|&s| &items[which[s]].cmd).collect();
         let decisions = {
             let mut cx = Cx {
                 conn: uow.conn(),

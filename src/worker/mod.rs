@@ -280,25 +280,31 @@ async fn consume(
     let linger = Duration::from_millis(w.batch_linger_ms);
     let mut pending: Vec<batch::Item> = Vec::with_capacity(w.batch_size);
     let mut flush_at: Option<tokio::time::Instant> = None;
+    let batch_size = w.batch_size.max(1);
     loop {
         while tasks.try_join_next().is_some() {}
+        // A batch goes when it is full or its linger is over, and a batch slot is free; while
+        // no slot is free it keeps filling (up to batch_size), so a busy worker runs fuller
+        // batches instead of more of them.
+        let due = !pending.is_empty()
+            && (pending.len() >= batch_size
+                || flush_at.is_some_and(|at| at <= tokio::time::Instant::now()));
         let next = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break,
-            _ = sleep_until(flush_at) => {
-                flush(&ctx, &batches, &mut pending, &mut tasks).await?;
+            permit = batches.clone().acquire_owned(), if due => {
+                start_batch(&ctx, permit?, &mut pending, &mut tasks);
                 flush_at = None;
                 continue;
             }
-            next = consumer.next() => next,
+            _ = sleep_until(flush_at), if !due => continue,
+            next = consumer.next(), if pending.len() < batch_size => next,
         };
         match next {
             Some(Ok(delivery)) => match pipeline::route(&ctx, delivery) {
                 Route::Command(item) => {
                     pending.push(*item);
-                    if pending.len() >= w.batch_size.max(1) {
-                        flush(&ctx, &batches, &mut pending, &mut tasks).await?;
-                        flush_at = None;
-                    } else if flush_at.is_none() {
+                    if flush_at.is_none() {
                         flush_at = Some(tokio::time::Instant::now() + linger);
                     }
                 }
@@ -348,7 +354,10 @@ async fn consume(
     let _ = channel
         .basic_cancel(consumer.tag(), BasicCancelOptions::default())
         .await;
-    flush(&ctx, &batches, &mut pending, &mut tasks).await?;
+    if !pending.is_empty() {
+        let permit = batches.clone().acquire_owned().await?;
+        start_batch(&ctx, permit, &mut pending, &mut tasks);
+    }
     // Wait for the batches and tasks in flight (bounded by the shutdown timeout); what is
     // still running then is aborted (its transaction rolls back) and redelivered.
     let bound = Duration::from_millis(ctx.settings.worker.shutdown_timeout_ms);
@@ -374,24 +383,19 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Starts the gathered commands as a batch, once a batch slot is free.
-async fn flush(
+/// Starts the gathered commands as a batch in the slot `permit` holds.
+fn start_batch(
     ctx: &Arc<Context>,
-    batches: &Arc<Semaphore>,
+    permit: tokio::sync::OwnedSemaphorePermit,
     pending: &mut Vec<batch::Item>,
     tasks: &mut JoinSet<()>,
-) -> anyhow::Result<()> {
-    if pending.is_empty() {
-        return Ok(());
-    }
+) {
     let items = std::mem::take(pending);
-    let permit = batches.clone().acquire_owned().await?;
     let ctx = ctx.clone();
     tasks.spawn(async move {
         batch::run(&ctx, items).await;
         drop(permit);
     });
-    Ok(())
 }
 
 /// Gives the relay a bounded chance to publish what the drained handlers wrote.
