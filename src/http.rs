@@ -41,12 +41,9 @@ pub fn router(state: State) -> Router {
 }
 
 async fn database_reachable(pool: &PgPool) -> bool {
-    tokio::time::timeout(
-        PROBE_TIMEOUT,
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok())
+    tokio::time::timeout(PROBE_TIMEOUT, store::ping(pool))
+        .await
+        .is_ok_and(|r| r.is_ok())
 }
 
 async fn topology_depths(state: &State) -> Option<topology::Depths> {

@@ -43,10 +43,7 @@ pub async fn answer(
     read: Read,
 ) -> Result<OutgoingMessage, HandlerError> {
     // One read-only snapshot: a page and its total agree with each other.
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = store::read_only(pool).await?;
     let answer = read(&mut tx, cmd).await?;
     tx.commit().await?;
     let query = cmd.meta.command_type.as_str();
