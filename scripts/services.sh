@@ -451,6 +451,9 @@ rmq_write_config() {
 loopback_users.guest = true
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $MGMT_PORT
+# The UI and the tools need object counts and depths, not message rates, which cost the
+# node CPU on every message (RabbitMQ's advice for busy nodes).
+management.rates_mode = none
 log.file.level = info
 log.console = false
 CONF
