@@ -354,10 +354,9 @@ async fn consume(
     let _ = channel
         .basic_cancel(consumer.tag(), BasicCancelOptions::default())
         .await;
-    if !pending.is_empty() {
-        let permit = batches.clone().acquire_owned().await?;
-        start_batch(&ctx, permit, &mut pending, &mut tasks);
-    }
+    // Commands gathered but not started are not started now: their deliveries go back to the
+    // queue when the channel closes (a free batch slot could be a long wait).
+    drop(pending);
     // Wait for the batches and tasks in flight (bounded by the shutdown timeout); what is
     // still running then is aborted (its transaction rolls back) and redelivered.
     let bound = Duration::from_millis(ctx.settings.worker.shutdown_timeout_ms);
