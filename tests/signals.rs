@@ -34,8 +34,11 @@ struct Proc {
 async fn start_worker(settings: &Settings, shutdown_timeout_ms: u64) -> Proc {
     let mut child = onboard_bin(settings)
         .arg("worker")
-        // Two batches of four commands in flight at most: two transactions to block.
+        // Two batches of four commands in flight at most: two transactions to block. The
+        // long linger makes a batch wait for its fourth command (the test publishes all 20 at
+        // once), so a blocked batch always holds four.
         .env("ONBOARD__WORKER__BATCH_SIZE", "4")
+        .env("ONBOARD__WORKER__BATCH_LINGER_MS", "500")
         .env("ONBOARD__WORKER__BATCHES_IN_FLIGHT", "2")
         .env("ONBOARD__BROKER__PREFETCH", "8")
         .env(
@@ -192,11 +195,18 @@ async fn finish_with_next_worker(settings: &Settings, pool: &sqlx::PgPool, ids: 
         if done as usize == ids.len() && completed as usize == ids.len() {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "only {done} of {} processed",
-            ids.len()
-        );
+        if Instant::now() >= deadline {
+            let seen: Vec<String> = sqlx::query_scalar("SELECT message_id FROM inbox")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+            let missing: Vec<&String> = ids.iter().filter(|id| !seen.contains(id)).collect();
+            let log = next.log.lock().unwrap().clone();
+            panic!(
+                "only {done} of {} processed ({completed} sagas completed); missing {missing:?}; the next worker logged: {log:#?}",
+                ids.len()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     sigterm(&next.child);
@@ -265,7 +275,8 @@ async fn sigterm_with_commands_in_flight_drains_them_and_exits_zero_within_the_b
             .unwrap();
     assert!(
         drained >= 4,
-        "the in-flight commands were finished, not dropped"
+        "the in-flight commands were finished, not dropped: {drained} handled; the worker logged: {:#?}",
+        worker.log.lock().unwrap()
     );
 
     // JSON logs: every line about a message carries its ids and type (span fields).
