@@ -183,33 +183,36 @@ if [[ " $PHASES " == *" ceiling "* ]]; then
     say "a. bare ceiling: $N messages"
     fresh_db onboard_bench_ceiling
     export ONBOARD__BROKER__PREFIX=bench-$RUN
-    "$BIN" bench-ceiling -n "$N" --json >"$OUT/ceiling.json" &
-    WORKER=$!
-    a=$(snap); b=$a
-    while kill -0 "$WORKER" 2>/dev/null; do sleep 1; kill -0 "$WORKER" 2>/dev/null && b=$(snap); done
-    wait "$WORKER"
-    WORKER=""
-    CEILING=$(json_num messages_per_sec "$OUT/ceiling.json")
+    # Runs `onboard bench-ceiling` with the given flags, JSON to $1; sets RATE_OUT (messages/s)
+    # and CEILING_CPU (the CPU line of the run).
+    run_ceiling() {
+        local out=$1 a b; shift
+        "$BIN" bench-ceiling -n "$N" --json "$@" >"$out" &
+        WORKER=$!
+        a=$(snap); b=$a
+        while kill -0 "$WORKER" 2>/dev/null; do sleep 0.25; kill -0 "$WORKER" 2>/dev/null && b=$(snap); done
+        wait "$WORKER"
+        WORKER=""
+        CEILING_CPU=$(LABEL_W=bench-ceiling LABEL_L=- cpu_line "$a" "$b")
+        RATE_OUT=$(json_num messages_per_sec "$out")
+    }
+    run_ceiling "$OUT/ceiling.json"
+    CEILING=$RATE_OUT
     md "## a. Ceilings"
     md ""
     md "Quorum queue, one transaction of four inserts (inbox, client, user, outbox) per message, ack."
     md ""
     md "- bare, per message (prefetch 200, 16 in flight): **$(printf '%.0f' "$CEILING") messages/s** ($N messages)"
-    md "  - CPU: $(LABEL_W=bench-ceiling LABEL_L=- cpu_line "$a" "$b")"
+    md "  - CPU: $CEILING_CPU"
     say "   $(printf '%.0f' "$CEILING") messages/s"
     for variant in "" --counter; do
-        "$BIN" bench-ceiling -n "$N" --batch 128 --prefetch 512 --in-flight 2 --json $variant >"$OUT/ceiling-batched$variant.json" &
-        WORKER=$!
-        a=$(snap); b=$a
-        while kill -0 "$WORKER" 2>/dev/null; do sleep 1; kill -0 "$WORKER" 2>/dev/null && b=$(snap); done
-        wait "$WORKER"
-        WORKER=""
-        v=$(json_num messages_per_sec "$OUT/ceiling-batched$variant.json")
+        run_ceiling "$OUT/ceiling-batched$variant.json" --batch 128 --prefetch 512 --in-flight 2 $variant
+        v=$RATE_OUT
         case $variant in
             "") BATCHED=$v; md "- batched, 128 per transaction as four multi-row statements (prefetch 512, 2 batches in flight): **$(printf '%.0f' "$v") messages/s**" ;;
             --counter) md "- batched as above, with one shared counter row bumped per batch (as client codes are): **$(printf '%.0f' "$v") messages/s**" ;;
         esac
-        md "  - CPU: $(LABEL_W=bench-ceiling LABEL_L=- cpu_line "$a" "$b")"
+        md "  - CPU: $CEILING_CPU"
         say "   batched$variant: $(printf '%.0f' "$v") messages/s"
     done
     md ""

@@ -437,15 +437,8 @@ async fn a_second_workers_sweeper_finishes_the_sagas_of_one_killed_between_steps
 async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
     let (settings, database) = test_settings().await;
     let frozen = Arc::new(Notify::new());
-    let signal = frozen.clone();
     let hooks = Hooks {
-        before_batch_commit: Some(Arc::new(move |_| {
-            let signal = signal.clone();
-            Box::pin(async move {
-                signal.notify_one();
-                std::future::pending::<()>().await
-            })
-        })),
+        before_batch_commit: Some(freeze(frozen.clone())),
         ..Default::default()
     };
     let mut app = spawn_app_with(settings, database, hooks).await;

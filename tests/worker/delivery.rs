@@ -62,16 +62,9 @@ async fn the_same_message_id_published_twice_creates_one_client_and_one_event() 
 async fn a_worker_killed_after_commit_before_ack_causes_no_duplicate_after_restart() {
     let (settings, database) = test_settings().await;
     let committed = Arc::new(Notify::new());
-    let signal = committed.clone();
     let hooks = Hooks {
-        after_commit: Some(Arc::new(move |_meta| {
-            let signal = signal.clone();
-            Box::pin(async move {
-                signal.notify_one();
-                // Frozen between commit and ack, until the worker is killed.
-                std::future::pending::<()>().await
-            })
-        })),
+        // Frozen between commit and ack, until the worker is killed.
+        after_commit: Some(freeze(committed.clone())),
         ..Default::default()
     };
     let mut app = spawn_app_with(settings, database, hooks).await;

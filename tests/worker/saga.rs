@@ -304,15 +304,8 @@ async fn a_worker_killed_after_xendit_answered_creates_no_second_customer_after_
     settings.xendit = Some(x);
 
     let answered = Arc::new(Notify::new());
-    let signal = answered.clone();
     let hooks = Hooks {
-        after_xendit_answered: Some(Arc::new(move |()| {
-            let signal = signal.clone();
-            Box::pin(async move {
-                signal.notify_one();
-                std::future::pending::<()>().await
-            })
-        })),
+        after_xendit_answered: Some(freeze(answered.clone())),
         ..Default::default()
     };
     let mut app = spawn_app_with(settings, database, hooks).await;

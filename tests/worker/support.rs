@@ -493,6 +493,18 @@ impl TestApp {
     }
 }
 
+/// A test seam that rings `frozen` and then holds the worker where it runs, until the worker
+/// is killed (the place a crash is simulated at).
+pub fn freeze<T: 'static>(frozen: Arc<Notify>) -> onboard::observe::Seam<T> {
+    Arc::new(move |_: T| {
+        let frozen = frozen.clone();
+        Box::pin(async move {
+            frozen.notify_one();
+            std::future::pending::<()>().await
+        })
+    })
+}
+
 /// The seed's two example clients.
 pub fn seed_id_client() -> Value {
     serde_json::json!({
