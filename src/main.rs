@@ -27,7 +27,11 @@ enum Command {
     /// Run the worker until SIGTERM or SIGINT, then drain.
     Worker,
     /// Apply the database migrations and exit.
-    Migrate,
+    Migrate {
+        /// Stop after this version (e.g. to prepare a database of an older schema).
+        #[arg(long)]
+        to: Option<i64>,
+    },
     /// Publish one command from a file (or - for stdin) and optionally wait for its outcome.
     Publish {
         /// A body, an envelope {"type","message_id","correlation_id","body"}, or raw bytes.
@@ -77,10 +81,14 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::BenchCeiling(args) => ops::ceiling::cli(&settings, args).await,
-        Command::Migrate => {
+        Command::Migrate { to } => {
             let pool = store::pool(&settings.database)?;
-            store::migrate(&pool).await?;
-            println!("migrations applied");
+            let started = std::time::Instant::now();
+            store::migrate_to(&pool, to).await?;
+            println!(
+                "migrations applied in {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Command::Publish {

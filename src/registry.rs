@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use crate::handlers::queries::{self, Read};
-use crate::handlers::{DecideBatch, DecideOne, client_create, instances, kyc, lifecycle};
+use crate::handlers::{
+    DecideBatch, DecideOne, client_create, client_state, client_update, instances, kyc, lifecycle,
+    partners,
+};
 use crate::messages::{CommandType, Schemas};
 
 /// How a type's handler runs.
@@ -46,7 +49,7 @@ macro_rules! schema {
 
 const LIFECYCLE: Option<&str> = Some(lifecycle::REJECTED);
 
-static ENTRIES: [Entry; 14] = [
+static ENTRIES: [Entry; 20] = [
     Entry {
         command_type: CommandType::ClientCreate,
         schema: schema!("client.create"),
@@ -114,6 +117,36 @@ static ENTRIES: [Entry; 14] = [
         run: Run::Each(kyc::decide_one),
     },
     Entry {
+        command_type: CommandType::PartnerCreate,
+        schema: schema!("partner.create"),
+        refusal_event: Some(partners::FAILED),
+        run: Run::Each(partners::create_one),
+    },
+    Entry {
+        command_type: CommandType::ClientUpdate,
+        schema: schema!("client.update"),
+        refusal_event: Some(client_update::FAILED),
+        run: Run::Each(client_update::decide_one),
+    },
+    Entry {
+        command_type: CommandType::ClientDeactivate,
+        schema: schema!("client.deactivate"),
+        refusal_event: Some(client_update::FAILED),
+        run: Run::Each(client_state::decide_one),
+    },
+    Entry {
+        command_type: CommandType::ClientReactivate,
+        schema: schema!("client.reactivate"),
+        refusal_event: Some(client_update::FAILED),
+        run: Run::Each(client_state::decide_one),
+    },
+    Entry {
+        command_type: CommandType::ClientDelete,
+        schema: schema!("client.delete"),
+        refusal_event: Some(client_update::FAILED),
+        run: Run::Each(client_state::decide_one),
+    },
+    Entry {
         command_type: CommandType::ClientList,
         schema: schema!("client.list"),
         refusal_event: None,
@@ -130,6 +163,12 @@ static ENTRIES: [Entry; 14] = [
         schema: schema!("instance.list"),
         refusal_event: None,
         run: Run::Query(queries::instance_list_read),
+    },
+    Entry {
+        command_type: CommandType::PartnerList,
+        schema: schema!("partner.list"),
+        refusal_event: None,
+        run: Run::Query(queries::partner_list_read),
     },
 ];
 
@@ -181,9 +220,74 @@ mod tests {
             .filter(|e| e.is_query())
             .map(|e| e.command_type.as_str())
             .collect();
-        assert_eq!(queries, ["client.list", "client.get", "instance.list"]);
+        assert_eq!(
+            queries,
+            ["client.list", "client.get", "instance.list", "partner.list"]
+        );
         for e in ENTRIES.iter().filter(|e| !e.is_query()) {
             assert!(e.refusal_event.is_some(), "{}", e.command_type);
         }
+    }
+
+    #[test]
+    fn every_schema_accepts_its_own_examples() {
+        let schemas = schemas();
+        for e in entries() {
+            let schema: serde_json::Value = serde_json::from_str(e.schema).unwrap();
+            let examples = schema["examples"].as_array();
+            for example in examples.into_iter().flatten() {
+                assert_eq!(
+                    schemas.check(e.command_type, example),
+                    Ok(()),
+                    "{}: {example}",
+                    e.command_type
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn profile_shapes_the_handlers_cannot_answer_are_refused_by_the_schemas() {
+        use serde_json::json;
+        let schemas = schemas();
+        let create = CommandType::ClientCreate;
+        for bad in [
+            json!({"identity": {"type": "corporate", "incorporation_date": "2024-02-30"}}),
+            json!({"identity": {"type": "robot"}}),
+            json!({"metadata": {"": 1}}),
+            json!({"metadata": {"k": {"nested": true}}}),
+            json!({"metadata": {"k": "x".repeat(501)}}),
+            json!({"external_id": "x".repeat(129)}),
+            json!({"direct_partner": {}}),
+            json!({"address": {"country": "USA"}}),
+        ] {
+            assert!(schemas.check(create, &bad).is_err(), "{bad}");
+        }
+        for read_only in [
+            "client_code",
+            "client_status",
+            "ekyc_status",
+            "country_code",
+        ] {
+            let body = json!({"client_id": 1, read_only: "X"});
+            assert!(
+                schemas.check(CommandType::ClientUpdate, &body).is_err(),
+                "{read_only}"
+            );
+        }
+        let get = CommandType::ClientGet;
+        assert!(schemas.check(get, &json!({})).is_err());
+        assert!(
+            schemas
+                .check(get, &json!({"client_id": 1, "external_id": "e"}))
+                .is_err()
+        );
+        let list = CommandType::ClientList;
+        assert!(
+            schemas
+                .check(list, &json!({"take": 10, "page": 2}))
+                .is_err()
+        );
+        assert!(schemas.check(list, &json!({"take": 101})).is_err());
     }
 }

@@ -5,9 +5,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::profile::PartnerRef;
 use super::{ClientStatus, EkycStatus};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Client {
     pub client_id: i32,
     pub client_code: String,
@@ -19,11 +20,40 @@ pub struct Client {
     pub country_code: String,
     pub psp_id: Option<i32>,
     pub phone: String,
+    // The profile (DESIGN.md, "The client profile"), after the seed's fields: answers keep
+    // every field they had and add these, `null` where unset.
+    /// The upstream system's own id.
+    pub external_id: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    /// Normalised (every key of its type present); `null` only for clients created before
+    /// the profile existed.
+    pub identity: Option<serde_json::Value>,
+    pub address: Option<serde_json::Value>,
+    /// The root of the direct partner's tree.
+    #[sqlx(json(nullable))]
+    pub partner: Option<PartnerRef>,
+    #[sqlx(json(nullable))]
+    pub direct_partner: Option<PartnerRef>,
+    pub is_active: bool,
+    /// +1 on every change by client.update, deactivate, reactivate or delete.
+    pub version: i32,
+    #[serde(serialize_with = "optional_timestamp")]
+    pub deleted_at: Option<DateTime<Utc>>,
     /// Not part of the create response; the list body adds them (see `ClientListItem`).
     #[serde(skip)]
     pub created: DateTime<Utc>,
     #[serde(skip)]
     pub updated: DateTime<Utc>,
+}
+
+fn optional_timestamp<S: serde::Serializer>(
+    t: &Option<DateTime<Utc>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]

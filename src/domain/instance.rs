@@ -25,6 +25,8 @@ pub struct Actor {
     pub user_id: i32,
     pub client_id: i32,
     pub role: String,
+    /// Whether the actor's client is active (`client.deactivate` turns it off).
+    pub client_active: bool,
 }
 
 impl Actor {
@@ -92,12 +94,16 @@ impl InstanceAction {
     }
 }
 
-/// Who may do `action`: an actor linked to a client, and for changes an admin of it.
-/// Checked before the instance is looked at, so a non-admin learns nothing about instances.
+/// Who may do `action`: an actor linked to a (live) client, and for changes an admin of an
+/// active one. Checked before the instance is looked at, so a non-admin learns nothing about
+/// instances. (The store finds no actor for the users of a deleted client.)
 pub fn authorize(action: InstanceAction, actor: Option<Actor>) -> Result<Actor, Refusal> {
     let actor = actor.ok_or_else(|| action.unknown_actor())?;
     if action.needs_admin() && !actor.is_admin() {
         return Err(Refusal::access_denied());
+    }
+    if action.needs_admin() && !actor.client_active {
+        return Err(Refusal::client_inactive());
     }
     Ok(actor)
 }
@@ -130,7 +136,25 @@ mod tests {
             user_id: 7,
             client_id,
             role: role.into(),
+            client_active: true,
         }
+    }
+
+    #[test]
+    fn an_inactive_clients_admin_may_list_but_not_change_instances() {
+        let mut admin = actor(1, ADMIN_ROLE);
+        admin.client_active = false;
+        for action in [
+            InstanceAction::Create,
+            InstanceAction::UpdateAlias,
+            InstanceAction::Delete,
+        ] {
+            assert_eq!(
+                authorize(action, Some(admin.clone())).unwrap_err().code,
+                "CLIENT_INACTIVE"
+            );
+        }
+        assert!(authorize(InstanceAction::List, Some(admin)).is_ok());
     }
 
     fn instance(client_id: i32) -> Instance {

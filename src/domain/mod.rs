@@ -7,6 +7,7 @@ pub mod instance;
 pub mod lifecycle;
 pub mod new_client;
 pub mod paging;
+pub mod profile;
 pub mod psp;
 pub mod saga;
 

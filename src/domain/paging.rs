@@ -19,6 +19,8 @@ use chrono::{DateTime, Utc};
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 /// The most clients one reply carries (the schema refuses more; this guards other callers).
 pub const MAX_PAGE_SIZE: u32 = 100;
+/// Entries per page with `take`/`skip` paging when `take` is absent (seed 002).
+pub const DEFAULT_TAKE: u64 = 10;
 
 /// The page size a query asked for, defaulted and capped.
 pub fn page_size(requested: Option<u64>) -> u32 {

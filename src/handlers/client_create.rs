@@ -15,16 +15,17 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::future::BoxFuture;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{Cx, Decision, HandlerError, Outcome};
+use crate::domain::profile::{self, PartnerSelector};
 use crate::domain::saga::Step;
 use crate::domain::{NewClient, PspCandidate, choose_psp, client_code, created_body};
 use crate::email::{AccessMode, FirstAccess, StoredAccess};
 use crate::messages::event::derived_id;
 use crate::messages::{Command, OutgoingMessage, Refusal};
 use crate::saga::SagaJob;
-use crate::store::{self, clients::ClientRow, sagas::NewSaga};
+use crate::store::{self, clients::ClientRow, partners::Resolved, sagas::NewSaga};
 
 pub const CREATED: &str = "client.created";
 pub const FAILED: &str = "client.creation_failed";
@@ -41,7 +42,43 @@ struct Accepted<'a> {
     index: usize,
     cmd: &'a Command,
     new: NewClient,
+    profile: Profile,
     psp: PspCandidate,
+}
+
+/// The profile a `client.create` gives, normalised (DESIGN.md, "The client profile").
+#[derive(Debug)]
+struct Profile {
+    external_id: Option<String>,
+    metadata: Option<Value>,
+    identity: Value,
+    address: Option<Value>,
+    direct_partner: Option<PartnerSelector>,
+    /// The partner once resolved (direct and root).
+    resolved: Option<Resolved>,
+}
+
+impl Profile {
+    fn parse(body: &Value, new: &NewClient) -> Result<Profile, Refusal> {
+        let metadata = match body.get("metadata") {
+            Some(Value::Object(m)) => {
+                profile::check_metadata(m)?;
+                Some(Value::Object(m.clone()))
+            }
+            _ => None,
+        };
+        Ok(Profile {
+            external_id: profile::external_id(body.get("external_id")),
+            metadata,
+            identity: profile::normalize_identity(body.get("identity"), &new.client_alias)?,
+            address: match body.get("address") {
+                Some(a) => profile::normalize_address(a)?,
+                None => None,
+            },
+            direct_partner: body.get("direct_partner").and_then(PartnerSelector::parse),
+            resolved: None,
+        })
+    }
 }
 
 async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision>, HandlerError> {
@@ -50,18 +87,20 @@ async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision
         decisions[i] = Some(Decision::Done(Outcome::refused(cmds[i], FAILED, refusal)));
     };
 
-    // The five fields, their widths, and the PSP of the country.
+    // The five fields, their widths, the profile, and the PSP of the country.
     let mut parsed = Vec::with_capacity(cmds.len());
     for (i, cmd) in cmds.iter().enumerate() {
-        match NewClient::parse(&cmd.body) {
-            Ok(new) => parsed.push((i, new)),
+        match NewClient::parse(&cmd.body)
+            .and_then(|new| Profile::parse(&cmd.body, &new).map(|p| (new, p)))
+        {
+            Ok((new, profile)) => parsed.push((i, new, profile)),
             Err(refusal) => refuse(&mut decisions, i, refusal),
         }
     }
     let countries: Vec<&str> = {
         let set: HashSet<&str> = parsed
             .iter()
-            .map(|(_, n)| n.country_code.as_str())
+            .map(|(_, n, _)| n.country_code.as_str())
             .collect();
         set.into_iter().collect()
     };
@@ -72,7 +111,7 @@ async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision
         }
     }
     let mut accepted = Vec::with_capacity(parsed.len());
-    for (i, new) in parsed {
+    for (i, new, profile) in parsed {
         let candidates = psps
             .get(&new.country_code)
             .map(Vec::as_slice)
@@ -83,28 +122,90 @@ async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision
                 cmd: cmds[i],
                 psp: psp.clone(),
                 new,
+                profile,
             }),
             Err(refusal) => refuse(&mut decisions, i, refusal),
         }
     }
+
+    // The partners named, in one query.
+    let selectors: Vec<&PartnerSelector> = accepted
+        .iter()
+        .filter_map(|a| a.profile.direct_partner.as_ref())
+        .collect();
+    let mut resolved = store::partners::resolve(cx.conn, &selectors)
+        .await?
+        .into_iter();
+    let mut with_partner = Vec::with_capacity(accepted.len());
+    for mut a in accepted {
+        if a.profile.direct_partner.is_some() {
+            match resolved.next().expect("one resolution per selector") {
+                Some(r) => a.profile.resolved = Some(r),
+                None => {
+                    refuse(&mut decisions, a.index, Refusal::partner_not_found());
+                    continue;
+                }
+            }
+        }
+        with_partner.push(a);
+    }
+    let accepted = with_partner;
 
     if !accepted.is_empty() {
         // From here to commit this batch is the only one inserting clients this month.
         let (year_month, last) = store::clients::lock_code_counter(cx.conn).await?;
         let emails: Vec<&str> = accepted.iter().map(|a| a.new.email.as_str()).collect();
         let taken = store::clients::emails_taken(cx.conn, &emails).await?;
+        let external: Vec<&str> = accepted
+            .iter()
+            .filter_map(|a| a.profile.external_id.as_deref())
+            .collect();
+        let mut holders = store::clients::external_ids_taken(cx.conn, &external)
+            .await?
+            .into_iter();
         let mut seen = HashSet::new();
+        let mut seen_external: HashMap<&str, usize> = HashMap::new();
         let mut insert = Vec::with_capacity(accepted.len());
-        for (a, (folded, is_taken)) in accepted.into_iter().zip(taken) {
+        // Commands refused because an earlier command of this batch takes their external id:
+        // answered once that client exists, with its id and code.
+        let mut behind: Vec<(usize, &str)> = Vec::new();
+        for (a, (folded, is_taken)) in accepted.iter().zip(taken) {
+            let holder = match a.profile.external_id.as_deref() {
+                Some(_) => holders.next().expect("one answer per external id"),
+                None => None,
+            };
             // Taken before, or by an earlier command of this very batch.
-            if is_taken || !seen.insert(folded) {
+            if is_taken || seen.contains(&folded) {
                 refuse(&mut decisions, a.index, Refusal::email_in_use());
-            } else {
-                insert.push(a);
+                continue;
             }
+            if let Some((client_id, client_code)) = holder {
+                decisions[a.index] = Some(Decision::Done(external_id_in_use(
+                    a.cmd,
+                    client_id,
+                    &client_code,
+                )));
+                continue;
+            }
+            if let Some(e) = a.profile.external_id.as_deref()
+                && seen_external.insert(e, a.index).is_some()
+            {
+                behind.push((a.index, e));
+                continue;
+            }
+            seen.insert(folded);
+            insert.push(a);
         }
         if !insert.is_empty() {
-            persist(cx, &insert, &year_month, last, &mut decisions).await?;
+            let created = persist(cx, &insert, &year_month, last, &mut decisions).await?;
+            for (index, external) in behind {
+                let (client_id, client_code) = &created[external];
+                decisions[index] = Some(Decision::Done(external_id_in_use(
+                    cmds[index],
+                    *client_id,
+                    client_code,
+                )));
+            }
         }
     }
     Ok(decisions
@@ -113,14 +214,25 @@ async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision
         .collect())
 }
 
-/// Inserts the clients, their admins and their sagas, and decides their outcomes.
-async fn persist(
+/// `EXTERNAL_ID_IN_USE`, naming the client that has the external id.
+fn external_id_in_use(cmd: &Command, client_id: i32, client_code: &str) -> Outcome {
+    Outcome::refused_with(
+        cmd,
+        FAILED,
+        Refusal::external_id_in_use(),
+        json!({ "client_id": client_id, "client_code": client_code }),
+    )
+}
+
+/// Inserts the clients, their admins and their sagas, and decides their outcomes; returns the
+/// id and code of each client created with an external id, by that id.
+async fn persist<'a>(
     cx: &mut Cx<'_>,
-    insert: &[Accepted<'_>],
+    insert: &[&'a Accepted<'a>],
     year_month: &str,
     last: i32,
     decisions: &mut [Option<Decision>],
-) -> Result<(), HandlerError> {
+) -> Result<HashMap<&'a str, (i32, String)>, HandlerError> {
     let rows: Vec<ClientRow> = insert
         .iter()
         .zip(last + 1..)
@@ -128,17 +240,31 @@ async fn persist(
             new: &a.new,
             code: client_code(year_month, seq),
             psp_id: a.psp.psp_id,
+            external_id: a.profile.external_id.as_deref(),
+            metadata: a.profile.metadata.as_ref(),
+            identity: &a.profile.identity,
+            address: a.profile.address.as_ref(),
+            direct_partner_id: a.profile.resolved.as_ref().map(|r| r.direct.id),
         })
         .collect();
     let new_last = last + rows.len() as i32;
     let clients = store::clients::insert_clients(cx.conn, &rows, year_month, new_last).await?;
     if clients.len() != rows.len() {
         return Err(HandlerError::Contended(format!(
-            "{} of {} emails were taken while the batch ran",
+            "{} of {} emails or external ids were taken while the batch ran",
             rows.len() - clients.len(),
             rows.len()
         )));
     }
+    let created: HashMap<&'a str, (i32, String)> = insert
+        .iter()
+        .zip(&rows)
+        .filter_map(|(a, row)| {
+            let e = a.profile.external_id.as_deref()?;
+            let c = clients.iter().find(|c| c.client_code == row.code)?;
+            Some((e, (c.client_id, c.client_code.clone())))
+        })
+        .collect();
     let by_code: HashMap<&str, &crate::domain::Client> = clients
         .iter()
         .map(|c| (c.client_code.as_str(), c))
@@ -218,5 +344,5 @@ async fn persist(
         });
         decisions[a.index] = Some(Decision::Done(outcome));
     }
-    Ok(())
+    Ok(created)
 }

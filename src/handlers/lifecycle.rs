@@ -50,6 +50,9 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
     let Some(client) = store::clients::lock_client(cx.conn, client_id).await? else {
         return Ok(client_not_found(cmd, cx.settings, REJECTED, client_id));
     };
+    if client.deleted_at.is_some() {
+        return Ok(deleted(cmd, REJECTED, client_id));
+    }
     let current = client.client_status;
     let ekyc = client.ekyc_status;
     let policy = cx.settings.lifecycle.approval_policy();
@@ -110,6 +113,16 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
         json!({ "message": success_message(action), "client": updated }),
     ));
     Ok(Decision::Done(Outcome::succeeded(messages)))
+}
+
+/// A command about a deleted client: CLIENT_NOT_FOUND at once (it will not come back).
+pub(super) fn deleted(cmd: &Command, failed_event: &str, client_id: i32) -> Decision {
+    Decision::Done(Outcome::refused_with(
+        cmd,
+        failed_event,
+        Refusal::client_not_found(),
+        json!({ "client_id": client_id }),
+    ))
 }
 
 /// A command about a client that is not there. Right after its `client.create` was

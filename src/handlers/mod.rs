@@ -10,9 +10,12 @@
 //! transaction commits the others' effects.
 
 pub mod client_create;
+pub mod client_state;
+pub mod client_update;
 pub mod instances;
 pub mod kyc;
 pub mod lifecycle;
+pub mod partners;
 pub mod queries;
 
 use futures::future::BoxFuture;

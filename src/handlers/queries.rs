@@ -21,8 +21,9 @@ use super::{HandlerError, text_field};
 use crate::domain::ClientListItem;
 use crate::domain::instance::{InstanceAction, authorize};
 use crate::domain::paging::{self, Cursor};
+use crate::domain::profile::PartnerSelector;
 use crate::messages::{Command, OutgoingMessage, Refusal};
-use crate::store::{self, clients::ClientFilter, clients::PageStart};
+use crate::store::{self, clients::ClientFilter, clients::ClientKey, clients::PageStart};
 
 /// A query's answer before it becomes a reply.
 pub enum Answer {
@@ -81,20 +82,88 @@ pub fn instance_list_read<'x>(
 }
 
 async fn client_get(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, HandlerError> {
-    let client_id = id(cmd, "client_id")?;
-    Ok(match store::clients::get_client(conn, client_id).await? {
-        Some(client) => Answer::Found(json!({ "client": ClientListItem::from(&client) })),
-        None => Answer::Refused(Refusal::client_not_found()),
-    })
+    let body = &cmd.body;
+    // The schema asks for exactly one of the three.
+    let key = if body.get("client_id").is_some_and(|v| !v.is_null()) {
+        ClientKey::Id(id(cmd, "client_id")?)
+    } else if let Some(code) = text_field(body, "client_code") {
+        ClientKey::Code(code)
+    } else if let Some(external) = text_field(body, "external_id") {
+        ClientKey::ExternalId(external)
+    } else {
+        return Err(HandlerError::Permanent(
+            "client.get names no client although its schema requires one".into(),
+        ));
+    };
+    let include_deleted = body
+        .get("include_deleted")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(
+        match store::clients::find_client(conn, &key, include_deleted).await? {
+            Some(client) => Answer::Found(json!({ "client": ClientListItem::from(&client) })),
+            None => Answer::Refused(Refusal::client_not_found()),
+        },
+    )
 }
 
 async fn client_list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, HandlerError> {
     let body = &cmd.body;
+    let partner_id = match body.get("partner").filter(|v| !v.is_null()) {
+        None => None,
+        Some(partner) => {
+            let selector = match partner {
+                Value::String(name) => PartnerSelector {
+                    id: None,
+                    name: Some(name.trim().to_string()),
+                },
+                other => PartnerSelector {
+                    id: other.as_i64().and_then(|n| i32::try_from(n).ok()),
+                    name: None,
+                },
+            };
+            match store::partners::resolve(conn, &[&selector])
+                .await?
+                .pop()
+                .flatten()
+            {
+                Some(r) => Some(r.direct.id),
+                None => return Ok(Answer::Refused(Refusal::partner_not_found())),
+            }
+        }
+    };
     let filter = ClientFilter {
         status: text_field(body, "status"),
         country_code: text_field(body, "country_code"),
         client_type: text_field(body, "client_type"),
+        partner_id,
+        external_id: text_field(body, "external_id"),
+        is_active: body.get("is_active").and_then(Value::as_bool),
+        include_deleted: body
+            .get("include_deleted")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     };
+    // take/skip (seed 002) beside page and cursor.
+    let take = body.get("take").and_then(Value::as_u64);
+    let skip = body.get("skip").and_then(Value::as_u64);
+    if take.is_some() || skip.is_some() {
+        let take = take
+            .unwrap_or(paging::DEFAULT_TAKE)
+            .min(paging::MAX_PAGE_SIZE as u64);
+        let skip = skip.unwrap_or(0);
+        let clients =
+            store::clients::list_clients(conn, &filter, PageStart::Offset(skip), take as i64)
+                .await?;
+        let total = store::clients::count_clients(conn, &filter).await?;
+        let items: Vec<ClientListItem> = clients.iter().map(ClientListItem::from).collect();
+        return Ok(Answer::Found(json!({
+            "clients": items,
+            "take": take,
+            "skip": skip,
+            "total": total,
+        })));
+    }
     let page_size = paging::page_size(body.get("page_size").and_then(Value::as_u64));
     let (start, page) = match text_field(body, "cursor") {
         Some(token) => match Cursor::decode(&token) {
@@ -132,6 +201,44 @@ async fn client_list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, H
         "page_size": page_size,
         "total": total,
         "next_cursor": next_cursor,
+    })))
+}
+
+pub fn partner_list_read<'x>(
+    conn: &'x mut PgConnection,
+    cmd: &'x Command,
+) -> BoxFuture<'x, Result<Answer, HandlerError>> {
+    Box::pin(partner_list(conn, cmd))
+}
+
+/// `partner.list {under?, take?, skip?}`: `{partners, take, skip, total}`, oldest first.
+async fn partner_list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, HandlerError> {
+    let body = &cmd.body;
+    let under = match body.get("under").and_then(Value::as_i64) {
+        Some(n) => match store::partners::get(conn, i32::try_from(n).unwrap_or(-1)).await? {
+            Some(p) => Some(p.partner_id),
+            None => return Ok(Answer::Refused(Refusal::partner_not_found())),
+        },
+        None => None,
+    };
+    let take = body
+        .get("take")
+        .and_then(Value::as_u64)
+        .unwrap_or(paging::DEFAULT_TAKE)
+        .min(paging::MAX_PAGE_SIZE as u64);
+    let skip = body.get("skip").and_then(Value::as_u64).unwrap_or(0);
+    let (partners, total) = store::partners::list(
+        conn,
+        under,
+        take as i64,
+        i64::try_from(skip).unwrap_or(i64::MAX),
+    )
+    .await?;
+    Ok(Answer::Found(json!({
+        "partners": partners,
+        "take": take,
+        "skip": skip,
+        "total": total,
     })))
 }
 

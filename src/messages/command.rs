@@ -24,14 +24,20 @@ pub enum CommandType {
     ClientExit,
     ClientRecordFirstTransaction,
     ClientKycUpdate,
+    PartnerCreate,
+    ClientUpdate,
+    ClientDeactivate,
+    ClientReactivate,
+    ClientDelete,
     /// Queries (see the registry): answered on `reply_to` only.
     ClientList,
     ClientGet,
     InstanceList,
+    PartnerList,
 }
 
 impl CommandType {
-    pub const ALL: [CommandType; 14] = [
+    pub const ALL: [CommandType; 20] = [
         CommandType::ClientCreate,
         CommandType::InstanceCreate,
         CommandType::InstanceUpdateAlias,
@@ -43,9 +49,15 @@ impl CommandType {
         CommandType::ClientExit,
         CommandType::ClientRecordFirstTransaction,
         CommandType::ClientKycUpdate,
+        CommandType::PartnerCreate,
+        CommandType::ClientUpdate,
+        CommandType::ClientDeactivate,
+        CommandType::ClientReactivate,
+        CommandType::ClientDelete,
         CommandType::ClientList,
         CommandType::ClientGet,
         CommandType::InstanceList,
+        CommandType::PartnerList,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +76,12 @@ impl CommandType {
             CommandType::ClientList => "client.list",
             CommandType::ClientGet => "client.get",
             CommandType::InstanceList => "instance.list",
+            CommandType::PartnerCreate => "partner.create",
+            CommandType::ClientUpdate => "client.update",
+            CommandType::ClientDeactivate => "client.deactivate",
+            CommandType::ClientReactivate => "client.reactivate",
+            CommandType::ClientDelete => "client.delete",
+            CommandType::PartnerList => "partner.list",
         }
     }
 }

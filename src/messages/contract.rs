@@ -8,6 +8,10 @@
 //! From the core (issue 9): IDEMPOTENCY_KEY_REUSED (422, a message_id reused for another
 //! command), VALUE_TOO_LONG (400, a value wider than its column once normalised) and
 //! INTERNAL_ERROR (500, in `command.failed`: the command was dead-lettered for an operator).
+//! From the client profile (issue 10), beside the contract's codes and texts: the texts of
+//! EXTERNAL_ID_IMMUTABLE and PARTNER_NAME_TAKEN (the contract names only their codes), and
+//! METADATA_TOO_LARGE (400) and IDENTITY_INCOMPLETE (400) for limits the contract states
+//! without a code.
 
 use serde::Serialize;
 
@@ -145,6 +149,89 @@ impl Refusal {
         )
     }
 
+    /// A create or update that would repeat another live client's external_id.
+    pub fn external_id_in_use() -> Refusal {
+        Self::fixed(
+            "EXTERNAL_ID_IN_USE",
+            409,
+            "A client with this external_id already exists.",
+        )
+    }
+
+    /// An update that would change an external_id once set (the contract names the code;
+    /// the text is ours).
+    pub fn external_id_immutable() -> Refusal {
+        Self::fixed(
+            "EXTERNAL_ID_IMMUTABLE",
+            409,
+            "external_id cannot be changed once set.",
+        )
+    }
+
+    /// `client.update` with a `version` that is not the client's current one.
+    pub fn version_conflict(given: i64, current: i32) -> Refusal {
+        Refusal {
+            code: "VERSION_CONFLICT",
+            status: 409,
+            message: format!(
+                "The client was changed: version {given} is not the current version {current}."
+            ),
+        }
+    }
+
+    pub fn invalid_region() -> Refusal {
+        Self::fixed(
+            "INVALID_REGION",
+            400,
+            "Region must be an ISO 3166-2 subdivision code for US, CA and MX addresses.",
+        )
+    }
+
+    pub fn partner_not_found() -> Refusal {
+        Self::fixed("PARTNER_NOT_FOUND", 404, "Partner not found")
+    }
+
+    /// `partner.create` with a name another partner has, whatever its case (the contract
+    /// names the code; the text is ours).
+    pub fn partner_name_taken() -> Refusal {
+        Self::fixed(
+            "PARTNER_NAME_TAKEN",
+            409,
+            "A partner with this name already exists.",
+        )
+    }
+
+    pub fn client_inactive() -> Refusal {
+        Self::fixed("CLIENT_INACTIVE", 409, "Client is inactive")
+    }
+
+    /// A change to a client in a final lifecycle state (REJECTED, EXITED).
+    pub fn client_read_only(state: &str) -> Refusal {
+        Refusal {
+            code: "CLIENT_READ_ONLY",
+            status: 409,
+            message: format!("Client can no longer be changed in state {state}."),
+        }
+    }
+
+    /// Metadata past its limits once merged (ours: the contract gives the limits, not a code).
+    pub fn metadata_too_large() -> Refusal {
+        Self::fixed(
+            "METADATA_TOO_LARGE",
+            400,
+            "metadata must hold at most 50 keys and 8 KiB of JSON.",
+        )
+    }
+
+    /// An individual identity without both names (ours).
+    pub fn identity_incomplete() -> Refusal {
+        Self::fixed(
+            "IDENTITY_INCOMPLETE",
+            400,
+            "An individual identity needs both given_name and family_name.",
+        )
+    }
+
     /// The REST-shaped error body of the seed: `{"error": "..."}`.
     pub fn error_body(&self) -> serde_json::Value {
         serde_json::json!({ "error": self.message })
@@ -263,6 +350,56 @@ mod tests {
             ekyc.message,
             "Client eKYC must be APPROVED before approval; it is PENDING."
         );
+    }
+
+    #[test]
+    fn the_profile_refusals_have_the_contracts_codes_statuses_and_texts() {
+        let table = [
+            (
+                Refusal::external_id_in_use(),
+                "EXTERNAL_ID_IN_USE",
+                409,
+                "A client with this external_id already exists.",
+            ),
+            (
+                Refusal::version_conflict(3, 4),
+                "VERSION_CONFLICT",
+                409,
+                "The client was changed: version 3 is not the current version 4.",
+            ),
+            (
+                Refusal::invalid_region(),
+                "INVALID_REGION",
+                400,
+                "Region must be an ISO 3166-2 subdivision code for US, CA and MX addresses.",
+            ),
+            (
+                Refusal::partner_not_found(),
+                "PARTNER_NOT_FOUND",
+                404,
+                "Partner not found",
+            ),
+            (
+                Refusal::client_inactive(),
+                "CLIENT_INACTIVE",
+                409,
+                "Client is inactive",
+            ),
+            (
+                Refusal::client_read_only("EXITED"),
+                "CLIENT_READ_ONLY",
+                409,
+                "Client can no longer be changed in state EXITED.",
+            ),
+        ];
+        for (refusal, code, status, message) in table {
+            assert_eq!(
+                (refusal.code, refusal.status, refusal.message.as_str()),
+                (code, status, message)
+            );
+        }
+        assert_eq!(Refusal::external_id_immutable().status, 409);
+        assert_eq!(Refusal::partner_name_taken().status, 409);
     }
 
     #[test]

@@ -165,6 +165,14 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// [`timestamp`] for serde's `serialize_with`.
+pub fn serialize_timestamp<S: serde::Serializer>(
+    t: &DateTime<Utc>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&timestamp(*t))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

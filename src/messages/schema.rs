@@ -22,7 +22,10 @@ impl Schemas {
             .map(|(t, source)| {
                 let schema: Value = serde_json::from_str(source)
                     .unwrap_or_else(|e| panic!("schemas/{t}.json is not JSON: {e}"));
-                let validator = jsonschema::validator_for(&schema)
+                // `format` is asserted (dates of the profile are `"format": "date"`).
+                let validator = jsonschema::options()
+                    .should_validate_formats(true)
+                    .build(&schema)
                     .unwrap_or_else(|e| panic!("schemas/{t}.json is not a valid schema: {e}"));
                 (t, validator)
             })

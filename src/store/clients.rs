@@ -5,8 +5,24 @@ use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use crate::domain::{AdminUser, Client, ClientStatus, EkycStatus, NewClient, PspCandidate};
 
-const CLIENT_COLUMNS: &str = "client_id, client_code, email, client_alias, client_type, client_status, \
-     ekyc_status, country_code, psp_id, phone, created, updated";
+/// A client row as `Client` reads it: the client's own columns (alias `c`) and its partners
+/// joined in (`dp` its direct partner, `rp` the root of that partner's tree).
+const CLIENT_COLUMNS: &str = "c.client_id, c.client_code, c.email, c.client_alias, c.client_type, \
+     c.client_status, c.ekyc_status, c.country_code, c.psp_id, c.phone, c.external_id, c.metadata, \
+     c.identity, c.address, \
+     CASE WHEN rp.partner_id IS NULL THEN NULL ELSE jsonb_build_object('id', rp.partner_id, 'name', rp.name) END AS partner, \
+     CASE WHEN dp.partner_id IS NULL THEN NULL ELSE jsonb_build_object('id', dp.partner_id, 'name', dp.name) END AS direct_partner, \
+     c.is_active, c.version, c.deleted_at, c.created, c.updated";
+
+/// `SELECT` of [`CLIENT_COLUMNS`] from `source` (a table or a CTE), aliased `c`, with the
+/// partners joined.
+fn select_from(source: &str) -> String {
+    format!(
+        "SELECT {CLIENT_COLUMNS} FROM {source} c
+         LEFT JOIN partners dp ON dp.partner_id = c.direct_partner_id
+         LEFT JOIN partners rp ON rp.partner_id = dp.root_partner_id"
+    )
+}
 
 /// Every PSP configured for these countries, with its country (the choice between them is
 /// `domain::choose_psp`).
@@ -46,15 +62,16 @@ pub async fn lock_code_counter(conn: &mut PgConnection) -> Result<(String, i32),
 }
 
 /// For each email, in order: its lower-case form as PostgreSQL folds it (the unique indexes
-/// fold with `lower()`), and whether a client or a user already has it.
+/// fold with `lower()`), and whether a live client or user already has it (a deleted
+/// client's email is free).
 pub async fn emails_taken(
     conn: &mut PgConnection,
     emails: &[&str],
 ) -> Result<Vec<(String, bool)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT lower(e),
-                EXISTS (SELECT 1 FROM clients WHERE lower(email) = lower(e))
-                OR EXISTS (SELECT 1 FROM users WHERE lower(email) = lower(e))
+                EXISTS (SELECT 1 FROM clients WHERE lower(email) = lower(e) AND deleted_at IS NULL)
+                OR EXISTS (SELECT 1 FROM users WHERE lower(email) = lower(e) AND deleted_at IS NULL)
          FROM UNNEST($1::text[]) WITH ORDINALITY AS x(e, i)
          ORDER BY i",
     )
@@ -63,17 +80,58 @@ pub async fn emails_taken(
     .await
 }
 
-/// A client to insert, with its code and PSP decided.
+/// Whether another live client or another client's live user has `email` (for an update of
+/// `client_id`'s email).
+pub async fn email_taken_by_other(
+    conn: &mut PgConnection,
+    email: &str,
+    client_id: i32,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM clients
+                        WHERE lower(email) = lower($1) AND deleted_at IS NULL AND client_id <> $2)
+             OR EXISTS (SELECT 1 FROM users
+                        WHERE lower(email) = lower($1) AND deleted_at IS NULL AND client_id <> $2)",
+    )
+    .bind(email)
+    .bind(client_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// For each external id, in order: the live client that has it, if any (id and code).
+pub async fn external_ids_taken(
+    conn: &mut PgConnection,
+    external_ids: &[&str],
+) -> Result<Vec<Option<(i32, String)>>, sqlx::Error> {
+    let rows: Vec<(Option<i32>, Option<String>)> = sqlx::query_as(
+        "SELECT c.client_id, c.client_code
+         FROM UNNEST($1::text[]) WITH ORDINALITY AS x(e, i)
+         LEFT JOIN clients c ON c.external_id = x.e AND c.deleted_at IS NULL
+         ORDER BY x.i",
+    )
+    .bind(external_ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(id, code)| id.zip(code)).collect())
+}
+
+/// A client to insert, with its code, PSP and normalised profile decided.
 pub struct ClientRow<'a> {
     pub new: &'a NewClient,
     pub code: String,
     pub psp_id: i32,
+    pub external_id: Option<&'a str>,
+    pub metadata: Option<&'a serde_json::Value>,
+    pub identity: &'a serde_json::Value,
+    pub address: Option<&'a serde_json::Value>,
+    pub direct_partner_id: Option<i32>,
 }
 
 /// Inserts clients in one statement and moves the month's counter (locked by
-/// [`lock_code_counter`]) to `last_value`. Rows whose email is taken meanwhile are skipped
-/// (the unique index decides, after waiting for a concurrent insert of the same email to end);
-/// the caller compares counts and retries the batch if any was.
+/// [`lock_code_counter`]) to `last_value`. Rows whose email or external id is taken meanwhile
+/// are skipped (the unique indexes decide, after waiting for a concurrent insert to end); the
+/// caller compares counts and retries the batch if any was.
 pub async fn insert_clients(
     conn: &mut PgConnection,
     rows: &[ClientRow<'_>],
@@ -88,14 +146,24 @@ pub async fn insert_clients(
     let countries: Vec<&str> = rows.iter().map(|r| r.new.country_code.as_str()).collect();
     let psps: Vec<i32> = rows.iter().map(|r| r.psp_id).collect();
     let phones: Vec<&str> = rows.iter().map(|r| r.new.phone.as_str()).collect();
+    let external_ids: Vec<Option<&str>> = rows.iter().map(|r| r.external_id).collect();
+    let metadata: Vec<Option<&serde_json::Value>> = rows.iter().map(|r| r.metadata).collect();
+    let identities: Vec<&serde_json::Value> = rows.iter().map(|r| r.identity).collect();
+    let addresses: Vec<Option<&serde_json::Value>> = rows.iter().map(|r| r.address).collect();
+    let partners: Vec<Option<i32>> = rows.iter().map(|r| r.direct_partner_id).collect();
     let sql = format!(
         "WITH bump AS (
              UPDATE client_code_counters SET last_value = $10 WHERE year_month = $9
+         ), inserted AS (
+             INSERT INTO clients (client_code, email, client_alias, client_type, client_status, country_code,
+                                  psp_id, phone, external_id, metadata, identity, address, direct_partner_id)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::int[], $8::text[], $11::text[], $12::jsonb[], $13::jsonb[], $14::jsonb[], $15::int[])
+             ON CONFLICT DO NOTHING
+             RETURNING *
          )
-         INSERT INTO clients (client_code, email, client_alias, client_type, client_status, country_code, psp_id, phone)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[])
-         ON CONFLICT ((lower(email))) DO NOTHING
-         RETURNING {CLIENT_COLUMNS}"
+         {}",
+        select_from("inserted")
     );
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(&codes)
@@ -108,6 +176,11 @@ pub async fn insert_clients(
         .bind(&phones)
         .bind(year_month)
         .bind(last_value)
+        .bind(&external_ids)
+        .bind(&metadata)
+        .bind(&identities)
+        .bind(&addresses)
+        .bind(&partners)
         .fetch_all(conn)
         .await
 }
@@ -149,7 +222,7 @@ pub async fn insert_admin_users(
          SELECT c, n, e, p, 'admin', 'ACTIVE', k, t, x, h, m
          FROM UNNEST($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                      $7::timestamptz[], $8::text[], $9::bool[]) AS v(c, n, e, p, k, t, x, h, m)
-         ON CONFLICT ((lower(email))) DO NOTHING
+         ON CONFLICT DO NOTHING
          RETURNING user_id, client_id, username, email, phone, role, user_status, ekyc_status",
     )
     .bind(&client_ids)
@@ -167,7 +240,7 @@ pub async fn insert_admin_users(
 
 /// Clients by id, in any order.
 pub async fn get_clients(conn: &mut PgConnection, ids: &[i32]) -> Result<Vec<Client>, sqlx::Error> {
-    let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = ANY($1)");
+    let sql = format!("{} WHERE c.client_id = ANY($1)", select_from("clients"));
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(ids)
         .fetch_all(conn)
@@ -192,7 +265,7 @@ pub async fn get_client(
     conn: &mut PgConnection,
     client_id: i32,
 ) -> Result<Option<Client>, sqlx::Error> {
-    let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1");
+    let sql = format!("{} WHERE c.client_id = $1", select_from("clients"));
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(client_id)
         .fetch_optional(conn)
@@ -252,13 +325,17 @@ pub async fn store_first_access(
     Ok(())
 }
 
-/// Reads a client and locks its row until the transaction ends: two commands for one client
-/// (approve and blacklist, say) run one after the other, each seeing the other's result.
+/// Reads a client (deleted ones too: the caller decides) and locks its row until the
+/// transaction ends: two commands for one client (approve and blacklist, say) run one after
+/// the other, each seeing the other's result.
 pub async fn lock_client(
     conn: &mut PgConnection,
     client_id: i32,
 ) -> Result<Option<Client>, sqlx::Error> {
-    let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1 FOR UPDATE");
+    let sql = format!(
+        "{} WHERE c.client_id = $1 FOR UPDATE OF c",
+        select_from("clients")
+    );
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(client_id)
         .fetch_optional(conn)
@@ -272,8 +349,10 @@ pub async fn set_status(
     status: ClientStatus,
 ) -> Result<Client, sqlx::Error> {
     let sql = format!(
-        "UPDATE clients SET client_status = $2, updated = now() WHERE client_id = $1
-         RETURNING {CLIENT_COLUMNS}"
+        "WITH updated AS (
+             UPDATE clients SET client_status = $2, updated = now() WHERE client_id = $1 RETURNING *
+         ) {}",
+        select_from("updated")
     );
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(client_id)
@@ -290,8 +369,10 @@ pub async fn set_ekyc(
     ekyc_status: EkycStatus,
 ) -> Result<(Client, u64), sqlx::Error> {
     let sql = format!(
-        "UPDATE clients SET ekyc_status = $2, updated = now() WHERE client_id = $1
-         RETURNING {CLIENT_COLUMNS}"
+        "WITH updated AS (
+             UPDATE clients SET ekyc_status = $2, updated = now() WHERE client_id = $1 RETURNING *
+         ) {}",
+        select_from("updated")
     );
     let client: Client = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(client_id)
@@ -316,19 +397,47 @@ pub struct ClientFilter {
     pub status: Option<String>,
     pub country_code: Option<String>,
     pub client_type: Option<String>,
+    /// Clients of this partner and of every partner below it.
+    pub partner_id: Option<i32>,
+    pub external_id: Option<String>,
+    pub is_active: Option<bool>,
+    /// Deleted clients are left out unless this is set.
+    pub include_deleted: bool,
 }
 
 impl ClientFilter {
     fn push_where(&self, q: &mut QueryBuilder<Postgres>) {
         q.push(" WHERE true");
+        if !self.include_deleted {
+            q.push(" AND c.deleted_at IS NULL");
+        }
         if let Some(s) = &self.status {
-            q.push(" AND client_status = ").push_bind(s.clone());
+            q.push(" AND c.client_status = ").push_bind(s.clone());
         }
         if let Some(c) = &self.country_code {
-            q.push(" AND country_code = ").push_bind(c.clone());
+            q.push(" AND c.country_code = ").push_bind(c.clone());
         }
         if let Some(t) = &self.client_type {
-            q.push(" AND client_type = ").push_bind(t.clone());
+            q.push(" AND c.client_type = ").push_bind(t.clone());
+        }
+        if let Some(p) = self.partner_id {
+            q.push(
+                " AND c.direct_partner_id IN (
+                    WITH RECURSIVE tree AS (
+                        SELECT partner_id FROM partners WHERE partner_id = ",
+            )
+            .push_bind(p)
+            .push(
+                " UNION ALL
+                        SELECT p.partner_id FROM partners p JOIN tree t ON p.parent_partner_id = t.partner_id
+                    ) SELECT partner_id FROM tree)",
+            );
+        }
+        if let Some(e) = &self.external_id {
+            q.push(" AND c.external_id = ").push_bind(e.clone());
+        }
+        if let Some(a) = self.is_active {
+            q.push(" AND c.is_active = ").push_bind(a);
         }
     }
 }
@@ -350,16 +459,16 @@ pub async fn list_clients(
     start: PageStart,
     limit: i64,
 ) -> Result<Vec<Client>, sqlx::Error> {
-    let mut q = QueryBuilder::new(format!("SELECT {CLIENT_COLUMNS} FROM clients"));
+    let mut q = QueryBuilder::new(select_from("clients"));
     filter.push_where(&mut q);
     if let PageStart::After(created, client_id) = start {
-        q.push(" AND (created, client_id) < (")
+        q.push(" AND (c.created, c.client_id) < (")
             .push_bind(created)
             .push(", ")
             .push_bind(client_id)
             .push(")");
     }
-    q.push(" ORDER BY created DESC, client_id DESC LIMIT ")
+    q.push(" ORDER BY c.created DESC, c.client_id DESC LIMIT ")
         .push_bind(limit);
     if let PageStart::Offset(n) = start {
         q.push(" OFFSET ")
@@ -373,7 +482,134 @@ pub async fn count_clients(
     conn: &mut PgConnection,
     filter: &ClientFilter,
 ) -> Result<i64, sqlx::Error> {
-    let mut q = QueryBuilder::new("SELECT count(*) FROM clients");
+    let mut q = QueryBuilder::new("SELECT count(*) FROM clients c");
     filter.push_where(&mut q);
     q.build_query_scalar().fetch_one(conn).await
+}
+
+/// How a query names a client.
+#[derive(Debug, Clone)]
+pub enum ClientKey {
+    Id(i32),
+    Code(String),
+    ExternalId(String),
+}
+
+/// A client by id, code or external id; deleted ones only when `include_deleted` (the live
+/// one first when an external id was reused after a delete).
+pub async fn find_client(
+    conn: &mut PgConnection,
+    key: &ClientKey,
+    include_deleted: bool,
+) -> Result<Option<Client>, sqlx::Error> {
+    let (column, text_key, id_key) = match key {
+        ClientKey::Id(id) => ("c.client_id = $2", None, Some(*id)),
+        ClientKey::Code(code) => ("c.client_code = $1", Some(code.as_str()), None),
+        ClientKey::ExternalId(e) => ("c.external_id = $1", Some(e.as_str()), None),
+    };
+    let sql = format!(
+        "{} WHERE {column} AND ($3 OR c.deleted_at IS NULL)
+         ORDER BY c.deleted_at NULLS FIRST, c.client_id DESC LIMIT 1",
+        select_from("clients")
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(text_key)
+        .bind(id_key)
+        .bind(include_deleted)
+        .fetch_optional(conn)
+        .await
+}
+
+/// What `client.update` may change, as it stands after the patch.
+pub struct ProfileUpdate<'a> {
+    pub client_alias: &'a str,
+    pub client_type: &'a str,
+    pub phone: &'a str,
+    pub email: &'a str,
+    pub metadata: Option<&'a serde_json::Value>,
+    pub identity: Option<&'a serde_json::Value>,
+    pub address: Option<&'a serde_json::Value>,
+    pub direct_partner_id: Option<i32>,
+    pub external_id: Option<&'a str>,
+}
+
+/// Stores a client's profile as the caller decided it under [`lock_client`], one version on.
+pub async fn update_profile(
+    conn: &mut PgConnection,
+    client_id: i32,
+    u: &ProfileUpdate<'_>,
+) -> Result<Client, sqlx::Error> {
+    let sql = format!(
+        "WITH updated AS (
+             UPDATE clients
+             SET client_alias = $2, client_type = $3, phone = $4, email = $5, metadata = $6,
+                 identity = $7, address = $8, direct_partner_id = $9, external_id = $10,
+                 version = version + 1, updated = now()
+             WHERE client_id = $1
+             RETURNING *
+         ) {}",
+        select_from("updated")
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(client_id)
+        .bind(u.client_alias)
+        .bind(u.client_type)
+        .bind(u.phone)
+        .bind(u.email)
+        .bind(u.metadata)
+        .bind(u.identity)
+        .bind(u.address)
+        .bind(u.direct_partner_id)
+        .bind(u.external_id)
+        .fetch_one(conn)
+        .await
+}
+
+/// Deactivates or reactivates a client, one version on.
+pub async fn set_active(
+    conn: &mut PgConnection,
+    client_id: i32,
+    active: bool,
+) -> Result<Client, sqlx::Error> {
+    let sql = format!(
+        "WITH updated AS (
+             UPDATE clients SET is_active = $2, version = version + 1, updated = now()
+             WHERE client_id = $1 RETURNING *
+         ) {}",
+        select_from("updated")
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(client_id)
+        .bind(active)
+        .fetch_one(conn)
+        .await
+}
+
+/// Soft-deletes a client (one version on) and makes its users INACTIVE and deleted with it,
+/// which frees their emails and the client's external id; returns the client and how many
+/// users followed.
+pub async fn soft_delete(
+    conn: &mut PgConnection,
+    client_id: i32,
+) -> Result<(Client, u64), sqlx::Error> {
+    let sql = format!(
+        "WITH updated AS (
+             UPDATE clients SET deleted_at = now(), version = version + 1, updated = now()
+             WHERE client_id = $1 RETURNING *
+         ) {}",
+        select_from("updated")
+    );
+    let client: Client = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(client_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let users = sqlx::query(
+        "UPDATE users SET user_status = 'INACTIVE', deleted_at = now(), updated_at = now()
+         WHERE client_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(client_id)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok((client, users))
 }

@@ -7,12 +7,17 @@ use crate::domain::instance::{Actor, Instance, InstanceListItem};
 const INSTANCE_COLUMNS: &str = "instance_id, client_id, instance_name, client_alias, instance_status, \
      created_at, updated_at";
 
-/// The user a command names, with the client they belong to.
+/// The user a command names, with the client they belong to; `None` when there is no such
+/// user, or the user or the client was deleted.
 pub async fn actor(conn: &mut PgConnection, user_id: i32) -> Result<Option<Actor>, sqlx::Error> {
-    sqlx::query_as("SELECT user_id, client_id, role FROM users WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(
+        "SELECT u.user_id, u.client_id, u.role, c.is_active AS client_active
+         FROM users u JOIN clients c ON c.client_id = u.client_id
+         WHERE u.user_id = $1 AND u.deleted_at IS NULL AND c.deleted_at IS NULL",
+    )
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Inserts an ACTIVE instance; `None` when the client already has one with that name (the

@@ -8,6 +8,7 @@ pub mod history;
 pub mod inbox;
 pub mod instances;
 pub mod outbox;
+pub mod partners;
 pub mod sagas;
 mod text_enum;
 pub mod workers;
@@ -23,8 +24,8 @@ use crate::configuration::DatabaseSettings;
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
 
-/// The embedded migrations (`migrations/`), run by `onboard migrate` and at worker start.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The advisory lock that lets one process at a time migrate (a constant of our own).
+const MIGRATION_LOCK: i64 = 0x6f6e_626f_6172_6401;
 
 /// A pool that connects lazily: the worker can start (and report not-ready) while the
 /// database is still coming up.
@@ -36,8 +37,40 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
         .connect_lazy_with(options.application_name("onboard")))
 }
 
+/// Applies the embedded migrations (`migrations/`): `onboard migrate`, and every worker at start.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+    migrate_to(pool, None).await
+}
+
+/// Applies the migrations up to `target` (all when `None`). Several workers may start at
+/// once: one migrates and the others wait for it, polling a lock rather than waiting in a
+/// statement. (A statement waiting for sqlx's own lock keeps a snapshot open, and the
+/// migrating worker's `CREATE INDEX CONCURRENTLY` waits for every such snapshot to end: the
+/// two would wait for each other.)
+pub async fn migrate_to(
+    pool: &PgPool,
+    target: Option<i64>,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_locking(false);
+    let mut conn = pool.acquire().await?;
+    loop {
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .fetch_one(&mut *conn)
+            .await?;
+        if taken {
+            break;
+        }
+        tracing::info!("another process is migrating the database; waiting");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let result = migrator.run_direct(target, &mut *conn, false).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await;
+    result
 }
 
 /// Whether the database answers a trivial query (for `/readyz`).

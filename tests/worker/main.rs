@@ -11,6 +11,7 @@ mod instances;
 mod lifecycle;
 mod load;
 mod ops;
+mod profile;
 mod queries;
 mod saga;
 mod support;

@@ -1,0 +1,434 @@
+//! `client.update`: a partial update of a client's contact fields and profile (DESIGN.md, "The
+//! client profile"). Only the fields present change; `metadata`, `identity` and `address` are
+//! JSON merge patches (RFC 7396) of what is stored. `version`, when given, must be the
+//! client's current one: with the row locked for the decision, of two updates racing with
+//! the same version exactly one wins and the other is told `VERSION_CONFLICT`.
+//!
+//! Uniqueness (email, external_id) is checked before the write, and the live unique indexes
+//! settle a race with an update or create of another client: the write runs under a
+//! savepoint, and a unique violation there becomes the refusal the check would have given.
+
+use futures::future::BoxFuture;
+use serde_json::{Map, Value, json};
+use sqlx::Connection;
+
+use super::lifecycle::{client_not_found, deleted};
+use super::{Cx, Decision, HandlerError, Outcome, required_id, text_field};
+use crate::domain::new_client::COLUMN_WIDTHS;
+use crate::domain::profile::{self, PartnerRef, PartnerSelector};
+use crate::domain::{Client, Email};
+use crate::messages::{Command, OutgoingMessage, Refusal};
+use crate::store::{self, clients::ProfileUpdate};
+
+pub const UPDATED: &str = "client.updated";
+/// Where refusals of `client.update`, `client.deactivate`, `client.reactivate` and
+/// `client.delete` are announced.
+pub const FAILED: &str = "client.command_failed";
+
+pub fn decide_one<'x>(
+    cx: &'x mut Cx<'_>,
+    cmd: &'x Command,
+) -> BoxFuture<'x, Result<Decision, HandlerError>> {
+    Box::pin(handle(cx, cmd))
+}
+
+/// A refusal about `client_id`, changing nothing.
+pub(super) fn refused(cmd: &Command, client_id: i32, refusal: Refusal, extra: Value) -> Decision {
+    let mut context = json!({ "client_id": client_id });
+    if let (Value::Object(c), Value::Object(extra)) = (&mut context, extra) {
+        c.extend(extra);
+    }
+    Decision::Done(Outcome::refused_with(cmd, FAILED, refusal, context))
+}
+
+/// The client as it will be once the patch is applied.
+struct Patched {
+    client_alias: String,
+    client_type: String,
+    phone: String,
+    email: String,
+    metadata: Option<Value>,
+    identity: Option<Value>,
+    address: Option<Value>,
+    direct_partner: Option<PartnerRef>,
+    external_id: Option<String>,
+}
+
+impl Patched {
+    fn of(client: &Client) -> Patched {
+        Patched {
+            client_alias: client.client_alias.clone(),
+            client_type: client.client_type.clone(),
+            phone: client.phone.clone(),
+            email: client.email.clone(),
+            metadata: client.metadata.clone(),
+            identity: client.identity.clone(),
+            address: client.address.clone(),
+            direct_partner: client.direct_partner.clone(),
+            external_id: client.external_id.clone(),
+        }
+    }
+
+    /// The fields as answers show them, in the contract's order, for the change list.
+    fn fields(&self) -> [(&'static str, Value); 9] {
+        [
+            ("client_alias", json!(self.client_alias)),
+            ("client_type", json!(self.client_type)),
+            ("phone", json!(self.phone)),
+            ("email", json!(self.email)),
+            ("external_id", json!(self.external_id)),
+            ("metadata", json!(self.metadata)),
+            ("identity", json!(self.identity)),
+            ("address", json!(self.address)),
+            ("direct_partner", json!(self.direct_partner)),
+        ]
+    }
+}
+
+/// `{field: {from, to}}` for every field that differs.
+fn changes(before: &Patched, after: &Patched) -> Map<String, Value> {
+    before
+        .fields()
+        .into_iter()
+        .zip(after.fields())
+        .filter(|((_, from), (_, to))| from != to)
+        .map(|((field, from), (_, to))| (field.to_string(), json!({ "from": from, "to": to })))
+        .collect()
+}
+
+/// A contact field of the patch: `None` when absent, the trimmed value when present, and a
+/// refusal when blank (the seed's rule: these fields are required) or wider than its column.
+fn contact_field(body: &Value, field: &str) -> Result<Option<String>, Refusal> {
+    if body.get(field).is_none_or(Value::is_null) {
+        return Ok(None);
+    }
+    let Some(mut value) = text_field(body, field) else {
+        return Err(Refusal::validation_failed());
+    };
+    if field == "client_type" {
+        value = value.to_uppercase();
+    }
+    if field == "email" {
+        value = Email::parse(&value)
+            .ok_or_else(Refusal::validation_failed)?
+            .as_str()
+            .to_string();
+    }
+    let width = COLUMN_WIDTHS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or(usize::MAX, |(_, w)| *w);
+    if value.chars().count() > width {
+        return Err(Refusal::value_too_long(field, width));
+    }
+    Ok(Some(value))
+}
+
+/// Applies the parts of the patch that need no database: contact fields and profile.
+fn apply(body: &Value, next: &mut Patched) -> Result<(), Refusal> {
+    for field in ["client_alias", "client_type", "phone", "email"] {
+        if let Some(value) = contact_field(body, field)? {
+            match field {
+                "client_alias" => next.client_alias = value,
+                "client_type" => next.client_type = value,
+                "phone" => next.phone = value,
+                _ => next.email = value,
+            }
+        }
+    }
+    match body.get("metadata") {
+        None => {}
+        Some(Value::Null) => next.metadata = None,
+        Some(patch) => {
+            let merged =
+                profile::merge_patch(next.metadata.as_ref().unwrap_or(&Value::Null), patch);
+            let Value::Object(map) = &merged else {
+                unreachable!("the merge of an object patch is an object");
+            };
+            profile::check_metadata(map)?;
+            next.metadata = (!map.is_empty()).then_some(merged);
+        }
+    }
+    if let Some(patch) = body.get("identity").filter(|v| !v.is_null()) {
+        next.identity = Some(profile::patch_identity(
+            next.identity.as_ref(),
+            patch,
+            &next.client_alias,
+        )?);
+    }
+    if let Some(patch) = body.get("address") {
+        next.address = profile::patch_address(next.address.as_ref(), patch)?;
+    }
+    Ok(())
+}
+
+async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
+    let client_id = required_id!(cmd, "client_id");
+    let body = &cmd.body;
+    let Some(client) = store::clients::lock_client(cx.conn, client_id).await? else {
+        return Ok(client_not_found(cmd, cx.settings, FAILED, client_id));
+    };
+    if client.deleted_at.is_some() {
+        return Ok(deleted(cmd, FAILED, client_id));
+    }
+    if let Some(given) = body.get("version").and_then(Value::as_i64)
+        && given != i64::from(client.version)
+    {
+        let refusal = Refusal::version_conflict(given, client.version);
+        let extra = json!({ "version": given, "current_version": client.version });
+        return Ok(refused(cmd, client_id, refusal, extra));
+    }
+    if client.client_status.is_final() {
+        let refusal = Refusal::client_read_only(client.client_status.as_str());
+        let extra = json!({ "client_status": client.client_status });
+        return Ok(refused(cmd, client_id, refusal, extra));
+    }
+
+    let before = Patched::of(&client);
+    let mut next = Patched::of(&client);
+    if let Err(refusal) = apply(body, &mut next) {
+        return Ok(refused(cmd, client_id, refusal, Value::Null));
+    }
+    match body.get("direct_partner") {
+        None => {}
+        Some(Value::Null) => next.direct_partner = None,
+        Some(selector) => {
+            let Some(selector) = PartnerSelector::parse(selector) else {
+                return Ok(refused(
+                    cmd,
+                    client_id,
+                    Refusal::partner_not_found(),
+                    Value::Null,
+                ));
+            };
+            match store::partners::resolve(cx.conn, &[&selector])
+                .await?
+                .pop()
+                .flatten()
+            {
+                Some(r) => next.direct_partner = Some(r.direct),
+                None => {
+                    return Ok(refused(
+                        cmd,
+                        client_id,
+                        Refusal::partner_not_found(),
+                        Value::Null,
+                    ));
+                }
+            }
+        }
+    }
+    if body.get("external_id").is_some() {
+        let given = profile::external_id(body.get("external_id"));
+        match (&before.external_id, given) {
+            (Some(current), Some(given)) if *current == given => {}
+            (None, None) => {}
+            (Some(_), _) => {
+                return Ok(refused(
+                    cmd,
+                    client_id,
+                    Refusal::external_id_immutable(),
+                    Value::Null,
+                ));
+            }
+            (None, Some(given)) => {
+                let holder = store::clients::external_ids_taken(cx.conn, &[given.as_str()])
+                    .await?
+                    .pop()
+                    .flatten();
+                if let Some((id, code)) = holder {
+                    return Ok(external_id_in_use(cmd, client_id, id, &code));
+                }
+                next.external_id = Some(given);
+            }
+        }
+    }
+    if next.email.to_lowercase() != before.email.to_lowercase()
+        && store::clients::email_taken_by_other(cx.conn, &next.email, client_id).await?
+    {
+        return Ok(refused(
+            cmd,
+            client_id,
+            Refusal::email_in_use(),
+            Value::Null,
+        ));
+    }
+
+    let changes = changes(&before, &next);
+    if changes.is_empty() {
+        // Nothing to change: the answer says so, and nobody else needs to hear of it.
+        let reply = OutgoingMessage::reply(
+            &cmd.meta,
+            UPDATED,
+            200,
+            json!({ "message": "Client updated successfully", "client": client }),
+        );
+        return Ok(Decision::Done(Outcome::succeeded(
+            reply.into_iter().collect(),
+        )));
+    }
+
+    let update = ProfileUpdate {
+        client_alias: &next.client_alias,
+        client_type: &next.client_type,
+        phone: &next.phone,
+        email: &next.email,
+        metadata: next.metadata.as_ref(),
+        identity: next.identity.as_ref(),
+        address: next.address.as_ref(),
+        direct_partner_id: next.direct_partner.as_ref().map(|p| p.id),
+        external_id: next.external_id.as_deref(),
+    };
+    // A savepoint: a unique violation (another client took the email or external id since
+    // the check) must not spoil the batch's transaction.
+    let mut savepoint = cx.conn.begin().await?;
+    let updated = match store::clients::update_profile(&mut savepoint, client_id, &update).await {
+        Ok(updated) => {
+            savepoint.commit().await?;
+            updated
+        }
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            savepoint.rollback().await?;
+            return Ok(match db.constraint() {
+                Some("clients_external_id_key") => {
+                    let external = next.external_id.as_deref().unwrap_or_default();
+                    match store::clients::external_ids_taken(cx.conn, &[external])
+                        .await?
+                        .pop()
+                        .flatten()
+                    {
+                        Some((id, code)) => external_id_in_use(cmd, client_id, id, &code),
+                        None => refused(cmd, client_id, Refusal::external_id_in_use(), Value::Null),
+                    }
+                }
+                _ => refused(cmd, client_id, Refusal::email_in_use(), Value::Null),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    let data = json!({
+        "client_id": client_id,
+        "client_code": updated.client_code,
+        "changes": changes,
+        "version": updated.version,
+        "client": updated,
+    });
+    let mut messages = vec![OutgoingMessage::event(&cmd.meta, UPDATED, data)];
+    messages.extend(OutgoingMessage::reply(
+        &cmd.meta,
+        UPDATED,
+        200,
+        json!({ "message": "Client updated successfully", "client": updated }),
+    ));
+    Ok(Decision::Done(Outcome::succeeded(messages)))
+}
+
+/// `EXTERNAL_ID_IN_USE`. As for `client.create`, the event's `client_id` and `client_code`
+/// name the client that has the external id (the contract's rule); the client the update
+/// was about is `target_client_id`.
+fn external_id_in_use(
+    cmd: &Command,
+    client_id: i32,
+    holder_id: i32,
+    holder_code: &str,
+) -> Decision {
+    let context = json!({
+        "client_id": holder_id,
+        "client_code": holder_code,
+        "target_client_id": client_id,
+    });
+    Decision::Done(Outcome::refused_with(
+        cmd,
+        FAILED,
+        Refusal::external_id_in_use(),
+        context,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> Patched {
+        Patched {
+            client_alias: "Acme".into(),
+            client_type: "CORPORATE".into(),
+            phone: "+1".into(),
+            email: "a@acme.test".into(),
+            metadata: Some(json!({"tier": "gold", "seats": 3})),
+            identity: None,
+            address: None,
+            direct_partner: None,
+            external_id: None,
+        }
+    }
+
+    #[test]
+    fn only_the_fields_present_change_and_metadata_is_merged() {
+        let mut next = client();
+        apply(
+            &json!({"phone": " +62 ", "metadata": {"tier": "silver", "seats": null, "new": true}}),
+            &mut next,
+        )
+        .unwrap();
+        let diff = changes(&client(), &next);
+        assert_eq!(diff.len(), 2, "{diff:?}");
+        assert_eq!(diff["phone"], json!({"from": "+1", "to": "+62"}));
+        assert_eq!(
+            diff["metadata"]["to"],
+            json!({"tier": "silver", "new": true})
+        );
+        assert_eq!(next.client_alias, "Acme");
+    }
+
+    #[test]
+    fn removing_every_metadata_key_leaves_none() {
+        let mut next = client();
+        apply(
+            &json!({"metadata": {"tier": null, "seats": null}}),
+            &mut next,
+        )
+        .unwrap();
+        assert_eq!(next.metadata, None);
+        let mut next = client();
+        apply(&json!({"metadata": null}), &mut next).unwrap();
+        assert_eq!(next.metadata, None);
+    }
+
+    #[test]
+    fn blank_or_malformed_contact_fields_are_refused() {
+        for body in [
+            json!({"client_alias": " "}),
+            json!({"email": "no-at-sign"}),
+            json!({"phone": ""}),
+        ] {
+            let refusal = apply(&body, &mut client()).unwrap_err();
+            assert_eq!(refusal.code, "VALIDATION_FAILED", "{body}");
+        }
+        let refusal = apply(&json!({"client_type": "x".repeat(51)}), &mut client()).unwrap_err();
+        assert_eq!(refusal.code, "VALUE_TOO_LONG");
+    }
+
+    #[test]
+    fn the_same_values_again_are_no_change() {
+        let mut next = client();
+        apply(
+            &json!({"client_alias": "Acme", "metadata": {"tier": "gold"}, "client_type": "corporate"}),
+            &mut next,
+        )
+        .unwrap();
+        assert!(changes(&client(), &next).is_empty());
+    }
+
+    #[test]
+    fn metadata_past_its_limits_once_merged_is_refused() {
+        let mut next = client();
+        let many: Map<String, Value> = (0..49).map(|i| (format!("k{i}"), json!(i))).collect();
+        let refusal = apply(&json!({ "metadata": many }), &mut next).unwrap_err();
+        assert_eq!(
+            refusal.code, "METADATA_TOO_LARGE",
+            "2 kept + 49 new = 51 keys"
+        );
+    }
+}
