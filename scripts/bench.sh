@@ -14,13 +14,17 @@
 #   d. `client.created` latency at 80% of the saga's rate; the worker's peak RSS with 10,000
 #      commands in flight; the saga's throughput with the clients table pre-filled with 10k
 #      and with 1M rows.
+#   e. the client profile's migrations (0007-0014) on a database of the schema before them
+#      holding 1M clients, while pgbench keeps writing to clients: how long they take and the
+#      longest a write waited meanwhile.
 #
 # For every phase it samples the CPU used by postgres, beam.smp (RabbitMQ), the worker and the
 # load publisher (from /proc), and what the rest of the machine used meanwhile.
 #
 #   scripts/bench.sh                      everything, N = 20000 (about 12 minutes on 2 cores)
 #   BENCH_COUNT=5000 scripts/bench.sh     a quicker run
-#   BENCH_PHASES="ceiling saga" ...       only some phases (ceiling saga mixed created rss rows)
+#   BENCH_PHASES="ceiling saga" ...       only some phases (ceiling saga mixed created rss rows
+#                                         migrate)
 #
 # Results: .local/bench/<timestamp>/ (summary.md, each phase's JSON, the worker logs).
 # Needs: scripts/services.sh (PostgreSQL and RabbitMQ on 127.0.0.1), psql, curl, cargo.
@@ -30,7 +34,7 @@ cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 
 N=${BENCH_COUNT:-20000}
-PHASES=${BENCH_PHASES:-ceiling saga mixed created rss rows}
+PHASES=${BENCH_PHASES:-ceiling saga mixed created rss rows migrate}
 BIG_ROWS=${BENCH_BIG_ROWS:-1000000}
 XENDIT_PORT=${BENCH_XENDIT_PORT:-18099}
 ROWS_COUNT=${BENCH_ROWS_COUNT:-$((N / 2))}
@@ -109,6 +113,20 @@ cpu_line() {
             printf "rest of the machine %.0f%% (%% of one core; machine busy %.0f%% of %d cores)",
                 100 * other / hz / secs, 100 * busy / (total > 0 ? total : 1), '"$(nproc)"';
         }'
+}
+
+# Fills a migrated database's clients (and users) with N rows of the seed's columns only, so it
+# works on the schema before the profile too.
+prefill() { # url rows
+    psql "$1" -qX -v ON_ERROR_STOP=1 <<SQL
+INSERT INTO clients (client_code, email, client_alias, client_type, country_code, psp_id, phone)
+SELECT 'PF-' || lpad(g::text, 9, '0'), 'prefill-' || g || '@prefill.example', 'Prefill ' || g,
+       'CORPORATE', 'SG', 2, '+65' || lpad(g::text, 8, '0')
+FROM generate_series(1, $2) g;
+INSERT INTO users (client_id, username, email, phone)
+SELECT client_id, client_alias, email, phone FROM clients;
+VACUUM ANALYZE clients; VACUUM ANALYZE users;
+SQL
 }
 
 json_num() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p" "$2" | head -n 1; }
@@ -340,15 +358,7 @@ if [[ " $PHASES " == *" rows "* ]]; then
         say "d. filling a database with $rows clients"
         psql "$ADMIN_URL" -qX -c "DROP DATABASE IF EXISTS onboard_bench_rows_$rows WITH (FORCE)" -c "CREATE DATABASE onboard_bench_rows_$rows" >/dev/null 2>&1
         ONBOARD__DATABASE__URL=${ADMIN_URL%/*}/onboard_bench_rows_$rows "$BIN" migrate >/dev/null
-        psql "${ADMIN_URL%/*}/onboard_bench_rows_$rows" -qX -v ON_ERROR_STOP=1 <<SQL
-INSERT INTO clients (client_code, email, client_alias, client_type, country_code, psp_id, phone)
-SELECT 'PF-' || lpad(g::text, 9, '0'), 'prefill-' || g || '@prefill.example', 'Prefill ' || g,
-       'CORPORATE', 'SG', 2, '+65' || lpad(g::text, 8, '0')
-FROM generate_series(1, $rows) g;
-INSERT INTO users (client_id, username, email, phone)
-SELECT client_id, client_alias, email, phone FROM clients;
-VACUUM ANALYZE clients; VACUUM ANALYZE users;
-SQL
+            prefill "${ADMIN_URL%/*}/onboard_bench_rows_$rows" "$rows"
     done
     # Start the measurements from a clean state: the fills' pages written out now, not by the
     # checkpointer and the kernel while the worker runs (needs pg_checkpoint, which
@@ -376,6 +386,54 @@ SQL
     for rows in 10000 "$BIG_ROWS"; do
         psql "$ADMIN_URL" -qX -c "DROP DATABASE IF EXISTS onboard_bench_rows_$rows WITH (FORCE)" >/dev/null 2>&1 || true
     done
+fi
+
+# --- e. the profile's migrations on 1M clients, under writes ------------------------------------
+if [[ " $PHASES " == *" migrate "* ]]; then
+    md "## e. The client profile's migrations on $BIG_ROWS clients, under writes"
+    md ""
+    DB=onboard_bench_migrate
+    fresh_db "$DB"
+    URL=$ONBOARD__DATABASE__URL
+    say "e. a database of the schema before the profile (migration 6), filled with $BIG_ROWS clients"
+    "$BIN" migrate --to 6 >/dev/null
+    prefill "$URL" "$BIG_ROWS"
+    psql "$ADMIN_URL" -qX -c "CHECKPOINT" >/dev/null 2>&1 || true
+    # Two writers, each transaction updating a random client and creating one, as the worker
+    # would; per-second aggregates of their latency (max included).
+    cat >"$OUT/migrate-writes.sql" <<SQL
+\\set id random(1, $BIG_ROWS)
+BEGIN;
+UPDATE clients SET updated = now() WHERE client_id = :id;
+INSERT INTO clients (client_code, email, client_alias, client_type, country_code, psp_id, phone)
+VALUES ('MW-' || substr(md5(random()::text), 1, 14), gen_random_uuid()::text || '@mw.example',
+        'Writer', 'CORPORATE', 'SG', 2, '+6500000000');
+END;
+SQL
+    WRITE_SECS=${BENCH_MIGRATE_WRITE_SECS:-150}
+    (cd "$OUT" && pgbench -n -c 2 -j 2 -T "$WRITE_SECS" -f migrate-writes.sql -l --aggregate-interval=1 \
+        --log-prefix=migrate-writes "$URL" >migrate-pgbench.txt 2>&1) &
+    PGB=$!
+    sleep 10
+    say "e. migrating to the latest version while pgbench writes"
+    START_MS=$(date +%s%3N)
+    "$BIN" migrate | tee "$OUT/migrate.txt" >&2
+    END_MS=$(date +%s%3N)
+    wait "$PGB" || true
+    # Aggregate lines: epoch count sum sum2 min max (latencies in µs), one file per thread.
+    read -r DURING BEFORE TXS <<<"$(cat "$OUT"/migrate-writes.[0-9]* | awk -v s="$START_MS" -v e="$END_MS" '
+        { t = $1 * 1000; if (t + 1000 >= s && t <= e) { if ($6 > during) during = $6; n += $2 }
+          else if ($6 > before) before = $6 }
+        END { printf "%.0f %.0f %d", during / 1000, before / 1000, n }')"
+    md "- migrations 0007-0014: **$(awk -v a="$START_MS" -v b="$END_MS" 'BEGIN { printf "%.1f", (b - a) / 1000 }') s** on $BIG_ROWS clients and $BIG_ROWS users ($(tail -n 1 "$OUT/migrate.txt"))"
+    md "- longest write (update + insert on clients) while they ran: **$DURING ms** over $TXS transactions; outside them: $BEFORE ms (pgbench, 2 clients, ${WRITE_SECS} s: $(grep -m1 '^tps' "$OUT/migrate-pgbench.txt" || echo 'see migrate-pgbench.txt'))"
+    if (( (END_MS - START_MS) / 1000 > WRITE_SECS - 10 )); then
+        md "- (the migrations outlasted the writers: raise BENCH_MIGRATE_WRITE_SECS for a full picture)"
+    fi
+    grep -q "number of transactions actually processed" "$OUT/migrate-pgbench.txt" \
+        || md "- (pgbench did not finish cleanly: see migrate-pgbench.txt)"
+    md ""
+    psql "$ADMIN_URL" -qX -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
 fi
 
 # --- the ratios ---------------------------------------------------------------------------------
