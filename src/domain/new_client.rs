@@ -56,13 +56,7 @@ impl NewClient {
     /// The seed's rule: all five present and non-empty, else one refusal with one text.
     /// A malformed email gets the same answer: upstream clients know no other code for it.
     pub fn parse(body: &Value) -> Result<NewClient, Refusal> {
-        let field = |name: &str| {
-            body.get(name)
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-        };
+        let field = |name: &str| super::profile::trimmed(body.get(name));
         let (Some(email), Some(client_alias), Some(client_type), Some(country), Some(phone)) = (
             field("email"),
             field("client_alias"),

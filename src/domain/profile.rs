@@ -39,12 +39,7 @@ impl PartnerSelector {
             .get("id")
             .and_then(Value::as_i64)
             .and_then(|n| i32::try_from(n).ok());
-        let name = value
-            .get("name")
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string);
+        let name = trimmed(value.get("name"));
         (id.is_some() || name.is_some()).then_some(PartnerSelector { id, name })
     }
 
@@ -109,13 +104,17 @@ const INDIVIDUAL_KEYS: [&str; 6] = [
     "identifications",
 ];
 
-fn text(value: &Value, key: &str) -> Option<String> {
+/// A string value, trimmed; missing, null, not a string and blank are all `None`.
+pub fn trimmed(value: Option<&Value>) -> Option<String> {
     value
-        .get(key)
         .and_then(Value::as_str)
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_string)
+}
+
+fn text(value: &Value, key: &str) -> Option<String> {
+    trimmed(value.get(key))
 }
 
 /// The identity as stored: every key of its type present (`null` where unset), nothing else.
@@ -226,13 +225,9 @@ pub fn patch_address(current: Option<&Value>, patch: &Value) -> Result<Option<Va
     normalize_address(&merge_patch(current.unwrap_or(&Value::Null), patch))
 }
 
-/// The external id as given, trimmed; refused past its length (the schema bounds it too).
+/// The external id as given, trimmed (the schema bounds its length).
 pub fn external_id(value: Option<&Value>) -> Option<String> {
-    value
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
+    trimmed(value)
 }
 
 #[cfg(test)]

@@ -192,11 +192,7 @@ pub(crate) use required_id;
 /// A text field of the body, trimmed; missing, null and blank are all `None` (the seed
 /// answers each the same way).
 fn text_field(body: &Value, field: &str) -> Option<String> {
-    body.get(field)
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
+    crate::domain::profile::trimmed(body.get(field))
 }
 
 #[cfg(test)]
