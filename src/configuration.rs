@@ -82,6 +82,15 @@ pub struct BrokerSettings {
     pub reconnect_attempts: usize,
     #[serde(default = "default_reconnect_max_delay_ms")]
     pub reconnect_max_delay_ms: u64,
+    /// How long the session may stay unhealthy (the connection or one of the worker's
+    /// channels not open) while the broker accepts connections, before the worker stops
+    /// waiting for lapin's recovery and replaces the whole session (see `broker::Link`).
+    #[serde(default = "default_stuck_recovery_ms")]
+    pub stuck_recovery_ms: u64,
+}
+
+fn default_stuck_recovery_ms() -> u64 {
+    3_000
 }
 
 fn default_reconnect_attempts() -> usize {

@@ -25,7 +25,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct State {
     pub pool: PgPool,
-    pub connection: Arc<lapin::Connection>,
+    pub link: Arc<crate::broker::Link>,
     pub names: Names,
     pub metrics: Metrics,
     /// A saga due for longer than this counts as stuck.
@@ -47,12 +47,12 @@ async fn database_reachable(pool: &PgPool) -> bool {
 }
 
 async fn topology_depths(state: &State) -> Option<topology::Depths> {
-    if !state.connection.status().connected() {
+    if !state.link.healthy() {
         return None;
     }
     tokio::time::timeout(
         PROBE_TIMEOUT,
-        topology::check(&state.connection, &state.names),
+        topology::check(&state.link.connection(), &state.names),
     )
     .await
     .ok()?
@@ -61,7 +61,7 @@ async fn topology_depths(state: &State) -> Option<topology::Depths> {
 
 async fn ready(AxumState(state): AxumState<State>) -> impl IntoResponse {
     let (database, depths) = tokio::join!(database_reachable(&state.pool), topology_depths(&state));
-    let broker = state.connection.status().connected();
+    let broker = state.link.healthy();
     let topology = depths.is_some();
     let status = if database && broker && topology {
         StatusCode::OK
@@ -95,7 +95,7 @@ async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
     if let Some(d) = depths {
         m.set_dead_letter_depth(d.dead);
     }
-    m.set_broker_connected(state.connection.status().connected());
+    m.set_broker_connected(state.link.healthy());
     (
         [(
             header::CONTENT_TYPE,

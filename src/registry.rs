@@ -290,4 +290,32 @@ mod tests {
         );
         assert!(schemas.check(list, &json!({"take": 101})).is_err());
     }
+
+    #[test]
+    fn schema_errors_name_the_field_and_the_rule_never_the_value() {
+        let schemas = schemas();
+        let body = serde_json::json!({
+            "email": 42,
+            "phone": "S3CRET-S3CRET-S3CRET-S3CRET",
+            "surprise": "S3CRET",
+        });
+        let errors = schemas.check(CommandType::ClientCreate, &body).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("/phone: fails maxLength")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.starts_with("/email: fails type")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("additionalProperties")),
+            "{errors:?}"
+        );
+        for e in &errors {
+            assert!(!e.contains("S3CRET") && !e.contains("42"), "{e}");
+        }
+    }
 }

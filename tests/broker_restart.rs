@@ -199,6 +199,30 @@ impl PrivateBroker {
         self.ctl(&["start_app"]);
         self.wait_until_up().await;
     }
+
+    /// Stops the whole node (the Erlang VM exits) and boots it again on the same data.
+    fn stop_node(&mut self) {
+        self.ctl(&["stop"]);
+        if let Some(mut server) = self.server.take() {
+            let _ = server.wait();
+        }
+    }
+
+    async fn start_node(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("startup.log"))
+            .unwrap();
+        self.server = Some(
+            self.command("rabbitmq-server")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("rabbitmq-server starts"),
+        );
+        self.wait_until_up().await;
+    }
 }
 
 impl Drop for PrivateBroker {
@@ -422,4 +446,118 @@ async fn the_worker_exits_non_zero_when_rabbitmq_does_not_come_back() {
     assert!(log.contains("not recovered within"), "{log}");
     drop(broker);
     remove_test_objects(&settings, &database).await;
+}
+
+/// Commands of client.create the worker has committed.
+async fn processed(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM inbox WHERE command_type = 'client.create'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn ready(worker: &WorkerProc) -> bool {
+    match reqwest::get(format!("http://{}/readyz", worker.http)).await {
+        Ok(r) => r.status().is_success(),
+        Err(_) => false,
+    }
+}
+
+/// Issue 12, item 1: the broker restarted while a load is being processed, several times
+/// over, with the default reconnect settings and no supervisor: the application
+/// (`stop_app`, 2 s, `start_app`) on even runs, the whole node (`stop`, 2 s, boot) on odd ones. Each time the worker must be ready and processing again within 10 s of the
+/// broker being back, and at the end every command has exactly one client.
+/// `ONBOARD_RESTART_RUNS` sets the number of restarts (default 3; the issue asks 20 of 20).
+#[tokio::test]
+async fn the_worker_resumes_within_10_s_after_every_restart_under_load() {
+    let runs: usize = std::env::var("ONBOARD_RESTART_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut broker = PrivateBroker::start().await;
+    let (settings, database) = settings_on(&broker).await;
+    let defaults = Settings::defaults();
+    let mut settings = settings;
+    settings.broker.reconnect_attempts = defaults.broker.reconnect_attempts;
+    settings.broker.reconnect_max_delay_ms = defaults.broker.reconnect_max_delay_ms;
+    let pool = sqlx::PgPool::connect(settings.database.url.expose_secret())
+        .await
+        .unwrap();
+    let mut worker = start_worker(&settings).await;
+    let per_run = 600;
+    let mut resumed_after = Vec::new();
+    for run in 0..runs {
+        let before = processed(&pool).await;
+        publish(&broker.url(), &settings, per_run, &format!("r{run}-")).await;
+        // Cut while the load is being processed.
+        let deadline = Instant::now() + WAIT;
+        while processed(&pool).await < before + 50 {
+            assert!(
+                Instant::now() < deadline,
+                "run {run}: the load never started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if run % 2 == 0 {
+            broker.stop_app();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            broker.start_app().await;
+        } else {
+            broker.stop_node();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            broker.start_node().await;
+        }
+        let back = Instant::now();
+        let at_back = processed(&pool).await;
+        loop {
+            let done = processed(&pool).await;
+            let finished = done == before + per_run as i64;
+            if (done > at_back || finished) && ready(&worker).await {
+                resumed_after.push(back.elapsed());
+                break;
+            }
+            assert!(
+                back.elapsed() < Duration::from_secs(10),
+                "run {run}: not resumed 10 s after the broker came back ({done} processed, \
+                 ready {}); worker log tail: {:?}",
+                ready(&worker).await,
+                worker
+                    .log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .rev()
+                    .take(20)
+                    .collect::<Vec<_>>()
+            );
+            assert!(
+                worker.child.try_wait().unwrap().is_none(),
+                "the worker exited"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        wait_processed(&pool, before + per_run as i64, &worker.log).await;
+    }
+    let replaced = worker
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("broker session replaced"))
+        .count();
+    eprintln!(
+        "resumed after each restart: {resumed_after:?}; sessions replaced because lapin's \
+         recovery was stuck: {replaced} of {runs}"
+    );
+    let clients: i64 = sqlx::query_scalar("SELECT count(*) FROM clients")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(clients, (runs * per_run) as i64, "one client per command");
+    let pid = worker.child.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let _ = tokio::time::timeout(WAIT, worker.child.wait()).await;
+    pool.close().await;
+    remove_test_objects(&settings, &database).await;
+    drop(broker);
 }

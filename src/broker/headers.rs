@@ -24,6 +24,49 @@ pub const REPLAYED_AT: &str = "x-onboard-replayed-at";
 /// W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
 
+/// The properties of a copy the worker republishes (a retry, a dead letter, a replay):
+/// the publisher's ids, content and application headers with `headers`, but always
+/// persistent and never expiring, whatever the publisher asked of the original (a transient
+/// command must not vanish from a classic retry queue at a broker restart, and a dead letter
+/// must stay until an operator acts on it). `user_id` is left out: the broker checks it
+/// against the publishing connection's user, which is the worker's, not the upstream's.
+pub fn durable_copy(
+    props: &lapin::BasicProperties,
+    headers: lapin::types::FieldTable,
+) -> lapin::BasicProperties {
+    let mut copy = lapin::BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    if let Some(v) = props.content_type() {
+        copy = copy.with_content_type(v.clone());
+    }
+    if let Some(v) = props.content_encoding() {
+        copy = copy.with_content_encoding(v.clone());
+    }
+    if let Some(v) = props.priority() {
+        copy = copy.with_priority(*v);
+    }
+    if let Some(v) = props.correlation_id() {
+        copy = copy.with_correlation_id(v.clone());
+    }
+    if let Some(v) = props.reply_to() {
+        copy = copy.with_reply_to(v.clone());
+    }
+    if let Some(v) = props.message_id() {
+        copy = copy.with_message_id(v.clone());
+    }
+    if let Some(v) = props.timestamp() {
+        copy = copy.with_timestamp(*v);
+    }
+    if let Some(v) = props.kind() {
+        copy = copy.with_type(v.clone());
+    }
+    if let Some(v) = props.app_id() {
+        copy = copy.with_app_id(v.clone());
+    }
+    copy
+}
+
 pub fn string(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value.as_bytes().to_vec()))
 }
@@ -99,6 +142,34 @@ pub fn get_u32(table: Option<&FieldTable>, key: &str) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_republished_copy_is_persistent_never_expires_and_keeps_the_ids() {
+        let original = lapin::BasicProperties::default()
+            .with_delivery_mode(1)
+            .with_expiration("5000".into())
+            .with_user_id("upstream".into())
+            .with_message_id("m-1".into())
+            .with_correlation_id("c-1".into())
+            .with_reply_to("amq.gen-x".into())
+            .with_content_type("application/json".into());
+        let mut table = FieldTable::default();
+        table.insert(ATTEMPT.into(), AMQPValue::LongLongInt(2));
+        let copy = durable_copy(&original, table);
+        assert_eq!(copy.delivery_mode(), &Some(2));
+        assert_eq!(copy.expiration(), &None);
+        assert_eq!(copy.user_id(), &None);
+        assert_eq!(copy.message_id().as_ref().map(|v| v.as_str()), Some("m-1"));
+        assert_eq!(
+            copy.correlation_id().as_ref().map(|v| v.as_str()),
+            Some("c-1")
+        );
+        assert_eq!(
+            copy.reply_to().as_ref().map(|v| v.as_str()),
+            Some("amq.gen-x")
+        );
+        assert_eq!(get_u32(copy.headers().as_ref(), ATTEMPT), Some(2));
+    }
+
     use super::*;
     use serde_json::json;
 

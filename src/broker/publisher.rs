@@ -1,6 +1,7 @@
 //! The one way this service publishes: on a channel in confirm mode, `mandatory`, waiting for
 //! the broker's confirm (bounded), so "published" always means "the broker has it".
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -36,10 +37,21 @@ pub struct Outgoing<'a> {
 }
 
 /// A confirm-mode channel. Cheap to clone; lapin multiplexes publishes and their confirms.
+/// The channel sits in a slot that [`super::Link`] refills when it replaces a stuck session,
+/// so every clone publishes on the new channel from then on.
 #[derive(Clone)]
 pub struct Publisher {
-    channel: Channel,
+    channel: Arc<RwLock<Channel>>,
     confirm_timeout: Duration,
+}
+
+/// A channel in confirm mode on `connection`.
+pub(crate) async fn confirm_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
 }
 
 impl Publisher {
@@ -47,20 +59,29 @@ impl Publisher {
         connection: &Connection,
         confirm_timeout: Duration,
     ) -> Result<Publisher, lapin::Error> {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
         Ok(Publisher {
-            channel,
+            channel: Arc::new(RwLock::new(confirm_channel(connection).await?)),
             confirm_timeout,
         })
+    }
+
+    /// The slot of the channel, for the link to refill.
+    pub(crate) fn slot(&self) -> Arc<RwLock<Channel>> {
+        self.channel.clone()
+    }
+
+    /// The channel publishes go to now.
+    pub fn channel(&self) -> Channel {
+        self.channel
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Publishes one message and waits for its confirm.
     pub async fn publish(&self, message: Outgoing<'_>) -> Result<Delivered, PublishError> {
         let confirm = self
-            .channel
+            .channel()
             .basic_publish(
                 message.exchange.into(),
                 message.routing_key.into(),
@@ -93,9 +114,5 @@ impl Publisher {
         messages: Vec<Outgoing<'_>>,
     ) -> Vec<Result<Delivered, PublishError>> {
         futures::future::join_all(messages.into_iter().map(|m| self.publish(m))).await
-    }
-
-    pub fn channel(&self) -> &Channel {
-        &self.channel
     }
 }

@@ -38,7 +38,10 @@ impl Schemas {
         self.validators.contains_key(&command_type)
     }
 
-    /// `Err` lists each violation as `"<json pointer>: <what is wrong>"` (at most 10).
+    /// `Err` lists each violation as `"<json pointer>: fails <keyword> (<schema pointer>)"`
+    /// (at most 10): where and which rule, never the offending value, since these lines go
+    /// to logs, dead-letter headers and `command.rejected`, and a value may be an email, a
+    /// phone number or a secret sent by mistake.
     pub fn check(&self, command_type: CommandType, body: &Value) -> Result<(), Vec<String>> {
         let Some(validator) = self.validators.get(&command_type) else {
             return Err(vec![format!("/: no schema for {command_type}")]);
@@ -49,7 +52,9 @@ impl Schemas {
             .map(|e| {
                 let path = e.instance_path().to_string();
                 let path = if path.is_empty() { "/".into() } else { path };
-                format!("{path}: {}", truncate(&e.to_string(), 200))
+                let rule = e.schema_path().to_string();
+                let keyword = rule.rsplit('/').next().unwrap_or_default();
+                truncate(&format!("{path}: fails {keyword} ({rule})"), 300)
             })
             .collect();
         if errors.is_empty() {

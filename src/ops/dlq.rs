@@ -220,7 +220,7 @@ impl DeadLetter {
             headers::REPLAYED_AT.into(),
             string(&Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         );
-        self.properties.clone().with_headers(table)
+        headers::durable_copy(&self.properties, table)
     }
 
     /// Headers with secret-looking values masked, for display.

@@ -43,7 +43,7 @@ fn with_headers(props: &BasicProperties, extra: &[(&str, AMQPValue)]) -> BasicPr
     for (k, v) in extra {
         table.insert((*k).into(), v.clone());
     }
-    props.clone().with_headers(table)
+    headers::durable_copy(props, table)
 }
 
 /// When this message first failed: kept from an earlier attempt, else now.

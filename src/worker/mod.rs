@@ -65,7 +65,7 @@ pub struct Worker {
     pub id: Uuid,
     /// Cancel to drain and stop (what SIGTERM does).
     pub shutdown: CancellationToken,
-    connection: Arc<lapin::Connection>,
+    link: Arc<broker::Link>,
     task: JoinHandle<anyhow::Result<()>>,
     /// The relay, HTTP and saga tasks, for [`Worker::kill`].
     helpers: Vec<tokio::task::AbortHandle>,
@@ -101,16 +101,13 @@ impl Worker {
                 tracing::warn!(error = %e, url = %redact_url(&settings.broker.url), "broker not ready; retrying in {d:?}")
             })
             .await?;
-        let connection = Arc::new(connection);
         let names = broker::topology::declare_on(&connection, &settings).await?;
+        let link = broker::Link::new(settings.clone(), "onboard worker", connection);
         let confirm = Duration::from_millis(settings.broker.confirm_timeout_ms);
-        let publisher = Publisher::open(&connection, confirm).await?;
-        let relay_publisher = Publisher::open(&connection, confirm).await?;
-        let dispatcher = outbox::Dispatcher::new(
-            pool.clone(),
-            Publisher::open(&connection, confirm).await?,
-            names.clone(),
-        );
+        let publisher = link.publisher(confirm).await?;
+        let relay_publisher = link.publisher(confirm).await?;
+        let dispatcher =
+            outbox::Dispatcher::new(pool.clone(), link.publisher(confirm).await?, names.clone());
 
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(outbox::relay::run(
@@ -149,7 +146,7 @@ impl Worker {
             listener,
             http::State {
                 pool: pool.clone(),
-                connection: connection.clone(),
+                link: link.clone(),
                 names: names.clone(),
                 metrics: metrics.clone(),
                 stuck_after_seconds: settings.saga.stuck_after_seconds as f64,
@@ -169,18 +166,7 @@ impl Worker {
             hooks,
             metrics,
         });
-        let consume_channel = connection.create_channel().await?;
-        consume_channel
-            .basic_qos(settings.broker.prefetch, BasicQosOptions::default())
-            .await?;
-        let consumer = consume_channel
-            .basic_consume(
-                names.commands_queue.as_str().into(),
-                format!("onboard-{worker_id}").as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let (consume_channel, consumer) = open_consumer(&ctx, &link).await?;
         tracing::info!(
             %worker_id,
             queue = %names.commands_queue,
@@ -192,14 +178,16 @@ impl Worker {
 
         let helpers = vec![relay.abort_handle(), http_task.abort_handle()];
         let stop = shutdown.clone();
-        let watched = connection.clone();
+        let watched = link.clone();
+        let watch_stop = CancellationToken::new();
         let http_stop = shutdown.clone();
         let saga_handle = sagas.clone();
         let task = tokio::spawn(async move {
             let consumed = tokio::select! {
-                consumed = consume(ctx.clone(), consume_channel, consumer, stop) => consumed,
-                lost = broker::lost_for_good(&watched, &ctx.settings.broker) => Err(lost),
+                consumed = consume(ctx.clone(), watched.clone(), consume_channel, consumer, stop) => consumed,
+                lost = watched.clone().keep_alive(watch_stop.clone()) => Err(lost),
             };
+            watch_stop.cancel();
             // However consuming ended (shutdown, or a broker that did not come back), the
             // HTTP endpoints stop with it.
             http_stop.cancel();
@@ -223,7 +211,7 @@ impl Worker {
             pool,
             id: worker_id,
             shutdown,
-            connection,
+            link,
             task,
             helpers,
             sagas,
@@ -234,7 +222,11 @@ impl Worker {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         let result = self.task.await?;
-        let _ = self.connection.close(200, "worker stopped".into()).await;
+        let _ = self
+            .link
+            .connection()
+            .close(200, "worker stopped".into())
+            .await;
         result
     }
 
@@ -249,16 +241,46 @@ impl Worker {
         if let Some(tasks) = self.sagas.lock().expect("not poisoned").take() {
             tasks.abort();
         }
-        let _ = self.connection.close(320, "worker killed".into()).await;
+        let _ = self
+            .link
+            .connection()
+            .close(320, "worker killed".into())
+            .await;
     }
 
     /// Waits until the worker stops by itself (shutdown requested, or the broker connection
     /// could not be recovered).
     pub async fn wait(self) -> anyhow::Result<()> {
         let result = self.task.await?;
-        let _ = self.connection.close(200, "worker stopped".into()).await;
+        let _ = self
+            .link
+            .connection()
+            .close(200, "worker stopped".into())
+            .await;
         result
     }
+}
+
+/// A channel with the prefetch and a consumer of the commands queue, on the link's current
+/// session.
+async fn open_consumer(
+    ctx: &Context,
+    link: &broker::Link,
+) -> anyhow::Result<(lapin::Channel, lapin::Consumer)> {
+    let channel = link.connection().create_channel().await?;
+    channel
+        .basic_qos(ctx.settings.broker.prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            ctx.names.commands_queue.as_str().into(),
+            format!("onboard-{}", ctx.worker_id).as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    link.consuming_on(&channel);
+    Ok((channel, consumer))
 }
 
 /// Takes deliveries until shutdown. Commands gather into batches of up to
@@ -267,10 +289,12 @@ impl Worker {
 /// and rejections. The prefetch bounds what waits in between.
 async fn consume(
     ctx: Arc<Context>,
-    channel: lapin::Channel,
+    link: Arc<broker::Link>,
+    mut channel: lapin::Channel,
     mut consumer: lapin::Consumer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut replaced = link.replaced();
     let w = &ctx.settings.worker;
     let batches = Arc::new(Semaphore::new(w.batches_in_flight.max(1)));
     let singles = Arc::new(Semaphore::new(w.concurrency.max(1)));
@@ -292,6 +316,15 @@ async fn consume(
         let next = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            _ = replaced.changed() => {
+                // A new session: what was gathered came through the old channel, whose acks
+                // cannot reach the broker, which redelivers it all.
+                pending.clear();
+                flush_at = None;
+                (channel, consumer) = open_consumer(&ctx, &link).await?;
+                tracing::info!("consuming on the new broker session");
+                continue;
+            }
             permit = batches.clone().acquire_owned(), if due => {
                 start_batch(&ctx, permit?, &mut pending, &mut tasks);
                 flush_at = None;
@@ -342,10 +375,19 @@ async fn consume(
                 // broker, which redelivers it all; the inbox recognises what committed.
                 pending.clear();
                 flush_at = None;
-                channel.wait_for_recovery(e).await.map_err(|e| {
-                    anyhow::anyhow!("broker connection lost and not recovered: {e}")
-                })?;
-                tracing::info!("broker connection recovered; consuming again");
+                tokio::select! {
+                    recovered = channel.wait_for_recovery(e) => {
+                        recovered.map_err(|e| {
+                            anyhow::anyhow!("broker connection lost and not recovered: {e}")
+                        })?;
+                        tracing::info!("broker connection recovered; consuming again");
+                    }
+                    _ = replaced.changed() => {
+                        (channel, consumer) = open_consumer(&ctx, &link).await?;
+                        tracing::info!("consuming on the new broker session");
+                    }
+                    _ = shutdown.cancelled() => break,
+                }
             }
             None => anyhow::bail!("the broker cancelled the consumer"),
         }

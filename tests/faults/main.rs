@@ -38,7 +38,7 @@ fn use_xendit(rig: &mut Rig, fake: &FakeXendit) {
     rig.worker_env("ONBOARD__SAGA__XENDIT_MAX_ATTEMPTS", "15");
 }
 
-/// Waits for the load to end while a supervisor watches the workers (`Rig::supervise`).
+/// Waits for the load to end while the workers are watched (`Rig::watch_workers`).
 async fn finish_load(
     rig: &mut Rig,
     load: tokio::task::JoinHandle<anyhow::Result<Report>>,
@@ -47,7 +47,7 @@ async fn finish_load(
     loop {
         tokio::select! {
             r = &mut load => return r.expect("load task").expect("load runs"),
-            _ = tokio::time::sleep(Duration::from_secs(1)) => rig.supervise().await,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => rig.watch_workers().await,
         }
     }
 }

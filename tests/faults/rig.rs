@@ -278,7 +278,7 @@ impl Drop for FakeXendit {
     }
 }
 
-/// A worker subprocess and what its supervisor watches.
+/// A worker subprocess and what the case watches of it.
 struct Supervised {
     child: Child,
     /// Its HTTP port (`/readyz`).
@@ -287,7 +287,7 @@ struct Supervised {
     unready_since: Option<Instant>,
 }
 
-/// How long a worker may answer `/readyz` with 503 (or not at all) before it is replaced.
+/// How long a worker may answer `/readyz` with 503 (or not at all) before the case fails.
 pub const UNREADY_LIMIT: Duration = Duration::from_secs(20);
 
 /// One case's world.
@@ -427,18 +427,19 @@ impl Rig {
         }
     }
 
-    /// What a supervisor (systemd, Kubernetes) does: starts a new worker for each one that
-    /// exited by itself, and replaces one whose `/readyz` has failed for [`UNREADY_LIMIT`]
-    /// (e.g. its broker connection never came back). Each is counted as a fault.
-    pub async fn supervise(&mut self) {
+    /// Watches the workers as an operator's alerting would, and replaces none of them: a
+    /// worker that exits by itself, or whose `/readyz` fails for [`UNREADY_LIMIT`] (its broker
+    /// session never came back, say), fails the case. Faults are survived by the worker, not
+    /// hidden by a supervisor (issue 12).
+    pub async fn watch_workers(&mut self) {
         let client = reqwest::Client::new();
-        let mut replace = Vec::new();
         for (i, slot) in self.workers.iter_mut().enumerate() {
             let Some(w) = slot else { continue };
             if let Ok(Some(status)) = w.child.try_wait() {
-                replace.push((i, format!("worker {i} exited by itself ({status})")));
-                *slot = None;
-                continue;
+                panic!(
+                    "[{}] worker {i} exited by itself ({status}); see its log",
+                    self.name
+                );
             }
             if w.started.elapsed() < Duration::from_secs(10) {
                 continue;
@@ -454,20 +455,11 @@ impl Rig {
                 continue;
             }
             let since = *w.unready_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= UNREADY_LIMIT {
-                let _ = w.child.start_kill();
-                let _ = w.child.wait().await;
-                replace.push((
-                    i,
-                    format!("worker {i} not ready for {UNREADY_LIMIT:?} (see its log); replaced"),
-                ));
-                *slot = None;
-            }
-        }
-        for (_, why) in replace {
-            println!("[{}] supervisor: {why}", self.name);
-            self.faults.push(why);
-            self.spawn_worker();
+            assert!(
+                since.elapsed() < UNREADY_LIMIT,
+                "[{}] worker {i} not ready for {UNREADY_LIMIT:?}; see its log",
+                self.name
+            );
         }
     }
 
@@ -508,7 +500,7 @@ impl Rig {
             }
             if probe.elapsed() >= Duration::from_secs(1) {
                 probe = Instant::now();
-                self.supervise().await;
+                self.watch_workers().await;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -251,3 +251,32 @@ async fn with_the_database_unreachable_a_command_is_retried_then_processed_once_
     assert_eq!(app.queue_depth(&app.names().dead_queue).await, 0);
     app.finish().await;
 }
+
+/// Issue 12: a copy the worker republishes keeps nothing that could make it vanish. A
+/// transient command with a per-message expiration that is dead-lettered lands there
+/// persistent and without the expiration, so it stays until an operator acts.
+#[tokio::test]
+async fn a_dead_letter_is_persistent_and_never_expires_whatever_the_publisher_set() {
+    let app = spawn_app().await;
+    let props = lapin::BasicProperties::default()
+        .with_message_id("transient-1".into())
+        .with_delivery_mode(1)
+        .with_expiration("600000".into());
+    app.channel
+        .basic_publish(
+            app.names().commands_exchange.as_str().into(),
+            "client.create".into(),
+            Default::default(),
+            b"not json",
+            props,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let letter = app.take_from(&app.names().dead_queue).await;
+    assert_eq!(letter.message_id.as_deref(), Some("transient-1"));
+    assert_eq!(letter.delivery_mode, Some(2), "persistent");
+    assert_eq!(letter.expiration, None, "no expiration");
+    app.finish().await;
+}

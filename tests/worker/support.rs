@@ -41,6 +41,8 @@ pub struct Received {
     pub headers: Map<String, Value>,
     pub body: Value,
     pub raw: Vec<u8>,
+    pub delivery_mode: Option<u8>,
+    pub expiration: Option<String>,
 }
 
 impl Received {
@@ -54,6 +56,8 @@ impl Received {
             headers: p.headers().as_ref().map(table_to_json).unwrap_or_default(),
             body: serde_json::from_slice(&d.data).unwrap_or(Value::Null),
             raw: d.data.clone(),
+            delivery_mode: *p.delivery_mode(),
+            expiration: p.expiration().as_ref().map(|s| s.as_str().to_string()),
         }
     }
 
