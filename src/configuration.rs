@@ -87,6 +87,27 @@ pub struct BrokerSettings {
     /// waiting for lapin's recovery and replaces the whole session (see `broker::Link`).
     #[serde(default = "default_stuck_recovery_ms")]
     pub stuck_recovery_ms: u64,
+    /// The queues the worker answers on: a `reply_to` matching none of these (exact names,
+    /// or prefixes ending in `*`) is refused, so a command cannot make the worker push client
+    /// data into another service's queue.
+    #[serde(default = "default_reply_to_patterns")]
+    pub reply_to_patterns: Vec<String>,
+}
+
+fn default_reply_to_patterns() -> Vec<String> {
+    vec!["amq.gen-*".into(), "amq.rabbitmq.reply-to*".into()]
+}
+
+impl BrokerSettings {
+    /// Whether the worker may answer on `reply_to`.
+    pub fn answers_on(&self, reply_to: &str) -> bool {
+        self.reply_to_patterns
+            .iter()
+            .any(|p| match p.strip_suffix('*') {
+                Some(prefix) => reply_to.starts_with(prefix),
+                None => reply_to == p,
+            })
+    }
 }
 
 fn default_stuck_recovery_ms() -> u64 {
@@ -219,6 +240,7 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("retry.delays_ms")
+                    .with_list_parse_key("broker.reply_to_patterns")
                     .try_parsing(true),
             )
             .build()?
@@ -259,6 +281,16 @@ pub fn redact_url(url: &SecretString) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_go_only_to_server_named_and_direct_reply_queues_by_default() {
+        let b = Settings::defaults().broker;
+        assert!(b.answers_on("amq.gen-JzTY20BRgKO-HjmUJj0wLg"));
+        assert!(b.answers_on("amq.rabbitmq.reply-to.g1h2AA5yZXR.abc"));
+        for other in ["billing.commands", "amq.gen", "onboarding.commands", ""] {
+            assert!(!b.answers_on(other), "{other}");
+        }
+    }
 
     #[test]
     fn defaults_parse_and_delays_repeat_the_last_one() {

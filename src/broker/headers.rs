@@ -5,6 +5,8 @@ use serde_json::{Map, Value};
 
 /// Delayed retries already made.
 pub const ATTEMPT: &str = "x-onboard-attempt";
+/// The worker's signature of [`ATTEMPT`] (see [`AttemptSigner`]).
+pub const ATTEMPT_SIG: &str = "x-onboard-attempt-sig";
 /// Why the last attempt failed.
 pub const LAST_ERROR: &str = "x-onboard-last-error";
 /// When the message first failed (kept across retries).
@@ -65,6 +67,54 @@ pub fn durable_copy(
         copy = copy.with_app_id(v.clone());
     }
     copy
+}
+
+/// Signs and checks the attempt counter the worker puts on its retry copies, with the
+/// deployment's key (`header_key`, made by a migration). A command from outside that sets
+/// `x-onboard-attempt` itself (99 to skip every retry) has no valid signature, so its
+/// attempt is 0: the count is the worker's own.
+#[derive(Clone)]
+pub struct AttemptSigner {
+    key: Vec<u8>,
+}
+
+impl AttemptSigner {
+    pub fn new(key: Vec<u8>) -> AttemptSigner {
+        AttemptSigner { key }
+    }
+
+    fn mac(&self, message_id: &str, attempt: u32) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key)
+            .expect("HMAC takes a key of any length");
+        mac.update(message_id.as_bytes());
+        mac.update(&[0x1f]);
+        mac.update(&attempt.to_be_bytes());
+        mac
+    }
+
+    /// The signature to send with `attempt` for `message_id`.
+    pub fn sign(&self, message_id: &str, attempt: u32) -> String {
+        use hmac::Mac;
+        hex::encode(self.mac(message_id, attempt).finalize().into_bytes())
+    }
+
+    /// The attempt a delivery carries, if the worker signed it; 0 otherwise.
+    pub fn attempt(&self, message_id: Option<&str>, table: Option<&FieldTable>) -> u32 {
+        use hmac::Mac;
+        let (Some(id), Some(attempt), Some(sig)) = (
+            message_id,
+            get_u32(table, ATTEMPT),
+            get_str(table, ATTEMPT_SIG),
+        ) else {
+            return 0;
+        };
+        let Ok(sig) = hex::decode(sig) else { return 0 };
+        match self.mac(id, attempt).verify_slice(&sig) {
+            Ok(()) => attempt,
+            Err(_) => 0,
+        }
+    }
 }
 
 pub fn string(value: &str) -> AMQPValue {
@@ -142,6 +192,35 @@ pub fn get_u32(table: Option<&FieldTable>, key: &str) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_an_attempt_the_worker_signed_counts() {
+        let signer = AttemptSigner::new(vec![7; 32]);
+        let mut table = FieldTable::default();
+        table.insert(ATTEMPT.into(), AMQPValue::LongLongInt(3));
+        assert_eq!(signer.attempt(Some("m"), Some(&table)), 0, "unsigned");
+        table.insert(ATTEMPT_SIG.into(), string(&signer.sign("m", 3)));
+        assert_eq!(signer.attempt(Some("m"), Some(&table)), 3);
+        assert_eq!(
+            signer.attempt(Some("other"), Some(&table)),
+            0,
+            "another message"
+        );
+        table.insert(ATTEMPT.into(), AMQPValue::LongLongInt(99));
+        assert_eq!(signer.attempt(Some("m"), Some(&table)), 0, "changed count");
+        let other_key = AttemptSigner::new(vec![8; 32]);
+        table.insert(ATTEMPT.into(), AMQPValue::LongLongInt(3));
+        assert_eq!(
+            other_key.attempt(Some("m"), Some(&table)),
+            0,
+            "another deployment"
+        );
+        table.insert(
+            ATTEMPT.into(),
+            AMQPValue::LongLongInt(i64::from(u32::MAX) + 5),
+        );
+        assert_eq!(signer.attempt(Some("m"), Some(&table)), 0, "out of range");
+    }
+
     #[test]
     fn a_republished_copy_is_persistent_never_expires_and_keeps_the_ids() {
         let original = lapin::BasicProperties::default()

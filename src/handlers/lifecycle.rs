@@ -142,7 +142,7 @@ pub(super) fn client_not_found(
     if cmd.meta.attempt < budget {
         return Decision::RetryLater(format!(
             "client {client_id} does not exist (yet); delayed retry {} of {budget}",
-            cmd.meta.attempt + 1
+            cmd.meta.attempt.saturating_add(1)
         ));
     }
     Decision::Done(Outcome::refused_with(

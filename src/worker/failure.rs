@@ -106,7 +106,7 @@ pub async fn retry_later(
     error: &str,
 ) -> Disposition {
     let retry = &ctx.settings.retry;
-    let next = msg.attempt + 1;
+    let next = msg.attempt.saturating_add(1);
     let exhausted = next > retry.max_attempts;
     let result = if exhausted {
         tracing::error!(
@@ -137,6 +137,13 @@ pub async fn retry_later(
             &delivery.properties,
             &[
                 (headers::ATTEMPT, AMQPValue::LongLongInt(next as i64)),
+                (
+                    headers::ATTEMPT_SIG,
+                    string(
+                        &ctx.signer
+                            .sign(msg.message_id.as_deref().unwrap_or(""), next),
+                    ),
+                ),
                 (headers::LAST_ERROR, string(&truncate(error, 1000))),
                 (headers::FIRST_FAILED_AT, string(&first_failed)),
             ],

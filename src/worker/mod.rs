@@ -54,6 +54,8 @@ pub struct Context {
     pub hooks: Hooks,
     /// Counters and histograms served on `/metrics`.
     pub metrics: Metrics,
+    /// Signs and checks the attempt count of retry copies.
+    pub signer: broker::headers::AttemptSigner,
 }
 
 /// A running worker.
@@ -94,6 +96,11 @@ impl Worker {
                 tracing::warn!(error = %e, url = %redact_url(&settings.database.url), "database not ready; retrying in {d:?}")
             })
             .await?;
+
+        let key: Vec<u8> = sqlx::query_scalar("SELECT key FROM header_key WHERE id = 1")
+            .fetch_one(&pool)
+            .await?;
+        let signer = broker::headers::AttemptSigner::new(key);
 
         let connection = (|| broker::connect(&settings.broker, "onboard worker"))
             .retry(wait)
@@ -165,6 +172,7 @@ impl Worker {
             worker_id,
             hooks,
             metrics,
+            signer,
         });
         let (consume_channel, consumer) = open_consumer(&ctx, &link).await?;
         tracing::info!(

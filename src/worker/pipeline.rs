@@ -37,6 +37,7 @@ pub fn incoming(delivery: &Delivery) -> IncomingMessage {
             .content_type()
             .as_ref()
             .map(|s| s.as_str().to_string()),
+        // Unverified here; `route` keeps it only if the worker signed it.
         attempt: headers::get_u32(table, headers::ATTEMPT).unwrap_or(0),
         traceparent: headers::get_str(table, headers::TRACEPARENT),
         body: delivery.data.clone(),
@@ -71,6 +72,11 @@ pub struct Rejected {
 /// Reads and checks one delivery.
 pub fn route(ctx: &Context, delivery: Delivery) -> Route {
     let mut msg = incoming(&delivery);
+    // The attempt count is the worker's own: believed only when the worker signed it.
+    msg.attempt = ctx.signer.attempt(
+        msg.message_id.as_deref(),
+        delivery.properties.headers().as_ref(),
+    );
     ctx.metrics.received(&msg.routing_key);
     // This worker's part of the trace: what the command causes carries a child of its context.
     msg.traceparent = Some(telemetry::child_traceparent(msg.traceparent.as_deref()));
@@ -82,6 +88,22 @@ pub fn route(ctx: &Context, delivery: Delivery) -> Route {
         attempt = msg.attempt,
         trace_id = telemetry::trace_id(msg.traceparent.as_deref()).unwrap_or("-"),
     );
+    if let Some(reply_to) = msg.reply_to.as_deref().filter(|r| !r.is_empty())
+        && !ctx.settings.broker.answers_on(reply_to)
+    {
+        // Not answered at all: the queue it names may belong to someone else.
+        msg.reply_to = None;
+        let rejection = Rejection::new(format!(
+            "reply_to names a queue this worker does not answer on (broker.reply_to_patterns: {})",
+            ctx.settings.broker.reply_to_patterns.join(", ")
+        ));
+        return Route::Reject(Box::new(Rejected {
+            delivery,
+            msg,
+            rejection,
+            span,
+        }));
+    }
     let cmd = match parse(&msg, &ctx.schemas) {
         Ok(cmd) => cmd,
         Err(rejection) => {

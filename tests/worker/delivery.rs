@@ -280,3 +280,87 @@ async fn a_dead_letter_is_persistent_and_never_expires_whatever_the_publisher_se
     assert_eq!(letter.expiration, None, "no expiration");
     app.finish().await;
 }
+
+/// Issue 12: `reply_to` must be a queue the worker answers on (server-named or direct
+/// reply-to by default). A query naming another service's queue is dead-lettered with the
+/// reason and `command.rejected`, and nothing reaches that queue.
+#[tokio::test]
+async fn a_reply_to_naming_another_services_queue_gets_no_answer_and_a_dead_letter() {
+    let mut app = spawn_app().await;
+    let victim = format!("{}-billing-inbox", app.settings.broker.prefix);
+    app.channel
+        .queue_declare(
+            victim.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let mut msg = Msg::json("client.list", &json!({}));
+    msg.reply_to = Some(victim.clone());
+    let id = app.publish(msg).await.unwrap();
+    let rejected = app.wait_for_event("command.rejected", Some(&id)).await;
+    let reason = rejected.body["data"]["reason"].as_str().unwrap();
+    assert!(reason.contains("reply_to"), "{reason}");
+    let letter = app.take_from(&app.names().dead_queue).await;
+    assert_eq!(letter.message_id.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        app.queue_depth(&victim).await,
+        0,
+        "nothing pushed into the named queue"
+    );
+    app.finish().await;
+}
+
+/// Issue 12: `x-onboard-attempt` from outside is not believed. A lifecycle command for a
+/// client that does not exist waits through its delayed retries before CLIENT_NOT_FOUND;
+/// claiming 99 attempts already made (or more than u32 holds) skips none of them.
+#[tokio::test]
+async fn an_attempt_count_set_by_the_publisher_is_ignored() {
+    let mut app = spawn_app().await;
+    let budget = app
+        .settings
+        .lifecycle
+        .not_found_retries
+        .min(app.settings.retry.max_attempts) as usize;
+    assert!(budget > 0);
+    for forged in [99i64, i64::from(u32::MAX) + 1] {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut table = lapin::types::FieldTable::default();
+        table.insert(
+            "x-onboard-attempt".into(),
+            lapin::types::AMQPValue::LongLongInt(forged),
+        );
+        let props = lapin::BasicProperties::default()
+            .with_message_id(id.as_str().into())
+            .with_delivery_mode(2)
+            .with_headers(table);
+        app.channel
+            .basic_publish(
+                app.names().commands_exchange.as_str().into(),
+                "client.approve".into(),
+                Default::default(),
+                &serde_json::to_vec(&json!({"client_id": 999_999})).unwrap(),
+                props,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let rejected = app
+            .wait_for_event("client.transition_rejected", Some(&id))
+            .await;
+        assert_eq!(rejected.body["data"]["code"], json!("CLIENT_NOT_FOUND"));
+        let retries = app
+            .settled
+            .for_message(&id)
+            .into_iter()
+            .filter(|d| *d == Disposition::RetryScheduled)
+            .count();
+        assert_eq!(retries, budget, "forged attempt {forged}");
+    }
+    app.finish().await;
+}
