@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use super::client_update::FAILED;
-use super::lifecycle::{client_not_found, deleted};
+use super::lifecycle::lock_live_client;
 use super::{Cx, Decision, HandlerError, Outcome, required_id, text_field};
 use crate::messages::{Command, CommandType, OutgoingMessage};
 use crate::store;
@@ -28,12 +28,10 @@ pub fn decide_one<'x>(
 
 async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
     let client_id = required_id!(cmd, "client_id");
-    let Some(client) = store::clients::lock_client(cx.conn, client_id).await? else {
-        return Ok(client_not_found(cmd, cx.settings, FAILED, client_id));
+    let client = match lock_live_client(cx, cmd, FAILED, client_id).await? {
+        Ok(client) => client,
+        Err(decision) => return Ok(decision),
     };
-    if client.deleted_at.is_some() {
-        return Ok(deleted(cmd, FAILED, client_id));
-    }
     let reason = text_field(&cmd.body, "reason");
     let (event_type, message, updated, extra) = match cmd.meta.command_type {
         CommandType::ClientDeactivate | CommandType::ClientReactivate => {

@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 use sqlx::Connection;
 
-use super::lifecycle::{client_not_found, deleted};
+use super::lifecycle::lock_live_client;
 use super::{Cx, Decision, HandlerError, Outcome, required_id, text_field};
 use crate::domain::new_client::COLUMN_WIDTHS;
 use crate::domain::profile::{self, PartnerRef, PartnerSelector};
@@ -165,12 +165,10 @@ fn apply(body: &Value, next: &mut Patched) -> Result<(), Refusal> {
 async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
     let client_id = required_id!(cmd, "client_id");
     let body = &cmd.body;
-    let Some(client) = store::clients::lock_client(cx.conn, client_id).await? else {
-        return Ok(client_not_found(cmd, cx.settings, FAILED, client_id));
+    let client = match lock_live_client(cx, cmd, FAILED, client_id).await? {
+        Ok(client) => client,
+        Err(decision) => return Ok(decision),
     };
-    if client.deleted_at.is_some() {
-        return Ok(deleted(cmd, FAILED, client_id));
-    }
     if let Some(given) = body.get("version").and_then(Value::as_i64)
         && given != i64::from(client.version)
     {

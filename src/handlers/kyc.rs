@@ -6,7 +6,7 @@
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use super::lifecycle::{client_not_found, deleted};
+use super::lifecycle::lock_live_client;
 use super::{Cx, Decision, HandlerError, Outcome, required_id};
 use crate::domain::EkycStatus;
 use crate::messages::{Command, OutgoingMessage};
@@ -38,12 +38,10 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
             )));
         }
     };
-    let Some(client) = store::clients::lock_client(cx.conn, client_id).await? else {
-        return Ok(client_not_found(cmd, cx.settings, FAILED, client_id));
+    let client = match lock_live_client(cx, cmd, FAILED, client_id).await? {
+        Ok(client) => client,
+        Err(decision) => return Ok(decision),
     };
-    if client.deleted_at.is_some() {
-        return Ok(deleted(cmd, FAILED, client_id));
-    }
     let from = client.ekyc_status;
     // Admin users follow even when the client's status stays: they may have drifted.
     let (updated, admin_users) = store::clients::set_ekyc(cx.conn, client_id, to).await?;

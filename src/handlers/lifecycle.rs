@@ -47,12 +47,10 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
         )));
     };
     let client_id = required_id!(cmd, "client_id");
-    let Some(client) = store::clients::lock_client(cx.conn, client_id).await? else {
-        return Ok(client_not_found(cmd, cx.settings, REJECTED, client_id));
+    let client = match lock_live_client(cx, cmd, REJECTED, client_id).await? {
+        Ok(client) => client,
+        Err(decision) => return Ok(decision),
     };
-    if client.deleted_at.is_some() {
-        return Ok(deleted(cmd, REJECTED, client_id));
-    }
     let current = client.client_status;
     let ekyc = client.ekyc_status;
     let policy = cx.settings.lifecycle.approval_policy();
@@ -115,8 +113,26 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
     Ok(Decision::Done(Outcome::succeeded(messages)))
 }
 
+/// The client a command is about, locked until the transaction ends; or how the command
+/// ends when there is none: a client not there (yet) waits in the delay queues
+/// ([`client_not_found`]), a deleted one is CLIENT_NOT_FOUND at once.
+pub(super) async fn lock_live_client(
+    cx: &mut Cx<'_>,
+    cmd: &Command,
+    failed_event: &str,
+    client_id: i32,
+) -> Result<Result<crate::domain::Client, Decision>, HandlerError> {
+    Ok(
+        match store::clients::lock_client(cx.conn, client_id).await? {
+            None => Err(client_not_found(cmd, cx.settings, failed_event, client_id)),
+            Some(c) if c.deleted_at.is_some() => Err(deleted(cmd, failed_event, client_id)),
+            Some(c) => Ok(c),
+        },
+    )
+}
+
 /// A command about a deleted client: CLIENT_NOT_FOUND at once (it will not come back).
-pub(super) fn deleted(cmd: &Command, failed_event: &str, client_id: i32) -> Decision {
+fn deleted(cmd: &Command, failed_event: &str, client_id: i32) -> Decision {
     Decision::Done(Outcome::refused_with(
         cmd,
         failed_event,
@@ -129,7 +145,7 @@ pub(super) fn deleted(cmd: &Command, failed_event: &str, client_id: i32) -> Deci
 /// published it may simply not be committed yet, so the command waits in the delay queues
 /// (at most `lifecycle.not_found_retries` times, never beyond `retry.max_attempts`) before
 /// it is answered with CLIENT_NOT_FOUND.
-pub(super) fn client_not_found(
+fn client_not_found(
     cmd: &Command,
     settings: &Settings,
     failed_event: &str,
