@@ -78,22 +78,28 @@ impl Publisher {
             .clone()
     }
 
-    /// Publishes one message and waits for its confirm.
+    /// Publishes one message and waits for its confirm. The whole of it is bounded by the
+    /// confirm timeout: on a channel lapin is still recovering, `basic.publish` itself can
+    /// wait for good, and the caller must get its error and try again (on the channel the
+    /// link put in the slot meanwhile).
     pub async fn publish(&self, message: Outgoing<'_>) -> Result<Delivered, PublishError> {
-        let confirm = self
-            .channel()
-            .basic_publish(
-                message.exchange.into(),
-                message.routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                message.body,
-                message.properties,
-            )
-            .await?;
-        let confirmation = tokio::time::timeout(self.confirm_timeout, confirm)
+        let channel = self.channel();
+        let publish_and_confirm = async {
+            let confirm = channel
+                .basic_publish(
+                    message.exchange.into(),
+                    message.routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    message.body,
+                    message.properties,
+                )
+                .await?;
+            confirm.await
+        };
+        let confirmation = tokio::time::timeout(self.confirm_timeout, publish_and_confirm)
             .await
             .map_err(|_| PublishError::ConfirmTimeout(self.confirm_timeout))??;
         match confirmation {
