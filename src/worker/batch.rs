@@ -406,18 +406,36 @@ pub async fn announce_exhausted(
     }
 }
 
-/// Acks what is done, hands on what is not, and carries the sagas on.
-async fn settle(ctx: &Context, ended: Vec<(Item, End)>, started: Instant) {
+/// Carries the sagas on, then acks what is done and hands on what is not. The sagas go
+/// first: they need only the commit, and an ack can wait on a channel the broker session is
+/// losing. After one ack fails, the batch's other deliveries (same channel) are not acked:
+/// the broker redelivers them and the inbox recognises them.
+async fn settle(ctx: &Context, mut ended: Vec<(Item, End)>, started: Instant) {
     let took = started.elapsed();
     let mut sagas = Vec::new();
-    for (item, end) in ended {
-        let span = item.span.clone();
-        sagas.extend(settle_one(ctx, item, end, took).instrument(span).await);
+    for (_, end) in ended.iter_mut() {
+        if let End::Done { sagas: s, .. } = end {
+            sagas.append(s);
+        }
     }
     ctx.runner.carry_on(sagas).await;
+    let mut acks = true;
+    for (item, end) in ended {
+        let span = item.span.clone();
+        settle_one(ctx, item, end, took, &mut acks)
+            .instrument(span)
+            .await;
+    }
 }
 
-async fn settle_one(ctx: &Context, item: Item, end: End, took: Duration) -> Vec<SagaJob> {
+/// Acks a delivery unless an earlier ack of the batch failed.
+async fn ack_if(acks: &mut bool, delivery: &Delivery) {
+    if *acks {
+        *acks = ack(delivery).await;
+    }
+}
+
+async fn settle_one(ctx: &Context, item: Item, end: End, took: Duration, acks: &mut bool) {
     let meta = &item.cmd.meta;
     let (result, code) = match &end {
         End::Done { result, code, .. } => (*result, *code),
@@ -428,24 +446,22 @@ async fn settle_one(ctx: &Context, item: Item, end: End, took: Duration) -> Vec<
     };
     ctx.metrics
         .handled(&item.msg.routing_key, result, code, took);
-    let mut sagas = Vec::new();
     let disposition = match end {
-        End::Done { sagas: s, .. } => {
+        End::Done { .. } => {
             tracing::info!(outcome = result.as_str(), code, "command handled");
             observe::at(&ctx.hooks.after_commit, meta.clone()).await;
-            ack(&item.delivery).await;
-            sagas = s;
+            ack_if(acks, &item.delivery).await;
             Disposition::Handled
         }
         End::KeyReused => {
             tracing::warn!("message_id reused for a different command; refused");
             observe::at(&ctx.hooks.after_commit, meta.clone()).await;
-            ack(&item.delivery).await;
+            ack_if(acks, &item.delivery).await;
             Disposition::Handled
         }
         End::Duplicate => {
             tracing::info!("duplicate command; already processed");
-            ack(&item.delivery).await;
+            ack_if(acks, &item.delivery).await;
             Disposition::Duplicate
         }
         End::RetryLater(reason) => {
@@ -458,7 +474,6 @@ async fn settle_one(ctx: &Context, item: Item, end: End, took: Duration) -> Vec<
         &item.msg.routing_key,
         disposition,
     );
-    sagas
 }
 
 async fn dead_letter_failed(

@@ -179,15 +179,16 @@ pub async fn retry_later(
 }
 
 /// Gives the delivery back to the broker (it counts towards the queue's delivery limit).
+/// Bounded like an ack: on a recovering channel the nack could wait for good.
 pub async fn requeue(delivery: &Delivery) {
-    if let Err(e) = delivery
-        .nack(BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        })
-        .await
-    {
+    let nack = delivery.nack(BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    });
+    match tokio::time::timeout(std::time::Duration::from_secs(2), nack).await {
+        Ok(Ok(_)) => {}
         // The channel is gone; the broker requeues unacked deliveries by itself.
-        tracing::warn!(error = %e, "nack failed; the broker will redeliver");
+        Ok(Err(e)) => tracing::warn!(error = %e, "nack failed; the broker will redeliver"),
+        Err(_) => tracing::warn!("nack not written in time; the broker will redeliver"),
     }
 }

@@ -44,10 +44,26 @@ pub fn incoming(delivery: &Delivery) -> IncomingMessage {
     }
 }
 
-pub async fn ack(delivery: &Delivery) {
-    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-        // The channel died after commit: the broker redelivers and the inbox recognises it.
-        tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
+/// Longest wait for an ack to be written: on a channel lapin is recovering it can wait for
+/// good, and what waits on it (a batch slot) must not.
+const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Acks a delivery; `false` when the ack could not be written. Either way nothing is lost:
+/// an unacked delivery whose channel died is redelivered, and the inbox recognises it.
+pub async fn ack(delivery: &Delivery) -> bool {
+    match tokio::time::timeout(ACK_TIMEOUT, delivery.ack(BasicAckOptions::default())).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(
+                "ack not written within {ACK_TIMEOUT:?} (the channel is recovering); the message \
+                 will be redelivered and deduplicated"
+            );
+            false
+        }
     }
 }
 
