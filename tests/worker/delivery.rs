@@ -364,3 +364,59 @@ async fn an_attempt_count_set_by_the_publisher_is_ignored() {
     }
     app.finish().await;
 }
+
+/// Issue 12: while PostgreSQL is away, a malformed message is not dead-lettered until its
+/// rejection is recorded: it waits in the delay queues, and once the database is back it
+/// lands in the dead-letter queue exactly once (not once per attempt).
+#[tokio::test]
+async fn a_malformed_message_is_dead_lettered_once_however_long_the_database_is_away() {
+    let (mut settings, database) = test_settings().await;
+    let proxy = CuttableProxy::start(database_host_port()).await;
+    let direct = settings.database.url.expose_secret().to_string();
+    let via_proxy = direct.replace(&database_host_port(), &format!("127.0.0.1:{}", proxy.port));
+    settings.database.url = SecretString::from(via_proxy);
+    settings.database.acquire_timeout_ms = 300;
+    settings.retry.max_attempts = 50;
+    let mut app = spawn_app_with(settings, database, Hooks::default()).await;
+    app.pool = sqlx::PgPool::connect(&direct).await.unwrap();
+
+    proxy.cut();
+    let mut msg = Msg::json("client.create", &json!({}));
+    msg.body = b"{ not json".to_vec();
+    let id = app.publish(msg).await.unwrap();
+    app.settled
+        .wait_until("three delayed retries while the database is away", |log| {
+            log.iter()
+                .filter(|s| {
+                    s.message_id.as_deref() == Some(id.as_str())
+                        && s.disposition == Disposition::RetryScheduled
+                })
+                .count()
+                >= 3
+        })
+        .await;
+    assert_eq!(
+        app.queue_depth(&app.names().dead_queue).await,
+        0,
+        "nothing dead-lettered before the rejection is recorded"
+    );
+    proxy.restore();
+
+    app.wait_for_event("command.rejected", Some(&id)).await;
+    app.settled
+        .wait_until("the dead letter", |log| {
+            log.iter().any(|s| {
+                s.message_id.as_deref() == Some(id.as_str())
+                    && s.disposition == Disposition::DeadLettered
+            })
+        })
+        .await;
+    let letter = app.take_from(&app.names().dead_queue).await;
+    assert_eq!(letter.message_id.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        app.queue_depth(&app.names().dead_queue).await,
+        0,
+        "one dead letter, not one per attempt"
+    );
+    app.finish().await;
+}

@@ -542,3 +542,87 @@ async fn a_command_for_a_client_that_never_comes_is_refused_404_after_its_retrie
     assert_eq!(app.queue_depth(&app.names().dead_queue).await, 0);
     app.finish().await;
 }
+
+/// A true race on one client, with a barrier: `client.approve`'s transaction is held open
+/// (it has locked the client) while `client.blacklist` runs in another batch and waits on
+/// that lock; released, the approval commits and the blacklist decides from APPROVED, not
+/// from the PENDING it would have read without the lock.
+#[tokio::test]
+async fn a_command_waits_for_the_lock_of_a_racing_one_and_decides_from_its_result() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::sync::Notify;
+
+    let mut app = spawn_app().await;
+    let made = arrange::client(&mut app, "barrier@example.com").await;
+    arrange::set_state(&app, made.client_id, "PENDING", "APPROVED").await;
+    app.stop_worker().await;
+
+    let armed = Arc::new(AtomicBool::new(false));
+    let holding = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let (a, h, r) = (armed.clone(), holding.clone(), release.clone());
+    let hooks = Hooks {
+        before_batch_commit: Some(Arc::new(move |_| {
+            let hold = a.swap(false, Ordering::SeqCst);
+            let (h, r) = (h.clone(), r.clone());
+            Box::pin(async move {
+                if hold {
+                    h.notify_one();
+                    r.notified().await;
+                }
+            })
+        })),
+        ..Default::default()
+    };
+    app.start_worker(Some(hooks)).await;
+
+    armed.store(true, Ordering::SeqCst);
+    let approve = arrange::send(
+        &app,
+        "client.approve",
+        json!({"client_id": made.client_id}),
+        None,
+    )
+    .await;
+    holding.notified().await;
+    let blacklist = arrange::send(
+        &app,
+        "client.blacklist",
+        json!({"client_id": made.client_id}),
+        None,
+    )
+    .await;
+    // The blacklist's batch is blocked on the client's row lock.
+    let deadline = std::time::Instant::now() + WAIT;
+    while app
+        .count(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the blacklist never waited on the lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    release.notify_one();
+
+    let approved = app.wait_for_any(&OUTCOMES, &approve).await;
+    assert_eq!(approved.routing_key, "client.approved");
+    assert_eq!(approved.body["data"]["from_status"], json!("PENDING"));
+    let blacklisted = app.wait_for_any(&OUTCOMES, &blacklist).await;
+    assert_eq!(blacklisted.routing_key, "client.blacklisted");
+    assert_eq!(blacklisted.body["data"]["from_status"], json!("APPROVED"));
+    let status: String =
+        sqlx::query_scalar("SELECT client_status FROM clients WHERE client_id = $1")
+            .bind(made.client_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "BLACKLISTED");
+    app.finish().await;
+}
