@@ -1,6 +1,7 @@
--- Issue 12: the key the workers sign their own steering headers with (x-onboard-attempt), so
--- a header an outside publisher sets is not believed. One row, made here at random; every
--- worker of the deployment reads it at start. It never leaves the database.
+-- Issue 12: the deployment's secret key. The workers sign their own steering headers with it
+-- (x-onboard-attempt), so a header an outside publisher sets is not believed, and derive each
+-- saga's first-access secret from it, so a worker taking a saga over sends the same link. One
+-- row, made here at random; every worker reads it at start. It never leaves the database.
 CREATE TABLE header_key (
     id  SMALLINT PRIMARY KEY CHECK (id = 1),
     key BYTEA    NOT NULL

@@ -85,6 +85,31 @@ impl FirstAccess {
         Self::issue_with(settings, now, &mut rand::rng())
     }
 
+    /// The secret of one saga's admin, the same on every attempt: drawn from a generator
+    /// seeded with HMAC-SHA256(`key`, saga id), where `key` is the deployment's secret
+    /// (`header_key`, held in PostgreSQL). A worker that takes over a saga after a crash
+    /// makes the very secret the first one stored and perhaps already sent, so an email sent
+    /// twice carries a link (or password) that works, and nothing is overwritten with another.
+    /// Unguessable without the key, like a fresh draw.
+    pub fn issue_for_saga(
+        settings: &EmailSettings,
+        now: DateTime<Utc>,
+        key: &[u8],
+        saga_id: uuid::Uuid,
+    ) -> Result<(FirstAccess, StoredAccess), SecretError> {
+        use hmac::Mac;
+        use rand::SeedableRng;
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
+        mac.update(b"first-access\x1f");
+        mac.update(saga_id.as_bytes());
+        let seed: [u8; 32] = mac.finalize().into_bytes().into();
+        Self::issue_with(
+            settings,
+            now,
+            &mut rand_chacha::ChaCha20Rng::from_seed(seed),
+        )
+    }
+
     /// [`FirstAccess::issue`] with a given generator, so tests can be repeatable. Only
     /// cryptographically secure generators are accepted.
     pub fn issue_with<R: CryptoRng + ?Sized>(
@@ -215,6 +240,30 @@ fn hasher() -> Argon2<'static> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_sagas_secret_is_the_same_on_every_attempt_and_differs_between_sagas() {
+        let settings = crate::configuration::Settings::defaults().email;
+        let now = Utc::now();
+        let saga = uuid::Uuid::new_v4();
+        let (a, stored_a) = FirstAccess::issue_for_saga(&settings, now, b"key", saga).unwrap();
+        let (b, stored_b) = FirstAccess::issue_for_saga(&settings, now, b"key", saga).unwrap();
+        let url = |f: &FirstAccess| {
+            f.activation_url(&settings.frontend_url)
+                .map(|u| u.expose_secret().to_string())
+        };
+        assert!(url(&a).is_some());
+        assert_eq!(url(&a), url(&b));
+        assert_eq!(
+            stored_a.activation_token_sha256,
+            stored_b.activation_token_sha256
+        );
+        let (c, _) =
+            FirstAccess::issue_for_saga(&settings, now, b"key", uuid::Uuid::new_v4()).unwrap();
+        assert_ne!(url(&a), url(&c), "another saga");
+        let (d, _) = FirstAccess::issue_for_saga(&settings, now, b"other key", saga).unwrap();
+        assert_ne!(url(&a), url(&d), "another deployment");
+    }
+
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;

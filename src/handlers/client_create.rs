@@ -276,10 +276,14 @@ async fn persist<'a>(
     // row and the email step has nothing to write before sending. The token itself stays in
     // this worker's memory, for the email step. (A temporary password costs an argon2 hash:
     // the email step makes it, off the async threads.)
+    // Derived from the saga's id, so a worker that takes the saga over makes the same one.
     let access: Vec<Option<(FirstAccess, StoredAccess)>> = match cx.settings.email.access {
-        AccessMode::ActivationLink => clients
+        AccessMode::ActivationLink => insert
             .iter()
-            .map(|_| FirstAccess::issue(&cx.settings.email, Utc::now()).ok())
+            .map(|a| {
+                let saga_id = derived_id(&a.cmd.meta.message_id, "saga");
+                FirstAccess::issue_for_saga(&cx.settings.email, Utc::now(), cx.key, saga_id).ok()
+            })
             .collect(),
         AccessMode::TemporaryPassword => clients.iter().map(|_| None).collect(),
     };

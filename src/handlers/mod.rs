@@ -35,6 +35,8 @@ pub struct Cx<'a> {
     pub settings: &'a Settings,
     /// This worker, which leases the sagas its commands start.
     pub worker_id: Uuid,
+    /// The deployment's secret key (`header_key`), for secrets derived per saga.
+    pub key: &'a [u8],
 }
 
 /// How one command ends.

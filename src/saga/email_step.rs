@@ -179,9 +179,13 @@ async fn prepare_access(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>, H
     let issued: Vec<(FirstAccess, StoredAccess)> = match settings.access {
         // argon2 costs tens of milliseconds of CPU each: off the async threads, in parallel.
         AccessMode::TemporaryPassword => {
-            let tasks = bare.iter().map(|_| {
+            let tasks = bare.iter().map(|job| {
                 let settings = settings.clone();
-                tokio::task::spawn_blocking(move || FirstAccess::issue(&settings, Utc::now()))
+                let key = env.key.clone();
+                let saga_id = job.saga_id;
+                tokio::task::spawn_blocking(move || {
+                    FirstAccess::issue_for_saga(&settings, Utc::now(), &key, saga_id)
+                })
             });
             let mut out = Vec::with_capacity(bare.len());
             for joined in futures::future::join_all(tasks).await {
@@ -196,7 +200,7 @@ async fn prepare_access(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>, H
         }
         AccessMode::ActivationLink => bare
             .iter()
-            .map(|_| FirstAccess::issue(&settings, Utc::now()))
+            .map(|job| FirstAccess::issue_for_saga(&settings, Utc::now(), &env.key, job.saga_id))
             .collect::<Result<_, _>>()
             .map_err(|e| HandlerError::Permanent(e.to_string()))?,
     };

@@ -33,6 +33,8 @@ use crate::store;
 /// What the steps share.
 pub struct Env {
     pub pool: PgPool,
+    /// The deployment's secret key: each saga's first-access secret is derived from it.
+    pub key: Arc<Vec<u8>>,
     pub services: Arc<Services>,
     /// This worker: the owner named on its leases.
     pub worker_id: Uuid,

@@ -250,6 +250,7 @@ async fn attempt(
                 conn: uow.conn(),
                 settings: &ctx.settings,
                 worker_id: ctx.worker_id,
+                key: &ctx.key,
             };
             match entry.run {
                 Run::Batch(decide) => decide(&mut cx, &cmds).await?,

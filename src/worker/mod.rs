@@ -56,6 +56,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Signs and checks the attempt count of retry copies.
     pub signer: broker::headers::AttemptSigner,
+    /// The deployment's secret key (`header_key`).
+    pub key: Arc<Vec<u8>>,
 }
 
 /// A running worker.
@@ -100,7 +102,8 @@ impl Worker {
         let key: Vec<u8> = sqlx::query_scalar("SELECT key FROM header_key WHERE id = 1")
             .fetch_one(&pool)
             .await?;
-        let signer = broker::headers::AttemptSigner::new(key);
+        let key = Arc::new(key);
+        let signer = broker::headers::AttemptSigner::new(key.to_vec());
 
         let connection = (|| broker::connect(&settings.broker, "onboard worker"))
             .retry(wait)
@@ -131,6 +134,7 @@ impl Worker {
         let (runner, saga_tasks) = saga::runner::start(
             Arc::new(saga::runner::Env {
                 pool: pool.clone(),
+                key: key.clone(),
                 services,
                 worker_id,
                 hooks: hooks.clone(),
@@ -173,6 +177,7 @@ impl Worker {
             hooks,
             metrics,
             signer,
+            key,
         });
         let (consume_channel, consumer) = open_consumer(&ctx, &link).await?;
         tracing::info!(

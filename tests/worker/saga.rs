@@ -474,3 +474,57 @@ async fn no_secret_reaches_the_outbox_an_event_a_reply_or_a_log() {
         app.finish().await;
     }
 }
+
+/// Issue 12: the worker that takes a saga over after a crash sends the same activation link
+/// the first one stored: the secret is derived from the saga, not drawn again, so the stored
+/// hash is never overwritten and an email sent twice still works.
+#[tokio::test]
+async fn a_saga_taken_over_after_a_crash_sends_the_link_whose_hash_was_stored_first() {
+    use onboard::domain::saga::Step;
+
+    let frozen = Arc::new(Notify::new());
+    let ring = frozen.clone();
+    let hooks = Hooks {
+        before_step: Some(Arc::new(move |s| {
+            let ring = ring.clone();
+            Box::pin(async move {
+                if s == Step::WelcomeEmail {
+                    ring.notify_one();
+                    std::future::pending::<()>().await;
+                }
+            })
+        })),
+        ..Default::default()
+    };
+    let (settings, database) = test_settings().await;
+    let mut app = spawn_app_with(settings, database, hooks).await;
+    let id = app.create_client(&seed_sg_client()).await;
+    tokio::time::timeout(WAIT, frozen.notified())
+        .await
+        .expect("the email step is next");
+    let stored: String = sqlx::query_scalar(
+        "SELECT activation_token_sha256 FROM users WHERE email = 'admin@sgcompany.com'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(emails(&app.settings).is_empty(), "no email yet");
+    // Crash: the token in the first worker's memory is gone with it.
+    app.kill_worker().await;
+
+    app.start_worker(None).await;
+    app.wait_for_event("client.onboarding_completed", Some(&id))
+        .await;
+    let sent = emails(&app.settings);
+    assert_eq!(sent.len(), 1);
+    let token = token_in(&sent[0]);
+    assert_eq!(hex::encode(Sha256::digest(token.as_bytes())), stored);
+    let after: String = sqlx::query_scalar(
+        "SELECT activation_token_sha256 FROM users WHERE email = 'admin@sgcompany.com'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(after, stored, "the stored hash was not replaced");
+    app.finish().await;
+}
