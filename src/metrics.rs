@@ -403,6 +403,7 @@ mod tests {
         m.settled("client.create", Disposition::Handled);
         m.settled("client.create", Disposition::Duplicate);
         m.settled("client.teleport", Disposition::DeadLettered);
+        m.settled("client.create", Disposition::Requeued);
         m.handled(
             "client.create",
             HandlerResult::Refused,
@@ -430,6 +431,10 @@ mod tests {
             text.contains(
                 r#"onboard_messages_refused_total{type="client.create",code="EMAIL_IN_USE"} 1"#
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"onboard_messages_requeued_total{type="client.create"} 1"#),
             "{text}"
         );
         assert!(!text.contains("passwd"), "{text}");

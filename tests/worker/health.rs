@@ -281,3 +281,58 @@ async fn a_commands_queue_with_another_delivery_limit_is_named_at_start() {
     assert!(err.contains("x-overflow is not set"), "{err}");
     app.finish().await;
 }
+
+/// Issue 12, item 9: the metrics the first test does not reach, after real traffic: a
+/// duplicate delivery, delayed retries, and the duration of the SMTP call. (Requeues happen
+/// only when a dead letter cannot be written; the unit tests of `metrics` count that one.)
+#[tokio::test]
+async fn metrics_count_duplicates_retries_and_outside_call_durations() {
+    let mut app = spawn_app().await;
+    let mut first = Msg::json("client.create", &client_with_email("dup@example.com"));
+    first.message_id = Some("metrics-dup".into());
+    let again = first.clone();
+    app.publish(first).await;
+    app.wait_for_event("client.onboarding_completed", Some("metrics-dup"))
+        .await;
+    app.publish(again).await;
+    let missing = Msg::json("client.approve", &json!({"client_id": 999_999}));
+    let approve = app.publish(missing).await.unwrap();
+    app.wait_for_event("client.transition_rejected", Some(&approve))
+        .await;
+    app.settled
+        .wait_until("the duplicate settled", |log| {
+            log.iter().any(|s| {
+                s.message_id.as_deref() == Some("metrics-dup")
+                    && s.disposition == onboard::worker::Disposition::Duplicate
+            })
+        })
+        .await;
+    let budget = app
+        .settings
+        .lifecycle
+        .not_found_retries
+        .min(app.settings.retry.max_attempts);
+
+    let (_, text) = get(&url(&app, "/metrics")).await;
+    let v = |s: &str| sample(&text, s).unwrap_or_else(|| panic!("no {s} in\n{text}"));
+    assert_eq!(
+        v(r#"onboard_messages_duplicates_total{type="client.create"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"onboard_messages_retried_total{type="client.approve"}"#),
+        f64::from(budget)
+    );
+    assert_eq!(
+        v(
+            r#"onboard_external_call_duration_seconds_count{service="smtp",operation="send",outcome="ok"}"#
+        ),
+        1.0
+    );
+    assert!(
+        v(
+            r#"onboard_external_call_duration_seconds_sum{service="smtp",operation="send",outcome="ok"}"#
+        ) > 0.0
+    );
+    app.finish().await;
+}
