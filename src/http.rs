@@ -25,7 +25,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct State {
     pub pool: PgPool,
-    pub link: Arc<crate::broker::Link>,
+    /// The worker's broker sessions (consuming, publishing): ready when all are.
+    pub links: Vec<Arc<crate::broker::Link>>,
     pub names: Names,
     pub metrics: Metrics,
     /// A saga due for longer than this counts as stuck.
@@ -46,13 +47,17 @@ async fn database_reachable(pool: &PgPool) -> bool {
         .is_ok_and(|r| r.is_ok())
 }
 
+fn broker_up(state: &State) -> bool {
+    state.links.iter().all(|l| l.healthy())
+}
+
 async fn topology_depths(state: &State) -> Option<topology::Depths> {
-    if !state.link.healthy() {
+    if !broker_up(state) {
         return None;
     }
     tokio::time::timeout(
         PROBE_TIMEOUT,
-        topology::check(&state.link.connection(), &state.names),
+        topology::check(&state.links[0].connection(), &state.names),
     )
     .await
     .ok()?
@@ -61,7 +66,7 @@ async fn topology_depths(state: &State) -> Option<topology::Depths> {
 
 async fn ready(AxumState(state): AxumState<State>) -> impl IntoResponse {
     let (database, depths) = tokio::join!(database_reachable(&state.pool), topology_depths(&state));
-    let broker = state.link.healthy();
+    let broker = broker_up(&state);
     let topology = depths.is_some();
     let status = if database && broker && topology {
         StatusCode::OK
@@ -95,7 +100,7 @@ async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
     if let Some(d) = depths {
         m.set_dead_letter_depth(d.dead);
     }
-    m.set_broker_connected(state.link.healthy());
+    m.set_broker_connected(broker_up(&state));
     (
         [(
             header::CONTENT_TYPE,

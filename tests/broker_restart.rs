@@ -71,7 +71,8 @@ impl PrivateBroker {
         std::fs::write(dir.join("etc/rabbitmq-env.conf"), "").unwrap();
         std::fs::write(
             dir.join("etc/rabbitmq.conf"),
-            "loopback_users.guest = true\nlog.console = false\nlog.file.level = warning\n",
+            "loopback_users.guest = true\nlog.console = false\nlog.file.level = warning\n\
+             collect_statistics_interval = 500\n",
         )
         .unwrap();
         let user = if is_root() {
@@ -557,6 +558,114 @@ async fn the_worker_resumes_within_10_s_after_every_restart_under_load() {
     let pid = worker.child.id().unwrap().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let _ = tokio::time::timeout(WAIT, worker.child.wait()).await;
+    pool.close().await;
+    remove_test_objects(&settings, &database).await;
+    drop(broker);
+}
+
+/// Messages on the queue, ready and unacked.
+fn queue_messages(broker: &PrivateBroker, queue: &str) -> Option<u64> {
+    let out = broker
+        .command("rabbitmqctl")
+        .args(["-n", &broker.node, "-q", "list_queues", "name", "messages"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .find(|(name, _)| *name == queue)
+        .and_then(|(_, n)| n.trim().parse().ok())
+}
+
+/// Issue 12, item 8: a memory alarm blocks every connection that publishes. The worker
+/// consumes and acks on a connection that never publishes, so with publishing blocked it
+/// still takes the commands off the queue (each committed, its events kept in the outbox),
+/// and once the alarm clears the events go out.
+#[tokio::test]
+async fn a_memory_alarm_blocks_publishing_but_not_consuming() {
+    let broker = PrivateBroker::start().await;
+    let (settings, database) = settings_on(&broker).await;
+    let pool = sqlx::PgPool::connect(settings.database.url.expose_secret())
+        .await
+        .unwrap();
+    // A first start declares the topology; the commands then wait on the queue.
+    let mut first = start_worker(&settings).await;
+    let pid = first.child.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let _ = tokio::time::timeout(WAIT, first.child.wait()).await;
+    let n = 300;
+    publish(&broker.url(), &settings, n, "alarm-").await;
+    let names = onboard::broker::Names::new(&settings.broker.prefix);
+    // Queue counts are statistics, refreshed every 500 ms here: wait until they show them.
+    let deadline = Instant::now() + WAIT;
+    while queue_messages(&broker, &names.commands_queue) != Some(n as u64) {
+        assert!(
+            Instant::now() < deadline,
+            "the commands never showed on the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    broker.ctl(&["set_vm_memory_high_watermark", "absolute", "1"]);
+    let mut worker = {
+        let mut s = settings.clone();
+        s.broker.confirm_timeout_ms = 1_000;
+        let mut child = onboard_bin(&s)
+            .arg("worker")
+            .env("ONBOARD__BROKER__CONFIRM_TIMEOUT_MS", "1000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Consumed and acked while publishing is blocked.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = queue_messages(&broker, &names.commands_queue);
+            if left == Some(0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{left:?} commands still on the queue (unacked or ready) under the alarm"
+            );
+            assert!(child.try_wait().unwrap().is_none(), "the worker exited");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        child
+    };
+    let processed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM inbox WHERE command_type = 'client.create'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(processed, n as i64);
+    let unpublished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(unpublished > 0, "events wait while publishing is blocked");
+
+    broker.ctl(&["set_vm_memory_high_watermark", "0.4"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let unpublished: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if unpublished == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{unpublished} events never published after the alarm"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pid = worker.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let _ = tokio::time::timeout(WAIT, worker.wait()).await;
     pool.close().await;
     remove_test_objects(&settings, &database).await;
     drop(broker);

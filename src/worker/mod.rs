@@ -69,7 +69,11 @@ pub struct Worker {
     pub id: Uuid,
     /// Cancel to drain and stop (what SIGTERM does).
     pub shutdown: CancellationToken,
-    link: Arc<broker::Link>,
+    /// The consumer's session, and the session every publish goes through: separate
+    /// connections, so a broker that blocks publishers (memory or disk alarm) does not also
+    /// stop the consumer's acks.
+    consume_link: Arc<broker::Link>,
+    publish_link: Arc<broker::Link>,
     task: JoinHandle<anyhow::Result<()>>,
     /// The relay, HTTP and saga tasks, for [`Worker::kill`].
     helpers: Vec<tokio::task::AbortHandle>,
@@ -105,19 +109,38 @@ impl Worker {
         let key = Arc::new(key);
         let signer = broker::headers::AttemptSigner::new(key.to_vec());
 
-        let connection = (|| broker::connect(&settings.broker, "onboard worker"))
-            .retry(wait)
-            .notify(|e, d| {
-                tracing::warn!(error = %e, url = %redact_url(&settings.broker.url), "broker not ready; retrying in {d:?}")
-            })
-            .await?;
-        let names = broker::topology::declare_on(&connection, &settings).await?;
-        let link = broker::Link::new(settings.clone(), "onboard worker", connection);
+        let mut connections = Vec::with_capacity(2);
+        for name in ["onboard worker (consume)", "onboard worker (publish)"] {
+            connections.push(
+                (|| broker::connect(&settings.broker, name))
+                    .retry(wait)
+                    .notify(|e, d| {
+                        tracing::warn!(error = %e, url = %redact_url(&settings.broker.url), "broker not ready; retrying in {d:?}")
+                    })
+                    .await?,
+            );
+        }
+        let publish_connection = connections.pop().expect("two connections");
+        let consume_connection = connections.pop().expect("two connections");
+        let names = broker::topology::declare_on(&consume_connection, &settings).await?;
+        let consume_link = broker::Link::new(
+            settings.clone(),
+            "onboard worker (consume)",
+            consume_connection,
+        );
+        let publish_link = broker::Link::new(
+            settings.clone(),
+            "onboard worker (publish)",
+            publish_connection,
+        );
         let confirm = Duration::from_millis(settings.broker.confirm_timeout_ms);
-        let publisher = link.publisher(confirm).await?;
-        let relay_publisher = link.publisher(confirm).await?;
-        let dispatcher =
-            outbox::Dispatcher::new(pool.clone(), link.publisher(confirm).await?, names.clone());
+        let publisher = publish_link.publisher(confirm).await?;
+        let relay_publisher = publish_link.publisher(confirm).await?;
+        let dispatcher = outbox::Dispatcher::new(
+            pool.clone(),
+            publish_link.publisher(confirm).await?,
+            names.clone(),
+        );
 
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(outbox::relay::run(
@@ -157,7 +180,7 @@ impl Worker {
             listener,
             http::State {
                 pool: pool.clone(),
-                link: link.clone(),
+                links: vec![consume_link.clone(), publish_link.clone()],
                 names: names.clone(),
                 metrics: metrics.clone(),
                 stuck_after_seconds: settings.saga.stuck_after_seconds as f64,
@@ -179,7 +202,7 @@ impl Worker {
             signer,
             key,
         });
-        let (consume_channel, consumer) = open_consumer(&ctx, &link).await?;
+        let (consume_channel, consumer) = open_consumer(&ctx, &consume_link).await?;
         tracing::info!(
             %worker_id,
             queue = %names.commands_queue,
@@ -191,7 +214,8 @@ impl Worker {
 
         let helpers = vec![relay.abort_handle(), http_task.abort_handle()];
         let stop = shutdown.clone();
-        let watched = link.clone();
+        let watched = consume_link.clone();
+        let watched_publish = publish_link.clone();
         let watch_stop = CancellationToken::new();
         let http_stop = shutdown.clone();
         let saga_handle = sagas.clone();
@@ -199,6 +223,7 @@ impl Worker {
             let consumed = tokio::select! {
                 consumed = consume(ctx.clone(), watched.clone(), consume_channel, consumer, stop) => consumed,
                 lost = watched.clone().keep_alive(watch_stop.clone()) => Err(lost),
+                lost = watched_publish.keep_alive(watch_stop.clone()) => Err(lost),
             };
             watch_stop.cancel();
             // However consuming ended (shutdown, or a broker that did not come back), the
@@ -224,22 +249,30 @@ impl Worker {
             pool,
             id: worker_id,
             shutdown,
-            link,
+            consume_link,
+            publish_link,
             task,
             helpers,
             sagas,
         })
     }
 
+    async fn close(links: [&Arc<broker::Link>; 2], code: u16, text: &str) {
+        for link in links {
+            let _ = link.connection().close(code, text.into()).await;
+        }
+    }
+
     /// Asks the worker to drain and waits for it to stop.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         let result = self.task.await?;
-        let _ = self
-            .link
-            .connection()
-            .close(200, "worker stopped".into())
-            .await;
+        Self::close(
+            [&self.consume_link, &self.publish_link],
+            200,
+            "worker stopped",
+        )
+        .await;
         result
     }
 
@@ -254,22 +287,24 @@ impl Worker {
         if let Some(tasks) = self.sagas.lock().expect("not poisoned").take() {
             tasks.abort();
         }
-        let _ = self
-            .link
-            .connection()
-            .close(320, "worker killed".into())
-            .await;
+        Self::close(
+            [&self.consume_link, &self.publish_link],
+            320,
+            "worker killed",
+        )
+        .await;
     }
 
     /// Waits until the worker stops by itself (shutdown requested, or the broker connection
     /// could not be recovered).
     pub async fn wait(self) -> anyhow::Result<()> {
         let result = self.task.await?;
-        let _ = self
-            .link
-            .connection()
-            .close(200, "worker stopped".into())
-            .await;
+        Self::close(
+            [&self.consume_link, &self.publish_link],
+            200,
+            "worker stopped",
+        )
+        .await;
         result
     }
 }
