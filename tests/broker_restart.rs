@@ -26,22 +26,6 @@ use support::*;
 
 const RABBITMQ_BIN: &str = "/usr/lib/rabbitmq/bin";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 /// A RabbitMQ node of this test's own. Halted and deleted on drop.
 struct PrivateBroker {
     dir: PathBuf,

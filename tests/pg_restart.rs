@@ -29,22 +29,6 @@ fn pg_bin() -> PathBuf {
         .expect("a PostgreSQL bin directory")
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A PostgreSQL cluster of this test's own.
 struct PrivatePostgres {
     dir: PathBuf,

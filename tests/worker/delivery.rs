@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use onboard::worker::{Disposition, Hooks};
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -210,16 +209,7 @@ async fn a_rejected_command_with_reply_to_gets_a_400_error_reply() {
 
 #[tokio::test]
 async fn with_the_database_unreachable_a_command_is_retried_then_processed_once_it_returns() {
-    let (mut settings, database) = test_settings().await;
-    let proxy = CuttableProxy::start(database_host_port()).await;
-    let direct = settings.database.url.expose_secret().to_string();
-    let via_proxy = direct.replace(&database_host_port(), &format!("127.0.0.1:{}", proxy.port));
-    settings.database.url = SecretString::from(via_proxy);
-    settings.database.acquire_timeout_ms = 300;
-    settings.retry.max_attempts = 50;
-    let mut app = spawn_app_with(settings, database, Hooks::default()).await;
-    // The test's own pool reaches the database directly.
-    app.pool = sqlx::PgPool::connect(&direct).await.unwrap();
+    let (mut app, proxy) = spawn_app_behind_db_proxy(|s| s.retry.max_attempts = 50).await;
 
     proxy.cut();
     let id = app.create_client(&seed_sg_client()).await;
@@ -370,15 +360,7 @@ async fn an_attempt_count_set_by_the_publisher_is_ignored() {
 /// lands in the dead-letter queue exactly once (not once per attempt).
 #[tokio::test]
 async fn a_malformed_message_is_dead_lettered_once_however_long_the_database_is_away() {
-    let (mut settings, database) = test_settings().await;
-    let proxy = CuttableProxy::start(database_host_port()).await;
-    let direct = settings.database.url.expose_secret().to_string();
-    let via_proxy = direct.replace(&database_host_port(), &format!("127.0.0.1:{}", proxy.port));
-    settings.database.url = SecretString::from(via_proxy);
-    settings.database.acquire_timeout_ms = 300;
-    settings.retry.max_attempts = 50;
-    let mut app = spawn_app_with(settings, database, Hooks::default()).await;
-    app.pool = sqlx::PgPool::connect(&direct).await.unwrap();
+    let (mut app, proxy) = spawn_app_behind_db_proxy(|s| s.retry.max_attempts = 50).await;
 
     proxy.cut();
     let mut msg = Msg::json("client.create", &json!({}));

@@ -9,7 +9,6 @@ use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOption
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use onboard::telemetry::parse_traceparent;
 use onboard::worker::{Hooks, Worker};
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -113,14 +112,7 @@ async fn metrics_report_the_counts_a_test_produced() {
 
 #[tokio::test]
 async fn readyz_fails_while_postgres_is_unreachable_and_recovers_when_it_returns() {
-    let (mut settings, database) = test_settings().await;
-    let proxy = CuttableProxy::start(database_host_port()).await;
-    let direct = settings.database.url.expose_secret().to_string();
-    let via_proxy = direct.replace(&database_host_port(), &format!("127.0.0.1:{}", proxy.port));
-    settings.database.url = SecretString::from(via_proxy);
-    settings.database.acquire_timeout_ms = 300;
-    let mut app = spawn_app_with(settings, database, Hooks::default()).await;
-    app.pool = sqlx::PgPool::connect(&direct).await.unwrap();
+    let (app, proxy) = spawn_app_behind_db_proxy(|_| {}).await;
 
     // Ready once its pool has connections (acquire_timeout_ms is short here, and a loaded
     // machine may take longer than that to open the first ones).

@@ -593,6 +593,45 @@ impl CuttableProxy {
 }
 
 /// host:port of the test database server.
+/// A worker whose database connections go through a proxy the test can cut (its pool gives
+/// up on a connection after 300 ms), with `tweak` applied to its settings; the test's own
+/// pool reaches the database directly.
+pub async fn spawn_app_behind_db_proxy(
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestApp, CuttableProxy) {
+    let (mut settings, database) = test_settings().await;
+    let proxy = CuttableProxy::start(database_host_port()).await;
+    let direct = settings.database.url.expose_secret().to_string();
+    let via_proxy = direct.replace(&database_host_port(), &format!("127.0.0.1:{}", proxy.port));
+    settings.database.url = SecretString::from(via_proxy);
+    settings.database.acquire_timeout_ms = 300;
+    tweak(&mut settings);
+    let mut app = spawn_app_with(settings, database, Hooks::default()).await;
+    app.pool = sqlx::PgPool::connect(&direct).await.unwrap();
+    (app, proxy)
+}
+
+/// A TCP port free on loopback right now (for a private server a test boots:
+/// tests/broker_restart.rs, tests/pg_restart.rs).
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether the tests run as root (private servers then run as their package's user).
+#[allow(dead_code)]
+pub fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
 pub fn database_host_port() -> String {
     let url = admin_database_url();
     let after_at = url.rsplit_once('@').map(|(_, r)| r).unwrap_or(&url);
