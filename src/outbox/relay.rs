@@ -166,11 +166,17 @@ async fn relay_batch(
     tx.commit().await?;
     if let Some(first) = sent.first_error {
         let _ = store::outbox::mark_failed(pool, &sent.failed, &first).await;
-        return Err(RelayError::Publish {
-            failed: sent.failed.len(),
-            claimed: rows.len(),
-            first,
-        });
+        // Backing off is for a broker that takes nothing. A row that fails on its own
+        // (the others went out) is tried again next round without slowing the rest; the rows
+        // after it in its correlation wait for it (see `store::outbox::claim`).
+        if sent.published.is_empty() {
+            return Err(RelayError::Publish {
+                failed: sent.failed.len(),
+                claimed: rows.len(),
+                first,
+            });
+        }
+        tracing::warn!(failed = sent.failed.len(), claimed = rows.len(), error = %first, "some outbox rows not published; tried again next round");
     }
     Ok(rows.len())
 }

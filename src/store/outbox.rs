@@ -102,8 +102,13 @@ pub async fn claim(
 ) -> Result<Vec<OutboxRow>, sqlx::Error> {
     let rows: Vec<RawRow> = sqlx::query_as(
         "SELECT id, message_id, kind, routing_key, message_type, correlation_id, headers, payload, created_at
-         FROM outbox
+         FROM outbox o
          WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $2)
+           -- A row waits for the earlier rows of its correlation: subscribers get one
+           -- correlation's events in the order they were decided.
+           AND NOT EXISTS (SELECT 1 FROM outbox e
+                           WHERE e.correlation_id = o.correlation_id AND e.id < o.id
+                             AND e.published_at IS NULL)
          ORDER BY id
          LIMIT $1
          FOR UPDATE SKIP LOCKED",
@@ -148,6 +153,30 @@ pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), 
 }
 
 /// Counts a failed publish on rows that stay pending (operators see `last_error`).
+/// Of `(correlation_id, first id)` pairs, the correlations that have an unpublished row
+/// before that id: their rows must wait for it.
+pub async fn correlations_behind(
+    conn: &mut PgConnection,
+    firsts: &[(String, i64)],
+) -> Result<Vec<String>, sqlx::Error> {
+    if firsts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (correlations, ids): (Vec<&str>, Vec<i64>) =
+        firsts.iter().map(|(c, i)| (c.as_str(), *i)).unzip();
+    sqlx::query_scalar(
+        "SELECT DISTINCT x.c
+         FROM UNNEST($1::text[], $2::bigint[]) AS x(c, first)
+         WHERE EXISTS (SELECT 1 FROM outbox e
+                       WHERE e.correlation_id = x.c AND e.id < x.first
+                         AND e.published_at IS NULL)",
+    )
+    .bind(&correlations)
+    .bind(&ids)
+    .fetch_all(conn)
+    .await
+}
+
 pub async fn mark_failed(pool: &PgPool, ids: &[i64], error: &str) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());

@@ -402,3 +402,58 @@ async fn a_malformed_message_is_dead_lettered_once_however_long_the_database_is_
     );
     app.finish().await;
 }
+
+/// Issue 12, item 7: a correlation's events reach subscribers in the order they were decided.
+/// While an earlier event of a correlation is held (here: locked, as another worker's relay
+/// publishing it would hold it), its later events wait; other correlations do not.
+#[tokio::test]
+async fn a_correlations_later_event_waits_for_its_earlier_one() {
+    let mut app = spawn_app().await;
+    let insert = |key: &'static str, correlation: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id,
+                                     payload, created_at)
+                 VALUES (gen_random_uuid(), 'event', $1, $1, $2,
+                         json_build_object('type', $1::text), now() - interval '1 hour')
+                 RETURNING id",
+            )
+            .bind(key)
+            .bind(correlation)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let first = insert("test.first", "ord-1").await;
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM outbox WHERE id = $1 FOR UPDATE")
+        .bind(first)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let second = insert("test.second", "ord-1").await;
+    // Another correlation's event, after both: once it is out, the relay has passed over
+    // the second one at least once.
+    insert("test.other", "ord-2").await;
+    app.wait_for_event("test.other", Some("ord-2")).await;
+    let published: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT published_at FROM outbox WHERE id = $1")
+            .bind(second)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(published, None, "the second event waits for the first");
+
+    holder.rollback().await.unwrap();
+    let mut order = Vec::new();
+    while order.len() < 2 {
+        let next = app
+            .wait_for_any(&["test.first", "test.second"], "ord-1")
+            .await;
+        order.push(next.routing_key);
+    }
+    assert_eq!(order, ["test.first", "test.second"]);
+    app.finish().await;
+}
