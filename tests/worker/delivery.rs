@@ -409,34 +409,38 @@ async fn a_malformed_message_is_dead_lettered_once_however_long_the_database_is_
 #[tokio::test]
 async fn a_correlations_later_event_waits_for_its_earlier_one() {
     let mut app = spawn_app().await;
-    let insert = |key: &'static str, correlation: &'static str| {
+    // Rows as a committed transaction leaves them, `age` old (a row in the future is not
+    // due for the relay yet).
+    let insert = |key: &'static str, correlation: &'static str, age: &'static str| {
         let pool = app.pool.clone();
         async move {
             sqlx::query_scalar::<_, i64>(
                 "INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id,
                                      payload, created_at)
                  VALUES (gen_random_uuid(), 'event', $1, $1, $2,
-                         json_build_object('type', $1::text), now() - interval '1 hour')
+                         json_build_object('type', $1::text), now() - $3::interval)
                  RETURNING id",
             )
             .bind(key)
             .bind(correlation)
+            .bind(age)
             .fetch_one(&pool)
             .await
             .unwrap()
         }
     };
-    let first = insert("test.first", "ord-1").await;
+    // The first is held: not due yet, and locked as a relay publishing it would lock it.
+    let first = insert("test.first", "ord-1", "-1 hour").await;
     let mut holder = app.pool.begin().await.unwrap();
     sqlx::query("SELECT id FROM outbox WHERE id = $1 FOR UPDATE")
         .bind(first)
         .execute(&mut *holder)
         .await
         .unwrap();
-    let second = insert("test.second", "ord-1").await;
+    let second = insert("test.second", "ord-1", "1 hour").await;
     // Another correlation's event, after both: once it is out, the relay has passed over
     // the second one at least once.
-    insert("test.other", "ord-2").await;
+    insert("test.other", "ord-2", "1 hour").await;
     app.wait_for_event("test.other", Some("ord-2")).await;
     let published: Option<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("SELECT published_at FROM outbox WHERE id = $1")
@@ -446,7 +450,13 @@ async fn a_correlations_later_event_waits_for_its_earlier_one() {
             .unwrap();
     assert_eq!(published, None, "the second event waits for the first");
 
-    holder.rollback().await.unwrap();
+    // Released, and due.
+    sqlx::query("UPDATE outbox SET created_at = now() - interval '1 hour' WHERE id = $1")
+        .bind(first)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    holder.commit().await.unwrap();
     let mut order = Vec::new();
     while order.len() < 2 {
         let next = app

@@ -528,3 +528,85 @@ async fn a_saga_taken_over_after_a_crash_sends_the_link_whose_hash_was_stored_fi
     assert_eq!(after, stored, "the stored hash was not replaced");
     app.finish().await;
 }
+
+/// Issue 12, item 8: a hung Xendit holds only the Xendit step. With every Indonesian
+/// onboarding stuck in its Xendit call (the fake answers after a minute), new clients are
+/// still created and lifecycle commands still decided.
+#[tokio::test]
+async fn a_hung_xendit_does_not_hold_back_creates_or_lifecycle_commands() {
+    use secrecy::SecretString;
+    let (mut settings, database) = test_settings().await;
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/customers"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_delay(Duration::from_secs(60))
+                .set_body_json(json!({"id": "never"})),
+        )
+        .mount(&server)
+        .await;
+    let mut x = onboard::xendit::XenditSettings::new(server.uri(), SecretString::from(XENDIT_KEY));
+    x.max_attempts = 1;
+    x.timeout_ms = 120_000;
+    settings.xendit = Some(x);
+    let mut app = spawn_app_with(settings, database, Hooks::default()).await;
+
+    let mut hung = Vec::new();
+    for i in 0..20 {
+        let mut body = seed_id_client();
+        body["email"] = json!(format!("hung{i}@example.co.id"));
+        hung.push(app.create_client(&body).await);
+    }
+    for id in &hung {
+        app.wait_for_event("client.created", Some(id)).await;
+    }
+    // Every Xendit call is hanging now.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Xendit call started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut later = Vec::new();
+    for i in 0..5 {
+        later.push(
+            app.create_client(&client_with_email(&format!("later{i}@example.com")))
+                .await,
+        );
+    }
+    let mut created = Vec::new();
+    for id in &later {
+        let c = app.wait_for_event("client.created", Some(id)).await;
+        created.push(c.body["data"]["client"]["client_id"].as_i64().unwrap() as i32);
+    }
+    sqlx::query("UPDATE clients SET ekyc_status = 'APPROVED' WHERE client_id = $1")
+        .bind(created[0])
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let approve = app
+        .publish(Msg::json(
+            "client.approve",
+            &json!({"client_id": created[0]}),
+        ))
+        .await
+        .unwrap();
+    app.wait_for_event("client.approved", Some(&approve)).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM onboarding_sagas WHERE status = 'completed' AND client_id IN (SELECT client_id FROM clients WHERE country_code = 'ID')")
+            .await,
+        0,
+        "the Indonesian onboardings are still waiting on Xendit"
+    );
+    app.kill_worker().await;
+    app.finish().await;
+}
