@@ -73,7 +73,7 @@ async fn a_poisoned_command_is_listed_and_grouped_without_moving_and_replayed_on
     bad["phone"] = json!(628123);
     let malformed = app.publish(Msg::json("client.create", &bad)).await.unwrap();
     wait_dead_lettered(&app, 4).await;
-    assert_eq!(app.queue_depth(&dead).await, 4);
+    depth_settles(&app, &dead, 4).await;
 
     let dlq = Dlq::connect(&app.settings).await.unwrap();
     let listing = dlq.list(&Selector::default(), 100).await.unwrap();
@@ -94,7 +94,7 @@ async fn a_poisoned_command_is_listed_and_grouped_without_moving_and_replayed_on
     );
     assert!(first.first_failed_at.unwrap() <= first.last_failed_at.unwrap());
     // Inspecting moved nothing, and a second look sees the same queue in the same order.
-    assert_eq!(app.queue_depth(&dead).await, 4);
+    depth_settles(&app, &dead, 4).await;
     let again = dlq.list(&Selector::default(), 100).await.unwrap();
     let ids = |l: &onboard::ops::dlq::Listing| -> Vec<Option<String>> {
         l.letters.iter().map(|d| d.message_id.clone()).collect()
@@ -122,7 +122,7 @@ async fn a_poisoned_command_is_listed_and_grouped_without_moving_and_replayed_on
             .contains("client CL-<n>-<n> blocked by rule <n>")
     );
     assert_eq!(groups[1].count, 1);
-    assert_eq!(app.queue_depth(&dead).await, 4);
+    depth_settles(&app, &dead, 4).await;
 
     // show: secrets masked, the rest kept, history present.
     let shown = dlq.show(&malformed, 100).await.unwrap();
@@ -159,7 +159,7 @@ async fn a_poisoned_command_is_listed_and_grouped_without_moving_and_replayed_on
         .unwrap();
     assert_eq!(dry.selected.len(), 3);
     assert!(dry.done.is_empty());
-    assert_eq!(app.queue_depth(&dead).await, 4);
+    depth_settles(&app, &dead, 4).await;
 
     let report = dlq.replay(&app.pool, &req).await.unwrap();
     assert_eq!(report.done.len(), 3, "{report:?}");
@@ -174,7 +174,7 @@ async fn a_poisoned_command_is_listed_and_grouped_without_moving_and_replayed_on
         })
         .await;
     assert_eq!(app.count("SELECT count(*) FROM clients").await, 3);
-    assert_eq!(app.queue_depth(&dead).await, 1);
+    depth_settles(&app, &dead, 1).await;
 
     let audit = store::dlq::recent(&app.pool, 10).await.unwrap();
     assert_eq!(audit.len(), 1, "a dry run is not audited");
@@ -226,7 +226,7 @@ async fn a_poisoned_command_is_listed_and_grouped_without_moving_and_replayed_on
     });
     let refused = dlq.purge(&app.pool, &purge, &mut |_| false).await;
     assert!(refused.is_err());
-    assert_eq!(app.queue_depth(&dead).await, 1);
+    depth_settles(&app, &dead, 1).await;
     let mut asked = 0;
     let report = dlq
         .purge(&app.pool, &purge, &mut |plan| {
@@ -237,7 +237,7 @@ async fn a_poisoned_command_is_listed_and_grouped_without_moving_and_replayed_on
         .unwrap();
     assert_eq!(asked, 1);
     assert_eq!(report.done, vec![malformed.clone()]);
-    assert_eq!(app.queue_depth(&dead).await, 0);
+    depth_settles(&app, &dead, 0).await;
     let audit = store::dlq::recent(&app.pool, 1).await.unwrap();
     assert_eq!(audit[0].action, "purge");
     assert_eq!(audit[0].outcome.as_deref(), Some("completed"));
@@ -307,7 +307,7 @@ async fn the_binary_lists_and_replays_and_a_replay_killed_half_way_loses_nothing
         shown["dead_letters"][0]["summary"]["message_id"],
         json!(one)
     );
-    assert_eq!(app.queue_depth(&dead).await, 12);
+    depth_settles(&app, &dead, 12).await;
 
     // Fixed; a slow replay is killed half-way (SIGKILL: no chance to clean up).
     cure(&app).await;
@@ -387,7 +387,7 @@ async fn the_binary_lists_and_replays_and_a_replay_killed_half_way_loses_nothing
         .await;
     assert_eq!(processed_ids(&app).await, ids);
     assert_eq!(app.count("SELECT count(*) FROM clients").await, 12);
-    assert_eq!(app.queue_depth(&dead).await, 0);
+    depth_settles(&app, &dead, 0).await;
     let events = app.drain_events(Duration::from_millis(700)).await;
     let created: HashSet<_> = events
         .iter()
@@ -425,7 +425,7 @@ async fn purge_through_the_binary_refuses_without_a_terminal_unless_told_yes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(app.queue_depth(&dead).await, 1);
+    depth_settles(&app, &dead, 1).await;
 
     let out = onboard_bin(&app.settings)
         .args(["dlq", "purge", "purge-me", "--yes", "--note", "junk"])
@@ -437,10 +437,28 @@ async fn purge_through_the_binary_refuses_without_a_terminal_unless_told_yes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(app.queue_depth(&dead).await, 0);
+    depth_settles(&app, &dead, 0).await;
     let audit = run_json(&app, &["dlq", "audit", "--json"]).await;
     assert_eq!(audit[0]["action"], json!("purge"));
     assert_eq!(audit[0]["done_ids"], json!(["purge-me"]));
     assert_eq!(audit[0]["note"], json!("junk"));
     app.finish().await;
+}
+
+/// The dead-letter queue comes to hold `n` messages. Letters a look borrowed are given back
+/// by closing its channel, and the broker requeues them just after the close is confirmed:
+/// a single read right after a look can still miss them.
+async fn depth_settles(app: &TestApp, queue: &str, n: u32) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let depth = app.queue_depth(queue).await;
+        if depth == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{queue} holds {depth}, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
