@@ -4,13 +4,15 @@
 //! The secret's hash is stored before any email carrying it goes out: by the `client.create`
 //! batch itself for an activation link (the token travels to this step in memory), or here,
 //! in one transaction for the batch, for a temporary password or a saga taken over from
-//! another worker. The sends run in parallel; one transaction then records every outcome:
+//! another worker. The secret is derived from the saga (`FirstAccess::issue_for_saga`), so a
+//! worker that takes a saga over makes and stores the very secret the first one made. The sends run in parallel; one transaction then records every outcome:
 //! `client_email_logs` rows, `client.welcome_email_sent` or `_failed`, the completion and the
 //! reply for the sagas done, a later due time for those whose send failed transiently and
 //! have attempts left. Only the worker holding a saga's lease records anything for it.
 //!
 //! A worker that dies after sending and before recording leaves the saga to another worker,
-//! which sends again once the lease is given back: the welcome email is at-least-once.
+//! which sends again once the lease is given back: the welcome email is at-least-once, and
+//! both emails carry the same working link or password.
 
 use std::time::Instant;
 
