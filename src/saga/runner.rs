@@ -199,7 +199,13 @@ impl Tasks {
 const LINGER: Duration = Duration::from_millis(2);
 
 async fn dispatch(env: Arc<Env>, mut rx: mpsc::Receiver<SagaJob>, stop: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(env.steps_in_flight.max(1)));
+    // Each step has its own batches in flight: a Xendit that hangs holds Xendit steps only,
+    // and the welcome emails of other sagas go on. (A batch carried on to its next step keeps
+    // the permit it started with.)
+    let permits: HashMap<Step, Arc<Semaphore>> = Step::ALL
+        .into_iter()
+        .map(|s| (s, Arc::new(Semaphore::new(env.steps_in_flight.max(1)))))
+        .collect();
     // The step batches run in this set, so aborting the dispatcher aborts them (a crash).
     let mut steps: JoinSet<()> = JoinSet::new();
     let mut stopping = false;
@@ -232,20 +238,20 @@ async fn dispatch(env: Arc<Env>, mut rx: mpsc::Receiver<SagaJob>, stop: Cancella
             by_step.entry(job.step).or_default().push(job);
         }
         for (step, jobs) in by_step {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
+            // Waiting for a permit happens in the step's own task, so one step kind with
+            // every permit taken does not stop this loop from handing out the others.
+            let permit = permits[&step].clone();
             let env = env.clone();
-            tokio::spawn(async move {
+            steps.spawn(async move {
+                let Ok(_permit) = permit.acquire_owned().await else {
+                    return;
+                };
                 run_step(&env, step, jobs).await;
-                drop(permit);
             });
         }
     }
     // Wait for the steps still running.
-    let _ = permits
-        .acquire_many(env.steps_in_flight.max(1) as u32)
-        .await;
+    while steps.join_next().await.is_some() {}
 }
 
 /// Runs `step` on a batch of sagas, then the steps after it for those that moved on.
