@@ -56,7 +56,7 @@ pub struct SagaSettings {
     /// A saga due for longer than this that nobody took is stuck (`/metrics`,
     /// `onboard saga stuck`).
     pub stuck_after_seconds: u64,
-    /// Saga step batches running at once in one worker.
+    /// Saga step batches running at once in one worker, for each step.
     pub steps_in_flight: usize,
     /// Welcome emails sent at once by one step batch.
     pub max_concurrent_sends: usize,
