@@ -33,6 +33,7 @@ pub mod email;
 pub mod fault;
 pub mod handlers;
 pub mod http;
+pub mod key;
 pub mod messages;
 pub mod metrics;
 pub mod observe;

@@ -99,49 +99,33 @@ impl PrivatePostgres {
         pg
     }
 
-    fn options(&self) -> String {
-        format!(
+    /// `pg_ctl` on this cluster with its log, port and socket directory, then `action`.
+    fn pg_ctl(&self, action: &[&str]) -> Command {
+        let log = self.dir.join("server.log").display().to_string();
+        let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off",
             self.port,
             self.dir.display()
-        )
+        );
+        let mut cmd = self.command("pg_ctl");
+        cmd.args(["-D", &self.data(), "-l", &log, "-o", &options, "-w"])
+            .args(action);
+        cmd
     }
 
     fn pg_ctl_start(&self) {
-        let log = self.dir.join("server.log").display().to_string();
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data(),
-                "-l",
-                &log,
-                "-o",
-                &self.options(),
-                "-w",
-                "start",
-            ],
+        let out = self.pg_ctl(&["start"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 
     /// The real thing: a fast restart kills every session and the server is down meanwhile.
     /// A command to run (off the async threads).
     fn restart_command(&self) -> Command {
-        let log = self.dir.join("server.log").display().to_string();
-        let mut cmd = self.command("pg_ctl");
-        cmd.args([
-            "-D",
-            &self.data(),
-            "-l",
-            &log,
-            "-o",
-            &self.options(),
-            "-m",
-            "fast",
-            "-w",
-            "restart",
-        ]);
-        cmd
+        self.pg_ctl(&["-m", "fast", "restart"])
     }
 
     fn url(&self, database: &str) -> String {

@@ -1,7 +1,10 @@
 //! AMQP headers to and from JSON, and the headers this service adds.
 
+use hmac::Mac;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Map, Value};
+
+use crate::key::DeploymentKey;
 
 /// Delayed retries already made.
 pub const ATTEMPT: &str = "x-onboard-attempt";
@@ -69,52 +72,39 @@ pub fn durable_copy(
     copy
 }
 
-/// Signs and checks the attempt counter the worker puts on its retry copies, with the
-/// deployment's key (`header_key`, made by a migration). A command from outside that sets
-/// `x-onboard-attempt` itself (99 to skip every retry) has no valid signature, so its
-/// attempt is 0: the count is the worker's own.
-#[derive(Clone)]
-pub struct AttemptSigner {
-    key: Vec<u8>,
+/// The signature of `attempt` for `message_id`, sent with the worker's retry copies. A
+/// command from outside that sets `x-onboard-attempt` itself (99 to skip every retry) has no
+/// valid signature, so its attempt reads as 0: the count is the worker's own.
+pub fn sign_attempt(key: &DeploymentKey, message_id: &str, attempt: u32) -> String {
+    hex::encode(
+        attempt_mac(key, message_id, attempt)
+            .finalize()
+            .into_bytes(),
+    )
 }
 
-impl AttemptSigner {
-    pub fn new(key: Vec<u8>) -> AttemptSigner {
-        AttemptSigner { key }
+/// The attempt a delivery carries, if the worker signed it; 0 otherwise.
+pub fn signed_attempt(
+    key: &DeploymentKey,
+    message_id: Option<&str>,
+    table: Option<&FieldTable>,
+) -> u32 {
+    let (Some(id), Some(attempt), Some(sig)) = (
+        message_id,
+        get_u32(table, ATTEMPT),
+        get_str(table, ATTEMPT_SIG),
+    ) else {
+        return 0;
+    };
+    let Ok(sig) = hex::decode(sig) else { return 0 };
+    match attempt_mac(key, id, attempt).verify_slice(&sig) {
+        Ok(()) => attempt,
+        Err(_) => 0,
     }
+}
 
-    fn mac(&self, message_id: &str, attempt: u32) -> hmac::Hmac<sha2::Sha256> {
-        use hmac::Mac;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key)
-            .expect("HMAC takes a key of any length");
-        mac.update(message_id.as_bytes());
-        mac.update(&[0x1f]);
-        mac.update(&attempt.to_be_bytes());
-        mac
-    }
-
-    /// The signature to send with `attempt` for `message_id`.
-    pub fn sign(&self, message_id: &str, attempt: u32) -> String {
-        use hmac::Mac;
-        hex::encode(self.mac(message_id, attempt).finalize().into_bytes())
-    }
-
-    /// The attempt a delivery carries, if the worker signed it; 0 otherwise.
-    pub fn attempt(&self, message_id: Option<&str>, table: Option<&FieldTable>) -> u32 {
-        use hmac::Mac;
-        let (Some(id), Some(attempt), Some(sig)) = (
-            message_id,
-            get_u32(table, ATTEMPT),
-            get_str(table, ATTEMPT_SIG),
-        ) else {
-            return 0;
-        };
-        let Ok(sig) = hex::decode(sig) else { return 0 };
-        match self.mac(id, attempt).verify_slice(&sig) {
-            Ok(()) => attempt,
-            Err(_) => 0,
-        }
-    }
+fn attempt_mac(key: &DeploymentKey, message_id: &str, attempt: u32) -> hmac::Hmac<sha2::Sha256> {
+    key.mac(&[b"attempt", message_id.as_bytes(), &attempt.to_be_bytes()])
 }
 
 pub fn string(value: &str) -> AMQPValue {
@@ -194,23 +184,27 @@ pub fn get_u32(table: Option<&FieldTable>, key: &str) -> Option<u32> {
 mod tests {
     #[test]
     fn only_an_attempt_the_worker_signed_counts() {
-        let signer = AttemptSigner::new(vec![7; 32]);
+        let key = DeploymentKey::new(vec![7; 32]);
         let mut table = FieldTable::default();
         table.insert(ATTEMPT.into(), AMQPValue::LongLongInt(3));
-        assert_eq!(signer.attempt(Some("m"), Some(&table)), 0, "unsigned");
-        table.insert(ATTEMPT_SIG.into(), string(&signer.sign("m", 3)));
-        assert_eq!(signer.attempt(Some("m"), Some(&table)), 3);
+        assert_eq!(signed_attempt(&key, Some("m"), Some(&table)), 0, "unsigned");
+        table.insert(ATTEMPT_SIG.into(), string(&sign_attempt(&key, "m", 3)));
+        assert_eq!(signed_attempt(&key, Some("m"), Some(&table)), 3);
         assert_eq!(
-            signer.attempt(Some("other"), Some(&table)),
+            signed_attempt(&key, Some("other"), Some(&table)),
             0,
             "another message"
         );
         table.insert(ATTEMPT.into(), AMQPValue::LongLongInt(99));
-        assert_eq!(signer.attempt(Some("m"), Some(&table)), 0, "changed count");
-        let other_key = AttemptSigner::new(vec![8; 32]);
+        assert_eq!(
+            signed_attempt(&key, Some("m"), Some(&table)),
+            0,
+            "changed count"
+        );
+        let other_key = DeploymentKey::new(vec![8; 32]);
         table.insert(ATTEMPT.into(), AMQPValue::LongLongInt(3));
         assert_eq!(
-            other_key.attempt(Some("m"), Some(&table)),
+            signed_attempt(&other_key, Some("m"), Some(&table)),
             0,
             "another deployment"
         );
@@ -218,7 +212,11 @@ mod tests {
             ATTEMPT.into(),
             AMQPValue::LongLongInt(i64::from(u32::MAX) + 5),
         );
-        assert_eq!(signer.attempt(Some("m"), Some(&table)), 0, "out of range");
+        assert_eq!(
+            signed_attempt(&key, Some("m"), Some(&table)),
+            0,
+            "out of range"
+        );
     }
 
     #[test]

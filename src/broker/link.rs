@@ -33,6 +33,8 @@ const GRAVEYARD: Duration = Duration::from_secs(600);
 
 pub struct Link {
     settings: Arc<Settings>,
+    /// The broker's host and port, probed while the session is down (parsed once).
+    probe: Option<(String, u16)>,
     name: String,
     connection: RwLock<Arc<Connection>>,
     /// The slots of the publishers opened through the link, refilled on replacement.
@@ -46,8 +48,16 @@ pub struct Link {
 impl Link {
     /// A link over a connection the caller opened (with its own retries at start).
     pub fn new(settings: Arc<Settings>, name: &str, connection: Connection) -> Arc<Link> {
+        let probe = settings
+            .broker
+            .url
+            .expose_secret()
+            .parse::<lapin::uri::AMQPUri>()
+            .ok()
+            .map(|u| (u.authority.host, u.authority.port));
         Arc::new(Link {
             settings,
+            probe,
             name: name.to_string(),
             connection: RwLock::new(Arc::new(connection)),
             publishers: Mutex::new(Vec::new()),
@@ -168,16 +178,10 @@ impl Link {
 
     /// Whether the broker's port accepts a TCP connection now.
     async fn broker_accepts(&self) -> bool {
-        let Ok(uri) = self
-            .settings
-            .broker
-            .url
-            .expose_secret()
-            .parse::<lapin::uri::AMQPUri>()
-        else {
+        let Some((host, port)) = &self.probe else {
             return true;
         };
-        let target = (uri.authority.host.as_str(), uri.authority.port);
+        let target = (host.as_str(), *port);
         matches!(
             tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(target)).await,
             Ok(Ok(_))

@@ -225,11 +225,6 @@ pub fn patch_address(current: Option<&Value>, patch: &Value) -> Result<Option<Va
     normalize_address(&merge_patch(current.unwrap_or(&Value::Null), patch))
 }
 
-/// The external id as given, trimmed (the schema bounds its length).
-pub fn external_id(value: Option<&Value>) -> Option<String> {
-    trimmed(value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,14 +94,12 @@ impl FirstAccess {
     pub fn issue_for_saga(
         settings: &EmailSettings,
         now: DateTime<Utc>,
-        key: &[u8],
+        key: &crate::key::DeploymentKey,
         saga_id: uuid::Uuid,
     ) -> Result<(FirstAccess, StoredAccess), SecretError> {
         use hmac::Mac;
         use rand::SeedableRng;
-        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
-        mac.update(b"first-access\x1f");
-        mac.update(saga_id.as_bytes());
+        let mac = key.mac(&[b"first-access", saga_id.as_bytes()]);
         let seed: [u8; 32] = mac.finalize().into_bytes().into();
         Self::issue_with(
             settings,
@@ -245,8 +243,10 @@ mod tests {
         let settings = crate::configuration::Settings::defaults().email;
         let now = Utc::now();
         let saga = uuid::Uuid::new_v4();
-        let (a, stored_a) = FirstAccess::issue_for_saga(&settings, now, b"key", saga).unwrap();
-        let (b, stored_b) = FirstAccess::issue_for_saga(&settings, now, b"key", saga).unwrap();
+        let key = crate::key::DeploymentKey::new(b"key".to_vec());
+        let other = crate::key::DeploymentKey::new(b"other key".to_vec());
+        let (a, stored_a) = FirstAccess::issue_for_saga(&settings, now, &key, saga).unwrap();
+        let (b, stored_b) = FirstAccess::issue_for_saga(&settings, now, &key, saga).unwrap();
         let url = |f: &FirstAccess| {
             f.activation_url(&settings.frontend_url)
                 .map(|u| u.expose_secret().to_string())
@@ -258,9 +258,9 @@ mod tests {
             stored_b.activation_token_sha256
         );
         let (c, _) =
-            FirstAccess::issue_for_saga(&settings, now, b"key", uuid::Uuid::new_v4()).unwrap();
+            FirstAccess::issue_for_saga(&settings, now, &key, uuid::Uuid::new_v4()).unwrap();
         assert_ne!(url(&a), url(&c), "another saga");
-        let (d, _) = FirstAccess::issue_for_saga(&settings, now, b"other key", saga).unwrap();
+        let (d, _) = FirstAccess::issue_for_saga(&settings, now, &other, saga).unwrap();
         assert_ne!(url(&a), url(&d), "another deployment");
     }
 

@@ -17,7 +17,7 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::{Cx, Decision, HandlerError, Outcome};
+use super::{Cx, Decision, HandlerError, Outcome, external_id_in_use};
 use crate::domain::profile::{self, PartnerSelector};
 use crate::domain::saga::Step;
 use crate::domain::{NewClient, PspCandidate, choose_psp, client_code, created_body};
@@ -68,7 +68,7 @@ impl Profile {
             _ => None,
         };
         Ok(Profile {
-            external_id: profile::external_id(body.get("external_id")),
+            external_id: profile::trimmed(body.get("external_id")),
             metadata,
             identity: profile::normalize_identity(body.get("identity"), &new.client_alias)?,
             address: match body.get("address") {
@@ -182,8 +182,10 @@ async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision
             if let Some((client_id, client_code)) = holder {
                 decisions[a.index] = Some(Decision::Done(external_id_in_use(
                     a.cmd,
+                    FAILED,
                     client_id,
                     &client_code,
+                    Value::Null,
                 )));
                 continue;
             }
@@ -202,8 +204,10 @@ async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision
                 let (client_id, client_code) = &created[external];
                 decisions[index] = Some(Decision::Done(external_id_in_use(
                     cmds[index],
+                    FAILED,
                     *client_id,
                     client_code,
+                    Value::Null,
                 )));
             }
         }
@@ -212,16 +216,6 @@ async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision
         .into_iter()
         .map(|d| d.expect("every command of the batch is decided"))
         .collect())
-}
-
-/// `EXTERNAL_ID_IN_USE`, naming the client that has the external id.
-fn external_id_in_use(cmd: &Command, client_id: i32, client_code: &str) -> Outcome {
-    Outcome::refused_with(
-        cmd,
-        FAILED,
-        Refusal::external_id_in_use(),
-        json!({ "client_id": client_id, "client_code": client_code }),
-    )
 }
 
 /// Inserts the clients, their admins and their sagas, and decides their outcomes; returns the

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::client_update::FAILED;
 use super::lifecycle::lock_live_client;
-use super::{Cx, Decision, HandlerError, Outcome, required_id, text_field};
+use super::{Cx, Decision, HandlerError, Outcome, required_id, text_field, with};
 use crate::messages::{Command, CommandType, OutgoingMessage};
 use crate::store;
 
@@ -74,17 +74,18 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
             )));
         }
     };
-    let mut event = json!({
+    let event = json!({
         "client_id": client_id,
         "client_code": updated.client_code,
         "reason": reason,
         "version": updated.version,
         "client": updated,
     });
-    if let (Value::Object(e), Value::Object(extra)) = (&mut event, extra) {
-        e.extend(extra);
-    }
-    let mut messages = vec![OutgoingMessage::event(&cmd.meta, event_type, event)];
+    let mut messages = vec![OutgoingMessage::event(
+        &cmd.meta,
+        event_type,
+        with(event, extra),
+    )];
     messages.extend(OutgoingMessage::reply(
         &cmd.meta,
         event_type,

@@ -13,7 +13,9 @@ use serde_json::{Map, Value, json};
 use sqlx::Connection;
 
 use super::lifecycle::lock_live_client;
-use super::{Cx, Decision, HandlerError, Outcome, required_id, text_field};
+use super::{
+    Cx, Decision, HandlerError, Outcome, external_id_in_use, required_id, text_field, with,
+};
 use crate::domain::new_client::COLUMN_WIDTHS;
 use crate::domain::profile::{self, PartnerRef, PartnerSelector};
 use crate::domain::{Client, Email};
@@ -34,10 +36,7 @@ pub fn decide_one<'x>(
 
 /// A refusal about `client_id`, changing nothing.
 pub(super) fn refused(cmd: &Command, client_id: i32, refusal: Refusal, extra: Value) -> Decision {
-    let mut context = json!({ "client_id": client_id });
-    if let (Value::Object(c), Value::Object(extra)) = (&mut context, extra) {
-        c.extend(extra);
-    }
+    let context = with(json!({ "client_id": client_id }), extra);
     Decision::Done(Outcome::refused_with(cmd, FAILED, refusal, context))
 }
 
@@ -217,7 +216,7 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
         }
     }
     if body.get("external_id").is_some() {
-        let given = profile::external_id(body.get("external_id"));
+        let given = profile::trimmed(body.get("external_id"));
         match (&before.external_id, given) {
             (Some(current), Some(given)) if *current == given => {}
             (None, None) => {}
@@ -235,7 +234,7 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
                     .pop()
                     .flatten();
                 if let Some((id, code)) = holder {
-                    return Ok(external_id_in_use(cmd, client_id, id, &code));
+                    return Ok(taken_by(cmd, client_id, id, &code));
                 }
                 next.external_id = Some(given);
             }
@@ -295,7 +294,7 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
                         .pop()
                         .flatten()
                     {
-                        Some((id, code)) => external_id_in_use(cmd, client_id, id, &code),
+                        Some((id, code)) => taken_by(cmd, client_id, id, &code),
                         None => refused(cmd, client_id, Refusal::external_id_in_use(), Value::Null),
                     }
                 }
@@ -322,25 +321,16 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
     Ok(Decision::Done(Outcome::succeeded(messages)))
 }
 
-/// `EXTERNAL_ID_IN_USE`. As for `client.create`, the event's `client_id` and `client_code`
-/// name the client that has the external id (the contract's rule); the client the update
-/// was about is `target_client_id`.
-fn external_id_in_use(
-    cmd: &Command,
-    client_id: i32,
-    holder_id: i32,
-    holder_code: &str,
-) -> Decision {
-    let context = json!({
-        "client_id": holder_id,
-        "client_code": holder_code,
-        "target_client_id": client_id,
-    });
-    Decision::Done(Outcome::refused_with(
+/// `EXTERNAL_ID_IN_USE`, naming the client that has it; the client the update was about is
+/// `target_client_id`.
+fn taken_by(cmd: &Command, client_id: i32, holder_id: i32, holder_code: &str) -> Decision {
+    let extra = json!({ "target_client_id": client_id });
+    Decision::Done(external_id_in_use(
         cmd,
         FAILED,
-        Refusal::external_id_in_use(),
-        context,
+        holder_id,
+        holder_code,
+        extra,
     ))
 }
 

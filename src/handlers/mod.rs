@@ -36,7 +36,7 @@ pub struct Cx<'a> {
     /// This worker, which leases the sagas its commands start.
     pub worker_id: Uuid,
     /// The deployment's secret key (`header_key`), for secrets derived per saga.
-    pub key: &'a [u8],
+    pub key: &'a crate::key::DeploymentKey,
 }
 
 /// How one command ends.
@@ -93,6 +93,32 @@ impl Outcome {
             sagas: Vec::new(),
         }
     }
+}
+
+/// `EXTERNAL_ID_IN_USE` of a create or update: the event's `client_id` and `client_code` name
+/// the client that has the external id (the contract's rule), beside the facts in `extra`.
+pub(crate) fn external_id_in_use(
+    cmd: &Command,
+    failed_event: &str,
+    holder_id: i32,
+    holder_code: &str,
+    extra: Value,
+) -> Outcome {
+    let context = serde_json::json!({ "client_id": holder_id, "client_code": holder_code });
+    Outcome::refused_with(
+        cmd,
+        failed_event,
+        Refusal::external_id_in_use(),
+        with(context, extra),
+    )
+}
+
+/// `base` (an object) with the keys of `extra` (an object, or null for none) added.
+pub(crate) fn with(mut base: Value, extra: Value) -> Value {
+    if let (Value::Object(b), Value::Object(extra)) = (&mut base, extra) {
+        b.extend(extra);
+    }
+    base
 }
 
 /// The event and reply of a refusal. `variant` makes their ids differ from the ones the

@@ -19,43 +19,6 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// `rows` without those that must wait for an earlier unpublished row of their
-    /// correlation. If that cannot be looked up, none goes now (the relay has them all).
-    async fn in_order(&self, rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
-        let mut firsts: Vec<(String, i64)> = Vec::new();
-        for row in &rows {
-            if let Some(c) = &row.message.correlation_id
-                && !firsts.iter().any(|(f, _)| f == c)
-            {
-                firsts.push((c.clone(), row.id));
-            }
-        }
-        if firsts.is_empty() {
-            return rows;
-        }
-        let behind = async {
-            let mut conn = self.pool.acquire().await?;
-            store::outbox::correlations_behind(&mut conn, &firsts).await
-        }
-        .await;
-        match behind {
-            Ok(behind) if behind.is_empty() => rows,
-            Ok(behind) => rows
-                .into_iter()
-                .filter(|r| {
-                    r.message
-                        .correlation_id
-                        .as_ref()
-                        .is_none_or(|c| !behind.contains(c))
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not check the order of outbox rows; the relay will publish them");
-                Vec::new()
-            }
-        }
-    }
-
     pub fn new(pool: PgPool, publisher: Publisher, names: Names) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
             pool,
@@ -67,9 +30,9 @@ impl Dispatcher {
     /// Publishes `rows` (in order, with confirms) and marks the confirmed ones published.
     /// Never fails: whatever does not get out is left to the relay. Rows of a correlation
     /// with an earlier row still unpublished (its dispatch failed) are left to the relay too,
-    /// which publishes a correlation's rows in order.
+    /// which publishes a correlation's rows in order (see [`OutboxRow::waits`]).
     pub async fn dispatch(&self, rows: Vec<OutboxRow>) {
-        let rows = self.in_order(rows).await;
+        let rows: Vec<OutboxRow> = rows.into_iter().filter(|r| !r.waits).collect();
         if rows.is_empty() {
             return;
         }

@@ -5,7 +5,8 @@
 //! batch itself for an activation link (the token travels to this step in memory), or here,
 //! in one transaction for the batch, for a temporary password or a saga taken over from
 //! another worker. The secret is derived from the saga (`FirstAccess::issue_for_saga`), so a
-//! worker that takes a saga over makes and stores the very secret the first one made. The sends run in parallel; one transaction then records every outcome:
+//! worker that takes a saga over makes and stores the very secret the first one made. The
+//! sends run in parallel; one transaction then records every outcome:
 //! `client_email_logs` rows, `client.welcome_email_sent` or `_failed`, the completion and the
 //! reply for the sagas done, a later due time for those whose send failed transiently and
 //! have attempts left. Only the worker holding a saga's lease records anything for it.

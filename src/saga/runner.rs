@@ -34,7 +34,7 @@ use crate::store;
 pub struct Env {
     pub pool: PgPool,
     /// The deployment's secret key: each saga's first-access secret is derived from it.
-    pub key: Arc<Vec<u8>>,
+    pub key: crate::key::DeploymentKey,
     pub services: Arc<Services>,
     /// This worker: the owner named on its leases.
     pub worker_id: Uuid,

@@ -104,6 +104,10 @@ pub async fn external_ids_taken(
     conn: &mut PgConnection,
     external_ids: &[&str],
 ) -> Result<Vec<Option<(i32, String)>>, sqlx::Error> {
+    // Most batches name none: no round trip for them.
+    if external_ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let rows: Vec<(Option<i32>, Option<String>)> = sqlx::query_as(
         "SELECT c.client_id, c.client_code
          FROM UNNEST($1::text[]) WITH ORDINALITY AS x(e, i)
@@ -421,17 +425,9 @@ impl ClientFilter {
             q.push(" AND c.client_type = ").push_bind(t.clone());
         }
         if let Some(p) = self.partner_id {
-            q.push(
-                " AND c.direct_partner_id IN (
-                    WITH RECURSIVE tree AS (
-                        SELECT partner_id FROM partners WHERE partner_id = ",
-            )
-            .push_bind(p)
-            .push(
-                " UNION ALL
-                        SELECT p.partner_id FROM partners p JOIN tree t ON p.parent_partner_id = t.partner_id
-                    ) SELECT partner_id FROM tree)",
-            );
+            q.push(" AND c.direct_partner_id IN (SELECT partner_subtree(")
+                .push_bind(p)
+                .push("))");
         }
         if let Some(e) = &self.external_id {
             q.push(" AND c.external_id = ").push_bind(e.clone());

@@ -15,6 +15,9 @@ pub struct OutboxRow {
     pub id: i64,
     pub message: OutgoingMessage,
     pub created_at: DateTime<Utc>,
+    /// An earlier row of its correlation was still unpublished when it was written: the
+    /// relay publishes it, after that one (subscribers get a correlation's events in order).
+    pub waits: bool,
 }
 
 /// Queues messages for publishing; returns the rows written. A message whose id is already
@@ -43,12 +46,20 @@ pub async fn insert(
         headers.push(sqlx::types::Json(&m.headers));
         payloads.push(&m.payload);
     }
-    // One statement for the whole set: fewer round trips on the hot path.
-    let written: Vec<(i64, Uuid, DateTime<Utc>)> = sqlx::query_as(
-        "INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id, headers, payload)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-         ON CONFLICT (message_id) DO NOTHING
-         RETURNING id, message_id, created_at",
+    // One statement for the whole set: fewer round trips on the hot path. Whether a row must
+    // wait for an earlier one of its correlation is answered by the same statement: the
+    // outer query sees the outbox as it was before the insert.
+    let written: Vec<(i64, Uuid, DateTime<Utc>, bool)> = sqlx::query_as(
+        "WITH ins AS (
+             INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id, headers, payload)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+             ON CONFLICT (message_id) DO NOTHING
+             RETURNING id, message_id, created_at, correlation_id
+         )
+         SELECT id, message_id, created_at,
+                EXISTS (SELECT 1 FROM outbox e
+                        WHERE e.correlation_id = ins.correlation_id AND e.published_at IS NULL)
+         FROM ins",
     )
     .bind(&ids)
     .bind(&kinds)
@@ -59,9 +70,9 @@ pub async fn insert(
     .bind(&payloads)
     .fetch_all(conn)
     .await?;
-    let mut by_id: std::collections::HashMap<Uuid, (i64, DateTime<Utc>)> = written
+    let mut by_id: std::collections::HashMap<Uuid, (i64, DateTime<Utc>, bool)> = written
         .into_iter()
-        .map(|(id, message_id, at)| (message_id, (id, at)))
+        .map(|(id, message_id, at, waits)| (message_id, (id, at, waits)))
         .collect();
     // In the order they were said, so they are published in that order.
     Ok(messages
@@ -69,10 +80,11 @@ pub async fn insert(
         .filter_map(|m| {
             by_id
                 .remove(&m.message_id)
-                .map(|(id, created_at)| OutboxRow {
+                .map(|(id, created_at, waits)| OutboxRow {
                     id,
                     message: m.clone(),
                     created_at,
+                    waits,
                 })
         })
         .collect())
@@ -122,6 +134,7 @@ pub async fn claim(
         .map(|r| OutboxRow {
             id: r.id,
             created_at: r.created_at,
+            waits: false,
             message: OutgoingMessage {
                 message_id: r.message_id,
                 kind: OutgoingKind::parse(&r.kind).unwrap_or(OutgoingKind::Event),
@@ -153,30 +166,6 @@ pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), 
 }
 
 /// Counts a failed publish on rows that stay pending (operators see `last_error`).
-/// Of `(correlation_id, first id)` pairs, the correlations that have an unpublished row
-/// before that id: their rows must wait for it.
-pub async fn correlations_behind(
-    conn: &mut PgConnection,
-    firsts: &[(String, i64)],
-) -> Result<Vec<String>, sqlx::Error> {
-    if firsts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (correlations, ids): (Vec<&str>, Vec<i64>) =
-        firsts.iter().map(|(c, i)| (c.as_str(), *i)).unzip();
-    sqlx::query_scalar(
-        "SELECT DISTINCT x.c
-         FROM UNNEST($1::text[], $2::bigint[]) AS x(c, first)
-         WHERE EXISTS (SELECT 1 FROM outbox e
-                       WHERE e.correlation_id = x.c AND e.id < x.first
-                         AND e.published_at IS NULL)",
-    )
-    .bind(&correlations)
-    .bind(&ids)
-    .fetch_all(conn)
-    .await
-}
-
 pub async fn mark_failed(pool: &PgPool, ids: &[i64], error: &str) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());

@@ -102,21 +102,16 @@ pub async fn resolve(
 }
 
 /// One page of partners, oldest first, and how many there are; `under` keeps the partners of
-/// one tree (that partner and every partner below it).
+/// one tree (that partner and every partner below it: `partner_subtree`, migration 0017).
 pub async fn list(
     conn: &mut PgConnection,
     under: Option<i32>,
     take: i64,
     skip: i64,
 ) -> Result<(Vec<Partner>, i64), sqlx::Error> {
+    const IN_TREE: &str = "$1::int IS NULL OR partner_id IN (SELECT partner_subtree($1))";
     let sql = format!(
-        "WITH RECURSIVE tree AS (
-             SELECT partner_id FROM partners WHERE $1::int IS NULL OR partner_id = $1
-             UNION
-             SELECT p.partner_id FROM partners p JOIN tree t ON p.parent_partner_id = t.partner_id
-         )
-         SELECT {COLUMNS} FROM partners WHERE partner_id IN (SELECT partner_id FROM tree)
-         ORDER BY partner_id LIMIT $2 OFFSET $3"
+        "SELECT {COLUMNS} FROM partners WHERE {IN_TREE} ORDER BY partner_id LIMIT $2 OFFSET $3"
     );
     let page: Vec<Partner> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(under)
@@ -124,16 +119,10 @@ pub async fn list(
         .bind(skip)
         .fetch_all(&mut *conn)
         .await?;
-    let total: i64 = sqlx::query_scalar(
-        "WITH RECURSIVE tree AS (
-             SELECT partner_id FROM partners WHERE $1::int IS NULL OR partner_id = $1
-             UNION
-             SELECT p.partner_id FROM partners p JOIN tree t ON p.parent_partner_id = t.partner_id
-         )
-         SELECT count(*) FROM tree",
-    )
-    .bind(under)
-    .fetch_one(conn)
-    .await?;
+    let sql = format!("SELECT count(*) FROM partners WHERE {IN_TREE}");
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(under)
+        .fetch_one(conn)
+        .await?;
     Ok((page, total))
 }

@@ -139,10 +139,11 @@ pub async fn retry_later(
                 (headers::ATTEMPT, AMQPValue::LongLongInt(next as i64)),
                 (
                     headers::ATTEMPT_SIG,
-                    string(
-                        &ctx.signer
-                            .sign(msg.message_id.as_deref().unwrap_or(""), next),
-                    ),
+                    string(&headers::sign_attempt(
+                        &ctx.key,
+                        msg.message_id.as_deref().unwrap_or(""),
+                        next,
+                    )),
                 ),
                 (headers::LAST_ERROR, string(&truncate(error, 1000))),
                 (headers::FIRST_FAILED_AT, string(&first_failed)),
@@ -185,7 +186,7 @@ pub async fn requeue(delivery: &Delivery) {
         requeue: true,
         ..Default::default()
     });
-    match tokio::time::timeout(std::time::Duration::from_secs(2), nack).await {
+    match tokio::time::timeout(super::pipeline::ACK_TIMEOUT, nack).await {
         Ok(Ok(_)) => {}
         // The channel is gone; the broker requeues unacked deliveries by itself.
         Ok(Err(e)) => tracing::warn!(error = %e, "nack failed; the broker will redeliver"),

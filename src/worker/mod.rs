@@ -30,6 +30,7 @@ use uuid::Uuid;
 
 use crate::broker::{self, Names, Publisher};
 use crate::configuration::{Settings, redact_url};
+use crate::key::DeploymentKey;
 use crate::messages::Schemas;
 use crate::metrics::Metrics;
 pub use crate::observe::{Disposition, Hooks, Settled};
@@ -54,10 +55,8 @@ pub struct Context {
     pub hooks: Hooks,
     /// Counters and histograms served on `/metrics`.
     pub metrics: Metrics,
-    /// Signs and checks the attempt count of retry copies.
-    pub signer: broker::headers::AttemptSigner,
-    /// The deployment's secret key (`header_key`).
-    pub key: Arc<Vec<u8>>,
+    /// Signs and checks the attempt count of retry copies; derives first-access secrets.
+    pub key: DeploymentKey,
 }
 
 /// A running worker.
@@ -103,11 +102,7 @@ impl Worker {
             })
             .await?;
 
-        let key: Vec<u8> = sqlx::query_scalar("SELECT key FROM header_key WHERE id = 1")
-            .fetch_one(&pool)
-            .await?;
-        let key = Arc::new(key);
-        let signer = broker::headers::AttemptSigner::new(key.to_vec());
+        let key = DeploymentKey::load(&pool).await?;
 
         let mut connections = Vec::with_capacity(2);
         for name in ["onboard worker (consume)", "onboard worker (publish)"] {
@@ -199,7 +194,6 @@ impl Worker {
             worker_id,
             hooks,
             metrics,
-            signer,
             key,
         });
         let (consume_channel, consumer) = open_consumer(&ctx, &consume_link).await?;

@@ -46,7 +46,7 @@ pub fn incoming(delivery: &Delivery) -> IncomingMessage {
 
 /// Longest wait for an ack to be written: on a channel lapin is recovering it can wait for
 /// good, and what waits on it (a batch slot) must not.
-const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+pub(super) const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Acks a delivery; `false` when the ack could not be written. Either way nothing is lost:
 /// an unacked delivery whose channel died is redelivered, and the inbox recognises it.
@@ -89,7 +89,8 @@ pub struct Rejected {
 pub fn route(ctx: &Context, delivery: Delivery) -> Route {
     let mut msg = incoming(&delivery);
     // The attempt count is the worker's own: believed only when the worker signed it.
-    msg.attempt = ctx.signer.attempt(
+    msg.attempt = headers::signed_attempt(
+        &ctx.key,
         msg.message_id.as_deref(),
         delivery.properties.headers().as_ref(),
     );
