@@ -24,7 +24,7 @@
 #   scripts/bench.sh                      everything, N = 20000 (about 12 minutes on 2 cores)
 #   BENCH_COUNT=5000 scripts/bench.sh     a quicker run
 #   BENCH_PHASES="ceiling saga" ...       only some phases (ceiling saga mixed created rss rows
-#                                         migrate)
+#                                         migrate cluster)
 #
 # Results: .local/bench/<timestamp>/ (summary.md, each phase's JSON, the worker logs).
 # Needs: scripts/services.sh (PostgreSQL and RabbitMQ on 127.0.0.1), psql, curl, cargo.
@@ -34,7 +34,7 @@ cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 
 N=${BENCH_COUNT:-20000}
-PHASES=${BENCH_PHASES:-ceiling saga mixed created rss rows migrate}
+PHASES=${BENCH_PHASES:-ceiling saga mixed created rss rows migrate cluster}
 BIG_ROWS=${BENCH_BIG_ROWS:-1000000}
 XENDIT_PORT=${BENCH_XENDIT_PORT:-18099}
 ROWS_COUNT=${BENCH_ROWS_COUNT:-$((N / 2))}
@@ -61,9 +61,11 @@ export ONBOARD__HTTP__PORT=$HTTP_PORT
 
 WORKER=""
 FAKE=""
+CLUSTER=""
 cleanup() {
     if [[ -n $WORKER ]]; then kill -TERM "$WORKER" 2>/dev/null || true; wait "$WORKER" 2>/dev/null || true; fi
     if [[ -n $FAKE ]]; then kill -TERM "$FAKE" 2>/dev/null || true; wait "$FAKE" 2>/dev/null || true; fi
+    if [[ -n $CLUSTER ]]; then scripts/cluster.sh down >&2 || true; fi
 }
 trap cleanup EXIT
 
@@ -196,24 +198,25 @@ drop_prefix() {
 
 CEILING="" SAGA="" MIXED="" BATCHED=""
 
+# Runs `onboard bench-ceiling` with the given flags, JSON to $1; sets RATE_OUT (messages/s)
+# and CEILING_CPU (the CPU line of the run).
+run_ceiling() {
+    local out=$1 a b; shift
+    "$BIN" bench-ceiling -n "$N" --json "$@" >"$out" &
+    WORKER=$!
+    a=$(snap); b=$a
+    while kill -0 "$WORKER" 2>/dev/null; do sleep 0.25; kill -0 "$WORKER" 2>/dev/null && b=$(snap); done
+    wait "$WORKER"
+    WORKER=""
+    CEILING_CPU=$(LABEL_W=bench-ceiling LABEL_L=- cpu_line "$a" "$b")
+    RATE_OUT=$(json_num messages_per_sec "$out")
+}
+
 # --- a. the ceilings -----------------------------------------------------------------------------
 if [[ " $PHASES " == *" ceiling "* ]]; then
     say "a. bare ceiling: $N messages"
     fresh_db onboard_bench_ceiling
     export ONBOARD__BROKER__PREFIX=bench-$RUN
-    # Runs `onboard bench-ceiling` with the given flags, JSON to $1; sets RATE_OUT (messages/s)
-    # and CEILING_CPU (the CPU line of the run).
-    run_ceiling() {
-        local out=$1 a b; shift
-        "$BIN" bench-ceiling -n "$N" --json "$@" >"$out" &
-        WORKER=$!
-        a=$(snap); b=$a
-        while kill -0 "$WORKER" 2>/dev/null; do sleep 0.25; kill -0 "$WORKER" 2>/dev/null && b=$(snap); done
-        wait "$WORKER"
-        WORKER=""
-        CEILING_CPU=$(LABEL_W=bench-ceiling LABEL_L=- cpu_line "$a" "$b")
-        RATE_OUT=$(json_num messages_per_sec "$out")
-    }
     run_ceiling "$OUT/ceiling.json"
     CEILING=$RATE_OUT
     md "## a. Ceilings"
@@ -434,6 +437,39 @@ SQL
         || md "- (pgbench did not finish cleanly: see migrate-pgbench.txt)"
     md ""
     psql "$ADMIN_URL" -qX -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+fi
+
+# --- f. past one machine: a three-node cluster -------------------------------------------------
+CLUSTER_CEILING="" CLUSTER_SAGA=""
+if [[ " $PHASES " == *" cluster "* ]]; then
+    say "f. a three-node RabbitMQ cluster on this machine (scripts/cluster.sh)"
+    export ONBOARD_CLUSTER_DIR=$OUT/cluster ONBOARD_CLUSTER_PORT=${BENCH_CLUSTER_PORT:-5801}
+    CLUSTER=1
+    scripts/cluster.sh up >&2
+    eval "$(scripts/cluster.sh env)"
+    fresh_db onboard_bench_cluster_ceiling
+    ONBOARD__BROKER__PREFIX=bench-$RUN-cluster run_ceiling "$OUT/cluster-ceiling.json"
+    CLUSTER_CEILING=$RATE_OUT
+    CLUSTER_CEILING_CPU=$CEILING_CPU
+    say "   ceiling on the cluster: $(printf '%.0f' "$CLUSTER_CEILING") messages/s"
+    fresh_db onboard_bench_cluster
+    export ONBOARD__EMAIL__FILE_DIR=$OUT/mail-cluster
+    start_worker "bench-$RUN-cluster-saga" "$OUT/worker-cluster.log"
+    run_load "bench-$RUN-cluster-saga" "$OUT/cluster-saga.json" -n "$N" --countries SG --outcome completed --timeout 120
+    CLUSTER_SAGA=$(json_num throughput_per_sec "$OUT/cluster-saga.json")
+    stop_worker
+    say "   full saga on the cluster: $(printf '%.0f' "$CLUSTER_SAGA") onboardings/s"
+    md "## f. Past one machine: three RabbitMQ nodes (on this same machine), every queue replicated to all three"
+    md ""
+    md "- bare ceiling on the cluster: **$(printf '%.0f' "$CLUSTER_CEILING") messages/s**$([[ -n $CEILING ]] && printf ' (single node, same run: %.0f)' "$CEILING")"
+    md "  - CPU: $CLUSTER_CEILING_CPU"
+    md "- full SG saga on the cluster: **$(printf '%.0f' "$CLUSTER_SAGA") onboardings/s** = $(awk -v s="$CLUSTER_SAGA" -v c="$CLUSTER_CEILING" 'BEGIN { printf "%.1f%%", 100 * s / c }') of the cluster's ceiling$([[ -n $SAGA ]] && printf ' (single node, same run: %.0f)' "$SAGA"); latency publish -> completed p50 $(json_num p50_ms "$OUT/cluster-saga.json") ms, p99 $(json_num p99_ms "$OUT/cluster-saga.json") ms; $(json_num missing_count "$OUT/cluster-saga.json") without an outcome"
+    md "  - CPU: $CPU (beam.smp: the three cluster nodes and the idle single node)"
+    md "- three nodes on one 2-core machine do three times a node's work on the same cores: a lower bound for three machines, where each node has its own."
+    md ""
+    scripts/cluster.sh down >&2
+    CLUSTER=""
+    unset ONBOARD__BROKER__URLS ONBOARD__BROKER__REPLICATED_QUEUES
 fi
 
 # --- the ratios ---------------------------------------------------------------------------------

@@ -68,6 +68,17 @@ pub struct SagaSettings {
 pub struct BrokerSettings {
     /// AMQP URL, credentials included: secret.
     pub url: SecretString,
+    /// The nodes of a RabbitMQ cluster, in order of preference (credentials included: secret).
+    /// When set, `url` is not used: the worker connects to the first node that accepts, and
+    /// when its node goes away it moves its session to the next one that does.
+    #[serde(default)]
+    pub urls: Vec<SecretString>,
+    /// Every queue the worker declares is a quorum queue (replicated on the cluster's nodes),
+    /// not only the commands queue: the retry, dead-letter and unrouted-events queues too, so
+    /// that losing one node loses none of them. For clusters; a queue's type cannot change
+    /// once declared.
+    #[serde(default)]
+    pub replicated_queues: bool,
     /// Prefix of every exchange and queue name (see [`crate::broker::Names`]).
     pub prefix: String,
     /// basic.qos prefetch count for the commands consumer.
@@ -99,6 +110,15 @@ fn default_reply_to_patterns() -> Vec<String> {
 }
 
 impl BrokerSettings {
+    /// The broker nodes to use, in order of preference: `urls`, or `url` alone.
+    pub fn nodes(&self) -> Vec<&SecretString> {
+        if self.urls.is_empty() {
+            vec![&self.url]
+        } else {
+            self.urls.iter().collect()
+        }
+    }
+
     /// Whether the worker may answer on `reply_to`.
     pub fn answers_on(&self, reply_to: &str) -> bool {
         self.reply_to_patterns
@@ -241,6 +261,7 @@ impl Settings {
                     .list_separator(",")
                     .with_list_parse_key("retry.delays_ms")
                     .with_list_parse_key("broker.reply_to_patterns")
+                    .with_list_parse_key("broker.urls")
                     .try_parsing(true),
             )
             .build()?
@@ -301,6 +322,31 @@ mod tests {
         assert_eq!(s.retry.delay_for(99), Duration::from_millis(600_000));
         assert!(s.lifecycle.approval_policy().require_ekyc_approved);
         assert_eq!(s.lifecycle.not_found_retries, 3);
+    }
+
+    #[test]
+    fn a_cluster_is_a_list_of_nodes_and_a_single_url_is_one() {
+        let single = Settings::defaults().broker;
+        assert_eq!(single.nodes().len(), 1);
+        assert_eq!(
+            single.nodes()[0].expose_secret(),
+            single.url.expose_secret()
+        );
+        let dir = std::env::temp_dir().join(format!("onboard-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cluster.toml");
+        std::fs::write(
+            &file,
+            "[broker]\nurls = [\"amqp://u:p@n1:5672/%2f\", \"amqp://u:p@n2:5673/%2f\"]\n\
+             replicated_queues = true\n",
+        )
+        .unwrap();
+        let cluster = Settings::load(Some(&file)).unwrap().broker;
+        let _ = std::fs::remove_dir_all(&dir);
+        let nodes: Vec<_> = cluster.nodes().iter().map(|u| u.expose_secret()).collect();
+        assert_eq!(nodes, ["amqp://u:p@n1:5672/%2f", "amqp://u:p@n2:5673/%2f"]);
+        assert!(cluster.replicated_queues);
+        assert!(!format!("{cluster:?}").contains("u:p@"));
     }
 
     #[test]

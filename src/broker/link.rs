@@ -11,12 +11,17 @@
 //! consumer to start over on it, and closes the old connection as soon as lapin lets it. If
 //! the broker itself stays away past the reconnect budget, [`Link::keep_alive`] returns the
 //! error the worker exits with.
+//!
+//! With several nodes (`broker.urls`), "the broker accepts connections" means any node does,
+//! and a new session goes to the first node that accepts, starting with the current one: when
+//! the node under the session stops, the session moves to another within
+//! `stuck_recovery_ms`, while lapin would keep knocking on the stopped one.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use lapin::{Channel, Connection};
-use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -25,17 +30,16 @@ use crate::configuration::Settings;
 
 /// How often the session's health is looked at.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
-/// Longest wait for the broker's TCP accept when probing, and for a new session to open.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for a new session to open (on any node).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a replaced connection is waited for to become closable.
 const GRAVEYARD: Duration = Duration::from_secs(600);
 
 pub struct Link {
     settings: Arc<Settings>,
-    /// The broker's host and port, probed while the session is down (parsed once).
-    probe: Option<(String, u16)>,
     name: String,
+    /// Which of `broker.nodes()` the current session is on.
+    node: AtomicUsize,
     connection: RwLock<Arc<Connection>>,
     /// The slots of the publishers opened through the link, refilled on replacement.
     publishers: Mutex<Vec<Arc<RwLock<Channel>>>>,
@@ -46,19 +50,18 @@ pub struct Link {
 }
 
 impl Link {
-    /// A link over a connection the caller opened (with its own retries at start).
-    pub fn new(settings: Arc<Settings>, name: &str, connection: Connection) -> Arc<Link> {
-        let probe = settings
-            .broker
-            .url
-            .expose_secret()
-            .parse::<lapin::uri::AMQPUri>()
-            .ok()
-            .map(|u| (u.authority.host, u.authority.port));
+    /// A link over a connection the caller opened (with its own retries at start) to node
+    /// `node` of `broker.nodes()`.
+    pub fn new(
+        settings: Arc<Settings>,
+        name: &str,
+        connection: Connection,
+        node: usize,
+    ) -> Arc<Link> {
         Arc::new(Link {
             settings,
-            probe,
             name: name.to_string(),
+            node: AtomicUsize::new(node),
             connection: RwLock::new(Arc::new(connection)),
             publishers: Mutex::new(Vec::new()),
             consume: Mutex::new(None),
@@ -161,12 +164,14 @@ impl Link {
             let reachable = *reachable_since.get_or_insert_with(Instant::now);
             if reachable.elapsed() >= stuck_after {
                 match self.replace().await {
-                    Ok(()) => {
-                        tracing::warn!(
-                            down_for = ?since.elapsed(),
-                            "broker session replaced: the broker accepted connections but \
-                             lapin's recovery had not reopened the session"
-                        );
+                    Ok(moved) => {
+                        if !moved {
+                            tracing::warn!(
+                                down_for = ?since.elapsed(),
+                                "broker session replaced: the broker accepted connections but \
+                                 lapin's recovery had not reopened the session"
+                            );
+                        }
                         unhealthy_since = None;
                         reachable_since = None;
                     }
@@ -176,23 +181,29 @@ impl Link {
         }
     }
 
-    /// Whether the broker's port accepts a TCP connection now.
+    /// Which of `broker.nodes()` the current session is on.
+    pub fn node(&self) -> usize {
+        self.node.load(Ordering::Relaxed)
+    }
+
+    /// Whether a node of the broker (the current one first) accepts a TCP connection now.
     async fn broker_accepts(&self) -> bool {
-        let Some((host, port)) = &self.probe else {
-            return true;
-        };
-        let target = (host.as_str(), *port);
-        matches!(
-            tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(target)).await,
-            Ok(Ok(_))
-        )
+        let nodes = self.settings.broker.nodes();
+        let current = self.node() % nodes.len();
+        for i in (0..nodes.len()).map(|k| (current + k) % nodes.len()) {
+            if super::accepts(nodes[i]).await {
+                return true;
+            }
+        }
+        false
     }
 
     /// Opens a new session, moves every publisher onto it, tells the consumer, and retires
-    /// the old connection.
-    async fn replace(&self) -> anyhow::Result<()> {
+    /// the old connection. Says whether the session moved to another node.
+    async fn replace(&self) -> anyhow::Result<bool> {
         let opened = tokio::time::timeout(OPEN_TIMEOUT, async {
-            let connection = super::connect(&self.settings.broker, &self.name).await?;
+            let (connection, node) =
+                super::connect_node(&self.settings.broker, &self.name, self.node()).await?;
             super::topology::declare_on(&connection, &self.settings).await?;
             let slots: Vec<_> = self
                 .publishers
@@ -203,11 +214,22 @@ impl Link {
             for _ in &slots {
                 channels.push(confirm_channel(&connection).await?);
             }
-            anyhow::Ok((connection, slots, channels))
+            anyhow::Ok((connection, node, slots, channels))
         })
         .await
         .map_err(|_| anyhow::anyhow!("no new session within {OPEN_TIMEOUT:?}"))??;
-        let (connection, slots, channels) = opened;
+        let (connection, node, slots, channels) = opened;
+        let was = self.node.swap(node, Ordering::Relaxed);
+        let moved = was != node;
+        if moved {
+            let nodes = self.settings.broker.nodes();
+            let shown = |i: usize| crate::configuration::redact_url(nodes[i % nodes.len()]);
+            tracing::warn!(
+                node = %shown(node),
+                was = %shown(was),
+                "broker session moved to a node that accepts connections (its node is away)"
+            );
+        }
         for (slot, channel) in slots.iter().zip(channels) {
             *slot.write().unwrap_or_else(|e| e.into_inner()) = channel;
         }
@@ -218,7 +240,7 @@ impl Link {
         *self.consume.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.generation.send_modify(|g| *g += 1);
         tokio::spawn(retire(old));
-        Ok(())
+        Ok(moved)
     }
 }
 

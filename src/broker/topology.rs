@@ -4,6 +4,7 @@
 //! <p>.commands (topic) ──#──> <p>.commands (quorum; delivery limit; DLX <p>.dead)
 //! <p>.retry.<ms> (fanout) ──> <p>.retry.<ms> (TTL <ms>; DLX <p>.commands, routing key kept)
 //! <p>.dead (fanout) ──> <p>.dead (dead letters, for operators)
+//! (retry, dead and unrouted queues: classic, or quorum with `broker.replicated_queues`)
 //! <p>.events (topic; alternate exchange <p>.events.unrouted) ──> subscribers
 //! ```
 
@@ -168,21 +169,27 @@ pub async fn declare(channel: &Channel, settings: &Settings) -> Result<Names, To
     .await?;
     bind(&names.commands_queue, &names.commands_exchange, "#").await?;
 
-    // Dead letters sit in a classic queue: operators browse it by get-and-requeue, which on a
-    // quorum queue would count towards a delivery limit.
-    queue(
-        &names.dead_queue,
-        table(&[("x-queue-type", long("classic"))]),
-    )
-    .await?;
+    // The other queues are classic on one node, or quorum with `broker.replicated_queues`
+    // (a cluster: a classic queue is gone while its node is, and a declare of it fails).
+    let side = |extra: &[(&str, AMQPValue)]| {
+        let kind = if settings.broker.replicated_queues {
+            "quorum"
+        } else {
+            "classic"
+        };
+        let mut args = vec![("x-queue-type", long(kind))];
+        args.extend(extra.iter().cloned());
+        table(&args)
+    };
+
+    // Dead letters: operators browse them by get-and-requeue, so the queue has no delivery
+    // limit (a quorum queue without `x-delivery-limit` has none before RabbitMQ 4).
+    queue(&names.dead_queue, side(&[])).await?;
     bind(&names.dead_queue, &names.dead_exchange, "").await?;
 
     queue(
         &names.unrouted_events,
-        table(&[
-            ("x-queue-type", long("classic")),
-            ("x-max-length", AMQPValue::LongLongInt(100_000)),
-        ]),
+        side(&[("x-max-length", AMQPValue::LongLongInt(100_000))]),
     )
     .await?;
     bind(&names.unrouted_events, &names.unrouted_events, "").await?;
@@ -203,15 +210,17 @@ pub async fn declare(channel: &Channel, settings: &Settings) -> Result<Names, To
             .map_err(at(&format!("exchange {name}")))?;
         // No consumer: messages wait out the TTL, then the broker dead-letters them back to
         // the commands exchange with their original routing key.
-        queue(
-            &name,
-            table(&[
-                ("x-queue-type", long("classic")),
-                ("x-message-ttl", AMQPValue::LongLongInt(delay as i64)),
-                ("x-dead-letter-exchange", long(&names.commands_exchange)),
-            ]),
-        )
-        .await?;
+        // Replicated, the way back is at-least-once too (quorum queues drop an expired message
+        // whose dead-lettering fails unless told otherwise; that needs reject-publish).
+        let mut args = vec![
+            ("x-message-ttl", AMQPValue::LongLongInt(delay as i64)),
+            ("x-dead-letter-exchange", long(&names.commands_exchange)),
+        ];
+        if settings.broker.replicated_queues {
+            args.push(("x-dead-letter-strategy", long("at-least-once")));
+            args.push(("x-overflow", long("reject-publish")));
+        }
+        queue(&name, side(&args)).await?;
         bind(&name, &name, "").await?;
     }
     Ok(names)
@@ -460,7 +469,10 @@ impl Mismatch {
         match self.argument.as_str() {
             "x-delivery-limit" => " (broker.delivery_limit)",
             "x-message-ttl" => " (retry.delays_ms)",
-            "x-queue-type" => " (fixed: the commands queue is quorum, the others classic)",
+            "x-queue-type" => {
+                " (the commands queue is always quorum; the others are quorum only with \
+                 broker.replicated_queues)"
+            }
             "x-dead-letter-exchange" | "x-dead-letter-strategy" | "x-overflow" => {
                 " (fixed: dead letters go to <prefix>.dead, at least once)"
             }

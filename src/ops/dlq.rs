@@ -4,12 +4,13 @@
 //!
 //! Every command starts from a *snapshot*: the tool consumes the dead-letter queue with manual
 //! acks and a prefetch of `--limit`, acks nothing, and when it is done closes the channel, so
-//! the broker puts every message back where it was (a classic queue requeues in place).
+//! the broker puts every message back (a classic queue requeues in place; a quorum queue, with
+//! `broker.replicated_queues`, may put them at its end).
 //! Compared with `basic.get` + `nack(requeue)` per message this is one stream instead of a
 //! round trip per message, the prefetch is a hard cap on what the broker lends us, and a
 //! killed tool simply returns everything (the broker requeues a dead connection's unacked
-//! messages). The dead-letter queue is classic, so being redelivered counts towards no
-//! delivery limit; and while the snapshot is held another tool's snapshot does not see those
+//! messages). The dead-letter queue has no delivery limit (classic, or quorum without
+//! `x-delivery-limit`), so being redelivered counts towards none; and while the snapshot is held another tool's snapshot does not see those
 //! messages (they are not lost, only lent).
 //!
 //! # Moving safely

@@ -104,30 +104,24 @@ impl Worker {
 
         let key = DeploymentKey::load(&pool).await?;
 
-        let mut connections = Vec::with_capacity(2);
+        let mut links = Vec::with_capacity(2);
+        let mut names = None;
         for name in ["onboard worker (consume)", "onboard worker (publish)"] {
-            connections.push(
-                (|| broker::connect(&settings.broker, name))
-                    .retry(wait)
-                    .notify(|e, d| {
-                        tracing::warn!(error = %e, url = %redact_url(&settings.broker.url), "broker not ready; retrying in {d:?}")
-                    })
-                    .await?,
-            );
+            let (connection, node) = (|| broker::connect_node(&settings.broker, name, 0))
+                .retry(wait)
+                .notify(|e, d| {
+                    let nodes: Vec<_> = settings.broker.nodes().into_iter().map(redact_url).collect();
+                    tracing::warn!(error = %e, nodes = ?nodes, "broker not ready; retrying in {d:?}")
+                })
+                .await?;
+            if names.is_none() {
+                names = Some(broker::topology::declare_on(&connection, &settings).await?);
+            }
+            links.push(broker::Link::new(settings.clone(), name, connection, node));
         }
-        let publish_connection = connections.pop().expect("two connections");
-        let consume_connection = connections.pop().expect("two connections");
-        let names = broker::topology::declare_on(&consume_connection, &settings).await?;
-        let consume_link = broker::Link::new(
-            settings.clone(),
-            "onboard worker (consume)",
-            consume_connection,
-        );
-        let publish_link = broker::Link::new(
-            settings.clone(),
-            "onboard worker (publish)",
-            publish_connection,
-        );
+        let names = names.expect("declared on the first connection");
+        let publish_link = links.pop().expect("two links");
+        let consume_link = links.pop().expect("two links");
         let confirm = Duration::from_millis(settings.broker.confirm_timeout_ms);
         let publisher = publish_link.publisher(confirm).await?;
         let relay_publisher = publish_link.publisher(confirm).await?;

@@ -20,7 +20,7 @@ mod rig;
 use std::time::Duration;
 
 use onboard::ops::load::{Report, SEEDED_COUNTRIES};
-use rig::{Expect, FakeXendit, Rig, SmtpSink, commands};
+use rig::{Cluster, Expect, FakeXendit, Rig, SmtpSink, commands};
 
 /// One case at a time: they share two cores with the broker and the database.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -123,6 +123,46 @@ async fn the_broker_goes_away_twice_mid_run() {
     let report = finish_load(&mut rig, load).await;
     rig.check(&report, &Expect::default()).await;
     rig.finish().await;
+}
+
+/// Past one machine (issue 12, item 10): a three-node cluster, every queue a quorum queue, the
+/// worker given the three nodes. Node 1 (under the worker's sessions, and the queues' first
+/// leader) stops and comes back, then node 2 (where the worker moved) does the same, during a
+/// load: the worker follows the cluster, and every command has exactly one outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_nodes_stop_one_after_another_mid_run() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let n = commands(600, 3000) as i64;
+    let cluster = Cluster::up().await;
+    let mut rig = Rig::on_cluster("cluster_nodes_stop", &cluster).await;
+    rig.spawn_worker();
+    // Spread over about 45 s, so that both stops fall inside the load.
+    let mut options = rig.load_options(n as usize, &["SG", "US", "IN", "AU", "VN"]);
+    options.rate = Some(n as f64 / 45.0);
+    let load = rig.load(options);
+    let moved = "broker session moved";
+    for (k, node) in [(1i64, 1u16), (2, 2)] {
+        rig.wait_completed(n * (2 * k - 1) / 5, Duration::from_secs(180))
+            .await;
+        let before = rig.worker_log_lines(0, moved);
+        cluster.stop(node).await;
+        // Progress while the node is down: the worker has left it.
+        rig.wait_completed(n * (2 * k) / 5, Duration::from_secs(180))
+            .await;
+        let after = rig.worker_log_lines(0, moved);
+        assert!(
+            after >= before + 2,
+            "both broker sessions (consume, publish) should have moved off node {node} \
+             ({before} -> {after} moves)"
+        );
+        cluster.start(node).await;
+        rig.faults
+            .push(format!("cluster node {node} stopped and started"));
+    }
+    let report = finish_load(&mut rig, load).await;
+    rig.check(&report, &Expect::default()).await;
+    rig.finish().await;
+    drop(cluster);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

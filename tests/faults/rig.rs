@@ -51,6 +51,89 @@ pub fn commands(default: usize, full: usize) -> usize {
     }
 }
 
+/// A three-node RabbitMQ cluster of the case's own, run by `scripts/cluster.sh` (its own data
+/// directory and ports); `down` (data deleted) on drop.
+pub struct Cluster {
+    dir: PathBuf,
+    base: u16,
+}
+
+impl Cluster {
+    pub async fn up() -> Cluster {
+        let base = Cluster::free_base();
+        let dir = std::env::temp_dir().join(format!(
+            "onboard-cluster-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ));
+        let cluster = Cluster { dir, base };
+        cluster.script(&["up"]).await;
+        cluster
+    }
+
+    /// A base port with the three AMQP ports and their distribution ports (+20000) free.
+    fn free_base() -> u16 {
+        for _ in 0..200 {
+            let base = 31_000 + (rand::random::<u16>() % 14_000);
+            let free = (0..3).all(|n| {
+                [base + n, base + n + 20_000]
+                    .iter()
+                    .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+            });
+            if free {
+                return base;
+            }
+        }
+        panic!("no free ports for a cluster");
+    }
+
+    async fn script(&self, args: &[&str]) {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh"))
+            .args(args)
+            .env("ONBOARD_CLUSTER_DIR", &self.dir)
+            .env("ONBOARD_CLUSTER_PORT", self.base.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("scripts/cluster.sh runs");
+        assert!(
+            out.status.success(),
+            "scripts/cluster.sh {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Node `n` (1-3)'s URL.
+    pub fn url(&self, n: u16) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.base + n - 1)
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        (1..=3).map(|n| self.url(n)).collect()
+    }
+
+    /// Stops node `n` (the script first waits until no quorum queue needs it).
+    pub async fn stop(&self, n: u16) {
+        self.script(&["stop", &n.to_string()]).await;
+    }
+
+    pub async fn start(&self, n: u16) {
+        self.script(&["start", &n.to_string()]).await;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ =
+            std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh"))
+                .arg("down")
+                .env("ONBOARD_CLUSTER_DIR", &self.dir)
+                .env("ONBOARD_CLUSTER_PORT", self.base.to_string())
+                .stdin(std::process::Stdio::null())
+                .output();
+    }
+}
+
 /// A TCP proxy the case can cut: every open connection dropped, new ones refused, until
 /// restored; as the worker sees it, the server went away and came back.
 pub struct Proxy {
@@ -299,6 +382,8 @@ pub struct Rig {
     database: String,
     pub pg: Proxy,
     pub amqp: Proxy,
+    /// The broker the load publisher and the checks talk to directly.
+    broker: String,
     /// `ONBOARD__*` variables of every worker subprocess (its URLs go through the proxies).
     env: BTreeMap<String, String>,
     workers: Vec<Option<Supervised>>,
@@ -375,6 +460,7 @@ impl Rig {
             database,
             pg,
             amqp,
+            broker: broker_url(),
             env,
             workers: Vec::new(),
             dir,
@@ -383,6 +469,28 @@ impl Rig {
         };
         println!("[{name}] logs and mail in {}", rig.dir.display());
         rig
+    }
+
+    /// A rig whose workers use the three nodes of `cluster` (`broker.urls`, every queue
+    /// replicated) directly, no proxy: the case stops and starts the real nodes. The load and
+    /// the checks go through node 3.
+    pub async fn on_cluster(name: &str, cluster: &Cluster) -> Rig {
+        let mut rig = Rig::new(name).await;
+        rig.broker = cluster.url(3);
+        rig.settings.broker.url = SecretString::from(cluster.url(3));
+        rig.settings.broker.replicated_queues = true;
+        rig.worker_env("ONBOARD__BROKER__URLS", cluster.urls().join(","));
+        rig.worker_env("ONBOARD__BROKER__REPLICATED_QUEUES", "true");
+        rig
+    }
+
+    /// The lines of worker `i`'s log that contain `text`.
+    pub fn worker_log_lines(&self, i: usize, text: &str) -> usize {
+        std::fs::read_to_string(self.dir.join(format!("worker-{i}.log")))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(text))
+            .count()
     }
 
     /// Sets a worker setting (`ONBOARD__SECTION__KEY`) for the workers started from now on.
@@ -563,7 +671,7 @@ impl Rig {
             queues.push(names.retry(*d));
         }
         if let Ok(conn) =
-            lapin::Connection::connect(&broker_url(), lapin::ConnectionProperties::default()).await
+            lapin::Connection::connect(&self.broker, lapin::ConnectionProperties::default()).await
         {
             for q in queues {
                 let Ok(ch) = conn.create_channel().await else {
@@ -837,7 +945,7 @@ impl Rig {
         self.stop_workers().await;
         let names = Names::new(&self.settings.broker.prefix);
         if let Ok(conn) =
-            lapin::Connection::connect(&broker_url(), lapin::ConnectionProperties::default()).await
+            lapin::Connection::connect(&self.broker, lapin::ConnectionProperties::default()).await
             && let Ok(ch) = conn.create_channel().await
         {
             let mut queues = vec![
