@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use crate::handlers::queries::{self, Read};
 use crate::handlers::{
     DecideBatch, DecideOne, client_create, client_state, client_update, instances, kyc, lifecycle,
-    partners,
+    partners, relations,
 };
 use crate::messages::{CommandType, Schemas};
 
@@ -49,7 +49,7 @@ macro_rules! schema {
 
 const LIFECYCLE: Option<&str> = Some(lifecycle::REJECTED);
 
-static ENTRIES: [Entry; 20] = [
+static ENTRIES: [Entry; 25] = [
     Entry {
         command_type: CommandType::ClientCreate,
         schema: schema!("client.create"),
@@ -170,6 +170,36 @@ static ENTRIES: [Entry; 20] = [
         refusal_event: None,
         run: Run::Query(queries::partner_list_read),
     },
+    Entry {
+        command_type: CommandType::ClientRelationAdd,
+        schema: schema!("client.relation.add"),
+        refusal_event: Some(client_update::FAILED),
+        run: Run::Each(relations::add_one),
+    },
+    Entry {
+        command_type: CommandType::ClientRelationUpdate,
+        schema: schema!("client.relation.update"),
+        refusal_event: Some(client_update::FAILED),
+        run: Run::Each(relations::update_one),
+    },
+    Entry {
+        command_type: CommandType::ClientRelationRemove,
+        schema: schema!("client.relation.remove"),
+        refusal_event: Some(client_update::FAILED),
+        run: Run::Each(relations::remove_one),
+    },
+    Entry {
+        command_type: CommandType::ClientRelationList,
+        schema: schema!("client.relation.list"),
+        refusal_event: None,
+        run: Run::Query(relations::list_read),
+    },
+    Entry {
+        command_type: CommandType::ClientRelationGet,
+        schema: schema!("client.relation.get"),
+        refusal_event: None,
+        run: Run::Query(relations::get_read),
+    },
 ];
 
 static BY_TYPE: LazyLock<HashMap<CommandType, &'static Entry>> =
@@ -222,7 +252,14 @@ mod tests {
             .collect();
         assert_eq!(
             queries,
-            ["client.list", "client.get", "instance.list", "partner.list"]
+            [
+                "client.list",
+                "client.get",
+                "instance.list",
+                "partner.list",
+                "client.relation.list",
+                "client.relation.get"
+            ]
         );
         for e in ENTRIES.iter().filter(|e| !e.is_query()) {
             assert!(e.refusal_event.is_some(), "{}", e.command_type);

@@ -9,6 +9,7 @@ pub mod new_client;
 pub mod paging;
 pub mod profile;
 pub mod psp;
+pub mod relation;
 pub mod saga;
 
 pub use client::{AdminUser, Client, ClientListItem, completion_body, created_body};

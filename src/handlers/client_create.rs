@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::{Cx, Decision, HandlerError, Outcome, external_id_in_use};
 use crate::domain::profile::{self, PartnerSelector};
+use crate::domain::relation::{self, NewRelation};
 use crate::domain::saga::Step;
 use crate::domain::{NewClient, PspCandidate, choose_psp, client_code, created_body};
 use crate::email::{AccessMode, FirstAccess, StoredAccess};
@@ -56,6 +57,8 @@ struct Profile {
     direct_partner: Option<PartnerSelector>,
     /// The partner once resolved (direct and root).
     resolved: Option<Resolved>,
+    /// Related people (corporate clients only, at most 10).
+    relations: Vec<NewRelation>,
 }
 
 impl Profile {
@@ -67,16 +70,22 @@ impl Profile {
             }
             _ => None,
         };
+        let identity = profile::normalize_identity(body.get("identity"), &new.client_alias)?;
+        let relations = relation::parse_all(body)?;
+        if !relations.is_empty() && !relation::is_corporate(&new.client_type, Some(&identity)) {
+            return Err(Refusal::relations_corporate_only());
+        }
         Ok(Profile {
             external_id: profile::trimmed(body.get("external_id")),
             metadata,
-            identity: profile::normalize_identity(body.get("identity"), &new.client_alias)?,
+            identity,
             address: match body.get("address") {
                 Some(a) => profile::normalize_address(a)?,
                 None => None,
             },
             direct_partner: body.get("direct_partner").and_then(PartnerSelector::parse),
             resolved: None,
+            relations,
         })
     }
 }
@@ -266,6 +275,17 @@ async fn persist<'a>(
     let clients: Vec<&crate::domain::Client> =
         rows.iter().map(|r| by_code[r.code.as_str()]).collect();
 
+    // Related people, for every client created with some, in one statement.
+    let related: Vec<(i32, &NewRelation)> = insert
+        .iter()
+        .zip(&clients)
+        .flat_map(|(a, c)| a.profile.relations.iter().map(|r| (c.client_id, r)))
+        .collect();
+    let mut relations: HashMap<i32, Vec<store::relations::Relation>> = HashMap::new();
+    for r in store::relations::insert_many(cx.conn, &related).await? {
+        relations.entry(r.client_id).or_default().push(r);
+    }
+
     // The welcome email's activation link is made now, so its hash goes in with the admin
     // row and the email step has nothing to write before sending. The token itself stays in
     // this worker's memory, for the email step. (A temporary password costs an argon2 hash:
@@ -325,6 +345,9 @@ async fn persist<'a>(
         let mut data = created_body(client, admin);
         data["psp"] = json!({ "psp_id": a.psp.psp_id, "psp_name": a.psp.psp_name });
         data["saga"] = json!({ "saga_id": saga.saga_id, "next_step": saga.first_step.as_str() });
+        if let Some(related) = relations.remove(&client.client_id) {
+            data["relations"] = json!(related);
+        }
         // The reply to `reply_to` waits for completion, when the whole REST body is known.
         let mut outcome =
             Outcome::succeeded(vec![OutgoingMessage::event(&a.cmd.meta, CREATED, data)]);

@@ -17,6 +17,7 @@ pub mod kyc;
 pub mod lifecycle;
 pub mod partners;
 pub mod queries;
+pub mod relations;
 
 use futures::future::BoxFuture;
 use serde_json::Value;

@@ -29,15 +29,20 @@ pub enum CommandType {
     ClientDeactivate,
     ClientReactivate,
     ClientDelete,
+    ClientRelationAdd,
+    ClientRelationUpdate,
+    ClientRelationRemove,
     /// Queries (see the registry): answered on `reply_to` only.
     ClientList,
     ClientGet,
     InstanceList,
     PartnerList,
+    ClientRelationList,
+    ClientRelationGet,
 }
 
 impl CommandType {
-    pub const ALL: [CommandType; 20] = [
+    pub const ALL: [CommandType; 25] = [
         CommandType::ClientCreate,
         CommandType::InstanceCreate,
         CommandType::InstanceUpdateAlias,
@@ -54,10 +59,15 @@ impl CommandType {
         CommandType::ClientDeactivate,
         CommandType::ClientReactivate,
         CommandType::ClientDelete,
+        CommandType::ClientRelationAdd,
+        CommandType::ClientRelationUpdate,
+        CommandType::ClientRelationRemove,
         CommandType::ClientList,
         CommandType::ClientGet,
         CommandType::InstanceList,
         CommandType::PartnerList,
+        CommandType::ClientRelationList,
+        CommandType::ClientRelationGet,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +92,11 @@ impl CommandType {
             CommandType::ClientReactivate => "client.reactivate",
             CommandType::ClientDelete => "client.delete",
             CommandType::PartnerList => "partner.list",
+            CommandType::ClientRelationAdd => "client.relation.add",
+            CommandType::ClientRelationUpdate => "client.relation.update",
+            CommandType::ClientRelationRemove => "client.relation.remove",
+            CommandType::ClientRelationList => "client.relation.list",
+            CommandType::ClientRelationGet => "client.relation.get",
         }
     }
 }

@@ -12,6 +12,8 @@
 //! EXTERNAL_ID_IMMUTABLE and PARTNER_NAME_TAKEN (the contract names only their codes), and
 //! METADATA_TOO_LARGE (400) and IDENTITY_INCOMPLETE (400) for limits the contract states
 //! without a code.
+//! From relations (issue 11), beside the contract's: RELATION_INVALID (400), a relation kind
+//! that is none of the four (the schemas already refuse it; this is the handler's own guard).
 
 use serde::Serialize;
 
@@ -232,6 +234,43 @@ impl Refusal {
         )
     }
 
+    pub fn relations_ambiguous() -> Refusal {
+        Self::fixed(
+            "RELATIONS_AMBIGUOUS",
+            400,
+            "Send either relation or relations, not both.",
+        )
+    }
+
+    pub fn too_many_relations() -> Refusal {
+        Self::fixed(
+            "TOO_MANY_RELATIONS",
+            400,
+            "At most 10 relations can be added at once.",
+        )
+    }
+
+    pub fn relations_corporate_only() -> Refusal {
+        Self::fixed(
+            "RELATIONS_CORPORATE_ONLY",
+            409,
+            "Only corporate clients can have relations.",
+        )
+    }
+
+    pub fn relation_not_found() -> Refusal {
+        Self::fixed("RELATION_NOT_FOUND", 404, "Relation not found")
+    }
+
+    pub fn relation_invalid() -> Refusal {
+        Self::fixed(
+            "RELATION_INVALID",
+            400,
+            "relation must be one of director, shareholder, director-and-shareholder, \
+             authorized-person.",
+        )
+    }
+
     /// The REST-shaped error body of the seed: `{"error": "..."}`.
     pub fn error_body(&self) -> serde_json::Value {
         serde_json::json!({ "error": self.message })
@@ -390,6 +429,30 @@ mod tests {
                 "CLIENT_READ_ONLY",
                 409,
                 "Client can no longer be changed in state EXITED.",
+            ),
+            (
+                Refusal::relations_ambiguous(),
+                "RELATIONS_AMBIGUOUS",
+                400,
+                "Send either relation or relations, not both.",
+            ),
+            (
+                Refusal::too_many_relations(),
+                "TOO_MANY_RELATIONS",
+                400,
+                "At most 10 relations can be added at once.",
+            ),
+            (
+                Refusal::relations_corporate_only(),
+                "RELATIONS_CORPORATE_ONLY",
+                409,
+                "Only corporate clients can have relations.",
+            ),
+            (
+                Refusal::relation_not_found(),
+                "RELATION_NOT_FOUND",
+                404,
+                "Relation not found",
             ),
         ];
         for (refusal, code, status, message) in table {

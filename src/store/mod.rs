@@ -9,6 +9,7 @@ pub mod inbox;
 pub mod instances;
 pub mod outbox;
 pub mod partners;
+pub mod relations;
 pub mod sagas;
 mod text_enum;
 pub mod workers;

@@ -13,5 +13,6 @@ mod load;
 mod ops;
 mod profile;
 mod queries;
+mod relations;
 mod saga;
 mod support;

@@ -12,7 +12,7 @@ use crate::arrange::{self, Made};
 use crate::support::*;
 
 /// Sends a command or query with a private reply queue; returns its message_id and reply.
-async fn ask(app: &TestApp, routing_key: &str, body: Value) -> (String, Received) {
+pub(crate) async fn ask(app: &TestApp, routing_key: &str, body: Value) -> (String, Received) {
     let replies = app.reply_queue().await;
     let id = arrange::send(app, routing_key, body, Some(&replies)).await;
     let reply = app.take_from(&replies).await;
@@ -26,12 +26,13 @@ async fn state(app: &TestApp) -> Value {
         arrange::snapshot(app, "clients", "client_id").await,
         arrange::snapshot(app, "users", "user_id").await,
         arrange::snapshot(app, "partners", "partner_id").await,
+        arrange::snapshot(app, "client_relations", "position").await,
     ])
 }
 
 /// Publishes a command that must be refused and checks the reply, the event and that
 /// nothing changed; returns the event's data.
-async fn refused(
+pub(crate) async fn refused(
     app: &mut TestApp,
     routing_key: &str,
     body: Value,
@@ -61,7 +62,7 @@ async fn refused(
 }
 
 /// A `client.create` body with the seed's five fields and `extra` on top.
-fn create_body(email: &str, country: &str, extra: Value) -> Value {
+pub(crate) fn create_body(email: &str, country: &str, extra: Value) -> Value {
     let mut body = client_with_email(email);
     body["country_code"] = json!(country);
     if let (Value::Object(b), Value::Object(extra)) = (&mut body, extra) {
@@ -71,7 +72,7 @@ fn create_body(email: &str, country: &str, extra: Value) -> Value {
 }
 
 /// Creates a client and returns the `client` of its `client.created` event.
-async fn create(app: &mut TestApp, body: Value) -> Value {
+pub(crate) async fn create(app: &mut TestApp, body: Value) -> Value {
     let id = app.create_client(&body).await;
     let created = app.wait_for_event("client.created", Some(&id)).await;
     created.body["data"]["client"].clone()
@@ -109,7 +110,7 @@ async fn update(app: &mut TestApp, body: Value) -> (Value, Value) {
 }
 
 /// Events of `message_id` written to the outbox (they are committed before the reply leaves).
-async fn events_of(app: &TestApp, message_id: &str) -> i64 {
+pub(crate) async fn events_of(app: &TestApp, message_id: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM outbox WHERE correlation_id = $1 AND kind = 'event'")
         .bind(message_id)
         .fetch_one(&app.pool)

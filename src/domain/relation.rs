@@ -1,0 +1,241 @@
+//! Related people of a corporate client: directors, shareholders and the like (DESIGN.md,
+//! "Relations, imports and webhooks"; seed 004). Only corporate clients have them, and only
+//! individuals can be related. A relation is its kind, the person's identity (the client
+//! profile's individual identity) and a profile: residential address, phone, email.
+
+use serde_json::{Map, Value};
+
+use super::profile::{merge_patch, normalize_address, normalize_identity, trimmed};
+use crate::messages::Refusal;
+
+/// What a person can be to the client.
+pub const KINDS: [&str; 4] = [
+    "director",
+    "shareholder",
+    "director-and-shareholder",
+    "authorized-person",
+];
+
+/// Relations one command may add (on `client.create` and `client.relation.add`).
+pub const MAX_PER_CALL: usize = 10;
+
+/// A relation as it will be stored: every key present, `null` where unset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRelation {
+    pub relation: String,
+    pub identity: Value,
+    pub profile: Value,
+}
+
+/// The relations a body gives: `relation` (one) or `relations` (several), never both, at
+/// most [`MAX_PER_CALL`]. Neither is an empty list.
+pub fn given(body: &Value) -> Result<Vec<&Value>, Refusal> {
+    let one = body.get("relation").filter(|v| !v.is_null());
+    let many = body.get("relations").filter(|v| !v.is_null());
+    match (one, many) {
+        (Some(_), Some(_)) => Err(Refusal::relations_ambiguous()),
+        (Some(one), None) => Ok(vec![one]),
+        (None, Some(Value::Array(many))) if many.len() > MAX_PER_CALL => {
+            Err(Refusal::too_many_relations())
+        }
+        (None, Some(Value::Array(many))) => Ok(many.iter().collect()),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Normalises every relation of a body (see [`given`]); the first refusal wins.
+pub fn parse_all(body: &Value) -> Result<Vec<NewRelation>, Refusal> {
+    given(body)?.into_iter().map(normalize).collect()
+}
+
+/// Whether a client may have relations: its type is CORPORATE and its identity (when it has
+/// one) is not an individual's.
+pub fn is_corporate(client_type: &str, identity: Option<&Value>) -> bool {
+    client_type.eq_ignore_ascii_case("CORPORATE")
+        && identity.and_then(|i| i.get("type")).and_then(Value::as_str) != Some("individual")
+}
+
+fn kind(value: Option<&Value>) -> Result<String, Refusal> {
+    let kind = trimmed(value)
+        .map(|k| k.to_lowercase())
+        .ok_or_else(Refusal::relation_invalid)?;
+    if KINDS.contains(&kind.as_str()) {
+        Ok(kind)
+    } else {
+        Err(Refusal::relation_invalid())
+    }
+}
+
+/// An individual identity: the type is forced, as there is no other.
+fn individual(identity: &Value) -> Result<Value, Refusal> {
+    let mut identity = match identity {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    identity.insert("type".into(), Value::String("individual".into()));
+    normalize_identity(Some(&Value::Object(identity)), "")
+}
+
+/// The profile as stored: `residential_address` (normalised like a client's address),
+/// `phone` and `email`, each `null` where unset.
+pub fn normalize_profile(given: Option<&Value>) -> Result<Value, Refusal> {
+    let given = given.filter(|v| v.is_object());
+    let address = match given.and_then(|g| g.get("residential_address")) {
+        Some(a) => normalize_address(a)?,
+        None => None,
+    };
+    let mut out = Map::new();
+    out.insert("residential_address".into(), address.unwrap_or(Value::Null));
+    for key in ["phone", "email"] {
+        let value = trimmed(given.and_then(|g| g.get(key)))
+            .map(Value::String)
+            .unwrap_or(Value::Null);
+        out.insert(key.into(), value);
+    }
+    Ok(Value::Object(out))
+}
+
+/// One relation as a command gives it, normalised.
+pub fn normalize(given: &Value) -> Result<NewRelation, Refusal> {
+    Ok(NewRelation {
+        relation: kind(given.get("relation"))?,
+        identity: individual(given.get("identity").unwrap_or(&Value::Null))?,
+        profile: normalize_profile(given.get("profile"))?,
+    })
+}
+
+/// A stored relation after a patch (`relation`, `identity`, `profile` of the body, each
+/// optional): the kind replaced, identity and profile merged (RFC 7396) and normalised again.
+pub fn patch(current: &NewRelation, body: &Value) -> Result<NewRelation, Refusal> {
+    let relation = match body.get("relation").filter(|v| !v.is_null()) {
+        Some(k) => kind(Some(k))?,
+        None => current.relation.clone(),
+    };
+    let identity = match body.get("identity").filter(|v| !v.is_null()) {
+        Some(p) => individual(&merge_patch(&current.identity, p))?,
+        None => current.identity.clone(),
+    };
+    let profile = match body.get("profile").filter(|v| !v.is_null()) {
+        Some(p) => normalize_profile(Some(&merge_patch(&current.profile, p)))?,
+        None => current.profile.clone(),
+    };
+    Ok(NewRelation {
+        relation,
+        identity,
+        profile,
+    })
+}
+
+/// What a patch changed, as `{field: {from, to}}` (empty when nothing did).
+pub fn changes(before: &NewRelation, after: &NewRelation) -> Map<String, Value> {
+    let mut out = Map::new();
+    let mut note = |field: &str, from: Value, to: Value| {
+        if from != to {
+            out.insert(field.into(), serde_json::json!({ "from": from, "to": to }));
+        }
+    };
+    note(
+        "relation",
+        Value::String(before.relation.clone()),
+        Value::String(after.relation.clone()),
+    );
+    note("identity", before.identity.clone(), after.identity.clone());
+    note("profile", before.profile.clone(), after.profile.clone());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn director() -> Value {
+        json!({
+            "relation": "director",
+            "identity": {"given_name": " John ", "family_name": "Doe", "country": "gb"},
+            "profile": {"residential_address": {"country": "us", "region": "ca"}, "phone": "+441234567890"}
+        })
+    }
+
+    #[test]
+    fn one_or_several_never_both_and_at_most_ten() {
+        assert_eq!(given(&json!({"relation": director()})).unwrap().len(), 1);
+        let ten: Vec<Value> = (0..10).map(|_| director()).collect();
+        assert_eq!(given(&json!({"relations": ten})).unwrap().len(), 10);
+        let eleven: Vec<Value> = (0..11).map(|_| director()).collect();
+        assert_eq!(
+            given(&json!({"relations": eleven})).unwrap_err().code,
+            "TOO_MANY_RELATIONS"
+        );
+        assert_eq!(
+            given(&json!({"relation": director(), "relations": [director()]}))
+                .unwrap_err()
+                .code,
+            "RELATIONS_AMBIGUOUS"
+        );
+        assert!(given(&json!({})).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_relation_is_an_individual_with_both_names_and_a_checked_address() {
+        let r = normalize(&director()).unwrap();
+        assert_eq!(r.relation, "director");
+        assert_eq!(r.identity["type"], "individual");
+        assert_eq!(r.identity["given_name"], "John");
+        assert_eq!(r.identity["country"], "GB");
+        assert_eq!(r.profile["residential_address"]["region"], "CA");
+        assert_eq!(r.profile["email"], Value::Null);
+        let mut no_family = director();
+        no_family["identity"]["family_name"] = Value::Null;
+        assert_eq!(
+            normalize(&no_family).unwrap_err().code,
+            "IDENTITY_INCOMPLETE"
+        );
+        let mut bad_region = director();
+        bad_region["profile"]["residential_address"]["region"] = json!("California");
+        assert_eq!(normalize(&bad_region).unwrap_err().code, "INVALID_REGION");
+        let mut bad_kind = director();
+        bad_kind["relation"] = json!("uncle");
+        assert_eq!(normalize(&bad_kind).unwrap_err().code, "RELATION_INVALID");
+    }
+
+    #[test]
+    fn a_patch_replaces_the_kind_and_merges_the_rest() {
+        let before = normalize(&director()).unwrap();
+        let after = patch(
+            &before,
+            &json!({"relation": "director-and-shareholder", "profile": {"phone": null, "email": "j@example.com"}}),
+        )
+        .unwrap();
+        assert_eq!(after.relation, "director-and-shareholder");
+        assert_eq!(after.identity, before.identity);
+        assert_eq!(after.profile["phone"], Value::Null);
+        assert_eq!(after.profile["email"], "j@example.com");
+        assert_eq!(after.profile["residential_address"]["region"], "CA");
+        let changed = changes(&before, &after);
+        let mut fields: Vec<_> = changed.keys().collect();
+        fields.sort();
+        assert_eq!(fields, ["profile", "relation"]);
+        assert!(changes(&before, &patch(&before, &json!({})).unwrap()).is_empty());
+        assert_eq!(
+            patch(&before, &json!({"identity": {"given_name": null}}))
+                .unwrap_err()
+                .code,
+            "IDENTITY_INCOMPLETE"
+        );
+    }
+
+    #[test]
+    fn corporate_clients_only() {
+        assert!(is_corporate("CORPORATE", None));
+        assert!(is_corporate(
+            "corporate",
+            Some(&json!({"type": "corporate"}))
+        ));
+        assert!(!is_corporate("INDIVIDUAL", None));
+        assert!(!is_corporate(
+            "CORPORATE",
+            Some(&json!({"type": "individual"}))
+        ));
+    }
+}
