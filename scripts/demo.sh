@@ -25,16 +25,24 @@ export ONBOARD__BROKER__PREFIX=onboarding-demo
 export ONBOARD__XENDIT__BASE_URL=http://127.0.0.1:8099
 export ONBOARD__XENDIT__SECRET_KEY=xnd_development_demo_key
 export ONBOARD__EMAIL__FILE_DIR=$DEMO/mail
+# The source system client.import reads from (examples 20-21): the local fake, serving
+# examples/source/legacy.json.
+export ONBOARD__SOURCES__LEGACY__BASE_URL=http://127.0.0.1:8098
+export ONBOARD__SOURCES__LEGACY__TOKEN=demo-source-token
 export ONBOARD__HTTP__PORT=${ONBOARD_DEMO_HTTP_PORT:-8080}
 export RUST_LOG=${RUST_LOG:-info,lapin=warn,sqlx=warn}
 
 "$BIN" fake-xendit --listen 127.0.0.1:8099 >"$DEMO/fake-xendit.log" 2>&1 &
 FAKE=$!
+"$BIN" fake-source --listen 127.0.0.1:8098 --records examples/source/legacy.json \
+    --token "$ONBOARD__SOURCES__LEGACY__TOKEN" >"$DEMO/fake-source.log" 2>&1 &
+SOURCE=$!
 "$BIN" worker >"$DEMO/worker.log" 2>&1 &
 WORKER=$!
 cleanup() {
     kill -TERM "$WORKER" 2>/dev/null && wait "$WORKER" 2>/dev/null || true
     kill -TERM "$FAKE" 2>/dev/null && wait "$FAKE" 2>/dev/null || true
+    kill -TERM "$SOURCE" 2>/dev/null && wait "$SOURCE" 2>/dev/null || true
 }
 trap cleanup EXIT
 

@@ -2,6 +2,7 @@
 //! then `ONBOARD__SECTION__KEY` environment variables. Secrets are `SecretString`s, so neither
 //! `Debug` nor a log line can print them.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::email::EmailSettings;
+use crate::sources::SourceSettings;
 use crate::xendit::XenditSettings;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -30,6 +32,9 @@ pub struct Settings {
     pub xendit: Option<XenditSettings>,
     #[serde(default)]
     pub email: EmailSettings,
+    /// Systems clients are imported from (`client.import`), by name: `[sources.<name>]`.
+    #[serde(default)]
+    pub sources: HashMap<String, SourceSettings>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -163,6 +168,13 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Bound on the drain at shutdown.
     pub shutdown_timeout_ms: u64,
+    /// Reads of source systems (`client.import`) made at once by one worker.
+    #[serde(default = "default_source_calls_in_flight")]
+    pub source_calls_in_flight: usize,
+}
+
+fn default_source_calls_in_flight() -> usize {
+    8
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -22,7 +22,8 @@
 //! - [`domain`]: business rules as plain functions (client code, PSP choice, lifecycle).
 //! - [`store`]: all SQL (inbox, outbox, clients, sagas, workers) and the embedded migrations.
 //! - [`outbox`]: the relay that publishes what handlers wrote, after commit.
-//! - [`xendit`], [`email`]: the outside world of the saga's later steps.
+//! - [`xendit`], [`email`]: the outside world of the saga's later steps; [`sources`]: the
+//!   systems `client.import` reads records from.
 //! - [`http`], [`metrics`], [`telemetry`], [`configuration`]: operating it.
 //! - [`ops`]: operator tools behind the CLI (publishing commands, the dead-letter queue).
 
@@ -41,6 +42,7 @@ pub mod ops;
 pub mod outbox;
 pub mod registry;
 pub mod saga;
+pub mod sources;
 pub mod store;
 pub mod telemetry;
 pub mod uow;

@@ -50,6 +50,9 @@ enum Command {
     },
     /// Serve a local fake of Xendit's Customers API (quick start, docker-compose).
     FakeXendit(onboard::xendit::fake::FakeArgs),
+    /// Serve a local source system for `client.import` (quick start, tests): seed 004's client
+    /// records from a JSON file, behind a bearer token.
+    FakeSource(onboard::sources::fake::FakeSourceArgs),
     /// The dead-letter queue: list, groups, show, replay, purge, audit.
     #[command(subcommand)]
     Dlq(ops::dlq::cli::DlqCommand),
@@ -73,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
             onboard::xendit::fake::run(args, wait_for_signal()).await?;
             Ok(())
         }
+        Command::FakeSource(args) => onboard::sources::fake::run(args, wait_for_signal()).await,
         Command::Load(args) => {
             // Exit status 2 when a command got no outcome, so scripts can tell.
             if !ops::load::cli(&settings, args).await? {

@@ -7,8 +7,8 @@ use std::sync::LazyLock;
 
 use crate::handlers::queries::{self, Read};
 use crate::handlers::{
-    DecideBatch, DecideOne, client_create, client_state, client_update, instances, kyc, lifecycle,
-    partners, relations,
+    DecideBatch, DecideOne, client_create, client_import, client_state, client_update, instances,
+    kyc, lifecycle, partners, relations,
 };
 use crate::messages::{CommandType, Schemas};
 
@@ -49,7 +49,7 @@ macro_rules! schema {
 
 const LIFECYCLE: Option<&str> = Some(lifecycle::REJECTED);
 
-static ENTRIES: [Entry; 25] = [
+static ENTRIES: [Entry; 26] = [
     Entry {
         command_type: CommandType::ClientCreate,
         schema: schema!("client.create"),
@@ -187,6 +187,12 @@ static ENTRIES: [Entry; 25] = [
         schema: schema!("client.relation.remove"),
         refusal_event: Some(client_update::FAILED),
         run: Run::Each(relations::remove_one),
+    },
+    Entry {
+        command_type: CommandType::ClientImport,
+        schema: schema!("client.import"),
+        refusal_event: Some(client_create::FAILED),
+        run: Run::Batch(client_import::decide),
     },
     Entry {
         command_type: CommandType::ClientRelationList,

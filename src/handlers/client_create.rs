@@ -183,11 +183,8 @@ async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision
                 Some(_) => holders.next().expect("one answer per external id"),
                 None => None,
             };
-            // Taken before, or by an earlier command of this very batch.
-            if is_taken || seen.contains(&folded) {
-                refuse(&mut decisions, a.index, Refusal::email_in_use());
-                continue;
-            }
+            // The external id first: a record created before (an import repeated, say) is
+            // that, whatever else matches.
             if let Some((client_id, client_code)) = holder {
                 decisions[a.index] = Some(Decision::Done(external_id_in_use(
                     a.cmd,
@@ -196,6 +193,11 @@ async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision
                     &client_code,
                     Value::Null,
                 )));
+                continue;
+            }
+            // Taken before, or by an earlier command of this very batch.
+            if is_taken || seen.contains(&folded) {
+                refuse(&mut decisions, a.index, Refusal::email_in_use());
                 continue;
             }
             if let Some(e) = a.profile.external_id.as_deref()

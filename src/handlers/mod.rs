@@ -10,6 +10,7 @@
 //! transaction commits the others' effects.
 
 pub mod client_create;
+pub mod client_import;
 pub mod client_state;
 pub mod client_update;
 pub mod instances;

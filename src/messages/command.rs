@@ -32,6 +32,7 @@ pub enum CommandType {
     ClientRelationAdd,
     ClientRelationUpdate,
     ClientRelationRemove,
+    ClientImport,
     /// Queries (see the registry): answered on `reply_to` only.
     ClientList,
     ClientGet,
@@ -42,7 +43,7 @@ pub enum CommandType {
 }
 
 impl CommandType {
-    pub const ALL: [CommandType; 25] = [
+    pub const ALL: [CommandType; 26] = [
         CommandType::ClientCreate,
         CommandType::InstanceCreate,
         CommandType::InstanceUpdateAlias,
@@ -62,6 +63,7 @@ impl CommandType {
         CommandType::ClientRelationAdd,
         CommandType::ClientRelationUpdate,
         CommandType::ClientRelationRemove,
+        CommandType::ClientImport,
         CommandType::ClientList,
         CommandType::ClientGet,
         CommandType::InstanceList,
@@ -97,6 +99,7 @@ impl CommandType {
             CommandType::ClientRelationRemove => "client.relation.remove",
             CommandType::ClientRelationList => "client.relation.list",
             CommandType::ClientRelationGet => "client.relation.get",
+            CommandType::ClientImport => "client.import",
         }
     }
 }

@@ -13,7 +13,9 @@
 //! METADATA_TOO_LARGE (400) and IDENTITY_INCOMPLETE (400) for limits the contract states
 //! without a code.
 //! From relations (issue 11), beside the contract's: RELATION_INVALID (400), a relation kind
-//! that is none of the four (the schemas already refuse it; this is the handler's own guard).
+//! that is none of the four (the schemas already refuse it; this is the handler's own guard),
+//! and the texts of SOURCE_NOT_CONFIGURED and SOURCE_RECORD_NOT_FOUND (the contract names
+//! only their codes and statuses).
 
 use serde::Serialize;
 
@@ -268,6 +270,22 @@ impl Refusal {
             400,
             "relation must be one of director, shareholder, director-and-shareholder, \
              authorized-person.",
+        )
+    }
+
+    pub fn source_not_configured() -> Refusal {
+        Self::fixed(
+            "SOURCE_NOT_CONFIGURED",
+            400,
+            "No source system of this name is configured.",
+        )
+    }
+
+    pub fn source_record_not_found() -> Refusal {
+        Self::fixed(
+            "SOURCE_RECORD_NOT_FOUND",
+            404,
+            "The source system has no such record.",
         )
     }
 

@@ -24,7 +24,7 @@ use super::failure::{self, Failure};
 use super::pipeline::ack;
 use crate::fault::{Fault, HandlerError};
 use crate::handlers::{self, Cx, Decision, refusal_messages};
-use crate::messages::{Command, IncomingMessage, OutgoingMessage, Refusal};
+use crate::messages::{Command, CommandType, IncomingMessage, OutgoingMessage, Refusal};
 use crate::metrics::InFlight;
 use crate::observe::{self, Disposition, HandlerResult};
 use crate::registry::{Entry, Run};
@@ -72,7 +72,30 @@ enum End {
 }
 
 /// Runs a batch to its end: every delivery acked, sent to a delay queue or dead-lettered.
+///
+/// Imports (`client.import`) first read their record from the source system, outside any
+/// transaction, and run as a batch of their own beside the rest: a slow source delays only
+/// the imports waiting on it.
 pub async fn run(ctx: &Context, items: Vec<Item>) {
+    let (mut imports, others): (Vec<Item>, Vec<Item>) = items
+        .into_iter()
+        .partition(|i| i.cmd.meta.command_type == CommandType::ClientImport);
+    if imports.is_empty() {
+        return run_prepared(ctx, others).await;
+    }
+    let read = async {
+        futures::future::join_all(
+            imports
+                .iter_mut()
+                .map(|i| handlers::client_import::prepare(&ctx.sources, &mut i.cmd)),
+        )
+        .await;
+        run_prepared(ctx, imports).await
+    };
+    tokio::join!(run_prepared(ctx, others), read);
+}
+
+async fn run_prepared(ctx: &Context, items: Vec<Item>) {
     if items.is_empty() {
         return;
     }

@@ -57,6 +57,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Signs and checks the attempt count of retry copies; derives first-access secrets.
     pub key: DeploymentKey,
+    /// The systems `client.import` reads records from.
+    pub sources: crate::sources::Sources,
 }
 
 /// A running worker.
@@ -189,6 +191,10 @@ impl Worker {
             hooks,
             metrics,
             key,
+            sources: crate::sources::Sources::new(
+                settings.sources.clone(),
+                settings.worker.source_calls_in_flight,
+            ),
         });
         let (consume_channel, consumer) = open_consumer(&ctx, &consume_link).await?;
         tracing::info!(

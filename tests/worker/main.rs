@@ -7,6 +7,7 @@ mod core;
 mod delivery;
 mod health;
 mod hostile;
+mod imports;
 mod instances;
 mod lifecycle;
 mod load;

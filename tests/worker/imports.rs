@@ -1,0 +1,202 @@
+//! `client.import` (DESIGN.md, "Relations, imports and webhooks"): a record read from a source
+//! system (the fake source, served over real HTTP on loopback) becomes a client through the
+//! create saga, with `external_id = <source>:<source_id>`; a repeat, an unknown source and an
+//! unknown record are refused with the contract's codes; a source that fails is retried.
+
+use std::collections::HashMap;
+
+use onboard::observe::Hooks;
+use onboard::sources::SourceSettings;
+use onboard::sources::fake::FakeSource;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::arrange;
+use crate::profile::refused;
+use crate::support::*;
+
+const TOKEN: &str = "legacy-token";
+
+/// A fake source on a free port; its base URL.
+async fn fake_source() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let fake = FakeSource::new(TOKEN, HashMap::new());
+    tokio::spawn(async move { axum::serve(listener, fake.router()).await });
+    url
+}
+
+async fn put_record(source: &str, id: &str, record: Value) {
+    let status = reqwest::Client::new()
+        .put(format!("{source}/_fake/records/{id}"))
+        .json(&record)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "{status}");
+}
+
+async fn reads(source: &str) -> u64 {
+    let body: Value = reqwest::get(format!("{source}/_fake/reads"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["reads"].as_u64().unwrap()
+}
+
+/// A worker whose settings know the source as `legacy`.
+async fn app_with_source(source: &str) -> TestApp {
+    let (mut settings, database) = test_settings().await;
+    settings.sources.insert(
+        "legacy".into(),
+        SourceSettings {
+            base_url: source.to_string(),
+            token: SecretString::from(TOKEN),
+            timeout_ms: 2_000,
+        },
+    );
+    spawn_app_with(settings, database, Hooks::default()).await
+}
+
+fn acme() -> Value {
+    json!({
+        "id": "0b6f3c1e-0000-4000-8000-000000000001",
+        "fullName": "ACME PTE. LTD.",
+        "identity": {"type": "corporate", "legalName": "ACME PTE. LTD.", "incorporationDate": "2001-05-04",
+                     "country": "SG",
+                     "identifications": [{"type": "registration-number", "identificationNumber": "200101234A",
+                                          "issuingCountry": "SG"}]},
+        "profile": {"identityType": "corporate", "phone": "+6561112222", "email": "finance@acme.example",
+                    "registrationAddress": {"country": "SG", "city": "Singapore", "street": "Raffles Place",
+                                            "houseNumber": "1", "postalCode": "048616"}},
+        "relations": [{"relation": "director",
+                       "identity": {"type": "individual", "givenName": "Wei", "familyName": "Lim"},
+                       "profile": {"identityType": "individual", "email": "wei@acme.example"}}]
+    })
+}
+
+#[tokio::test]
+async fn a_record_from_the_source_becomes_a_client_once_and_unknown_ones_are_refused() {
+    let source = fake_source().await;
+    put_record(&source, "acme-001", acme()).await;
+    let mut app = app_with_source(&source).await;
+
+    let id = arrange::send(
+        &app,
+        "client.import",
+        json!({"source": "legacy", "source_id": "acme-001"}),
+        None,
+    )
+    .await;
+    let created = app.wait_for_event("client.created", Some(&id)).await;
+    let client = created.body["data"]["client"].clone();
+    assert_eq!(client["external_id"], json!("legacy:acme-001"));
+    assert_eq!(client["client_alias"], json!("ACME PTE. LTD."));
+    assert_eq!(client["client_type"], json!("CORPORATE"));
+    assert_eq!(client["country_code"], json!("SG"));
+    assert_eq!(client["email"], json!("finance@acme.example"));
+    assert_eq!(client["phone"], json!("+6561112222"));
+    assert_eq!(client["identity"]["legal_name"], json!("ACME PTE. LTD."));
+    assert_eq!(
+        client["identity"]["identifications"][0]["identification_number"],
+        json!("200101234A")
+    );
+    assert_eq!(client["address"]["postal_code"], json!("048616"));
+    assert_eq!(
+        created.body["data"]["relations"][0]["full_name"],
+        json!("Wei Lim")
+    );
+    let connection = app
+        .wait_for_event("client.connection_created", Some(&id))
+        .await;
+    let data = &connection.body["data"];
+    assert_eq!(data["client"]["client_id"], client["client_id"]);
+    assert_eq!(
+        data["connect"]["connection"]["service_provider"],
+        json!("legacy")
+    );
+    assert!(data["connect"]["connection"]["id"].is_string());
+    assert_eq!(data["source_id"], json!("acme-001"));
+    app.wait_for_event("client.onboarding_completed", Some(&id))
+        .await;
+
+    // The same record again: the client exists under its external id.
+    let failed = "client.creation_failed";
+    let data = refused(
+        &mut app,
+        "client.import",
+        json!({"source": "legacy", "source_id": "acme-001"}),
+        (
+            failed,
+            "EXTERNAL_ID_IN_USE",
+            409,
+            "A client with this external_id already exists.",
+        ),
+    )
+    .await;
+    assert_eq!(data["client_id"], client["client_id"]);
+    refused(
+        &mut app,
+        "client.import",
+        json!({"source": "crm", "source_id": "acme-001"}),
+        (
+            failed,
+            "SOURCE_NOT_CONFIGURED",
+            400,
+            "No source system of this name is configured.",
+        ),
+    )
+    .await;
+    let data = refused(
+        &mut app,
+        "client.import",
+        json!({"source": "legacy", "source_id": "nobody-404"}),
+        (
+            failed,
+            "SOURCE_RECORD_NOT_FOUND",
+            404,
+            "The source system has no such record.",
+        ),
+    )
+    .await;
+    assert_eq!(data["source_id"], json!("nobody-404"));
+}
+
+#[tokio::test]
+async fn a_source_answering_503_twice_then_200_makes_one_client() {
+    let source = fake_source().await;
+    put_record(&source, "flaky-1", acme()).await;
+    let status = reqwest::Client::new()
+        .post(format!("{source}/_fake/fail"))
+        .json(&json!({"next": 2, "status": 503}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success());
+    let mut app = app_with_source(&source).await;
+    let id = arrange::send(
+        &app,
+        "client.import",
+        json!({"source": "legacy", "source_id": "flaky-1"}),
+        None,
+    )
+    .await;
+    app.wait_for_event("client.onboarding_completed", Some(&id))
+        .await;
+    assert_eq!(reads(&source).await, 3, "two failures, then the record");
+    let clients: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM clients WHERE external_id = 'legacy:flaky-1'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(clients, 1);
+    assert_eq!(
+        arrange::inbox_code(&app, &id).await,
+        None,
+        "succeeded, with no refusal code"
+    );
+}
