@@ -60,6 +60,15 @@ for file in examples/*.json; do
 done
 
 echo
+echo "==> onboard import examples/bulk/clients.csv (a bulk import; run twice: the second creates nothing)"
+for run in first second; do
+    echo "--- $run run"
+    "$BIN" import examples/bulk/clients.csv --report "$DEMO/import-report.csv"
+done
+echo "--- rows that did not succeed ($DEMO/import-report.csv):"
+cat "$DEMO/import-report.csv"
+
+echo
 echo "==> welcome emails written (open them with any mail client):"
 ls -1 "$DEMO/mail" 2>/dev/null | sed 's/^/     /' || true
 echo "==> worker log: $DEMO/worker.log"

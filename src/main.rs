@@ -58,6 +58,9 @@ enum Command {
     Dlq(ops::dlq::cli::DlqCommand),
     /// Publish N commands, wait for each one's outcome, print throughput and latency.
     Load(ops::load::LoadArgs),
+    /// Create clients in bulk from a CSV or JSON-lines file; safe to run again on the same
+    /// file. Exit status 2 when a row got no outcome.
+    Import(ops::import::ImportArgs),
     /// The bare ceiling for the benchmark: consume a quorum queue, four inserts, ack.
     BenchCeiling(ops::ceiling::CeilingArgs),
     /// Onboarding sagas: `stuck` lists the ones no worker has taken (exit status 3 if any).
@@ -77,6 +80,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::FakeSource(args) => onboard::sources::fake::run(args, wait_for_signal()).await,
+        Command::Import(args) => {
+            if !ops::import::cli(&settings, args).await? {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
         Command::Load(args) => {
             // Exit status 2 when a command got no outcome, so scripts can tell.
             if !ops::load::cli(&settings, args).await? {

@@ -289,6 +289,32 @@ impl Refusal {
         )
     }
 
+    /// The refusal a code stands for, where its text is fixed (not VERSION_CONFLICT,
+    /// VALUE_TOO_LONG or CLIENT_READ_ONLY, whose texts name values): what `onboard import`
+    /// writes beside a refused row's code.
+    pub fn known(code: &str) -> Option<Refusal> {
+        Some(match code {
+            "VALIDATION_FAILED" => Self::validation_failed(),
+            "EMAIL_IN_USE" => Self::email_in_use(),
+            "NO_PSP_FOR_COUNTRY" => Self::no_psp_for_country(),
+            "NO_FIAT_PSP_FOR_COUNTRY" => Self::no_fiat_psp_for_country(),
+            "CLIENT_NOT_FOUND" => Self::client_not_found(),
+            "IDEMPOTENCY_KEY_REUSED" => Self::idempotency_key_reused(),
+            "EXTERNAL_ID_IN_USE" => Self::external_id_in_use(),
+            "INVALID_REGION" => Self::invalid_region(),
+            "PARTNER_NOT_FOUND" => Self::partner_not_found(),
+            "METADATA_TOO_LARGE" => Self::metadata_too_large(),
+            "IDENTITY_INCOMPLETE" => Self::identity_incomplete(),
+            "RELATIONS_AMBIGUOUS" => Self::relations_ambiguous(),
+            "TOO_MANY_RELATIONS" => Self::too_many_relations(),
+            "RELATIONS_CORPORATE_ONLY" => Self::relations_corporate_only(),
+            "RELATION_INVALID" => Self::relation_invalid(),
+            "SOURCE_NOT_CONFIGURED" => Self::source_not_configured(),
+            "SOURCE_RECORD_NOT_FOUND" => Self::source_record_not_found(),
+            _ => return None,
+        })
+    }
+
     /// The REST-shaped error body of the seed: `{"error": "..."}`.
     pub fn error_body(&self) -> serde_json::Value {
         serde_json::json!({ "error": self.message })

@@ -4,6 +4,7 @@
 
 pub mod ceiling;
 pub mod dlq;
+pub mod import;
 pub mod load;
 pub mod publish;
 pub mod saga;

@@ -200,3 +200,112 @@ async fn a_source_answering_503_twice_then_200_makes_one_client() {
         "succeeded, with no refusal code"
     );
 }
+
+/// Runs `onboard import` (the real binary) on `file`; its exit status and JSON summary.
+async fn import_file(
+    app: &TestApp,
+    file: &std::path::Path,
+    report: &std::path::Path,
+) -> (bool, Value) {
+    let out = onboard_bin(&app.settings)
+        .arg("import")
+        .arg(file)
+        .arg("--json")
+        .arg("--report")
+        .arg(report)
+        .args(["--idle-timeout", "60"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout} / {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.success(), summary)
+}
+
+async fn count(app: &TestApp, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&app.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_file_of_5000_rows_imported_twice_creates_each_client_once_and_reports_every_row_both_times()
+ {
+    let app = spawn_app().await;
+    let dir = std::env::temp_dir().join(format!("onboard-import-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("clients.csv");
+    // 5,000 rows: every 50th without a phone (VALIDATION_FAILED), every 40th an email of the
+    // row before under another alias (EMAIL_IN_USE for one of the two), every 250th in a
+    // country without a PSP, one whose metadata is not JSON, and one row twice, word for word.
+    let mut csv =
+        String::from("email,client_alias,client_type,country_code,phone,external_id,metadata\n");
+    // Pairs of rows with one email where both are otherwise valid: one of each is refused.
+    let (mut missing_phone, mut conflicts, mut no_psp) = (0, 0, 0);
+    for i in 0..5000 {
+        let mut email = format!("bulk{i}@example.com");
+        let mut phone = format!("+659{i:07}");
+        let mut country = "SG";
+        let mut metadata = format!("\"{{\"\"row\"\": {i}}}\"");
+        if i % 50 == 0 {
+            phone.clear();
+            missing_phone += 1;
+        } else if i % 40 == 1 {
+            email = format!("bulk{}@example.com", i - 1);
+            if (i - 1) % 50 != 0 {
+                conflicts += 1;
+            }
+        } else if i % 250 == 3 {
+            country = "ZZ";
+            no_psp += 1;
+        } else if i == 4999 {
+            metadata = "{broken".into();
+        }
+        csv.push_str(&format!(
+            "{email},Bulk {i} Ltd,CORPORATE,{country},{phone},legacy-{i},{metadata}\n"
+        ));
+    }
+    csv.push_str(
+        "bulk7@example.com,Bulk 7 Ltd,CORPORATE,SG,+6590000007,legacy-7,\"{\"\"row\"\": 7}\"\n",
+    );
+    std::fs::write(&file, &csv).unwrap();
+
+    let report = dir.join("first.csv");
+    let (ok, first) = import_file(&app, &file, &report).await;
+    assert!(ok, "every row has an outcome: {first}");
+    assert_eq!(first["rows"], json!(5001));
+    assert_eq!(first["missing"], json!(0));
+    assert_eq!(first["outcomes"]["unreadable"], json!(1));
+    assert_eq!(first["outcomes"]["duplicate"], json!(1));
+    assert_eq!(first["codes"]["VALIDATION_FAILED"], json!(missing_phone));
+    assert_eq!(first["codes"]["NO_PSP_FOR_COUNTRY"], json!(no_psp));
+    // Of two rows with one email, one is created; the other is refused.
+    assert_eq!(first["codes"]["EMAIL_IN_USE"], json!(conflicts));
+    let refused = missing_phone + no_psp + conflicts;
+    assert_eq!(first["outcomes"]["refused"], json!(refused));
+    let created = 5000 - 1 - refused;
+    assert_eq!(first["outcomes"]["succeeded"], json!(created));
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM clients").await,
+        created as i64
+    );
+    let report_text = std::fs::read_to_string(&report).unwrap();
+    // The header, then each row that did not succeed, with its reason.
+    assert_eq!(report_text.lines().count(), 1 + 1 + 1 + refused);
+    assert!(report_text.contains("Email is already in use by another client."));
+    assert!(report_text.contains("column metadata is not JSON"));
+    let inbox = count(&app, "SELECT count(*) FROM inbox").await;
+
+    // Again: nothing new anywhere, and the same outcome for every row.
+    let again = dir.join("second.csv");
+    let (ok, second) = import_file(&app, &file, &again).await;
+    assert!(ok, "{second}");
+    assert_eq!(second["outcomes"], first["outcomes"]);
+    assert_eq!(second["codes"], first["codes"]);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM clients").await,
+        created as i64
+    );
+    assert_eq!(count(&app, "SELECT count(*) FROM inbox").await, inbox);
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), report_text);
+    let _ = std::fs::remove_dir_all(&dir);
+}
