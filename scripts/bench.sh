@@ -24,7 +24,7 @@
 #   scripts/bench.sh                      everything, N = 20000 (about 12 minutes on 2 cores)
 #   BENCH_COUNT=5000 scripts/bench.sh     a quicker run
 #   BENCH_PHASES="ceiling saga" ...       only some phases (ceiling saga mixed created rss rows
-#                                         migrate cluster)
+#                                         migrate cluster webhooks)
 #
 # Results: .local/bench/<timestamp>/ (summary.md, each phase's JSON, the worker logs).
 # Needs: scripts/services.sh (PostgreSQL and RabbitMQ on 127.0.0.1), psql, curl, cargo.
@@ -34,7 +34,7 @@ cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 
 N=${BENCH_COUNT:-20000}
-PHASES=${BENCH_PHASES:-ceiling saga mixed created rss rows migrate cluster}
+PHASES=${BENCH_PHASES:-ceiling saga mixed created rss rows migrate cluster webhooks}
 BIG_ROWS=${BENCH_BIG_ROWS:-1000000}
 XENDIT_PORT=${BENCH_XENDIT_PORT:-18099}
 ROWS_COUNT=${BENCH_ROWS_COUNT:-$((N / 2))}
@@ -470,6 +470,23 @@ if [[ " $PHASES " == *" cluster "* ]]; then
     scripts/cluster.sh down >&2
     CLUSTER=""
     unset ONBOARD__BROKER__URLS ONBOARD__BROKER__REPLICATED_QUEUES
+fi
+
+# --- g. webhooks -------------------------------------------------------------------------------
+if [[ " $PHASES " == *" webhooks "* ]]; then
+    md "## g. Webhooks: $N events to a local endpoint answering at once"
+    md ""
+    fresh_db onboard_bench_webhooks
+    for variant in "" --hanging; do
+        say "g. webhooks bench $variant"
+        a=$(snap)
+        line=$("$BIN" webhooks bench -n "$N" $variant 2>>"$OUT/webhooks-bench.log" | tail -n 1)
+        b=$(snap)
+        md "- $line"
+        md "  - CPU: $(LABEL_W=- LABEL_L=- cpu_line "$a" "$b")"
+        say "   $line"
+    done
+    md ""
 fi
 
 # --- the ratios ---------------------------------------------------------------------------------

@@ -37,10 +37,25 @@ FAKE=$!
 "$BIN" fake-source --listen 127.0.0.1:8098 --records examples/source/legacy.json \
     --token "$ONBOARD__SOURCES__LEGACY__TOKEN" >"$DEMO/fake-source.log" 2>&1 &
 SOURCE=$!
+# A webhook endpoint for every event: a local receiver that checks each signature with the
+# endpoint's secret (written to a file by `webhooks add`, never printed), and the delivering
+# process, ready before the worker publishes anything.
+"$BIN" webhooks add http://127.0.0.1:8097/hook --events '*' --secret-file "$DEMO/webhook-secret"
+"$BIN" webhooks receive --listen 127.0.0.1:8097 --secret-file "$DEMO/webhook-secret" >"$DEMO/webhooks-received.log" 2>&1 &
+RECEIVER=$!
+"$BIN" webhooks serve >"$DEMO/webhooks.log" 2>&1 &
+HOOKS=$!
+for _ in $(seq 1 60); do
+    grep -q "webhook feed ready" "$DEMO/webhooks.log" 2>/dev/null && break
+    kill -0 "$HOOKS" 2>/dev/null || { echo "webhooks serve exited:"; tail -n 20 "$DEMO/webhooks.log"; exit 1; }
+    sleep 0.5
+done
 "$BIN" worker >"$DEMO/worker.log" 2>&1 &
 WORKER=$!
 cleanup() {
     kill -TERM "$WORKER" 2>/dev/null && wait "$WORKER" 2>/dev/null || true
+    kill -TERM "$HOOKS" 2>/dev/null && wait "$HOOKS" 2>/dev/null || true
+    kill -TERM "$RECEIVER" 2>/dev/null && wait "$RECEIVER" 2>/dev/null || true
     kill -TERM "$FAKE" 2>/dev/null && wait "$FAKE" 2>/dev/null || true
     kill -TERM "$SOURCE" 2>/dev/null && wait "$SOURCE" 2>/dev/null || true
 }
@@ -67,6 +82,18 @@ for run in first second; do
 done
 echo "--- rows that did not succeed ($DEMO/import-report.csv):"
 cat "$DEMO/import-report.csv"
+
+echo
+echo "==> webhooks received by the local endpoint (each signature checked with its secret)"
+last=-1
+for _ in $(seq 1 40); do
+    now=$(grep -c '^webhook ' "$DEMO/webhooks-received.log" || true)
+    [[ $now == "$last" && $now -gt 0 ]] && break
+    last=$now
+    sleep 0.5
+done
+grep '^webhook ' "$DEMO/webhooks-received.log" | awk '{ print $3, "signature", $5 }' | sort | uniq -c
+"$BIN" webhooks list
 
 echo
 echo "==> welcome emails written (open them with any mail client):"

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::email::EmailSettings;
 use crate::sources::SourceSettings;
+use crate::webhooks::WebhookSettings;
 use crate::xendit::XenditSettings;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -35,6 +36,9 @@ pub struct Settings {
     /// Systems clients are imported from (`client.import`), by name: `[sources.<name>]`.
     #[serde(default)]
     pub sources: HashMap<String, SourceSettings>,
+    /// `onboard webhooks serve`.
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,6 +188,7 @@ pub struct RetrySettings {
     pub immediate_initial_ms: u64,
     pub immediate_max_ms: u64,
     /// One TTL retry queue per distinct delay; attempt n waits `delays_ms[min(n, len) - 1]`.
+    #[serde(deserialize_with = "millis_list")]
     pub delays_ms: Vec<u64>,
     /// Delayed retries before the dead-letter queue.
     pub max_attempts: u32,
@@ -274,6 +279,7 @@ impl Settings {
                     .with_list_parse_key("retry.delays_ms")
                     .with_list_parse_key("broker.reply_to_patterns")
                     .with_list_parse_key("broker.urls")
+                    .with_list_parse_key("webhooks.delays_ms")
                     .try_parsing(true),
             )
             .build()?
@@ -299,6 +305,27 @@ impl RetrySettings {
 }
 
 /// A URL with its password replaced, for log lines.
+/// A list of milliseconds from a file (`[1000, 5000]`) or the environment, where a
+/// comma-separated value is a list but a single value arrives as a number.
+pub fn millis_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(u64),
+        Many(Vec<u64>),
+        Text(String),
+    }
+    match OneOrMany::deserialize(d)? {
+        OneOrMany::One(n) => Ok(vec![n]),
+        OneOrMany::Many(v) => Ok(v),
+        OneOrMany::Text(t) => t
+            .split(',')
+            .map(|p| p.trim().parse::<u64>())
+            .collect::<Result<_, _>>()
+            .map_err(serde::de::Error::custom),
+    }
+}
+
 pub fn redact_url(url: &SecretString) -> String {
     let raw = url.expose_secret();
     match (raw.find("://"), raw.rfind('@')) {
@@ -359,6 +386,22 @@ mod tests {
         assert_eq!(nodes, ["amqp://u:p@n1:5672/%2f", "amqp://u:p@n2:5673/%2f"]);
         assert!(cluster.replicated_queues);
         assert!(!format!("{cluster:?}").contains("u:p@"));
+    }
+
+    #[test]
+    fn a_list_of_delays_may_be_one_value() {
+        #[derive(Deserialize)]
+        struct D {
+            #[serde(deserialize_with = "millis_list")]
+            d: Vec<u64>,
+        }
+        let one: D = serde_json::from_str(r#"{"d": 200}"#).unwrap();
+        assert_eq!(one.d, [200]);
+        let many: D = serde_json::from_str(r#"{"d": [200, 500]}"#).unwrap();
+        assert_eq!(many.d, [200, 500]);
+        let text: D = serde_json::from_str(r#"{"d": "200, 500"}"#).unwrap();
+        assert_eq!(text.d, [200, 500]);
+        assert!(serde_json::from_str::<D>(r#"{"d": "x"}"#).is_err());
     }
 
     #[test]

@@ -46,5 +46,6 @@ pub mod sources;
 pub mod store;
 pub mod telemetry;
 pub mod uow;
+pub mod webhooks;
 pub mod worker;
 pub mod xendit;

@@ -58,6 +58,9 @@ enum Command {
     Dlq(ops::dlq::cli::DlqCommand),
     /// Publish N commands, wait for each one's outcome, print throughput and latency.
     Load(ops::load::LoadArgs),
+    /// Webhook endpoints, their deliveries, and `serve` (the process that delivers).
+    #[command(subcommand)]
+    Webhooks(onboard::webhooks::cli::WebhooksCommand),
     /// Create clients in bulk from a CSV or JSON-lines file; safe to run again on the same
     /// file. Exit status 2 when a row got no outcome.
     Import(ops::import::ImportArgs),
@@ -80,6 +83,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::FakeSource(args) => onboard::sources::fake::run(args, wait_for_signal()).await,
+        Command::Webhooks(command) => {
+            onboard::webhooks::cli::run(settings, command, wait_for_signal()).await
+        }
         Command::Import(args) => {
             if !ops::import::cli(&settings, args).await? {
                 std::process::exit(2);

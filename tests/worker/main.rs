@@ -17,3 +17,4 @@ mod queries;
 mod relations;
 mod saga;
 mod support;
+mod webhooks;

@@ -1,0 +1,212 @@
+//! Webhooks (DESIGN.md, "Relations, imports and webhooks"): the events, POSTed to the HTTP
+//! endpoints operators registered, at least once, signed as Standard Webhooks specifies.
+//!
+//! - [`cli`]: `onboard webhooks add|list|enable|disable|remove|deliveries|redeliver|serve`.
+//! - [`serve`]: the process that does it. A durable queue (`<prefix>.webhooks`, quorum) bound
+//!   to the events exchange feeds it; each event becomes one delivery row per matching enabled
+//!   endpoint before the event is acked, and a sender works the due rows off under a lease,
+//!   recording every attempt, retrying with growing delays, and disabling an endpoint whose
+//!   deliveries keep failing (announced as `webhook.endpoint_disabled`).
+//!
+//! It runs as its own process, not inside the worker: the calls go to third parties whose
+//! speed and behaviour nobody here controls, so they get their own CPU, connections and
+//! failure domain, and scale (or stop) apart from the commands.
+
+pub mod bench;
+pub mod cli;
+pub mod receive;
+pub mod serve;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// `[webhooks]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct WebhookSettings {
+    /// Longest wait for an endpoint's answer.
+    pub timeout_ms: u64,
+    /// Delays before the 2nd, 3rd, ... attempt; the last repeats.
+    #[serde(deserialize_with = "crate::configuration::millis_list")]
+    pub delays_ms: Vec<u64>,
+    /// Attempts of one delivery before it is given up (`failed`).
+    pub max_attempts: u32,
+    /// Deliveries given up in a row that disable an endpoint.
+    pub disable_after_failed_deliveries: u32,
+    /// Requests in flight at once, in all.
+    pub in_flight: usize,
+    /// Requests in flight at once to one endpoint: a slow endpoint holds no more than this.
+    pub per_endpoint_in_flight: usize,
+    /// How often due deliveries are looked for when none were found.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            timeout_ms: 5_000,
+            delays_ms: vec![
+                5_000, 30_000, 120_000, 600_000, 1_800_000, 3_600_000, 10_800_000, 21_600_000,
+                43_200_000,
+            ],
+            max_attempts: 10,
+            disable_after_failed_deliveries: 5,
+            in_flight: 64,
+            per_endpoint_in_flight: 8,
+            poll_interval_ms: 200,
+        }
+    }
+}
+
+impl WebhookSettings {
+    /// The wait after attempt `attempt` (1-based) failed.
+    pub fn delay_after(&self, attempt: u32) -> std::time::Duration {
+        let i = (attempt.max(1) as usize - 1).min(self.delays_ms.len().saturating_sub(1));
+        std::time::Duration::from_millis(self.delays_ms.get(i).copied().unwrap_or(60_000))
+    }
+}
+
+/// Whether an event type matches a pattern: exact, or with `*` standing for any run of
+/// characters (`client.*`, `*`).
+pub fn matches(pattern: &str, event_type: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == event_type;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !event_type.starts_with(first) || event_type.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &event_type[first.len()..];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
+/// The body POSTed for an event: `{"webhook": {"module", "type"}, "data", "event_id",
+/// "occurred_at", "correlation_id"}`; `client.created` is module `clients`, type `created`.
+pub fn body_of(event: &Value) -> Option<Value> {
+    let event_type = event.get("type")?.as_str()?;
+    let (module, rest) = event_type.split_once('.').unwrap_or((event_type, ""));
+    Some(json!({
+        "webhook": { "module": format!("{module}s"), "type": rest },
+        "data": event.get("data").cloned().unwrap_or(Value::Null),
+        "event_id": event.get("event_id").cloned().unwrap_or(Value::Null),
+        "occurred_at": event.get("occurred_at").cloned().unwrap_or(Value::Null),
+        "correlation_id": event.get("correlation_id").cloned().unwrap_or(Value::Null),
+    }))
+}
+
+/// Why a URL cannot be an endpoint: only `http` and `https`, with a host, and no credentials
+/// in it (they would be stored and shown).
+pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "only http and https endpoints are allowed, not {}",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "credentials in the URL are not allowed; the endpoint checks signatures".into(),
+        );
+    }
+    Ok(parsed)
+}
+
+/// A new signing secret: `whsec_` and 32 random bytes in base64.
+pub fn new_secret() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    format!("whsec_{}", base64::prelude::BASE64_STANDARD.encode(bytes))
+}
+
+/// Whether a secret can sign (`whsec_` + base64, at least 24 bytes).
+pub fn check_secret(secret: &str) -> Result<(), String> {
+    use base64::Engine;
+    let raw = secret
+        .strip_prefix("whsec_")
+        .ok_or("a secret starts with whsec_")?;
+    let bytes = base64::prelude::BASE64_STANDARD
+        .decode(raw)
+        .map_err(|_| "a secret is whsec_ followed by base64")?;
+    if bytes.len() < 24 {
+        return Err("a secret needs at least 24 bytes".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_exactly_or_with_stars() {
+        assert!(matches("client.created", "client.created"));
+        assert!(!matches("client.created", "client.creation_failed"));
+        assert!(matches("client.*", "client.relation_updated"));
+        assert!(!matches("client.*", "instance.created"));
+        assert!(matches("*", "anything.at_all"));
+        assert!(matches("*.created", "instance.created"));
+        assert!(matches("client.*_failed", "client.xendit_failed"));
+        assert!(!matches("client.*_failed", "client.created"));
+    }
+
+    #[test]
+    fn the_body_names_module_and_type_and_carries_the_event() {
+        let event = json!({"event_id": "e1", "type": "client.created", "occurred_at": "t",
+                           "correlation_id": "c", "causation_id": "m", "data": {"k": 1}});
+        assert_eq!(
+            body_of(&event).unwrap(),
+            json!({"webhook": {"module": "clients", "type": "created"}, "data": {"k": 1},
+                   "event_id": "e1", "occurred_at": "t", "correlation_id": "c"})
+        );
+        assert_eq!(
+            body_of(&json!({"type": "instance.created"})).unwrap()["webhook"],
+            json!({"module": "instances", "type": "created"})
+        );
+    }
+
+    #[test]
+    fn only_http_and_https_urls_without_credentials() {
+        assert!(check_url("https://hooks.example.com/onboard").is_ok());
+        assert!(check_url("http://127.0.0.1:9000/x").is_ok());
+        for bad in [
+            "file:///etc/passwd",
+            "ftp://example.com",
+            "gopher://x",
+            "https://user:pw@example.com/",
+            "not a url",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_whsec_base64_and_long_enough() {
+        let s = new_secret();
+        assert!(check_secret(&s).is_ok());
+        assert!(standardwebhooks::Webhook::new(&s).is_ok());
+        assert!(check_secret("whsec_c2hvcnQ=").is_err());
+        assert!(check_secret("plain").is_err());
+    }
+
+    #[test]
+    fn delays_grow_and_the_last_repeats() {
+        let s = WebhookSettings {
+            delays_ms: vec![100, 1000],
+            ..WebhookSettings::default()
+        };
+        assert_eq!(s.delay_after(1).as_millis(), 100);
+        assert_eq!(s.delay_after(2).as_millis(), 1000);
+        assert_eq!(s.delay_after(9).as_millis(), 1000);
+    }
+}

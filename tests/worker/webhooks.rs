@@ -1,0 +1,374 @@
+//! Webhooks (DESIGN.md, "Relations, imports and webhooks"), from outside: endpoints added with
+//! the real `onboard webhooks add`, the real `onboard webhooks serve` delivering the worker's
+//! events to receivers on loopback that check every Standard Webhooks signature with the
+//! endpoint's secret.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// What a receiver does with a request.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Ok,
+    /// 500 the first time an event id comes, 200 after.
+    FailFirst,
+    /// Never answers.
+    Hang,
+    /// Answers 200 after this long.
+    Slow(Duration),
+}
+
+#[derive(Clone, Debug)]
+struct Request {
+    id: String,
+    body: Value,
+    signed: bool,
+    answered: u16,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    secret: String,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Receiver {
+    async fn start(mode: Mode) -> Receiver {
+        let secret = onboard::webhooks::new_secret();
+        let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let state = (mode, secret.clone(), requests.clone());
+        let app = axum::Router::new()
+            .route("/hook", post(receive))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver {
+            url,
+            secret,
+            requests,
+        }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Event ids answered 2xx, by event type.
+    fn delivered(&self, event_type: &str) -> Vec<String> {
+        let (module, kind) = event_type.split_once('.').unwrap();
+        let mut ids: Vec<String> = self
+            .requests()
+            .into_iter()
+            .filter(|r| r.answered < 300)
+            .filter(|r| r.body["webhook"] == json!({"module": format!("{module}s"), "type": kind}))
+            .map(|r| r.id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+type ReceiverState = (Mode, String, Arc<Mutex<Vec<Request>>>);
+
+async fn receive(
+    State((mode, secret, requests)): State<ReceiverState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let signed = standardwebhooks::Webhook::new(&secret)
+        .unwrap()
+        .verify(&body, &headers)
+        .is_ok();
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let answered = match mode {
+        Mode::Ok => 200,
+        Mode::FailFirst => {
+            let seen = requests.lock().unwrap().iter().any(|r| r.id == id);
+            if seen { 200 } else { 500 }
+        }
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            200
+        }
+        Mode::Slow(d) => {
+            tokio::time::sleep(d).await;
+            200
+        }
+    };
+    requests.lock().unwrap().push(Request {
+        id,
+        body,
+        signed,
+        answered,
+    });
+    StatusCode::from_u16(answered).unwrap()
+}
+
+/// `onboard webhooks ARGS` (the real binary) on the test's database; its stdout.
+async fn webhooks_cli(app: &TestApp, args: &[&str], secret: Option<&str>) -> String {
+    let mut cmd = onboard_bin(&app.settings);
+    cmd.arg("webhooks").args(args);
+    if let Some(s) = secret {
+        cmd.env("ONBOARD_WEBHOOK_SECRET", s);
+    }
+    let out = cmd.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "webhooks {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(s) = secret {
+        assert!(!stdout.contains(s), "the secret was printed");
+    }
+    stdout
+}
+
+async fn add(app: &TestApp, receiver: &Receiver, events: &[&str]) -> i64 {
+    let mut args = vec!["add", receiver.url.as_str(), "--events"];
+    args.extend_from_slice(events);
+    let out = webhooks_cli(app, &args, Some(&receiver.secret)).await;
+    out.trim_start_matches("endpoint ")
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("{out}"))
+}
+
+/// `onboard webhooks serve` with `env` on top; waits until its queue is bound.
+async fn serve(app: &TestApp, env: &[(&str, &str)]) -> tokio::process::Child {
+    let mut cmd = onboard_bin(&app.settings);
+    cmd.args(["webhooks", "serve"])
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().unwrap();
+    let queue = format!("{}.webhooks", app.settings.broker.prefix);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let channel = app.connection.create_channel().await.unwrap();
+        let found = channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .is_ok();
+        if found {
+            return child;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "webhooks serve never declared {queue}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn onboard(app: &TestApp, n: usize, tag: &str) {
+    for i in 0..n {
+        app.create_client(&client_with_email(&format!("{tag}{i}@example.com")))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn every_delivery_is_signed_and_an_endpoint_answering_500_then_200_gets_each_event_twice_at_most()
+ {
+    let app = spawn_app().await;
+    let all = Receiver::start(Mode::Ok).await;
+    let flaky = Receiver::start(Mode::FailFirst).await;
+    add(&app, &all, &["client.*"]).await;
+    let flaky_id = add(&app, &flaky, &["client.created"]).await;
+    let mut server = serve(
+        &app,
+        &[
+            ("ONBOARD__WEBHOOKS__DELAYS_MS", "200"),
+            ("ONBOARD__WEBHOOKS__MAX_ATTEMPTS", "5"),
+        ],
+    )
+    .await;
+    onboard(&app, 3, "hook").await;
+
+    until("every onboarding reached the client.* endpoint", || {
+        all.delivered("client.onboarding_completed").len() == 3
+    })
+    .await;
+    until("every client.created reached the flaky endpoint", || {
+        flaky.delivered("client.created").len() == 3
+    })
+    .await;
+    for r in all.requests().iter().chain(flaky.requests().iter()) {
+        assert!(r.signed, "a request whose signature did not verify: {r:?}");
+        assert_eq!(
+            r.body["event_id"],
+            json!(r.id),
+            "webhook-id is the event id"
+        );
+        assert!(r.body["correlation_id"].is_string() && r.body["occurred_at"].is_string());
+    }
+    let created = &all.requests()[..];
+    let first = created
+        .iter()
+        .find(|r| r.body["webhook"]["type"] == "created")
+        .unwrap();
+    assert_eq!(first.body["webhook"]["module"], json!("clients"));
+    assert!(first.body["data"]["client"]["client_id"].is_number());
+    assert!(
+        all.requests()
+            .iter()
+            .all(|r| r.body["webhook"]["module"] == "clients"),
+        "only client.* events"
+    );
+
+    // Each event twice at the flaky endpoint, 500 then 200, and the log shows both.
+    let mut per_event: HashMap<String, Vec<u16>> = HashMap::new();
+    for r in flaky.requests() {
+        per_event.entry(r.id).or_default().push(r.answered);
+    }
+    assert_eq!(per_event.len(), 3);
+    assert!(
+        per_event.values().all(|a| a == &[500, 200]),
+        "{per_event:?}"
+    );
+    let log: Value = serde_json::from_str(
+        &webhooks_cli(
+            &app,
+            &["deliveries", "--endpoint", &flaky_id.to_string(), "--json"],
+            None,
+        )
+        .await,
+    )
+    .unwrap();
+    let log = log.as_array().unwrap();
+    assert_eq!(log.len(), 3);
+    for d in log {
+        assert_eq!(d["delivery"]["status"], json!("delivered"));
+        let codes: Vec<&Value> = d["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| &a["status_code"])
+            .collect();
+        assert_eq!(codes, [&json!(500), &json!(200)]);
+    }
+    let listed = webhooks_cli(&app, &["list", "--json"], None).await;
+    assert!(!listed.contains(&all.secret) && !listed.contains(&flaky.secret));
+    let _ = server.start_kill();
+}
+
+#[tokio::test]
+async fn an_endpoint_that_never_answers_is_disabled_after_its_budget_while_another_receives_everything()
+ {
+    let mut app = spawn_app().await;
+    let good = Receiver::start(Mode::Ok).await;
+    let dead = Receiver::start(Mode::Hang).await;
+    add(&app, &good, &["*"]).await;
+    let dead_id = add(&app, &dead, &["client.*"]).await;
+    let mut server = serve(
+        &app,
+        &[
+            ("ONBOARD__WEBHOOKS__TIMEOUT_MS", "300"),
+            ("ONBOARD__WEBHOOKS__DELAYS_MS", "100"),
+            ("ONBOARD__WEBHOOKS__MAX_ATTEMPTS", "2"),
+            ("ONBOARD__WEBHOOKS__DISABLE_AFTER_FAILED_DELIVERIES", "2"),
+            ("ONBOARD__WEBHOOKS__PER_ENDPOINT_IN_FLIGHT", "2"),
+        ],
+    )
+    .await;
+    let started = Instant::now();
+    onboard(&app, 10, "alive").await;
+    until("the good endpoint received every onboarding", || {
+        good.delivered("client.onboarding_completed").len() == 10
+    })
+    .await;
+    let took = started.elapsed();
+
+    let disabled = app.wait_for_event("webhook.endpoint_disabled", None).await;
+    assert_eq!(disabled.body["data"]["endpoint_id"], json!(dead_id));
+    assert_eq!(disabled.body["data"]["failed_deliveries"], json!(2));
+    until("the good endpoint got the webhook about it", || {
+        !good.delivered("webhook.endpoint_disabled").is_empty()
+    })
+    .await;
+    let listed: Value =
+        serde_json::from_str(&webhooks_cli(&app, &["list", "--json"], None).await).unwrap();
+    let dead_row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint_id"] == json!(dead_id))
+        .unwrap();
+    assert_eq!(dead_row["enabled"], json!(false));
+    let failed: Value = serde_json::from_str(
+        &webhooks_cli(&app, &["deliveries", "--failed", "--json"], None).await,
+    )
+    .unwrap();
+    for d in failed.as_array().unwrap() {
+        assert_eq!(d["delivery"]["endpoint_id"], json!(dead_id));
+        assert_eq!(d["attempts"].as_array().unwrap().len(), 2);
+        assert_eq!(d["attempts"][0]["error"], json!("no answer in time"));
+    }
+    println!(
+        "WEBHOOKS 10 onboardings delivered to the live endpoint in {took:?} beside a hanging one"
+    );
+    let _ = server.start_kill();
+}
+
+#[tokio::test]
+async fn a_webhooks_process_killed_mid_delivery_loses_no_delivery() {
+    let app = spawn_app().await;
+    let slow = Receiver::start(Mode::Slow(Duration::from_millis(300))).await;
+    add(&app, &slow, &["client.created"]).await;
+    let env = [
+        ("ONBOARD__WEBHOOKS__TIMEOUT_MS", "2000"),
+        ("ONBOARD__WEBHOOKS__PER_ENDPOINT_IN_FLIGHT", "4"),
+    ];
+    let mut first = serve(&app, &env).await;
+    onboard(&app, 20, "killed").await;
+    until("the first deliveries are under way", || {
+        slow.requests().len() >= 3
+    })
+    .await;
+    first.start_kill().unwrap();
+    let _ = first.wait().await;
+    let mut second = serve(&app, &env).await;
+    until("every client.created delivered", || {
+        slow.delivered("client.created").len() == 20
+    })
+    .await;
+    let _ = second.start_kill();
+}
