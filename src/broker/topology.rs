@@ -43,6 +43,31 @@ impl Names {
     pub fn retry(&self, delay_ms: u64) -> String {
         format!("{}.retry.{delay_ms}", self.prefix)
     }
+
+    /// Every queue the worker declares under this prefix (with these retry delays), and the
+    /// webhooks feed's: what a test or a benchmark deletes when it is done.
+    pub fn all_queues(&self, delays_ms: &[u64]) -> Vec<String> {
+        let mut queues = vec![
+            self.commands_queue.clone(),
+            self.dead_queue.clone(),
+            self.unrouted_events.clone(),
+            format!("{}.webhooks", self.prefix),
+        ];
+        queues.extend(delays_ms.iter().map(|d| self.retry(*d)));
+        queues
+    }
+
+    /// Every exchange the worker declares under this prefix (with these retry delays).
+    pub fn all_exchanges(&self, delays_ms: &[u64]) -> Vec<String> {
+        let mut exchanges = vec![
+            self.commands_exchange.clone(),
+            self.dead_exchange.clone(),
+            self.events_exchange.clone(),
+            self.unrouted_events.clone(),
+        ];
+        exchanges.extend(delays_ms.iter().map(|d| self.retry(*d)));
+        exchanges
+    }
 }
 
 fn long(s: &str) -> AMQPValue {

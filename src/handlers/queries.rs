@@ -145,13 +145,9 @@ async fn client_list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, H
             .unwrap_or(false),
     };
     // take/skip (seed 002) beside page and cursor.
-    let take = body.get("take").and_then(Value::as_u64);
-    let skip = body.get("skip").and_then(Value::as_u64);
-    if take.is_some() || skip.is_some() {
-        let take = take
-            .unwrap_or(paging::DEFAULT_TAKE)
-            .min(paging::MAX_PAGE_SIZE as u64);
-        let skip = skip.unwrap_or(0);
+    let given = |k: &str| body.get(k).is_some_and(|v| !v.is_null());
+    if given("take") || given("skip") {
+        let (take, skip) = paging::take_skip(body);
         let clients =
             store::clients::list_clients(conn, &filter, PageStart::Offset(skip), take as i64)
                 .await?;
@@ -221,12 +217,7 @@ async fn partner_list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, 
         },
         None => None,
     };
-    let take = body
-        .get("take")
-        .and_then(Value::as_u64)
-        .unwrap_or(paging::DEFAULT_TAKE)
-        .min(paging::MAX_PAGE_SIZE as u64);
-    let skip = body.get("skip").and_then(Value::as_u64).unwrap_or(0);
+    let (take, skip) = paging::take_skip(body);
     let (partners, total) = store::partners::list(
         conn,
         under,

@@ -199,13 +199,7 @@ async fn list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, HandlerE
     let Some(client_id) = live_client(conn, cmd).await? else {
         return Ok(Answer::Refused(Refusal::client_not_found()));
     };
-    let take = cmd
-        .body
-        .get("take")
-        .and_then(Value::as_u64)
-        .unwrap_or(paging::DEFAULT_TAKE)
-        .min(paging::MAX_PAGE_SIZE as u64);
-    let skip = cmd.body.get("skip").and_then(Value::as_u64).unwrap_or(0);
+    let (take, skip) = paging::take_skip(&cmd.body);
     let (relations, total) = store::relations::list(
         conn,
         client_id,

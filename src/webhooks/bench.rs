@@ -55,7 +55,7 @@ pub async fn run(mut settings: Settings, events: usize, hanging: bool) -> anyhow
 
     // The queue first, so no event published below is missed by the feed.
     let connection = broker::connect(&settings.broker, "onboard webhooks bench").await?;
-    let queue = super::serve::declare_feed(&connection, &settings).await?;
+    super::serve::declare_feed(&connection, &settings).await?;
     let names = Names::new(&settings.broker.prefix);
     let stop = CancellationToken::new();
     let serving = tokio::spawn(super::serve::run(settings.clone(), stop.clone()));
@@ -113,22 +113,8 @@ pub async fn run(mut settings: Settings, events: usize, hanging: bool) -> anyhow
         db::remove_endpoint(&pool, id).await?;
     }
     let channel = connection.create_channel().await?;
-    let mut queues = vec![
-        queue,
-        names.commands_queue.clone(),
-        names.dead_queue.clone(),
-        names.unrouted_events.clone(),
-    ];
-    let mut exchanges = vec![
-        names.commands_exchange.clone(),
-        names.dead_exchange.clone(),
-        names.events_exchange.clone(),
-        names.unrouted_events.clone(),
-    ];
-    for d in &settings.retry.delays_ms {
-        queues.push(names.retry(*d));
-        exchanges.push(names.retry(*d));
-    }
+    let queues = names.all_queues(&settings.retry.delays_ms);
+    let exchanges = names.all_exchanges(&settings.retry.delays_ms);
     for q in queues {
         channel
             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())

@@ -948,21 +948,8 @@ impl Rig {
             lapin::Connection::connect(&self.broker, lapin::ConnectionProperties::default()).await
             && let Ok(ch) = conn.create_channel().await
         {
-            let mut queues = vec![
-                names.commands_queue.clone(),
-                names.dead_queue.clone(),
-                names.unrouted_events.clone(),
-            ];
-            let mut exchanges = vec![
-                names.commands_exchange.clone(),
-                names.dead_exchange.clone(),
-                names.events_exchange.clone(),
-                names.unrouted_events.clone(),
-            ];
-            for d in &self.settings.retry.delays_ms {
-                queues.push(names.retry(*d));
-                exchanges.push(names.retry(*d));
-            }
+            let queues = names.all_queues(&self.settings.retry.delays_ms);
+            let exchanges = names.all_exchanges(&self.settings.retry.delays_ms);
             for q in queues {
                 let _ = ch
                     .queue_delete(q.as_str().into(), QueueDeleteOptions::default())

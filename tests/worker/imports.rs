@@ -112,6 +112,7 @@ async fn a_record_from_the_source_becomes_a_client_once_and_unknown_ones_are_ref
     let connection = app
         .wait_for_event("client.connection_created", Some(&id))
         .await;
+    assert_event_schema(&connection.body);
     let data = &connection.body["data"];
     assert_eq!(data["client"]["client_id"], client["client_id"]);
     assert_eq!(

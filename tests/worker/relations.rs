@@ -218,6 +218,7 @@ async fn a_relation_is_patched_read_and_removed_by_id_and_only_through_its_clien
     let event = app
         .wait_for_event("client.relation_updated", Some(&msg))
         .await;
+    assert_event_schema(&event.body);
     assert_eq!(event.body["data"]["relation"], updated);
     assert_eq!(
         event.body["data"]["changes"]["relation"],
@@ -285,6 +286,7 @@ async fn a_relation_is_patched_read_and_removed_by_id_and_only_through_its_clien
     let event = app
         .wait_for_event("client.relation_removed", Some(&msg))
         .await;
+    assert_event_schema(&event.body);
     assert_eq!(event.body["data"]["relation_id"], rel);
     assert_eq!(event.body["data"]["relation"], updated);
     let (_, list) = ask(&app, "client.relation.list", json!({"client_id": a_id})).await;
@@ -356,4 +358,19 @@ async fn a_corporate_client_is_created_with_its_relations_and_an_individual_one_
         ),
     )
     .await;
+}
+
+#[test]
+fn the_new_event_schemas_accept_their_own_examples() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/events");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let schema: Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        for example in schema["examples"].as_array().unwrap() {
+            assert_event_schema(example);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "{checked}");
 }

@@ -457,21 +457,8 @@ impl TestApp {
     pub async fn finish(mut self) {
         self.stop_worker().await;
         let names = self.names();
-        let mut queues = vec![
-            names.commands_queue.clone(),
-            names.dead_queue.clone(),
-            names.unrouted_events.clone(),
-        ];
-        let mut exchanges = vec![
-            names.commands_exchange.clone(),
-            names.dead_exchange.clone(),
-            names.events_exchange.clone(),
-            names.unrouted_events.clone(),
-        ];
-        for d in &self.settings.retry.delays_ms {
-            queues.push(names.retry(*d));
-            exchanges.push(names.retry(*d));
-        }
+        let queues = names.all_queues(&self.settings.retry.delays_ms);
+        let exchanges = names.all_exchanges(&self.settings.retry.delays_ms);
         for q in queues {
             let _ = self
                 .channel
@@ -845,4 +832,30 @@ pub async fn remove_test_objects(settings: &Settings, database: &str) {
         .execute(&mut conn)
         .await;
     }
+}
+
+/// Checks an event (the whole envelope) against `schemas/events/<type>.json`, formats
+/// asserted; panics naming every violation.
+pub fn assert_event_schema(event: &Value) {
+    let event_type = event["type"].as_str().expect("an event has a type");
+    let path = format!(
+        "{}/schemas/events/{event_type}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")),
+    )
+    .unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{path} is not a valid schema: {e}"));
+    let errors: Vec<String> = validator
+        .iter_errors(event)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{event_type} does not match {path}: {errors:?}\n{event}"
+    );
 }

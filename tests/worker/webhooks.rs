@@ -287,6 +287,15 @@ async fn every_delivery_is_signed_and_an_endpoint_answering_500_then_200_gets_ea
     }
     let listed = webhooks_cli(&app, &["list", "--json"], None).await;
     assert!(!listed.contains(&all.secret) && !listed.contains(&flaky.secret));
+
+    // An operator sends one again: a third request for that event, the third attempt logged.
+    let again = log[0]["delivery"]["delivery_id"].as_i64().unwrap();
+    let event = log[0]["delivery"]["event_id"].as_str().unwrap().to_string();
+    webhooks_cli(&app, &["redeliver", &again.to_string()], None).await;
+    until("the redelivered event came again", || {
+        flaky.requests().iter().filter(|r| r.id == event).count() == 3
+    })
+    .await;
     let _ = server.start_kill();
 }
 
@@ -318,6 +327,7 @@ async fn an_endpoint_that_never_answers_is_disabled_after_its_budget_while_anoth
     let took = started.elapsed();
 
     let disabled = app.wait_for_event("webhook.endpoint_disabled", None).await;
+    assert_event_schema(&disabled.body);
     assert_eq!(disabled.body["data"]["endpoint_id"], json!(dead_id));
     assert_eq!(disabled.body["data"]["failed_deliveries"], json!(2));
     until("the good endpoint got the webhook about it", || {
