@@ -6,6 +6,9 @@
 #   scripts/services.sh status what is running, and whether the expected credentials work
 #   scripts/services.sh env    export lines for the worker and the tests:
 #                              eval "$(scripts/services.sh env)"
+#   scripts/services.sh tools  install what the tests use beside the services when missing:
+#                              promtool (Debian's prometheus package; its own service is
+#                              left stopped)
 #
 # Data, logs and config live under <repo>/.local/. Ports: ONBOARD_PG_PORT (5432),
 # ONBOARD_AMQP_PORT (5672), ONBOARD_RABBITMQ_MGMT_PORT (15672). The management plugin is on by
@@ -169,6 +172,30 @@ ensure_installed() {
     pg_bindir >/dev/null || die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb"
     [[ -x $RMQ_LIB/rabbitmq-server ]] || die "rabbitmq-server installed but no $RMQ_LIB/rabbitmq-server"
     say "installed ${want[*]}"
+}
+
+# promtool for the alert rules' tests. The package also brings a Prometheus service, which
+# this script stops and disables where systemd runs it: scripts/observe.sh starts its own.
+ensure_tools() {
+    if command -v promtool >/dev/null; then
+        say "tools: promtool present ($(promtool --version 2>&1 | head -n 1))"
+        return 0
+    fi
+    command -v apt-get >/dev/null || die "please install promtool (Debian: prometheus): apt-get not found"
+    local log="$LOCAL/apt.log" install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus)
+    say "tools: installing prometheus (for promtool) with apt-get (log: $log)"
+    if ! apt_has_candidate prometheus; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$log" 2>&1 || { show_log "$log"; die "apt-get update failed"; }
+    fi
+    if ! as_root "${install[@]}" >>"$log" 2>&1; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$log" 2>&1 || { show_log "$log"; die "apt-get update failed"; }
+        as_root "${install[@]}" >>"$log" 2>&1 || { show_log "$log"; die "apt-get install prometheus failed"; }
+    fi
+    if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+        as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+    command -v promtool >/dev/null || die "prometheus installed but no promtool on PATH"
+    say "tools: promtool installed"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -625,8 +652,12 @@ main() {
             return "$rc"
             ;;
         env) print_env ;;
+        tools)
+            lock
+            ensure_tools
+            ;;
         -h|--help|help) sed -n '2,/^set /{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
-        *) die "unknown command '$cmd' (up, down, status, env)" ;;
+        *) die "unknown command '$cmd' (up, down, status, env, tools)" ;;
     esac
 }
 

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/services.sh up
+scripts/services.sh tools
 eval "$(scripts/services.sh env)"
 export RUST_BACKTRACE=1
 

@@ -308,22 +308,33 @@ impl RetrySettings {
 /// A list of milliseconds from a file (`[1000, 5000]`) or the environment, where a
 /// comma-separated value is a list but a single value arrives as a number.
 pub fn millis_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    // Untagged enums see the raw values: from the environment a list's items are strings.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        Number(u64),
+        Text(String),
+    }
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
-        One(u64),
-        Many(Vec<u64>),
-        Text(String),
+        One(Item),
+        Many(Vec<Item>),
     }
-    match OneOrMany::deserialize(d)? {
-        OneOrMany::One(n) => Ok(vec![n]),
-        OneOrMany::Many(v) => Ok(v),
-        OneOrMany::Text(t) => t
-            .split(',')
-            .map(|p| p.trim().parse::<u64>())
-            .collect::<Result<_, _>>()
-            .map_err(serde::de::Error::custom),
-    }
+    let items = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(Item::Text(t)) => t.split(',').map(|p| Item::Text(p.to_string())).collect(),
+        OneOrMany::One(item) => vec![item],
+        OneOrMany::Many(items) => items,
+    };
+    items
+        .into_iter()
+        .map(|i| match i {
+            Item::Number(n) => Ok(n),
+            Item::Text(t) => t.trim().parse::<u64>().map_err(|e| {
+                serde::de::Error::custom(format!("{t:?} is not a number of milliseconds: {e}"))
+            }),
+        })
+        .collect()
 }
 
 pub fn redact_url(url: &SecretString) -> String {
@@ -401,6 +412,8 @@ mod tests {
         assert_eq!(many.d, [200, 500]);
         let text: D = serde_json::from_str(r#"{"d": "200, 500"}"#).unwrap();
         assert_eq!(text.d, [200, 500]);
+        let texts: D = serde_json::from_str(r#"{"d": ["200", "500"]}"#).unwrap();
+        assert_eq!(texts.d, [200, 500]);
         assert!(serde_json::from_str::<D>(r#"{"d": "x"}"#).is_err());
     }
 

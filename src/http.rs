@@ -83,14 +83,18 @@ async fn ready(AxumState(state): AxumState<State>) -> impl IntoResponse {
 /// then encodes. A sample that cannot be taken keeps its previous value.
 async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
     let m = &state.metrics;
-    let (backlog, depths, stuck) = tokio::join!(
+    let (backlog, depths, stuck, disabled) = tokio::join!(
         tokio::time::timeout(PROBE_TIMEOUT, store::outbox::backlog(&state.pool)),
         topology_depths(&state),
         tokio::time::timeout(
             PROBE_TIMEOUT,
             store::sagas::count_stuck(&state.pool, state.stuck_after_seconds)
         ),
+        tokio::time::timeout(PROBE_TIMEOUT, store::webhooks::count_disabled(&state.pool)),
     );
+    if let Ok(Ok(disabled)) = disabled {
+        m.set_webhook_endpoints_disabled(disabled);
+    }
     if let Ok(Ok((pending, oldest))) = backlog {
         m.set_outbox(pending, oldest);
     }

@@ -88,6 +88,7 @@ struct Inner {
     dead_letter_depth: Gauge,
     broker_connected: Gauge,
     sagas_stuck: Gauge,
+    webhook_endpoints_disabled: Gauge,
     saga_step_seconds: HistogramFamily<StepLabels>,
     calls: Family<CallLabels, Counter>,
     call_seconds: HistogramFamily<CallLabels>,
@@ -138,6 +139,7 @@ impl Metrics {
             dead_letter_depth: Gauge::default(),
             broker_connected: Gauge::default(),
             sagas_stuck: Gauge::default(),
+            webhook_endpoints_disabled: Gauge::default(),
             saga_step_seconds: Family::new_with_constructor(latency_histogram),
             calls: Family::default(),
             call_seconds: Family::new_with_constructor(latency_histogram),
@@ -212,6 +214,11 @@ impl Metrics {
             "sagas_stuck",
             "Sagas due for longer than saga.stuck_after_seconds that no worker has taken (sampled when scraped)",
             inner.sagas_stuck.clone(),
+        );
+        r.register(
+            "webhook_endpoints_disabled",
+            "Webhook endpoints disabled, by an operator or for their failures (sampled when scraped)",
+            inner.webhook_endpoints_disabled.clone(),
         );
         r.register(
             "saga_step_duration_seconds",
@@ -372,6 +379,10 @@ impl Metrics {
 
     pub fn set_sagas_stuck(&self, sagas: i64) {
         self.inner.sagas_stuck.set(sagas);
+    }
+
+    pub fn set_webhook_endpoints_disabled(&self, endpoints: i64) {
+        self.inner.webhook_endpoints_disabled.set(endpoints);
     }
 
     pub fn set_broker_connected(&self, connected: bool) {

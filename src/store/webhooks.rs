@@ -131,6 +131,13 @@ pub async fn remove_endpoint(pool: &PgPool, endpoint_id: i64) -> Result<bool, sq
     Ok(done.rows_affected() == 1)
 }
 
+/// Endpoints disabled (by an operator or for their failures), for `/metrics`.
+pub async fn count_disabled(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints WHERE NOT enabled")
+        .fetch_one(pool)
+        .await
+}
+
 /// The enabled endpoints and what they want.
 pub async fn targets(pool: &PgPool) -> Result<Vec<Target>, sqlx::Error> {
     sqlx::query_as("SELECT endpoint_id, patterns FROM webhook_endpoints WHERE enabled")

@@ -1,6 +1,7 @@
 //! Integration tests on a real RabbitMQ and a real PostgreSQL (start them with
 //! `scripts/services.sh up`). One binary, one module per capability.
 
+mod alerts;
 mod arrange;
 mod client_create;
 mod core;
