@@ -104,7 +104,14 @@ impl Worker {
             })
             .await?;
 
-        let key = DeploymentKey::load(&pool).await?;
+        // Like the migrations, retried: a database slow to answer at start is not a reason to
+        // exit (seen under a loaded test run: one pool timeout here stopped the worker).
+        let key = (|| DeploymentKey::load(&pool))
+            .retry(wait)
+            .notify(|e, d| {
+                tracing::warn!(error = %e, "deployment key not readable yet; retrying in {d:?}")
+            })
+            .await?;
 
         let mut links = Vec::with_capacity(2);
         let mut names = None;
