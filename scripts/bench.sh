@@ -26,7 +26,8 @@
 #   BENCH_PHASES="ceiling saga" ...       only some phases (ceiling saga mixed created rss rows
 #                                         migrate cluster webhooks)
 #
-# Results: .local/bench/<timestamp>/ (summary.md, each phase's JSON, the worker logs).
+# Results: .local/bench/<timestamp>/ (summary.md, each phase's JSON and its plot as SVG:
+# throughput over time and the latency distribution, the worker logs).
 # Needs: scripts/services.sh (PostgreSQL and RabbitMQ on 127.0.0.1), psql, curl, cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -160,7 +161,7 @@ LOADER=""
 run_load() {
     local prefix=$1 out=$2; shift 2
     local a b
-    ONBOARD__BROKER__PREFIX=$prefix "$BIN" load --json "$@" >"$out" &
+    ONBOARD__BROKER__PREFIX=$prefix "$BIN" load --json --plot "${out%.json}.svg" "$@" >"$out" 2>>"$OUT/load.log" &
     LOADER=$!
     a=$(snap); b=$a
     while kill -0 "$LOADER" 2>/dev/null; do

@@ -164,6 +164,10 @@ pub struct Report {
     /// Every event seen, with [`Options::record_events`].
     #[serde(skip)]
     pub events: Vec<Seen>,
+    /// Per command, seconds from the phase's first publish to its publish and to its outcome
+    /// (for `--plot`).
+    #[serde(skip)]
+    pub timeline: Vec<(f64, Option<f64>)>,
 }
 
 impl Report {
@@ -374,6 +378,8 @@ struct Shared {
     index: HashMap<String, usize>,
     /// When each command was published (latest attempt); `None` until then.
     published_at: Vec<Option<Instant>>,
+    /// When its outcome was seen.
+    settled_at: Vec<Option<Instant>>,
     /// The outcome event's (type, message_id) once seen.
     outcome: Vec<Option<(String, Option<String>)>>,
     data: Vec<Option<serde_json::Value>>,
@@ -392,6 +398,7 @@ impl Shared {
             outcome_types: Vec::new(),
             index: HashMap::new(),
             published_at: Vec::new(),
+            settled_at: Vec::new(),
             outcome: Vec::new(),
             data: Vec::new(),
             histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
@@ -417,6 +424,7 @@ impl Shared {
             .map(|(i, c)| (c.sent.message_id.clone(), i))
             .collect();
         self.published_at = vec![None; n];
+        self.settled_at = vec![None; n];
         self.outcome = vec![None; n];
         self.data = vec![None; n];
     }
@@ -635,6 +643,7 @@ impl Session {
                                 let micros = now.duration_since(at).as_micros() as u64;
                                 s.histogram.saturating_record(micros.max(1));
                             }
+                            s.settled_at[i] = Some(now);
                             s.outcome[i] = Some((event_type.to_string(), message_id));
                             s.data[i] = body().get("data").cloned();
                             *s.outcomes.entry(event_type.to_string()).or_insert(0) += 1;
@@ -829,6 +838,15 @@ impl Session {
             missing: missing_all.into_iter().take(options.missing_cap).collect(),
             sent: phase.commands.into_iter().map(|c| c.sent).collect(),
             events: std::mem::take(&mut s.events),
+            timeline: s
+                .published_at
+                .iter()
+                .zip(&s.settled_at)
+                .filter_map(|(p, o)| {
+                    let since = |t: Instant| t.duration_since(started).as_secs_f64();
+                    p.map(|p| (since(p), o.map(since)))
+                })
+                .collect(),
         };
         Ok(PhaseReport { report, data })
     }
@@ -915,6 +933,10 @@ pub struct LoadArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Draw throughput over time and the latency distribution to this SVG file (with several
+    /// phases, one file per phase: NAME.1.svg, NAME.2.svg, ...).
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -942,6 +964,17 @@ pub async fn cli(settings: &Settings, args: LoadArgs) -> anyhow::Result<bool> {
     options.missing_cap = args.show_missing;
     options.progress = true;
     let reports = run_scenario(settings, &options, args.scenario).await?;
+    if let Some(path) = &args.plot {
+        for (i, report) in reports.iter().enumerate() {
+            let file = if reports.len() == 1 {
+                path.clone()
+            } else {
+                path.with_extension(format!("{}.svg", i + 1))
+            };
+            super::plot::draw(report, &file)?;
+            eprintln!("plot: {}", file.display());
+        }
+    }
     if args.json {
         match reports.as_slice() {
             [one] => println!("{}", serde_json::to_string_pretty(one)?),

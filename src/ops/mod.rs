@@ -6,5 +6,6 @@ pub mod ceiling;
 pub mod dlq;
 pub mod import;
 pub mod load;
+pub mod plot;
 pub mod publish;
 pub mod saga;

@@ -91,3 +91,51 @@ async fn the_instances_scenario_creates_renames_and_deletes_one_instance_per_adm
     assert_eq!(reports.last().unwrap().command_type, "instance.delete");
     app.finish().await;
 }
+
+/// Issue 13, item 7: `onboard load --plot` (the real binary) writes an SVG that parses, with
+/// both charts: throughput over time (two lines) and the latency distribution (bars).
+#[tokio::test]
+async fn load_plot_writes_an_svg_with_the_throughput_and_the_latency_charts() {
+    let app = spawn_app().await;
+    let file = std::env::temp_dir().join(format!("onboard-plot-{}.svg", uuid::Uuid::new_v4()));
+    let out = onboard_bin(&app.settings)
+        .args(["load", "-n", "30", "--timeout", "30", "--plot"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(&file).unwrap();
+    let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text().map(|t| t.trim().to_string()))
+        .collect();
+    let caption = |start: &str| texts.iter().any(|t| t.starts_with(start));
+    assert!(
+        caption("Throughput: 30 client.create commands"),
+        "{texts:?}"
+    );
+    assert!(caption("Latency, publish to outcome: p50"), "{texts:?}");
+    assert!(texts.iter().any(|t| t == "commands published"), "{texts:?}");
+    // The two lines of the first chart and the bars of the second.
+    let lines = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .count();
+    let bars = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("rect") && n.attribute("opacity").is_some())
+        .count();
+    assert!(lines >= 2, "{lines} lines");
+    assert!(bars >= 1, "{bars} bars");
+    let _ = std::fs::remove_file(&file);
+    app.finish().await;
+}
