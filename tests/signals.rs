@@ -99,11 +99,14 @@ async fn publish_commands(settings: &Settings) -> Vec<String> {
     .await
     .unwrap();
     let channel = connection.create_channel().await.unwrap();
+    // Confirmed, so "published" means the broker has each one (without confirm mode awaiting
+    // a publish proves nothing, and the connection is closed right after).
+    channel.confirm_select(Default::default()).await.unwrap();
     let names = onboard::broker::Names::new(&settings.broker.prefix);
     let mut ids = Vec::new();
     for i in 0..COMMANDS {
         let id = uuid::Uuid::new_v4().to_string();
-        channel
+        let confirmation = channel
             .basic_publish(
                 names.commands_exchange.as_str().into(),
                 "client.create".into(),
@@ -118,6 +121,7 @@ async fn publish_commands(settings: &Settings) -> Vec<String> {
             .unwrap()
             .await
             .unwrap();
+        assert!(confirmation.is_ack(), "the broker refused command {i}");
         ids.push(id);
     }
     let _ = connection.close(200, "published".into()).await;
