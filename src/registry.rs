@@ -290,6 +290,48 @@ mod tests {
     }
 
     #[test]
+    fn an_import_names_a_source_and_a_record_id_that_is_one_path_segment() {
+        use serde_json::json;
+        let schemas = schemas();
+        let import = CommandType::ClientImport;
+        assert!(
+            schemas
+                .check(
+                    import,
+                    &json!({"source": "legacy", "source_id": "acme-001"})
+                )
+                .is_ok()
+        );
+        for bad in ["..", ".", "a/b", "a?b", "a b", "", &"x".repeat(81)] {
+            let body = json!({"source": "legacy", "source_id": bad});
+            assert!(schemas.check(import, &body).is_err(), "{bad:?}");
+        }
+        for bad in ["", "le gacy", "../x"] {
+            let body = json!({"source": bad, "source_id": "1"});
+            assert!(schemas.check(import, &body).is_err(), "{bad:?}");
+        }
+        // The relation commands: one of relation or relations (both is the handler's refusal).
+        let add = CommandType::ClientRelationAdd;
+        assert!(schemas.check(add, &json!({"client_id": 1})).is_err());
+        let person =
+            json!({"relation": "director", "identity": {"given_name": "A", "family_name": "B"}});
+        assert!(
+            schemas
+                .check(
+                    add,
+                    &json!({"client_id": 1, "relation": person, "relations": [person]})
+                )
+                .is_ok()
+        );
+        let corporate = json!({"relation": "director", "identity": {"type": "corporate"}});
+        assert!(
+            schemas
+                .check(add, &json!({"client_id": 1, "relation": corporate}))
+                .is_err()
+        );
+    }
+
+    #[test]
     fn profile_shapes_the_handlers_cannot_answer_are_refused_by_the_schemas() {
         use serde_json::json;
         let schemas = schemas();
