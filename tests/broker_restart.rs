@@ -277,31 +277,7 @@ async fn start_worker(settings: &Settings) -> WorkerProc {
 }
 
 async fn publish(url: &str, settings: &Settings, n: usize, tag: &str) {
-    let connection = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel.confirm_select(Default::default()).await.unwrap();
-    let names = onboard::broker::Names::new(&settings.broker.prefix);
-    for i in 0..n {
-        let id = uuid::Uuid::new_v4().to_string();
-        channel
-            .basic_publish(
-                names.commands_exchange.as_str().into(),
-                "client.create".into(),
-                Default::default(),
-                &serde_json::to_vec(&client_with_email(&format!("{tag}{i}@example.com"))).unwrap(),
-                lapin::BasicProperties::default()
-                    .with_message_id(id.as_str().into())
-                    .with_delivery_mode(2)
-                    .with_content_type("application/json".into()),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
-    let _ = connection.close(200, "published".into()).await;
+    publish_creates(url, &settings.broker.prefix, n, tag).await;
 }
 
 async fn wait_processed(pool: &sqlx::PgPool, n: i64, log: &Arc<Mutex<Vec<String>>>) {

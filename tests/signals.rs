@@ -92,40 +92,13 @@ fn sigterm(child: &Child) {
 }
 
 async fn publish_commands(settings: &Settings) -> Vec<String> {
-    let connection = Connection::connect(
+    publish_creates(
         settings.broker.url.expose_secret(),
-        ConnectionProperties::default(),
+        &settings.broker.prefix,
+        COMMANDS,
+        "s",
     )
     .await
-    .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    // Confirmed, so "published" means the broker has each one (without confirm mode awaiting
-    // a publish proves nothing, and the connection is closed right after).
-    channel.confirm_select(Default::default()).await.unwrap();
-    let names = onboard::broker::Names::new(&settings.broker.prefix);
-    let mut ids = Vec::new();
-    for i in 0..COMMANDS {
-        let id = uuid::Uuid::new_v4().to_string();
-        let confirmation = channel
-            .basic_publish(
-                names.commands_exchange.as_str().into(),
-                "client.create".into(),
-                Default::default(),
-                &serde_json::to_vec(&client_with_email(&format!("s{i}@example.com"))).unwrap(),
-                lapin::BasicProperties::default()
-                    .with_message_id(id.as_str().into())
-                    .with_delivery_mode(2)
-                    .with_content_type("application/json".into()),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        assert!(confirmation.is_ack(), "the broker refused command {i}");
-        ids.push(id);
-    }
-    let _ = connection.close(200, "published".into()).await;
-    ids
 }
 
 /// Holds the lock every client insert needs (the month's code counter), so batches pile up

@@ -251,6 +251,22 @@ pub async fn declare(channel: &Channel, settings: &Settings) -> Result<Names, To
     Ok(names)
 }
 
+/// Declares a durable quorum queue with no other argument (the benchmark's, the webhooks
+/// feed's): idempotent, like every declare here.
+pub async fn declare_quorum_queue(channel: &Channel, name: &str) -> Result<(), lapin::Error> {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            table(&[("x-queue-type", long("quorum"))]),
+        )
+        .await
+        .map(|_| ())
+}
+
 /// Messages ready in the queues the worker depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Depths {

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    ConfirmSelectOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -95,21 +95,7 @@ pub async fn run(settings: &Settings, args: &CeilingArgs) -> anyhow::Result<Ceil
     let queue = format!("{}.ceiling", settings.broker.prefix);
     let connection = broker::connect(&settings.broker, "onboard bench-ceiling").await?;
     let channel = connection.create_channel().await?;
-    let mut args_table = FieldTable::default();
-    args_table.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from(b"quorum".to_vec())),
-    );
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args_table,
-        )
-        .await?;
+    broker::topology::declare_quorum_queue(&channel, &queue).await?;
     channel
         .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
         .await?;

@@ -385,32 +385,20 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> anyhow::Result<Summa
     let mut first_line: HashMap<&str, usize> = HashMap::new();
     for r in &rows {
         let first = *first_line.entry(r.message_id.as_str()).or_insert(r.line);
-        let outcome = match &r.body {
-            Ok(_) if first != r.line => RowOutcome {
-                outcome: "duplicate".into(),
-                code: None,
-            }
-            .with_reason(format!(
-                "the same row as line {first}, which is the one sent"
-            )),
-            Err(reason) => RowOutcome {
-                outcome: "unreadable".into(),
-                code: None,
-            }
-            .with_reason(reason.clone()),
+        let (outcome, reason) = match &r.body {
+            Ok(_) if first != r.line => (
+                RowOutcome::local("duplicate"),
+                format!("the same row as line {first}, which is the one sent"),
+            ),
+            Err(reason) => (RowOutcome::local("unreadable"), reason.clone()),
             Ok(_) => match known.get(&r.message_id) {
-                Some(o) => o.clone().with_reason(reason_of(o)),
-                None => RowOutcome {
-                    outcome: "none".into(),
-                    code: None,
-                }
-                .with_reason(format!(
-                    "no outcome within {}s of the last one",
-                    args.idle_timeout
-                )),
+                Some(o) => (o.clone(), reason_of(o)),
+                None => (
+                    RowOutcome::local("none"),
+                    format!("no outcome within {}s of the last one", args.idle_timeout),
+                ),
             },
         };
-        let (outcome, reason) = outcome;
         *summary.outcomes.entry(outcome.outcome.clone()).or_insert(0) += 1;
         if let Some(code) = &outcome.code {
             *summary.codes.entry(code.clone()).or_insert(0) += 1;
@@ -434,8 +422,12 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> anyhow::Result<Summa
 }
 
 impl RowOutcome {
-    fn with_reason(self, reason: String) -> (RowOutcome, String) {
-        (self, reason)
+    /// An outcome this tool decides itself (no code).
+    fn local(outcome: &str) -> RowOutcome {
+        RowOutcome {
+            outcome: outcome.into(),
+            code: None,
+        }
     }
 }
 

@@ -48,10 +48,31 @@ pub enum SourceError {
     Unavailable(String),
 }
 
+/// A configured source, its URL read once at start.
+struct Source {
+    /// `{base_url}/clients/`, or why `base_url` cannot be used (said on every import from it,
+    /// which retries and then dead-letters with that reason).
+    clients: Result<reqwest::Url, String>,
+    settings: SourceSettings,
+}
+
+fn clients_url(name: &str, base_url: &str) -> Result<reqwest::Url, String> {
+    let mut url =
+        reqwest::Url::parse(base_url).map_err(|e| format!("sources.{name}.base_url: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("sources.{name}.base_url must be http or https"));
+    }
+    url.path_segments_mut()
+        .map_err(|_| format!("sources.{name}.base_url cannot be a base"))?
+        .pop_if_empty()
+        .push("clients");
+    Ok(url)
+}
+
 /// The configured sources and one HTTP client for all of them.
 #[derive(Clone)]
 pub struct Sources {
-    sources: Arc<HashMap<String, SourceSettings>>,
+    sources: Arc<HashMap<String, Source>>,
     http: reqwest::Client,
     calls: Arc<Semaphore>,
 }
@@ -64,6 +85,16 @@ impl Sources {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a reqwest client with static settings builds");
+        let sources = sources
+            .into_iter()
+            .map(|(name, settings)| {
+                let clients = clients_url(&name, &settings.base_url);
+                if let Err(problem) = &clients {
+                    tracing::warn!(%problem, "a source that imports cannot use");
+                }
+                (name, Source { clients, settings })
+            })
+            .collect();
         Sources {
             sources: Arc::new(sources),
             http,
@@ -80,19 +111,10 @@ impl Sources {
         let Some(source) = self.sources.get(name) else {
             return Err(SourceError::NotConfigured);
         };
-        let mut url = reqwest::Url::parse(&source.base_url)
-            .map_err(|e| SourceError::Unavailable(format!("sources.{name}.base_url: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(SourceError::Unavailable(format!(
-                "sources.{name}.base_url must be http or https"
-            )));
-        }
+        let mut url = source.clients.clone().map_err(SourceError::Unavailable)?;
         url.path_segments_mut()
-            .map_err(|_| {
-                SourceError::Unavailable(format!("sources.{name}.base_url cannot be a base"))
-            })?
-            .pop_if_empty()
-            .extend(["clients", source_id]);
+            .expect("checked at start: a base URL")
+            .push(source_id);
         let _permit = self
             .calls
             .acquire()
@@ -101,9 +123,9 @@ impl Sources {
         let response = self
             .http
             .get(url)
-            .bearer_auth(source.token.expose_secret())
+            .bearer_auth(source.settings.token.expose_secret())
             .header("accept", "application/json")
-            .timeout(Duration::from_millis(source.timeout_ms))
+            .timeout(Duration::from_millis(source.settings.timeout_ms))
             .send()
             .await
             .map_err(|e| SourceError::Unavailable(format!("source {name}: {}", describe(e))))?;

@@ -7,16 +7,13 @@
 //! holds at most `per_endpoint_in_flight` requests (counted from the leases, across
 //! processes), each bounded by `timeout_ms`; the others go on at their own pace.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions};
+use lapin::types::FieldTable;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
@@ -42,21 +39,7 @@ pub async fn declare_feed(
     let names = broker::topology::declare_on(connection, settings).await?;
     let channel = connection.create_channel().await?;
     let queue = queue_name(&names);
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await?;
+    broker::topology::declare_quorum_queue(&channel, &queue).await?;
     channel
         .queue_bind(
             queue.as_str().into(),
@@ -211,7 +194,8 @@ async fn sender(
         let due = if free == 0 {
             Vec::new()
         } else {
-            match claim(&pool, &settings, free as i64, lease).await {
+            let cap = settings.per_endpoint_in_flight.max(1) as i64;
+            match db::claim_due(&pool, cap, free as i64, lease).await {
                 Ok(due) => due,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read due webhook deliveries");
@@ -241,50 +225,6 @@ async fn sender(
     // In-flight attempts finish (each is bounded by the timeout); the rest keep their rows.
     while tasks.join_next().await.is_some() {}
     Ok(())
-}
-
-/// Due deliveries, at most `per_endpoint_in_flight` leased per endpoint at once.
-async fn claim(
-    pool: &PgPool,
-    settings: &WebhookSettings,
-    limit: i64,
-    lease: f64,
-) -> Result<Vec<db::Due>, sqlx::Error> {
-    let leased: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT endpoint_id, count(*) FROM webhook_deliveries
-         WHERE status = 'pending' AND leased_until > now() GROUP BY endpoint_id",
-    )
-    .fetch_all(pool)
-    .await?;
-    let busy: Vec<i64> = leased
-        .iter()
-        .filter(|(_, n)| *n as usize >= settings.per_endpoint_in_flight.max(1))
-        .map(|(e, _)| *e)
-        .collect();
-    let mut due = db::claim_due(pool, &busy, limit, lease).await?;
-    // One claim can still pick many rows of one endpoint: keep its share, give the rest back.
-    let mut taken: HashMap<i64, usize> = leased.iter().map(|(e, n)| (*e, *n as usize)).collect();
-    let mut keep = Vec::with_capacity(due.len());
-    let mut back = Vec::new();
-    for d in due.drain(..) {
-        let n = taken.entry(d.endpoint_id).or_insert(0);
-        if *n < settings.per_endpoint_in_flight.max(1) {
-            *n += 1;
-            keep.push(d);
-        } else {
-            back.push(d.delivery_id);
-        }
-    }
-    if !back.is_empty() {
-        sqlx::query(
-            "UPDATE webhook_deliveries SET leased_until = NULL, attempts = attempts - 1
-             WHERE delivery_id = ANY($1)",
-        )
-        .bind(&back)
-        .execute(pool)
-        .await?;
-    }
-    Ok(keep)
 }
 
 /// One signed POST and its record.

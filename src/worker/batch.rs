@@ -77,12 +77,11 @@ enum End {
 /// transaction, and run as a batch of their own beside the rest: a slow source delays only
 /// the imports waiting on it.
 pub async fn run(ctx: &Context, items: Vec<Item>) {
-    let (mut imports, others): (Vec<Item>, Vec<Item>) = items
-        .into_iter()
-        .partition(|i| i.cmd.meta.command_type == CommandType::ClientImport);
-    if imports.is_empty() {
-        return run_prepared(ctx, others).await;
+    let is_import = |i: &Item| i.cmd.meta.command_type == CommandType::ClientImport;
+    if !items.iter().any(is_import) {
+        return run_prepared(ctx, items).await;
     }
+    let (mut imports, others): (Vec<Item>, Vec<Item>) = items.into_iter().partition(is_import);
     let read = async {
         futures::future::join_all(
             imports

@@ -859,3 +859,41 @@ pub fn assert_event_schema(event: &Value) {
         "{event_type} does not match {path}: {errors:?}\n{event}"
     );
 }
+
+/// Publishes `n` `client.create` commands (emails `<tag><i>@example.com`) to the commands
+/// exchange of `prefix` at `url`, each confirmed by the broker; their message ids. For the
+/// tests that run the worker as a process of its own (tests/signals.rs, tests/broker_restart.rs).
+#[allow(dead_code)]
+pub async fn publish_creates(url: &str, prefix: &str, n: usize, tag: &str) -> Vec<String> {
+    let connection = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    // Confirmed, so "published" means the broker has each one (without confirm mode awaiting
+    // a publish proves nothing, and the connection is closed right after).
+    channel.confirm_select(Default::default()).await.unwrap();
+    let names = onboard::broker::Names::new(prefix);
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = uuid::Uuid::new_v4().to_string();
+        let confirmation = channel
+            .basic_publish(
+                names.commands_exchange.as_str().into(),
+                "client.create".into(),
+                Default::default(),
+                &serde_json::to_vec(&client_with_email(&format!("{tag}{i}@example.com"))).unwrap(),
+                BasicProperties::default()
+                    .with_message_id(id.as_str().into())
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into()),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirmation.is_ack(), "the broker refused command {i}");
+        ids.push(id);
+    }
+    let _ = connection.close(200, "published".into()).await;
+    ids
+}
