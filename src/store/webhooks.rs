@@ -171,36 +171,22 @@ pub async fn insert_deliveries(
     Ok(done.rows_affected())
 }
 
-/// Leases up to `limit` due deliveries of enabled endpoints, counting the attempt now (a
-/// sender that dies mid-call has still spent it). No endpoint gets more than `per_endpoint`
-/// leased at once, counting the leases already held (by any process): a slow endpoint holds
-/// at most that many requests.
+/// Leases up to `limit` due deliveries of enabled endpoints not in `busy`, counting the
+/// attempt now (a sender that dies mid-call has still spent it).
 pub async fn claim_due(
     pool: &PgPool,
-    per_endpoint: i64,
+    busy: &[i64],
     limit: i64,
     lease_seconds: f64,
 ) -> Result<Vec<Due>, sqlx::Error> {
     sqlx::query_as(
-        "WITH leased AS (
-             SELECT endpoint_id, count(*) AS n FROM webhook_deliveries
-             WHERE status = 'pending' AND leased_until > now() GROUP BY endpoint_id
-         ),
-         ranked AS (
-             SELECT d.delivery_id, d.next_attempt_at, COALESCE(l.n, 0) AS leased,
-                    row_number() OVER (PARTITION BY d.endpoint_id
-                                       ORDER BY d.next_attempt_at, d.delivery_id) AS rank
-             FROM webhook_deliveries d
-             JOIN webhook_endpoints e USING (endpoint_id)
-             LEFT JOIN leased l USING (endpoint_id)
-             WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-               AND (d.leased_until IS NULL OR d.leased_until < now()) AND e.enabled
-         ),
-         due AS (
+        "WITH due AS (
              SELECT d.delivery_id FROM webhook_deliveries d
-             JOIN ranked r USING (delivery_id)
-             WHERE r.leased + r.rank <= $1
-             ORDER BY r.next_attempt_at
+             JOIN webhook_endpoints e USING (endpoint_id)
+             WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+               AND (d.leased_until IS NULL OR d.leased_until < now())
+               AND e.enabled AND NOT (d.endpoint_id = ANY($1))
+             ORDER BY d.next_attempt_at
              LIMIT $2
              FOR UPDATE OF d SKIP LOCKED
          )
@@ -211,11 +197,36 @@ pub async fn claim_due(
          RETURNING d.delivery_id, d.endpoint_id, e.url, e.secret, d.event_id, d.body, d.attempts,
                    d.attempts - d.attempts_before AS tries",
     )
-    .bind(per_endpoint)
+    .bind(busy)
     .bind(limit)
     .bind(lease_seconds)
     .fetch_all(pool)
     .await
+}
+
+/// Deliveries leased now (being sent), per endpoint.
+pub async fn leased_per_endpoint(pool: &PgPool) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT endpoint_id, count(*) FROM webhook_deliveries
+         WHERE status = 'pending' AND leased_until > now() GROUP BY endpoint_id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Returns leased deliveries unsent, their attempt not spent.
+pub async fn give_back(pool: &PgPool, delivery_ids: &[i64]) -> Result<(), sqlx::Error> {
+    if delivery_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE webhook_deliveries SET leased_until = NULL, attempts = attempts - 1
+         WHERE delivery_id = ANY($1)",
+    )
+    .bind(delivery_ids)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// What one attempt got.

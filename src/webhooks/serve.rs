@@ -7,6 +7,7 @@
 //! holds at most `per_endpoint_in_flight` requests (counted from the leases, across
 //! processes), each bounded by `timeout_ms`; the others go on at their own pace.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -194,8 +195,7 @@ async fn sender(
         let due = if free == 0 {
             Vec::new()
         } else {
-            let cap = settings.per_endpoint_in_flight.max(1) as i64;
-            match db::claim_due(&pool, cap, free as i64, lease).await {
+            match claim(&pool, &settings, free as i64, lease).await {
                 Ok(due) => due,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read due webhook deliveries");
@@ -225,6 +225,40 @@ async fn sender(
     // In-flight attempts finish (each is bounded by the timeout); the rest keep their rows.
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Due deliveries, at most `per_endpoint_in_flight` leased per endpoint at once. The cap is
+/// applied here, not ranked in the claim's SQL: a window over every due row (a hanging
+/// endpoint's thousands) made each claim scan and sort them all, where this claim stops at its
+/// LIMIT on the due index (tried in the review: 642 and 282 deliveries/s against 695 and 489).
+async fn claim(
+    pool: &PgPool,
+    settings: &WebhookSettings,
+    limit: i64,
+    lease: f64,
+) -> Result<Vec<db::Due>, sqlx::Error> {
+    let leased = db::leased_per_endpoint(pool).await?;
+    let busy: Vec<i64> = leased
+        .iter()
+        .filter(|(_, n)| *n as usize >= settings.per_endpoint_in_flight.max(1))
+        .map(|(e, _)| *e)
+        .collect();
+    let mut due = db::claim_due(pool, &busy, limit, lease).await?;
+    // One claim can still pick many rows of one endpoint: keep its share, give the rest back.
+    let mut taken: HashMap<i64, usize> = leased.iter().map(|(e, n)| (*e, *n as usize)).collect();
+    let mut keep = Vec::with_capacity(due.len());
+    let mut back = Vec::new();
+    for d in due.drain(..) {
+        let n = taken.entry(d.endpoint_id).or_insert(0);
+        if *n < settings.per_endpoint_in_flight.max(1) {
+            *n += 1;
+            keep.push(d);
+        } else {
+            back.push(d.delivery_id);
+        }
+    }
+    db::give_back(pool, &back).await?;
+    Ok(keep)
 }
 
 /// One signed POST and its record.
