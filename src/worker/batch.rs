@@ -122,7 +122,15 @@ async fn run_prepared(ctx: &Context, items: Vec<Item>) {
         }
         Err(e) => {
             let end = match e.fault() {
-                Fault::Permanent => End::Failed(e.reason()),
+                Fault::Permanent => {
+                    // A batch of one that cannot be stored: the command fails alone, and is
+                    // announced as one_by_one announces it (event, and reply when asked).
+                    let reason = e.reason();
+                    for item in &items {
+                        cannot_be_stored(ctx, item, &reason).await;
+                    }
+                    End::Failed(reason)
+                }
                 Fault::Transient => End::RetryLater(e.reason()),
             };
             let ends: Vec<End> = items.iter().map(|_| clone_end(&end)).collect();
@@ -151,12 +159,7 @@ async fn one_by_one(ctx: &Context, items: Vec<Item>, started: Instant) {
             }
             Err(e) if e.fault() == Fault::Permanent => {
                 let reason = e.reason();
-                items[i].span.in_scope(|| {
-                    tracing::error!(reason = %reason, "command cannot be stored; dead-lettering it")
-                });
-                if let Err(e) = record_failed(ctx, &items[i], &reason).await {
-                    tracing::warn!(error = %e, "could not announce command.failed; dead-lettering anyway");
-                }
+                cannot_be_stored(ctx, &items[i], &reason).await;
                 End::Failed(reason)
             }
             Err(e) => End::RetryLater(e.reason()),
@@ -164,6 +167,17 @@ async fn one_by_one(ctx: &Context, items: Vec<Item>, started: Instant) {
         ends.push(end);
     }
     settle(ctx, items.into_iter().zip(ends).collect(), started).await;
+}
+
+/// Logs and announces (`command.failed`, and the reply when asked) a command that cannot be
+/// stored; it is dead-lettered when settled.
+async fn cannot_be_stored(ctx: &Context, item: &Item, reason: &str) {
+    item.span.in_scope(
+        || tracing::error!(reason = %reason, "command cannot be stored; dead-lettering it"),
+    );
+    if let Err(e) = record_failed(ctx, item, reason).await {
+        tracing::warn!(error = %e, "could not announce command.failed; dead-lettering anyway");
+    }
 }
 
 /// What a committed attempt decided, and the outbox rows it wrote.
