@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every test: start (or reuse) PostgreSQL and RabbitMQ, export the
-# configuration the tests read, run cargo test. The exit code is cargo's.
+# configuration the tests read, validate the AsyncAPI document (scripts/contract.sh, beside the
+# build: it is mostly an npm download the first time), run cargo test. Fails when either fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -9,4 +10,18 @@ scripts/services.sh tools
 eval "$(scripts/services.sh env)"
 export RUST_BACKTRACE=1
 
-exec cargo test --all-targets --locked -- --test-threads=8
+mkdir -p .local
+scripts/contract.sh >.local/contract.log 2>&1 &
+contract=$!
+
+status=0
+cargo test --all-targets --locked -- --test-threads=8 || status=$?
+
+if wait "$contract"; then
+    echo "[test] asyncapi.yaml is valid (scripts/contract.sh; log: .local/contract.log)"
+else
+    echo "[test] scripts/contract.sh failed:" >&2
+    cat .local/contract.log >&2
+    status=1
+fi
+exit "$status"

@@ -4,6 +4,7 @@
 mod alerts;
 mod arrange;
 mod client_create;
+mod contract;
 mod core;
 mod delivery;
 mod health;
