@@ -75,8 +75,15 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref())?;
-    telemetry::init(&settings.log);
-    match cli.command {
+    let telemetry = telemetry::init(&settings.log, &settings.telemetry)?;
+    let result = run(cli.command, settings).await;
+    // The spans still buffered go out before the process ends.
+    telemetry.shutdown();
+    result
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
         Command::Worker => run_worker(settings).await,
         Command::FakeXendit(args) => {
             onboard::xendit::fake::run(args, wait_for_signal()).await?;

@@ -1,27 +1,169 @@
 //! Logging through `tracing`: human-readable or JSON, filtered by `log.filter` or `RUST_LOG`.
 //! Handlers log ids and outcomes, never bodies, so no email, phone or secret reaches a log.
+//!
+//! Traces: with `telemetry.otlp_endpoint` set, the worker's spans go to an OpenTelemetry
+//! collector over OTLP/HTTP, through `tracing-opentelemetry`. A command's trace is the one its
+//! `traceparent` names: `receive <type>` (child of the caller's span) → `handle <type>` (the
+//! batch transaction that decided it) → `saga <step>` for each saga step, with the Xendit
+//! calls and the SMTP send inside → `publish <type>` for every event and reply. Without an
+//! endpoint none of these spans is made ([`exporting`]), so tracing costs nothing when off.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::configuration::{LogFormat, LogSettings};
+use crate::configuration::{LogFormat, LogSettings, TelemetrySettings};
 
-pub fn init(settings: &LogSettings) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported: the spans that exist only for the export are made only then.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// What [`init`] set up; [`Telemetry::shutdown`] exports the spans still buffered.
+#[must_use]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes and stops the exporter (on its own thread: the OTLP client is a blocking one,
+    /// which must not be dropped on the async runtime).
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            EXPORTING.store(false, Ordering::Relaxed);
+            let _ = std::thread::spawn(move || {
+                if let Err(e) = provider.shutdown() {
+                    eprintln!("telemetry: the last spans could not be exported: {e}");
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// The OTLP traces URL of a configured endpoint: `<base>/v1/traces`, unless it is one already.
+pub fn traces_url(endpoint: &str) -> String {
+    let endpoint = endpoint.trim();
+    if endpoint.ends_with("/v1/traces") {
+        endpoint.to_string()
+    } else {
+        format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+    }
+}
+
+/// Logs (and, when configured, trace export) for this process.
+pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> anyhow::Result<Telemetry> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.filter));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let _ = match settings.format {
-        LogFormat::Json => builder
+    let fmt: Box<dyn Layer<_> + Send + Sync> = match log.format {
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => fmt.compact().with_filter(filter).boxed(),
     };
+    let endpoint = telemetry
+        .otlp_endpoint
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty());
+    let Some(endpoint) = endpoint else {
+        let _ = tracing_subscriber::registry().with(fmt).try_init();
+        return Ok(Telemetry { provider: None });
+    };
+    let provider = tracer_provider(&traces_url(endpoint), telemetry)?;
+    // Only the worker's own spans (and the log events inside them), whatever the log filter
+    // says: a quiet log must not thin the traces.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("onboard"))
+        .with_filter(Targets::new().with_target("onboard", tracing::Level::INFO));
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init();
+    EXPORTING.store(true, Ordering::Relaxed);
+    tracing::info!(endpoint = %traces_url(endpoint), sample_ratio = telemetry.sample_ratio, "exporting traces over OTLP");
+    Ok(Telemetry {
+        provider: Some(provider),
+    })
+}
+
+/// The exporter and its batch processor, built on a thread of their own (the blocking HTTP
+/// client cannot be made on the async runtime).
+fn tracer_provider(url: &str, telemetry: &TelemetrySettings) -> anyhow::Result<SdkTracerProvider> {
+    let url = url.to_string();
+    let settings = telemetry.clone();
+    std::thread::spawn(move || -> anyhow::Result<SdkTracerProvider> {
+        use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(url)
+            .with_timeout(Duration::from_millis(settings.export_timeout_ms))
+            .with_headers(HashMap::new())
+            .build()?;
+        let ratio = settings.sample_ratio.clamp(0.0, 1.0);
+        Ok(SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                ratio,
+            ))))
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(settings.service_name.clone())
+                    .build(),
+            )
+            .build())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("building the OTLP exporter panicked"))?
+}
+
+/// Makes `span` a child of the span a `traceparent` names (a no-op when spans are not
+/// exported, or the header is missing or invalid).
+pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
+    if !exporting() {
+        return;
+    }
+    let Some(tp) = traceparent.filter(|t| parse_traceparent(t).is_some()) else {
+        return;
+    };
+    let carrier = HashMap::from([("traceparent".to_string(), tp.to_string())]);
+    let parent = TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(parent);
+}
+
+/// The `traceparent` naming `span`, when it is an exported span.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    if !exporting() {
+        return None;
+    }
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
 }
 
 /// W3C trace context (`traceparent: 00-<trace-id>-<parent-id>-<flags>`), carried from a

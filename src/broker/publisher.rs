@@ -121,4 +121,20 @@ impl Publisher {
     ) -> Vec<Result<Delivered, PublishError>> {
         futures::future::join_all(messages.into_iter().map(|m| self.publish(m))).await
     }
+
+    /// [`Publisher::publish_all`], each publish (up to its confirm) inside its own span.
+    pub async fn publish_all_in(
+        &self,
+        messages: Vec<Outgoing<'_>>,
+        spans: Vec<tracing::Span>,
+    ) -> Vec<Result<Delivered, PublishError>> {
+        use tracing::Instrument;
+        futures::future::join_all(
+            messages
+                .into_iter()
+                .zip(spans)
+                .map(|(m, span)| self.publish(m).instrument(span)),
+        )
+        .await
+    }
 }

@@ -364,6 +364,7 @@ async fn persist<'a>(
             data: saga.data,
             access: access.map(|(first, _)| first),
             leased_until,
+            span: tracing::Span::none(),
         });
         decisions[a.index] = Some(Decision::Done(outcome));
     }

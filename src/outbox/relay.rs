@@ -201,7 +201,13 @@ pub(super) async fn publish_rows(publisher: &Publisher, names: &Names, rows: &[O
         .zip(&bodies)
         .map(|(row, body)| to_outgoing(row, body, names))
         .collect();
-    let results = publisher.publish_all(outgoing).await;
+    let results = if crate::telemetry::exporting() {
+        // Each message's `publish <type>` span, in the trace of the command that caused it.
+        let spans: Vec<tracing::Span> = rows.iter().map(|r| publish_span(&r.message)).collect();
+        publisher.publish_all_in(outgoing, spans).await
+    } else {
+        publisher.publish_all(outgoing).await
+    };
     let mut sent = Sent {
         published: Vec::with_capacity(rows.len()),
         failed: Vec::new(),
@@ -227,6 +233,22 @@ pub(super) async fn publish_rows(publisher: &Publisher, names: &Names, rows: &[O
         }
     }
     sent
+}
+
+fn publish_span(m: &OutgoingMessage) -> tracing::Span {
+    let verb = match m.kind {
+        OutgoingKind::Reply => "reply",
+        OutgoingKind::Event | OutgoingKind::Command => "publish",
+    };
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format!("{verb} {}", m.message_type),
+        otel.kind = "producer",
+        kind = m.kind.as_str(),
+        message_id = %m.message_id,
+    );
+    crate::telemetry::set_parent(&span, m.headers.get("traceparent").and_then(|v| v.as_str()));
+    span
 }
 
 fn to_outgoing<'a>(row: &'a OutboxRow, body: &'a [u8], names: &'a Names) -> Outgoing<'a> {

@@ -20,6 +20,7 @@ use std::time::Instant;
 use chrono::Utc;
 use futures::StreamExt;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::runner::Env;
 use super::{SagaJob, Step, completion_messages};
@@ -48,7 +49,7 @@ pub async fn run(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>, HandlerE
     // general enough for the task this runs in to be `Send`.
     let mut sends = Vec::with_capacity(jobs.len());
     for job in &jobs {
-        sends.push(send(env, job));
+        sends.push(send(env, job).instrument(job.span.clone()));
     }
     let sent: Vec<Sent> = futures::stream::iter(sends)
         .buffered(concurrency)
@@ -298,6 +299,11 @@ async fn send(env: &Env, job: &SagaJob) -> Sent {
         Ok(message) => services
             .mailer
             .send(message)
+            .instrument(if crate::telemetry::exporting() {
+                tracing::info_span!("email.send", otel.kind = "client", user_id = admin.user_id)
+            } else {
+                tracing::Span::none()
+            })
             .await
             .map_err(|e| (e.is_transient(), e.to_string())),
         Err(e) => Err((e.is_transient(), e.to_string())),

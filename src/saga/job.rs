@@ -34,9 +34,30 @@ pub struct SagaJob {
     pub access: Option<FirstAccess>,
     /// Until when this worker holds the saga's lease (its own clock).
     pub leased_until: Instant,
+    /// The step's span in the command's trace (disabled unless traces are exported): the
+    /// outside calls made for this saga run inside it.
+    pub span: tracing::Span,
 }
 
 impl SagaJob {
+    /// Opens this saga's span for `step`, a child of the command that started the saga (the
+    /// previous step's span ends as it is replaced).
+    pub fn enter_step(&mut self, step: Step) {
+        if !crate::telemetry::exporting() {
+            return;
+        }
+        let span = tracing::info_span!(
+            parent: None,
+            "saga",
+            otel.name = %format!("saga {}", step.as_str()),
+            saga_id = %self.saga_id,
+            client_id = self.client_id,
+            step = step.as_str(),
+        );
+        crate::telemetry::set_parent(&span, self.origin.traceparent.as_deref());
+        self.span = span;
+    }
+
     /// A saga taken from the database (by the sweeper), leased for `lease`.
     pub fn from_row(saga: Saga, lease: Duration) -> SagaJob {
         SagaJob {
@@ -57,6 +78,7 @@ impl SagaJob {
             data: saga.data,
             access: None,
             leased_until: Instant::now() + lease,
+            span: tracing::Span::none(),
         }
     }
 }

@@ -266,6 +266,9 @@ async fn run_step(env: &Env, step: Step, jobs: Vec<SagaJob>) {
     let mut jobs = jobs;
     while !jobs.is_empty() {
         observe::at(&env.hooks.before_step, step).await;
+        for job in jobs.iter_mut() {
+            job.enter_step(step);
+        }
         let started = Instant::now();
         let count = jobs.len();
         let again = jobs.clone();

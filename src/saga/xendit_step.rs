@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::email_step::{Fresh, commit, keep_leases, with_snapshots};
 use super::runner::Env;
@@ -165,8 +166,12 @@ pub async fn run(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>, HandlerE
     };
     let concurrency = env.services.settings.max_concurrent_xendit_calls.max(1);
     let mut calls = Vec::with_capacity(wants.len() * 2);
-    for w in wants.iter().flatten() {
-        calls.push(ensure(env, w, known.get(&w.reference).cloned()));
+    for (job, pair) in jobs.iter().zip(&wants) {
+        for w in pair {
+            calls.push(
+                ensure(env, w, known.get(&w.reference).cloned()).instrument(job.span.clone()),
+            );
+        }
     }
     let fates: Vec<Fate> = futures::stream::iter(calls)
         .buffered(concurrency)

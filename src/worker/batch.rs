@@ -99,12 +99,14 @@ async fn run_prepared(ctx: &Context, items: Vec<Item>) {
         return;
     }
     let started = Instant::now();
+    let handling = handle_spans(&items);
     let indices: Vec<usize> = (0..items.len()).collect();
     let outcome = try_hard(ctx, &items, &indices).await;
     match outcome {
         Ok((ends, said)) => {
             let committed = started.elapsed();
             ctx.outbox.dispatch(said).await;
+            drop(handling);
             let dispatched = started.elapsed();
             let n = items.len();
             settle(ctx, items.into_iter().zip(ends).collect(), started).await;
@@ -167,6 +169,25 @@ async fn one_by_one(ctx: &Context, items: Vec<Item>, started: Instant) {
         ends.push(end);
     }
     settle(ctx, items.into_iter().zip(ends).collect(), started).await;
+}
+
+/// Each command's `handle <type>` span in its own trace, when spans are exported: the batch
+/// transaction that decided it (and the dispatch of what it said), shared by the batch.
+fn handle_spans(items: &[Item]) -> Vec<tracing::Span> {
+    if !crate::telemetry::exporting() {
+        return Vec::new();
+    }
+    items
+        .iter()
+        .map(|i| {
+            tracing::info_span!(
+                parent: &i.span,
+                "handle",
+                otel.name = %format!("handle {}", i.cmd.meta.command_type.as_str()),
+                batch_size = items.len(),
+            )
+        })
+        .collect()
 }
 
 /// Logs and announces (`command.failed`, and the reply when asked) a command that cannot be

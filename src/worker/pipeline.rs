@@ -95,16 +95,31 @@ pub fn route(ctx: &Context, delivery: Delivery) -> Route {
         delivery.properties.headers().as_ref(),
     );
     ctx.metrics.received(&msg.routing_key);
-    // This worker's part of the trace: what the command causes carries a child of its context.
-    msg.traceparent = Some(telemetry::child_traceparent(msg.traceparent.as_deref()));
+    let incoming_trace = msg.traceparent.take();
     let span = tracing::info_span!(
         "message",
         message_id = msg.message_id.as_deref().unwrap_or("-"),
         correlation_id = msg.correlation_id.as_deref().or(msg.message_id.as_deref()).unwrap_or("-"),
         r#type = %msg.routing_key,
         attempt = msg.attempt,
-        trace_id = telemetry::trace_id(msg.traceparent.as_deref()).unwrap_or("-"),
+        trace_id = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
     );
+    if telemetry::exporting() {
+        span.record("otel.name", format!("receive {}", msg.routing_key));
+        span.record("otel.kind", "consumer");
+        telemetry::set_parent(&span, incoming_trace.as_deref());
+    }
+    // This worker's part of the trace: what the command causes carries a child of its context
+    // (the exported span's own, when spans are exported).
+    let traceparent = telemetry::traceparent_of(&span)
+        .unwrap_or_else(|| telemetry::child_traceparent(incoming_trace.as_deref()));
+    span.record(
+        "trace_id",
+        telemetry::trace_id(Some(&traceparent)).unwrap_or("-"),
+    );
+    msg.traceparent = Some(traceparent);
     if let Some(reply_to) = msg.reply_to.as_deref().filter(|r| !r.is_empty())
         && !ctx.settings.broker.answers_on(reply_to)
     {

@@ -19,4 +19,5 @@ mod queries;
 mod relations;
 mod saga;
 mod support;
+mod traces;
 mod webhooks;

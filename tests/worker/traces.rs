@@ -1,0 +1,240 @@
+//! OpenTelemetry export (issue 13, item 5): the worker run as an operator runs it, with
+//! `telemetry.otlp_endpoint` pointing at an OTLP/HTTP receiver on loopback that decodes what
+//! it is sent with the protocol's own protobuf definitions (`opentelemetry-proto`).
+
+use std::collections::{HashMap, HashSet};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::post;
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use onboard::worker::Hooks;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use secrecy::ExposeSecret;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::*;
+
+/// One span as received: names and ids in hex.
+#[derive(Debug, Clone)]
+struct Span {
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    service: String,
+}
+
+#[derive(Clone, Default)]
+struct Received {
+    spans: Arc<Mutex<Vec<Span>>>,
+    content_types: Arc<Mutex<Vec<String>>>,
+}
+
+/// `POST /v1/traces` with an `ExportTraceServiceRequest` in protobuf, as OTLP/HTTP has it.
+async fn export(
+    State(r): State<Received>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Vec<u8>) {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    r.content_types.lock().unwrap().push(content_type);
+    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+        return (StatusCode::BAD_REQUEST, Vec::new());
+    };
+    let mut spans = r.spans.lock().unwrap();
+    for resource_spans in request.resource_spans {
+        let service = resource_spans
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| kv.value.as_ref())
+            .map(|v| format!("{:?}", v.value))
+            .unwrap_or_default();
+        for scope in resource_spans.scope_spans {
+            for s in scope.spans {
+                spans.push(Span {
+                    name: s.name,
+                    trace_id: hex::encode(&s.trace_id),
+                    span_id: hex::encode(&s.span_id),
+                    parent_span_id: hex::encode(&s.parent_span_id),
+                    service: service.clone(),
+                });
+            }
+        }
+    }
+    (
+        StatusCode::OK,
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    )
+}
+
+async fn otlp_receiver() -> (String, Received) {
+    let received = Received::default();
+    let app = axum::Router::new()
+        .route("/v1/traces", post(export))
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test]
+async fn one_trace_holds_a_whole_onboarding_exported_over_otlp() {
+    let (endpoint, received) = otlp_receiver().await;
+    let (mut settings, database) = test_settings().await;
+    let _xendit = mock_xendit(&mut settings, XenditResponder::default()).await;
+    // The test's own view of the broker (events, replies); the worker runs as a process.
+    let mut app = spawn_app_with(settings, database, Hooks::default()).await;
+    app.stop_worker().await;
+    let xendit = app.settings.xendit.clone().unwrap();
+    let mut child = onboard_bin(&app.settings)
+        .arg("worker")
+        .env("ONBOARD__TELEMETRY__OTLP_ENDPOINT", &endpoint)
+        .env("ONBOARD__XENDIT__BASE_URL", &xendit.base_url)
+        .env(
+            "ONBOARD__XENDIT__SECRET_KEY",
+            xendit.secret_key.expose_secret(),
+        )
+        .env("ONBOARD__EMAIL__FILE_DIR", &app.settings.email.file_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the onboard binary starts");
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = log.clone();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+
+    let replies = app.reply_queue().await;
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(LongString::from(
+            format!("00-{TRACE}-{CALLER_SPAN}-01").into_bytes(),
+        )),
+    );
+    let id = uuid::Uuid::new_v4().to_string();
+    app.channel
+        .basic_publish(
+            app.names().commands_exchange.as_str().into(),
+            "client.create".into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&seed_id_client()).unwrap(),
+            BasicProperties::default()
+                .with_message_id(id.as_str().into())
+                .with_reply_to(replies.as_str().into())
+                .with_content_type("application/json".into())
+                .with_headers(headers),
+        )
+        .await
+        .unwrap();
+    let reply = app.take_from(&replies).await;
+    assert_eq!(reply.headers["status"], 201, "{}", reply.body);
+    let completed = app
+        .wait_for_event("client.onboarding_completed", Some(&id))
+        .await;
+    let tp = completed.header_str("traceparent").unwrap().to_string();
+
+    // SIGTERM: the worker drains and exports what it still holds before it exits.
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("the worker exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}: {:?}", log.lock().unwrap());
+
+    let spans: Vec<Span> = received.spans.lock().unwrap().clone();
+    assert!(
+        received
+            .content_types
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|c| c == "application/x-protobuf"),
+        "OTLP/HTTP protobuf"
+    );
+    let trace: Vec<&Span> = spans.iter().filter(|s| s.trace_id == TRACE).collect();
+    let names: Vec<&str> = trace.iter().map(|s| s.name.as_str()).collect();
+    let count = |n: &str| names.iter().filter(|x| **x == n).count();
+    for (name, at_least) in [
+        ("receive client.create", 1),
+        ("handle client.create", 1),
+        ("saga xendit", 1),
+        ("xendit.create_customer", 2),
+        ("saga welcome_email", 1),
+        ("email.send", 1),
+        ("publish client.created", 1),
+        ("publish client.xendit_customers_created", 1),
+        ("publish client.welcome_email_sent", 1),
+        ("publish client.onboarding_completed", 1),
+        ("reply client.onboarding_completed", 1),
+    ] {
+        assert!(
+            count(name) >= at_least,
+            "{name} x{at_least} in the trace; it has {names:?}"
+        );
+    }
+    // One tree: the receive span's parent is the caller's span, every other span's parent is
+    // a span of this trace, and each step hangs where it belongs.
+    let by_id: HashMap<&str, &Span> = trace.iter().map(|s| (s.span_id.as_str(), *s)).collect();
+    let receive = trace
+        .iter()
+        .find(|s| s.name == "receive client.create")
+        .unwrap();
+    assert_eq!(receive.parent_span_id, CALLER_SPAN);
+    for s in &trace {
+        if s.span_id != receive.span_id {
+            assert!(
+                by_id.contains_key(s.parent_span_id.as_str()),
+                "{} has a parent outside the trace: {s:?}",
+                s.name
+            );
+        }
+        assert!(s.service.contains("onboard"), "service.name: {s:?}");
+    }
+    let parent_name = |s: &Span| by_id[s.parent_span_id.as_str()].name.clone();
+    for s in &trace {
+        let expected = match s.name.as_str() {
+            "handle client.create" | "saga xendit" | "saga welcome_email" => {
+                Some("receive client.create")
+            }
+            "xendit.create_customer" => Some("saga xendit"),
+            "email.send" => Some("saga welcome_email"),
+            _ => None,
+        };
+        if let Some(expected) = expected {
+            assert_eq!(parent_name(s), expected, "{s:?}");
+        }
+    }
+    // What the command caused carries the receive span as its parent.
+    assert_eq!(tp, format!("00-{TRACE}-{}-01", receive.span_id));
+    let distinct: HashSet<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
+    assert_eq!(distinct.len(), trace.len(), "each span exported once");
+    app.finish().await;
+}
