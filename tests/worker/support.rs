@@ -61,6 +61,17 @@ impl Received {
         }
     }
 
+    /// An event from the events queue, checked against its published schema on arrival: every
+    /// event any test sees is held to `schemas/events/`.
+    /// (A test's own messages put on the exchange, `test.*`, are not the worker's.)
+    fn event(d: &lapin::message::Delivery) -> Received {
+        let r = Received::from(d);
+        if !r.routing_key.starts_with("test.") {
+            assert_event_schema(&r.body);
+        }
+        r
+    }
+
     pub fn header_str(&self, key: &str) -> Option<&str> {
         self.headers.get(key).and_then(Value::as_str)
     }
@@ -331,7 +342,7 @@ impl TestApp {
                         .collect::<Vec<_>>()
                 );
             };
-            let r = Received::from(&delivery);
+            let r = Received::event(&delivery);
             if matches(&r) {
                 return r;
             }
@@ -353,7 +364,7 @@ impl TestApp {
             let Ok(Some(Ok(delivery))) = next else {
                 panic!("no {types:?} event for {correlation} within {WAIT:?}");
             };
-            self.pending.push(Received::from(&delivery));
+            self.pending.push(Received::event(&delivery));
         }
     }
 
@@ -361,7 +372,7 @@ impl TestApp {
     pub async fn drain_events(&mut self, quiet: Duration) -> Vec<Received> {
         let mut out = std::mem::take(&mut self.pending);
         while let Ok(Some(Ok(delivery))) = tokio::time::timeout(quiet, self.events.next()).await {
-            out.push(Received::from(&delivery));
+            out.push(Received::event(&delivery));
         }
         out
     }
@@ -837,19 +848,32 @@ pub async fn remove_test_objects(settings: &Settings, database: &str) {
 /// Checks an event (the whole envelope) against `schemas/events/<type>.json`, formats
 /// asserted; panics naming every violation.
 pub fn assert_event_schema(event: &Value) {
+    static VALIDATORS: std::sync::OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> =
+        std::sync::OnceLock::new();
     let event_type = event["type"].as_str().expect("an event has a type");
     let path = format!(
         "{}/schemas/events/{event_type}.json",
         env!("CARGO_MANIFEST_DIR")
     );
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")),
-    )
-    .unwrap();
-    let validator = jsonschema::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .unwrap_or_else(|e| panic!("{path} is not a valid schema: {e}"));
+    let validators = VALIDATORS.get_or_init(Mutex::default);
+    let known = validators.lock().unwrap().get(event_type).cloned();
+    let validator = known.unwrap_or_else(|| {
+        let schema: Value = serde_json::from_str(
+            &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")),
+        )
+        .unwrap();
+        let v = Arc::new(
+            jsonschema::options()
+                .should_validate_formats(true)
+                .build(&schema)
+                .unwrap_or_else(|e| panic!("{path} is not a valid schema: {e}")),
+        );
+        validators
+            .lock()
+            .unwrap()
+            .insert(event_type.to_string(), v.clone());
+        v
+    });
     let errors: Vec<String> = validator
         .iter_errors(event)
         .map(|e| format!("{} at {}", e, e.instance_path()))
