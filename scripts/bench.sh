@@ -23,8 +23,8 @@
 #
 #   scripts/bench.sh                      everything, N = 20000 (about 12 minutes on 2 cores)
 #   BENCH_COUNT=5000 scripts/bench.sh     a quicker run
-#   BENCH_PHASES="ceiling saga" ...       only some phases (ceiling saga mixed created rss rows
-#                                         migrate cluster webhooks)
+#   BENCH_PHASES="ceiling saga" ...       only some phases (ceiling saga traced mixed created rss
+#                                         rows migrate cluster webhooks)
 #
 # Results: .local/bench/<timestamp>/ (summary.md, each phase's JSON and its plot as SVG:
 # throughput over time and the latency distribution, the worker logs).
@@ -35,9 +35,10 @@ cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 
 N=${BENCH_COUNT:-20000}
-PHASES=${BENCH_PHASES:-ceiling saga mixed created rss rows migrate cluster webhooks}
+PHASES=${BENCH_PHASES:-ceiling saga traced mixed created rss rows migrate cluster webhooks}
 BIG_ROWS=${BENCH_BIG_ROWS:-1000000}
 XENDIT_PORT=${BENCH_XENDIT_PORT:-18099}
+OTLP_PORT=${BENCH_OTLP_PORT:-18318}
 ROWS_COUNT=${BENCH_ROWS_COUNT:-$((N / 2))}
 HTTP_PORT=${BENCH_HTTP_PORT:-18086}
 SERVICES=${ONBOARD_SERVICES_SCRIPT:-scripts/services.sh}
@@ -67,10 +68,12 @@ export ONBOARD__HTTP__PORT=$HTTP_PORT
 
 WORKER=""
 FAKE=""
+RECEIVER=""
 CLUSTER=""
 cleanup() {
     if [[ -n $WORKER ]]; then kill -TERM "$WORKER" 2>/dev/null || true; wait "$WORKER" 2>/dev/null || true; fi
     if [[ -n $FAKE ]]; then kill -TERM "$FAKE" 2>/dev/null || true; wait "$FAKE" 2>/dev/null || true; fi
+    if [[ -n $RECEIVER ]]; then kill -TERM "$RECEIVER" 2>/dev/null || true; wait "$RECEIVER" 2>/dev/null || true; fi
     if [[ -n $CLUSTER ]]; then scripts/cluster.sh down >&2 || true; fi
     if [[ $MAIL == /dev/shm/* ]]; then rm -rf "$MAIL"; fi
 }
@@ -309,6 +312,37 @@ if [[ " $PHASES " == *" saga "* ]]; then
     stop_worker
     drop_prefix "bench-$RUN-saga"
     md ""
+fi
+
+# --- b2. the full saga with its traces exported ---------------------------------------------------
+# The same load as b with telemetry.otlp_endpoint set: every span made and exported over OTLP/HTTP
+# to `onboard traces receive --quiet` (which decodes each request and counts the spans).
+if [[ " $PHASES " == *" traced "* ]]; then
+    say "b2. worker: the full saga of $N Singaporean clients, traces exported over OTLP"
+    fresh_db onboard_bench_traced
+    "$BIN" traces receive --quiet --listen "127.0.0.1:$OTLP_PORT" >"$OUT/otlp-receiver.log" 2>&1 &
+    RECEIVER=$!
+    export ONBOARD__EMAIL__FILE_DIR=$MAIL/mail-traced
+    ONBOARD__TELEMETRY__OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT \
+        start_worker "bench-$RUN-traced" "$OUT/worker-traced.log"
+    run_load "bench-$RUN-traced" "$OUT/traced.json" -n "$N" --countries SG --outcome completed --timeout 120
+    TRACED=$(json_num throughput_per_sec "$OUT/traced.json")
+    RSS_TRACED=$(( $(hwm_kb "$WORKER") / 1024 ))
+    stop_worker
+    kill -TERM "$RECEIVER" 2>/dev/null || true
+    wait "$RECEIVER" 2>/dev/null || true
+    RECEIVER=""
+    SPANS=$(sed -n 's/.*"spans_received": *\([0-9]*\).*/\1/p' "$OUT/otlp-receiver.log" | tail -n 1)
+    md "## b2. Full saga with traces exported over OTLP, $N Singaporean clients"
+    md ""
+    md "- **$(printf '%.0f' "$TRACED") onboardings/s** with every span exported$( [[ -n ${SAGA:-} ]] && printf ' (b, untraced, in this run: %.0f/s, %s%%)' "$SAGA" "$(awk -v t="$TRACED" -v s="$SAGA" 'BEGIN { printf "%.1f", 100 * t / s }')")"
+    md "- latency publish -> completed (ms): p50 $(json_num p50_ms "$OUT/traced.json"), p95 $(json_num p95_ms "$OUT/traced.json"), p99 $(json_num p99_ms "$OUT/traced.json"); $(json_num missing_count "$OUT/traced.json") without an outcome"
+    md "- spans received by the OTLP receiver: ${SPANS:-?} ($(awk -v s="${SPANS:-0}" -v n="$N" 'BEGIN { printf "%.2f", s / n }') per onboarding; an onboarding makes 7: receive, handle, saga welcome_email, email.send and 3 publishes; fewer means the exporter's queue overflowed and dropped some)"
+    md "- CPU: $CPU"
+    md "- worker peak RSS: $RSS_TRACED MB"
+    md ""
+    drop_prefix "bench-$RUN-traced"
+    say "   $(printf '%.0f' "$TRACED") onboardings/s traced, ${SPANS:-?} spans received"
 fi
 
 # --- c. the mixed saga: all six countries, Xendit for a sixth ------------------------------------

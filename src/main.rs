@@ -69,6 +69,9 @@ enum Command {
     /// Onboarding sagas: `stuck` lists the ones no worker has taken (exit status 3 if any).
     #[command(subcommand)]
     Saga(ops::saga::SagaCommand),
+    /// Traces: `receive` prints the spans an OTLP/HTTP exporter sends it (no collector needed).
+    #[command(subcommand)]
+    Traces(ops::traces::TracesCommand),
 }
 
 #[tokio::main]
@@ -158,6 +161,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq(command) => ops::dlq::cli::run(&settings, command).await,
+        Command::Traces(command) => ops::traces::run(command, wait_for_signal()).await,
         Command::Saga(command) => {
             if !ops::saga::run(&settings, command).await? {
                 std::process::exit(3);

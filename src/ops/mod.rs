@@ -9,3 +9,4 @@ pub mod load;
 pub mod plot;
 pub mod publish;
 pub mod saga;
+pub mod traces;
