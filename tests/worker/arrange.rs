@@ -44,6 +44,25 @@ pub async fn clients(app: &mut TestApp, prefix: &str, n: usize) -> Vec<Made> {
     out
 }
 
+/// A value PostgreSQL refuses for some clients only, as a CHECK would (SQLSTATE 23514): every
+/// client whose email starts with `poison`.
+pub async fn refuse_poison_emails(app: &TestApp) {
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.email LIKE 'poison%' THEN
+                 RAISE EXCEPTION 'poisoned row' USING ERRCODE = 'check_violation';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON clients
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
 /// Puts a client in a lifecycle state and an eKYC state directly, as an arrangement.
 pub async fn set_state(app: &TestApp, client_id: i32, status: &str, ekyc: &str) {
     sqlx::query("UPDATE clients SET client_status = $2, ekyc_status = $3 WHERE client_id = $1")

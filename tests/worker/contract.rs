@@ -18,6 +18,7 @@ use onboard::worker::Hooks;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+use crate::arrange;
 use crate::support::*;
 
 fn root() -> &'static Path {
@@ -77,8 +78,8 @@ impl Asker {
             routing_key: command.into(),
             body,
             message_id: Some(id.clone()),
-            correlation_id: None,
             reply_to: Some(self.queue.clone()),
+            ..Default::default()
         };
         app.publish(msg).await;
         let reply = app.take_from(&self.queue).await;
@@ -334,20 +335,7 @@ async fn failure_paths() -> Seen {
     smtp.tls = onboard::email::SmtpTls::None;
     settings.email.smtp = Some(smtp);
     let mut app = spawn_app_with(settings, database, Hooks::default()).await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF NEW.email LIKE 'poison%' THEN
-                 RAISE EXCEPTION 'poisoned row' USING ERRCODE = 'check_violation';
-             END IF;
-             RETURN NEW;
-         END $$;
-         CREATE TRIGGER refuse_poison BEFORE INSERT ON clients
-             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    arrange::refuse_poison_emails(&app).await;
     let mut asker = Asker::new(&app).await;
     let done = asker.ask(&app, "client.create", seed_id_client()).await;
     assert_eq!(status(&done), 201, "{}", done.body);

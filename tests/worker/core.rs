@@ -208,20 +208,7 @@ async fn a_refused_and_a_failing_command_leave_the_rest_of_their_batch_committed
     let existing = arrange::client(&mut app, "taken@example.com").await;
     app.stop_worker().await;
     // A value PostgreSQL refuses for one client only (as a CHECK would): SQLSTATE 23514.
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF NEW.email LIKE 'poison%' THEN
-                 RAISE EXCEPTION 'poisoned row' USING ERRCODE = 'check_violation';
-             END IF;
-             RETURN NEW;
-         END $$;
-         CREATE TRIGGER refuse_poison BEFORE INSERT ON clients
-             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    arrange::refuse_poison_emails(&app).await;
 
     let mut good = Vec::new();
     for i in 0..6 {

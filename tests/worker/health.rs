@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use lapin::BasicProperties;
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use onboard::telemetry::parse_traceparent;
 use onboard::worker::{Hooks, Worker};
@@ -190,25 +189,9 @@ async fn readyz_fails_when_a_queue_the_worker_needs_is_gone() {
 async fn the_traceparent_of_a_command_reaches_its_events_as_a_child_span() {
     let mut app = spawn_app().await;
     let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let mut headers = FieldTable::default();
-    headers.insert(
-        "traceparent".into(),
-        AMQPValue::LongString(LongString::from(parent.as_bytes().to_vec())),
-    );
-    let id = uuid::Uuid::new_v4().to_string();
-    app.channel
-        .basic_publish(
-            app.names().commands_exchange.as_str().into(),
-            "client.create".into(),
-            BasicPublishOptions::default(),
-            &serde_json::to_vec(&seed_sg_client()).unwrap(),
-            BasicProperties::default()
-                .with_message_id(id.as_str().into())
-                .with_content_type("application/json".into())
-                .with_headers(headers),
-        )
-        .await
-        .unwrap();
+    let mut msg = Msg::json("client.create", &seed_sg_client());
+    msg.traceparent = Some(parent.into());
+    let id = app.publish(msg).await.unwrap();
     let created = app.wait_for_event("client.created", Some(&id)).await;
     let tp = created.header_str("traceparent").expect("traceparent");
     let (trace, span, flags) = parse_traceparent(tp).expect("a valid traceparent");

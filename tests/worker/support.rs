@@ -266,6 +266,8 @@ pub struct Msg {
     pub message_id: Option<String>,
     pub correlation_id: Option<String>,
     pub reply_to: Option<String>,
+    /// Sent as the `traceparent` header.
+    pub traceparent: Option<String>,
 }
 
 impl Msg {
@@ -297,6 +299,14 @@ impl TestApp {
         }
         if let Some(r) = &msg.reply_to {
             props = props.with_reply_to(r.as_str().into());
+        }
+        if let Some(tp) = &msg.traceparent {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                "traceparent".into(),
+                lapin::types::AMQPValue::LongString(tp.as_bytes().to_vec().into()),
+            );
+            props = props.with_headers(headers);
         }
         self.channel
             .basic_publish(

@@ -10,9 +10,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
-use lapin::BasicProperties;
-use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, FieldTable, LongString};
 use onboard::worker::Hooks;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -128,28 +125,10 @@ async fn one_trace_holds_a_whole_onboarding_exported_over_otlp() {
     });
 
     let replies = app.reply_queue().await;
-    let mut headers = FieldTable::default();
-    headers.insert(
-        "traceparent".into(),
-        AMQPValue::LongString(LongString::from(
-            format!("00-{TRACE}-{CALLER_SPAN}-01").into_bytes(),
-        )),
-    );
-    let id = uuid::Uuid::new_v4().to_string();
-    app.channel
-        .basic_publish(
-            app.names().commands_exchange.as_str().into(),
-            "client.create".into(),
-            BasicPublishOptions::default(),
-            &serde_json::to_vec(&seed_id_client()).unwrap(),
-            BasicProperties::default()
-                .with_message_id(id.as_str().into())
-                .with_reply_to(replies.as_str().into())
-                .with_content_type("application/json".into())
-                .with_headers(headers),
-        )
-        .await
-        .unwrap();
+    let mut msg = Msg::json("client.create", &seed_id_client());
+    msg.reply_to = Some(replies.clone());
+    msg.traceparent = Some(format!("00-{TRACE}-{CALLER_SPAN}-01"));
+    let id = app.publish(msg).await.unwrap();
     let reply = app.take_from(&replies).await;
     assert_eq!(reply.headers["status"], 201, "{}", reply.body);
     let completed = app
