@@ -235,7 +235,9 @@ pub(super) async fn publish_rows(publisher: &Publisher, names: &Names, rows: &[O
     sent
 }
 
-fn publish_span(m: &OutgoingMessage) -> tracing::Span {
+/// The `publish <type>` (or `reply <type>`) span of one message, a child of the span its
+/// `traceparent` header names. Made only when spans are exported.
+pub fn publish_span(m: &OutgoingMessage) -> tracing::Span {
     let verb = match m.kind {
         OutgoingKind::Reply => "reply",
         OutgoingKind::Event | OutgoingKind::Command => "publish",

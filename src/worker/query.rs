@@ -3,6 +3,7 @@
 //! atomic with its answer. A query without `reply_to` never gets here: it is rejected.
 
 use backon::{ExponentialBuilder, Retryable};
+use tracing::Instrument;
 
 use super::Context;
 use super::batch::Item;
@@ -26,12 +27,21 @@ pub async fn answer(ctx: &Context, item: Item) {
         .with_max_delay(std::time::Duration::from_millis(r.immediate_max_ms))
         .with_max_times(r.immediate_attempts.saturating_sub(1))
         .with_jitter();
+    let handle = if crate::telemetry::exporting() {
+        tracing::info_span!(
+            "handle",
+            otel.name = %format!("handle {}", item.cmd.meta.command_type.as_str())
+        )
+    } else {
+        tracing::Span::none()
+    };
     let reply = (|| queries::answer(&ctx.pool, &item.cmd, read))
         .retry(policy)
         .when(HandlerError::retry_at_once)
         .notify(
             |e, wait| tracing::warn!(error = %e, ?wait, "transient failure; retrying in-process"),
         )
+        .instrument(handle)
         .await;
     let disposition = match reply {
         Ok(reply) => {
@@ -42,6 +52,11 @@ pub async fn answer(ctx: &Context, item: Item) {
                 started.elapsed(),
             );
             let body = serde_json::to_vec(&reply.payload).expect("JSON values serialise");
+            let span = if crate::telemetry::exporting() {
+                relay::publish_span(&reply)
+            } else {
+                tracing::Span::none()
+            };
             let published = ctx
                 .publisher
                 .publish(relay::outgoing(
@@ -50,6 +65,7 @@ pub async fn answer(ctx: &Context, item: Item) {
                     chrono::Utc::now(),
                     &ctx.names,
                 ))
+                .instrument(span)
                 .await;
             match published {
                 Ok(Delivered::Routed) => {

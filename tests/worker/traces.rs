@@ -92,6 +92,7 @@ async fn otlp_receiver() -> (String, Received) {
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
+const QUERY_TRACE: &str = "5cf92f3577b34da6a3ce929d0e0e4737";
 
 #[tokio::test]
 async fn one_trace_holds_a_whole_onboarding_exported_over_otlp() {
@@ -135,6 +136,17 @@ async fn one_trace_holds_a_whole_onboarding_exported_over_otlp() {
         .wait_for_event("client.onboarding_completed", Some(&id))
         .await;
     let tp = completed.header_str("traceparent").unwrap().to_string();
+
+    // A query: answered on its own, its reply published directly.
+    let mut query = Msg::json(
+        "client.get",
+        &serde_json::json!({"client_id": reply.body["client"]["client_id"]}),
+    );
+    query.reply_to = Some(replies.clone());
+    query.traceparent = Some(format!("00-{QUERY_TRACE}-{CALLER_SPAN}-01"));
+    app.publish(query).await;
+    let answer = app.take_from(&replies).await;
+    assert_eq!(answer.headers["status"], 200, "{}", answer.body);
 
     // SIGTERM: the worker drains and exports what it still holds before it exits.
     let pid = child.id().unwrap();
@@ -213,6 +225,23 @@ async fn one_trace_holds_a_whole_onboarding_exported_over_otlp() {
     }
     // What the command caused carries the receive span as its parent.
     assert_eq!(tp, format!("00-{TRACE}-{}-01", receive.span_id));
+    // The query's own trace: receive, the read, the reply.
+    let query: Vec<(&str, &str)> = spans
+        .iter()
+        .filter(|s| s.trace_id == QUERY_TRACE)
+        .map(|s| (s.name.as_str(), s.parent_span_id.as_str()))
+        .collect();
+    let received_at = spans
+        .iter()
+        .find(|s| s.trace_id == QUERY_TRACE && s.name == "receive client.get")
+        .unwrap_or_else(|| panic!("receive client.get: {query:?}"));
+    assert_eq!(received_at.parent_span_id, CALLER_SPAN);
+    for name in ["handle client.get", "reply client.get.answered"] {
+        assert!(
+            query.contains(&(name, received_at.span_id.as_str())),
+            "{name} under receive client.get: {query:?}"
+        );
+    }
     let distinct: HashSet<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
     assert_eq!(distinct.len(), trace.len(), "each span exported once");
     app.finish().await;
