@@ -37,6 +37,8 @@ pub struct Due {
     pub attempts: i32,
     /// Attempts since the delivery was last (re)started: what the budget counts.
     pub tries: i32,
+    /// The event's trace context, sent on as the request's `traceparent`.
+    pub traceparent: Option<String>,
 }
 
 impl std::fmt::Debug for Due {
@@ -146,26 +148,37 @@ pub async fn targets(pool: &PgPool) -> Result<Vec<Target>, sqlx::Error> {
 }
 
 /// One delivery per (endpoint, event); a repeat of the same event adds nothing.
+/// One delivery to insert: an endpoint and the event it wants.
+pub struct NewDelivery {
+    pub endpoint_id: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub body: String,
+    pub traceparent: Option<String>,
+}
+
 pub async fn insert_deliveries(
     conn: &mut PgConnection,
-    rows: &[(i64, Uuid, String, String)],
+    rows: &[NewDelivery],
 ) -> Result<u64, sqlx::Error> {
     if rows.is_empty() {
         return Ok(0);
     }
-    let endpoints: Vec<i64> = rows.iter().map(|r| r.0).collect();
-    let events: Vec<Uuid> = rows.iter().map(|r| r.1).collect();
-    let types: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
-    let bodies: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
+    let endpoints: Vec<i64> = rows.iter().map(|r| r.endpoint_id).collect();
+    let events: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+    let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
+    let bodies: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
+    let traces: Vec<Option<&str>> = rows.iter().map(|r| r.traceparent.as_deref()).collect();
     let done = sqlx::query(
-        "INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, body)
-         SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[])
+        "INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, body, traceparent)
+         SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[])
          ON CONFLICT (endpoint_id, event_id) DO NOTHING",
     )
     .bind(&endpoints)
     .bind(&events)
     .bind(&types)
     .bind(&bodies)
+    .bind(&traces)
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
@@ -195,7 +208,7 @@ pub async fn claim_due(
          FROM due, webhook_endpoints e
          WHERE d.delivery_id = due.delivery_id AND e.endpoint_id = d.endpoint_id
          RETURNING d.delivery_id, d.endpoint_id, e.url, e.secret, d.event_id, d.body, d.attempts,
-                   d.attempts - d.attempts_before AS tries",
+                   d.attempts - d.attempts_before AS tries, d.traceparent",
     )
     .bind(busy)
     .bind(limit)

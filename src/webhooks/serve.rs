@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{WebhookSettings, body_of, matches};
@@ -150,14 +151,22 @@ async fn feed_session(
                 continue;
             };
             let body = body.to_string();
+            let traceparent = delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| crate::broker::headers::table_to_json(h).remove("traceparent"))
+                .and_then(|v| v.as_str().map(str::to_string))
+                .filter(|t| crate::telemetry::parse_traceparent(t).is_some());
             for t in &targets {
                 if t.patterns.iter().any(|p| matches(p, event_type)) {
-                    rows.push((
-                        t.endpoint_id,
+                    rows.push(db::NewDelivery {
+                        endpoint_id: t.endpoint_id,
                         event_id,
-                        event_type.to_string(),
-                        body.clone(),
-                    ));
+                        event_type: event_type.to_string(),
+                        body: body.clone(),
+                        traceparent: traceparent.clone(),
+                    });
                 }
             }
         }
@@ -271,9 +280,27 @@ async fn attempt(pool: &PgPool, http: &reqwest::Client, settings: &WebhookSettin
     let (status, error) = match signature {
         Err(e) => (None, Some(format!("cannot sign: {e}"))),
         Ok(signature) => {
-            let sent = http
-                .post(&d.url)
-                .header("content-type", "application/json")
+            // The POST's own span when spans are exported (its traceparent then names it),
+            // else the event's trace context as it came.
+            let span = if crate::telemetry::exporting() {
+                let span = tracing::info_span!(
+                    "webhook",
+                    otel.name = "webhook POST",
+                    otel.kind = "client",
+                    endpoint_id = d.endpoint_id,
+                    attempt = d.attempts,
+                );
+                crate::telemetry::set_parent(&span, d.traceparent.as_deref());
+                span
+            } else {
+                tracing::Span::none()
+            };
+            let traceparent = crate::telemetry::traceparent_of(&span).or(d.traceparent.clone());
+            let mut request = http.post(&d.url).header("content-type", "application/json");
+            if let Some(tp) = traceparent {
+                request = request.header("traceparent", tp);
+            }
+            let sent = request
                 .header(standardwebhooks::HEADER_WEBHOOK_ID, &id)
                 .header(
                     standardwebhooks::HEADER_WEBHOOK_TIMESTAMP,
@@ -282,6 +309,7 @@ async fn attempt(pool: &PgPool, http: &reqwest::Client, settings: &WebhookSettin
                 .header(standardwebhooks::HEADER_WEBHOOK_SIGNATURE, signature)
                 .body(d.body.clone())
                 .send()
+                .instrument(span)
                 .await;
             match sent {
                 Ok(r) if r.status().is_success() => (Some(r.status().as_u16() as i32), None),

@@ -36,6 +36,8 @@ struct Request {
     body: Value,
     signed: bool,
     answered: u16,
+    /// The request's W3C trace context.
+    traceparent: Option<String>,
 }
 
 #[derive(Clone)]
@@ -100,6 +102,10 @@ async fn receive(
         .unwrap_or_default()
         .to_string();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let answered = match mode {
         Mode::Ok => 200,
         Mode::FailFirst => {
@@ -120,6 +126,7 @@ async fn receive(
         body,
         signed,
         answered,
+        traceparent,
     });
     StatusCode::from_u16(answered).unwrap()
 }
@@ -239,6 +246,15 @@ async fn every_delivery_is_signed_and_an_endpoint_answering_500_then_200_gets_ea
             "webhook-id is the event id"
         );
         assert!(r.body["correlation_id"].is_string() && r.body["occurred_at"].is_string());
+    }
+    // Each POST carries the trace of the command behind its event: one trace per correlation.
+    let mut traces: HashMap<String, String> = HashMap::new();
+    for r in all.requests().iter().chain(flaky.requests().iter()) {
+        let tp = r.traceparent.as_deref().expect("a traceparent on every webhook");
+        let (trace, _, _) = onboard::telemetry::parse_traceparent(tp).expect("a valid traceparent");
+        let correlation = r.body["correlation_id"].as_str().unwrap().to_string();
+        let first = traces.entry(correlation).or_insert_with(|| trace.to_string());
+        assert_eq!(first, trace, "one trace per command: {r:?}");
     }
     let created = &all.requests()[..];
     let first = created
