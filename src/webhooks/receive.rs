@@ -41,15 +41,14 @@ async fn receive(
     let signed = verifier.verify(&body, &headers).is_ok();
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let hook = &parsed["webhook"];
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     println!(
-        "webhook {} {}.{} signature {}",
-        headers
-            .get("webhook-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-"),
+        "webhook {} {}.{} signature {} trace {}",
+        header("webhook-id").unwrap_or("-"),
         hook["module"].as_str().unwrap_or("?"),
         hook["type"].as_str().unwrap_or("?"),
-        if signed { "ok" } else { "INVALID" }
+        if signed { "ok" } else { "INVALID" },
+        crate::telemetry::trace_id(header("traceparent")).unwrap_or("-"),
     );
     if signed {
         StatusCode::OK

@@ -250,10 +250,15 @@ async fn every_delivery_is_signed_and_an_endpoint_answering_500_then_200_gets_ea
     // Each POST carries the trace of the command behind its event: one trace per correlation.
     let mut traces: HashMap<String, String> = HashMap::new();
     for r in all.requests().iter().chain(flaky.requests().iter()) {
-        let tp = r.traceparent.as_deref().expect("a traceparent on every webhook");
+        let tp = r
+            .traceparent
+            .as_deref()
+            .expect("a traceparent on every webhook");
         let (trace, _, _) = onboard::telemetry::parse_traceparent(tp).expect("a valid traceparent");
         let correlation = r.body["correlation_id"].as_str().unwrap().to_string();
-        let first = traces.entry(correlation).or_insert_with(|| trace.to_string());
+        let first = traces
+            .entry(correlation)
+            .or_insert_with(|| trace.to_string());
         assert_eq!(first, trace, "one trace per command: {r:?}");
     }
     let created = &all.requests()[..];
