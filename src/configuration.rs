@@ -264,7 +264,8 @@ pub struct LogSettings {
 pub struct TelemetrySettings {
     /// The collector's OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`: spans are posted to
     /// `<it>/v1/traces` (a URL that already ends in `/v1/traces` is used as it is). Unset or
-    /// empty: no span is exported, and none of the export's spans is even made.
+    /// empty: the standard `OTEL_EXPORTER_OTLP_*ENDPOINT` variables, and without those no span
+    /// is exported and none of the export's spans is even made.
     pub otlp_endpoint: Option<String>,
     /// The `service.name` the spans carry.
     pub service_name: String,

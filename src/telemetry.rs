@@ -64,6 +64,26 @@ pub fn traces_url(endpoint: &str) -> String {
     }
 }
 
+/// Where spans go, if anywhere: `telemetry.otlp_endpoint`, else the OpenTelemetry variables
+/// every SDK reads (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as it is, `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// plus `/v1/traces`); `OTEL_SDK_DISABLED=true` turns export off whatever is set.
+pub fn export_url(
+    telemetry: &TelemetrySettings,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let set = |v: Option<String>| v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    if set(env("OTEL_SDK_DISABLED")).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    if let Some(endpoint) = set(telemetry.otlp_endpoint.clone()) {
+        return Some(traces_url(&endpoint));
+    }
+    if let Some(url) = set(env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
+        return Some(url);
+    }
+    set(env("OTEL_EXPORTER_OTLP_ENDPOINT")).map(|e| traces_url(&e))
+}
+
 /// Logs (and, when configured, trace export) for this process.
 pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.filter));
@@ -79,16 +99,16 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> anyhow::Result<
             .boxed(),
         LogFormat::Pretty => fmt.compact().with_filter(filter).boxed(),
     };
-    let endpoint = telemetry
-        .otlp_endpoint
-        .as_deref()
-        .map(str::trim)
-        .filter(|e| !e.is_empty());
-    let Some(endpoint) = endpoint else {
+    let env = |k: &str| std::env::var(k).ok();
+    let Some(url) = export_url(telemetry, env) else {
         let _ = tracing_subscriber::registry().with(fmt).try_init();
         return Ok(Telemetry { provider: None });
     };
-    let provider = tracer_provider(&traces_url(endpoint), telemetry)?;
+    let mut telemetry = telemetry.clone();
+    if let Some(name) = env("OTEL_SERVICE_NAME").filter(|n| !n.trim().is_empty()) {
+        telemetry.service_name = name;
+    }
+    let provider = tracer_provider(&url, &telemetry)?;
     // Only the worker's own spans (and the log events inside them), whatever the log filter
     // says: a quiet log must not thin the traces.
     let otel = tracing_opentelemetry::layer()
@@ -99,7 +119,7 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> anyhow::Result<
         .with(otel)
         .try_init();
     EXPORTING.store(true, Ordering::Relaxed);
-    tracing::info!(endpoint = %traces_url(endpoint), sample_ratio = telemetry.sample_ratio, "exporting traces over OTLP");
+    tracing::info!(endpoint = %url, sample_ratio = telemetry.sample_ratio, "exporting traces over OTLP");
     Ok(Telemetry {
         provider: Some(provider),
     })
@@ -227,6 +247,55 @@ mod tests {
     use super::*;
 
     const PARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn the_export_url_comes_from_the_setting_then_the_standard_variables() {
+        let with = |endpoint: Option<&str>| TelemetrySettings {
+            otlp_endpoint: endpoint.map(str::to_string),
+            ..TelemetrySettings::default()
+        };
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(export_url(&with(None), vars(&[])), None);
+        assert_eq!(export_url(&with(Some("  ")), vars(&[])), None);
+        assert_eq!(
+            export_url(&with(Some("http://c:4318/")), vars(&[])).as_deref(),
+            Some("http://c:4318/v1/traces")
+        );
+        assert_eq!(
+            export_url(&with(Some("http://c:4318/v1/traces")), vars(&[])).as_deref(),
+            Some("http://c:4318/v1/traces")
+        );
+        let standard = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://o:4318")]);
+        assert_eq!(
+            export_url(&with(None), standard).as_deref(),
+            Some("http://o:4318/v1/traces")
+        );
+        let both = vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://o:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:9999/traces"),
+        ]);
+        assert_eq!(
+            export_url(&with(None), both).as_deref(),
+            Some("http://t:9999/traces")
+        );
+        // The setting wins over the variables; OTEL_SDK_DISABLED over everything.
+        assert_eq!(
+            export_url(&with(Some("http://c:4318")), both).as_deref(),
+            Some("http://c:4318/v1/traces")
+        );
+        let disabled = vars(&[
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://o:4318"),
+        ]);
+        assert_eq!(export_url(&with(Some("http://c:4318")), disabled), None);
+    }
 
     #[test]
     fn a_child_keeps_the_trace_id_and_flags_and_gets_a_new_span_id() {
