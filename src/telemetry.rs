@@ -169,6 +169,12 @@ pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
     let _ = span.set_parent(parent);
 }
 
+/// The `traceparent` of the current span, for an outside call to carry (W3C propagation), when
+/// spans are exported.
+pub fn current_traceparent() -> Option<String> {
+    traceparent_of(&tracing::Span::current())
+}
+
 /// The `traceparent` naming `span`, when it is an exported span.
 pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     if !exporting() {

@@ -120,12 +120,16 @@ impl Sources {
             .acquire()
             .await
             .map_err(|_| SourceError::Unavailable("shutting down".into()))?;
-        let response = self
+        let mut request = self
             .http
             .get(url)
             .bearer_auth(source.settings.token.expose_secret())
             .header("accept", "application/json")
-            .timeout(Duration::from_millis(source.settings.timeout_ms))
+            .timeout(Duration::from_millis(source.settings.timeout_ms));
+        if let Some(tp) = crate::telemetry::current_traceparent() {
+            request = request.header("traceparent", tp);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| SourceError::Unavailable(format!("source {name}: {}", describe(e))))?;

@@ -83,11 +83,15 @@ pub async fn run(ctx: &Context, items: Vec<Item>) {
     }
     let (mut imports, others): (Vec<Item>, Vec<Item>) = items.into_iter().partition(is_import);
     let read = async {
-        futures::future::join_all(
-            imports
-                .iter_mut()
-                .map(|i| handlers::client_import::prepare(&ctx.sources, &mut i.cmd)),
-        )
+        futures::future::join_all(imports.iter_mut().map(|i| {
+            // The read is a span of the import's trace, and the request carries it.
+            let span = if crate::telemetry::exporting() {
+                tracing::info_span!(parent: &i.span, "source.read", otel.kind = "client")
+            } else {
+                tracing::Span::none()
+            };
+            handlers::client_import::prepare(&ctx.sources, &mut i.cmd).instrument(span)
+        }))
         .await;
         run_prepared(ctx, imports).await
     };

@@ -276,10 +276,13 @@ impl XenditClient {
         let max_rate_limit_wait = self.max_rate_limit_wait;
         let outcome = (|| {
             attempts.fetch_add(1, Ordering::Relaxed);
-            let request = request()
+            let mut request = request()
                 .basic_auth(self.secret_key.expose_secret(), None::<&str>)
                 .header("api-version", API_VERSION)
                 .timeout(self.timeout);
+            if let Some(tp) = crate::telemetry::current_traceparent() {
+                request = request.header("traceparent", tp);
+            }
             exchange(request)
         })
         .retry(self.backoff)

@@ -98,7 +98,7 @@ const QUERY_TRACE: &str = "5cf92f3577b34da6a3ce929d0e0e4737";
 async fn one_trace_holds_a_whole_onboarding_exported_over_otlp() {
     let (endpoint, received) = otlp_receiver().await;
     let (mut settings, database) = test_settings().await;
-    let _xendit = mock_xendit(&mut settings, XenditResponder::default()).await;
+    let xendit_server = mock_xendit(&mut settings, XenditResponder::default()).await;
     // The test's own view of the broker (events, replies); the worker runs as a process.
     let mut app = spawn_app_with(settings, database, Hooks::default()).await;
     app.stop_worker().await;
@@ -225,6 +225,25 @@ async fn one_trace_holds_a_whole_onboarding_exported_over_otlp() {
     }
     // What the command caused carries the receive span as its parent.
     assert_eq!(tp, format!("00-{TRACE}-{}-01", receive.span_id));
+    // The Xendit requests carried their own span's context (W3C propagation to outside calls).
+    let calls: Vec<String> = trace
+        .iter()
+        .filter(|s| s.name == "xendit.create_customer")
+        .map(|s| format!("00-{TRACE}-{}-01", s.span_id))
+        .collect();
+    let sent: Vec<String> = xendit_server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.headers.get("traceparent"))
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sent.len(), 2, "a traceparent on each Xendit call: {sent:?}");
+    for tp in &sent {
+        assert!(calls.contains(tp), "{tp} names a xendit.create_customer span: {calls:?}");
+    }
+
     // The query's own trace: receive, the read, the reply.
     let query: Vec<(&str, &str)> = spans
         .iter()
