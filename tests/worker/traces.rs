@@ -241,7 +241,10 @@ async fn one_trace_holds_a_whole_onboarding_exported_over_otlp() {
         .collect();
     assert_eq!(sent.len(), 2, "a traceparent on each Xendit call: {sent:?}");
     for tp in &sent {
-        assert!(calls.contains(tp), "{tp} names a xendit.create_customer span: {calls:?}");
+        assert!(
+            calls.contains(tp),
+            "{tp} names a xendit.create_customer span: {calls:?}"
+        );
     }
 
     // The query's own trace: receive, the read, the reply.
@@ -264,4 +267,106 @@ async fn one_trace_holds_a_whole_onboarding_exported_over_otlp() {
     let distinct: HashSet<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
     assert_eq!(distinct.len(), trace.len(), "each span exported once");
     app.finish().await;
+}
+
+/// `onboard traces receive` (the real binary): a span sent in OTLP/HTTP protobuf comes out as
+/// one JSON line, and the count at exit says how many it took.
+#[tokio::test]
+async fn traces_receive_prints_each_span_it_is_sent() {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as ProtoSpan};
+
+    let port = free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_onboard"))
+        .args([
+            "traces",
+            "receive",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let span = ProtoSpan {
+        trace_id: hex::decode(TRACE).unwrap(),
+        span_id: hex::decode(CALLER_SPAN).unwrap(),
+        name: "receive client.create".into(),
+        start_time_unix_nano: 1_000_000,
+        end_time_unix_nano: 3_000_000,
+        ..Default::default()
+    };
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("onboard".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/v1/traces");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let answer = loop {
+        match http
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .body(request.encode_to_vec())
+            .send()
+            .await
+        {
+            Ok(answer) => break answer,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the receiver never listened: {e}"),
+        }
+    };
+    assert_eq!(answer.status(), 200);
+    ExportTraceServiceResponse::decode(answer.bytes().await.unwrap()).expect("an OTLP response");
+    let refused = http
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .body(b"\xff\xff not protobuf".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["trace_id"], TRACE);
+    assert_eq!(lines[0]["span_id"], CALLER_SPAN);
+    assert_eq!(lines[0]["name"], "receive client.create");
+    assert_eq!(lines[0]["service"], "onboard");
+    assert_eq!(lines[0]["duration_us"], 2_000);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("\"spans_received\": 1"), "{stderr}");
 }
