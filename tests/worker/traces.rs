@@ -278,7 +278,7 @@ async fn traces_receive_prints_each_span_it_is_sent() {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as ProtoSpan};
 
     let port = free_port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_onboard"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_onboard"))
         .args([
             "traces",
             "receive",
