@@ -37,6 +37,14 @@ impl UnitOfWork {
         store::inbox::claim(&mut self.tx, claims).await
     }
 
+    /// The transaction's id (assigned now if it has written nothing yet), to ask
+    /// [`store::txid_committed`] whether it committed when the answer to COMMIT was lost.
+    pub async fn txid(&mut self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT txid_current()")
+            .fetch_one(&mut *self.tx)
+            .await
+    }
+
     /// Queues messages to be published once this unit of work committed.
     pub fn say(&mut self, messages: impl IntoIterator<Item = OutgoingMessage>) {
         self.said.extend(messages);

@@ -91,3 +91,18 @@ pub async fn read_only(pool: &PgPool) -> Result<Tx, sqlx::Error> {
         .await?;
     Ok(tx)
 }
+
+/// What PostgreSQL knows of transaction `xid` (from `txid_current()`): `Some(true)` committed,
+/// `Some(false)` aborted, `None` still in progress or too old to say. For a COMMIT whose answer
+/// was lost with the connection: it may have committed all the same.
+pub async fn txid_committed(pool: &PgPool, xid: i64) -> Result<Option<bool>, sqlx::Error> {
+    let status: Option<String> = sqlx::query_scalar("SELECT txid_status($1)")
+        .bind(xid)
+        .fetch_one(pool)
+        .await?;
+    Ok(match status.as_deref() {
+        Some("committed") => Some(true),
+        Some("aborted") => Some(false),
+        _ => None,
+    })
+}

@@ -368,12 +368,57 @@ async fn attempt(
     store::inbox::release(uow.conn(), &released).await?;
 
     observe::at(&ctx.hooks.before_batch_commit, which.len()).await;
-    let said = uow.commit().await?;
+    let xid = uow.txid().await?;
+    let said = match uow.commit().await {
+        Ok(said) => said,
+        // The connection went while COMMIT was on its way: it may have committed. Retried
+        // blindly, the batch would find its commands handled and ack them, and the sagas it
+        // started would wait out their lease (two minutes) before a sweeper took them.
+        Err(e) if answer_may_be_lost(&e) => {
+            if !committed_after_all(ctx, xid).await {
+                return Err(e.into());
+            }
+            tracing::warn!(error = %e, commands = which.len(), "the answer to COMMIT was lost, but the transaction committed: the batch is done (its messages go out with the relay's next round)");
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
     let ends = ends
         .into_iter()
         .map(|e| e.expect("every command of the batch has an end"))
         .collect();
     Ok((ends, said))
+}
+
+/// Whether a failed COMMIT may have committed: the connection failed, not the statement.
+fn answer_may_be_lost(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
+/// Asks PostgreSQL (on a new connection, for up to about fifteen seconds while it is away)
+/// whether transaction `xid` committed; false when it did not or nobody could say.
+async fn committed_after_all(ctx: &Context, xid: i64) -> bool {
+    struct NotKnown;
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(10)
+        .with_jitter();
+    (|| async {
+        match store::txid_committed(&ctx.pool, xid).await {
+            Ok(Some(committed)) => Ok(committed),
+            Ok(None) | Err(_) => Err(NotKnown),
+        }
+    })
+    .retry(policy)
+    .await
+    .unwrap_or(false)
 }
 
 /// `IDEMPOTENCY_KEY_REUSED`: announced with the command type's refusal event and replied to,

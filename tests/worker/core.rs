@@ -467,3 +467,31 @@ async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
     assert_eq!(codes, expected, "the killed batch gave its numbers back");
     app.finish().await;
 }
+
+/// What the worker asks when the answer to a batch's COMMIT was lost with its connection:
+/// PostgreSQL's own record of the transaction, committed, aborted or still open.
+#[tokio::test]
+async fn the_database_tells_whether_a_transaction_committed_after_its_answer_was_lost() {
+    use onboard::store::txid_committed;
+    use onboard::uow::UnitOfWork;
+    let app = spawn_app().await;
+    let mut committed = UnitOfWork::begin(&app.pool).await.unwrap();
+    let xid = committed.txid().await.unwrap();
+    committed.commit().await.unwrap();
+    assert_eq!(txid_committed(&app.pool, xid).await.unwrap(), Some(true));
+
+    let mut aborted = UnitOfWork::begin(&app.pool).await.unwrap();
+    let xid = aborted.txid().await.unwrap();
+    aborted.rollback().await.unwrap();
+    assert_eq!(txid_committed(&app.pool, xid).await.unwrap(), Some(false));
+
+    let mut open = UnitOfWork::begin(&app.pool).await.unwrap();
+    let xid = open.txid().await.unwrap();
+    assert_eq!(
+        txid_committed(&app.pool, xid).await.unwrap(),
+        None,
+        "still in progress: not known yet"
+    );
+    open.rollback().await.unwrap();
+    app.finish().await;
+}
