@@ -27,6 +27,19 @@ use crate::configuration::{LogFormat, LogSettings, TelemetrySettings};
 
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
+/// A span that exists for the trace export alone: `tracing::info_span!(...)` when spans are
+/// exported, else `Span::none()` (its fields are not even evaluated then).
+#[macro_export]
+macro_rules! export_span {
+    ($($arg:tt)*) => {
+        if $crate::telemetry::exporting() {
+            ::tracing::info_span!($($arg)*)
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
+
 /// Whether spans are exported: the spans that exist only for the export are made only then.
 pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)

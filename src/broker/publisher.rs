@@ -119,14 +119,15 @@ impl Publisher {
         &self,
         messages: Vec<Outgoing<'_>>,
     ) -> Vec<Result<Delivered, PublishError>> {
-        futures::future::join_all(messages.into_iter().map(|m| self.publish(m))).await
+        self.publish_all_in(messages, std::iter::repeat(tracing::Span::none()))
+            .await
     }
 
     /// [`Publisher::publish_all`], each publish (up to its confirm) inside its own span.
     pub async fn publish_all_in(
         &self,
         messages: Vec<Outgoing<'_>>,
-        spans: Vec<tracing::Span>,
+        spans: impl IntoIterator<Item = tracing::Span>,
     ) -> Vec<Result<Delivered, PublishError>> {
         use tracing::Instrument;
         futures::future::join_all(

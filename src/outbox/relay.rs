@@ -201,13 +201,9 @@ pub(super) async fn publish_rows(publisher: &Publisher, names: &Names, rows: &[O
         .zip(&bodies)
         .map(|(row, body)| to_outgoing(row, body, names))
         .collect();
-    let results = if crate::telemetry::exporting() {
-        // Each message's `publish <type>` span, in the trace of the command that caused it.
-        let spans: Vec<tracing::Span> = rows.iter().map(|r| publish_span(&r.message)).collect();
-        publisher.publish_all_in(outgoing, spans).await
-    } else {
-        publisher.publish_all(outgoing).await
-    };
+    // Each message's `publish <type>` span, in the trace of the command that caused it.
+    let spans = rows.iter().map(|r| publish_span(&r.message));
+    let results = publisher.publish_all_in(outgoing, spans).await;
     let mut sent = Sent {
         published: Vec::with_capacity(rows.len()),
         failed: Vec::new(),
@@ -242,7 +238,7 @@ pub fn publish_span(m: &OutgoingMessage) -> tracing::Span {
         OutgoingKind::Reply => "reply",
         OutgoingKind::Event | OutgoingKind::Command => "publish",
     };
-    let span = tracing::info_span!(
+    let span = crate::export_span!(
         "publish",
         otel.name = %format!("{verb} {}", m.message_type),
         otel.kind = "producer",

@@ -299,11 +299,11 @@ async fn send(env: &Env, job: &SagaJob) -> Sent {
         Ok(message) => services
             .mailer
             .send(message)
-            .instrument(if crate::telemetry::exporting() {
-                tracing::info_span!("email.send", otel.kind = "client", user_id = admin.user_id)
-            } else {
-                tracing::Span::none()
-            })
+            .instrument(crate::export_span!(
+                "email.send",
+                otel.kind = "client",
+                user_id = admin.user_id
+            ))
             .await
             .map_err(|e| (e.is_transient(), e.to_string())),
         Err(e) => Err((e.is_transient(), e.to_string())),

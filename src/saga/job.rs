@@ -43,10 +43,7 @@ impl SagaJob {
     /// Opens this saga's span for `step`, a child of the command that started the saga (the
     /// previous step's span ends as it is replaced).
     pub fn enter_step(&mut self, step: Step) {
-        if !crate::telemetry::exporting() {
-            return;
-        }
-        let span = tracing::info_span!(
+        self.span = crate::export_span!(
             parent: None,
             "saga",
             otel.name = %format!("saga {}", step.as_str()),
@@ -54,8 +51,7 @@ impl SagaJob {
             client_id = self.client_id,
             step = step.as_str(),
         );
-        crate::telemetry::set_parent(&span, self.origin.traceparent.as_deref());
-        self.span = span;
+        crate::telemetry::set_parent(&self.span, self.origin.traceparent.as_deref());
     }
 
     /// A saga taken from the database (by the sweeper), leased for `lease`.

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{WebhookSettings, body_of, matches};
-use crate::broker::{self, Names};
+use crate::broker::{self, Names, headers};
 use crate::configuration::Settings;
 use crate::messages::OutgoingMessage;
 use crate::store::{self, webhooks as db};
@@ -151,13 +151,9 @@ async fn feed_session(
                 continue;
             };
             let body = body.to_string();
-            let traceparent = delivery
-                .properties
-                .headers()
-                .as_ref()
-                .and_then(|h| crate::broker::headers::table_to_json(h).remove("traceparent"))
-                .and_then(|v| v.as_str().map(str::to_string))
-                .filter(|t| crate::telemetry::parse_traceparent(t).is_some());
+            let traceparent =
+                headers::get_str(delivery.properties.headers().as_ref(), headers::TRACEPARENT)
+                    .filter(|t| crate::telemetry::parse_traceparent(t).is_some());
             for t in &targets {
                 if t.patterns.iter().any(|p| matches(p, event_type)) {
                     rows.push(db::NewDelivery {
@@ -282,19 +278,14 @@ async fn attempt(pool: &PgPool, http: &reqwest::Client, settings: &WebhookSettin
         Ok(signature) => {
             // The POST's own span when spans are exported (its traceparent then names it),
             // else the event's trace context as it came.
-            let span = if crate::telemetry::exporting() {
-                let span = tracing::info_span!(
-                    "webhook",
-                    otel.name = "webhook POST",
-                    otel.kind = "client",
-                    endpoint_id = d.endpoint_id,
-                    attempt = d.attempts,
-                );
-                crate::telemetry::set_parent(&span, d.traceparent.as_deref());
-                span
-            } else {
-                tracing::Span::none()
-            };
+            let span = crate::export_span!(
+                "webhook",
+                otel.name = "webhook POST",
+                otel.kind = "client",
+                endpoint_id = d.endpoint_id,
+                attempt = d.attempts,
+            );
+            crate::telemetry::set_parent(&span, d.traceparent.as_deref());
             let traceparent = crate::telemetry::traceparent_of(&span).or(d.traceparent.clone());
             let mut request = http.post(&d.url).header("content-type", "application/json");
             if let Some(tp) = traceparent {

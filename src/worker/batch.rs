@@ -85,11 +85,7 @@ pub async fn run(ctx: &Context, items: Vec<Item>) {
     let read = async {
         futures::future::join_all(imports.iter_mut().map(|i| {
             // The read is a span of the import's trace, and the request carries it.
-            let span = if crate::telemetry::exporting() {
-                tracing::info_span!(parent: &i.span, "source.read", otel.kind = "client")
-            } else {
-                tracing::Span::none()
-            };
+            let span = crate::export_span!(parent: &i.span, "source.read", otel.kind = "client");
             handlers::client_import::prepare(&ctx.sources, &mut i.cmd).instrument(span)
         }))
         .await;
@@ -178,13 +174,10 @@ async fn one_by_one(ctx: &Context, items: Vec<Item>, started: Instant) {
 /// Each command's `handle <type>` span in its own trace, when spans are exported: the batch
 /// transaction that decided it (and the dispatch of what it said), shared by the batch.
 fn handle_spans(items: &[Item]) -> Vec<tracing::Span> {
-    if !crate::telemetry::exporting() {
-        return Vec::new();
-    }
     items
         .iter()
         .map(|i| {
-            tracing::info_span!(
+            crate::export_span!(
                 parent: &i.span,
                 "handle",
                 otel.name = %format!("handle {}", i.cmd.meta.command_type.as_str()),

@@ -27,14 +27,10 @@ pub async fn answer(ctx: &Context, item: Item) {
         .with_max_delay(std::time::Duration::from_millis(r.immediate_max_ms))
         .with_max_times(r.immediate_attempts.saturating_sub(1))
         .with_jitter();
-    let handle = if crate::telemetry::exporting() {
-        tracing::info_span!(
-            "handle",
-            otel.name = %format!("handle {}", item.cmd.meta.command_type.as_str())
-        )
-    } else {
-        tracing::Span::none()
-    };
+    let handle = crate::export_span!(
+        "handle",
+        otel.name = %format!("handle {}", item.cmd.meta.command_type.as_str())
+    );
     let reply = (|| queries::answer(&ctx.pool, &item.cmd, read))
         .retry(policy)
         .when(HandlerError::retry_at_once)
@@ -52,11 +48,7 @@ pub async fn answer(ctx: &Context, item: Item) {
                 started.elapsed(),
             );
             let body = serde_json::to_vec(&reply.payload).expect("JSON values serialise");
-            let span = if crate::telemetry::exporting() {
-                relay::publish_span(&reply)
-            } else {
-                tracing::Span::none()
-            };
+            let span = relay::publish_span(&reply);
             let published = ctx
                 .publisher
                 .publish(relay::outgoing(

@@ -97,6 +97,13 @@ impl Asker {
             .await
     }
 
+    /// [`Asker::ask`], asserting the reply's status.
+    async fn expect(&mut self, app: &TestApp, command: &str, body: Value, status: i64) -> Received {
+        let r = self.ask(app, command, body).await;
+        assert_eq!(self::status(&r), status, "{command}: {}", r.body);
+        r
+    }
+
     /// Every event published so far (the outbox may still be relaying the last ones).
     async fn finish(mut self, app: &mut TestApp) -> Seen {
         self.seen.events = app.drain_events(Duration::from_secs(2)).await;
@@ -176,18 +183,10 @@ async fn healthy_paths() -> Seen {
     let (b, _) = made[1];
     let (c, _) = made[2];
     for client in [a, b] {
-        let r = asker
-            .ask(
-                &app,
-                "client.kyc.update",
-                json!({"client_id": client, "ekyc_status": "APPROVED"}),
-            )
-            .await;
-        assert_eq!(status(&r), 200, "{}", r.body);
-        let r = asker
-            .ask(&app, "client.approve", json!({"client_id": client}))
-            .await;
-        assert_eq!(status(&r), 200, "{}", r.body);
+        let kyc = json!({"client_id": client, "ekyc_status": "APPROVED"});
+        asker.expect(&app, "client.kyc.update", kyc, 200).await;
+        let approve = json!({"client_id": client});
+        asker.expect(&app, "client.approve", approve, 200).await;
     }
     for (command, body) in [
         (
@@ -205,8 +204,7 @@ async fn healthy_paths() -> Seen {
         ),
         ("client.reject", json!({"client_id": c, "reason": "no KYC"})),
     ] {
-        let r = asker.ask(&app, command, body).await;
-        assert_eq!(status(&r), 200, "{command}: {}", r.body);
+        asker.expect(&app, command, body, 200).await;
     }
     let refused = asker
         .ask(&app, "client.approve", json!({"client_id": b}))
@@ -254,8 +252,7 @@ async fn healthy_paths() -> Seen {
             404,
         ),
     ] {
-        let r = asker.ask(&app, command, body).await;
-        assert_eq!(status(&r), expected, "{command}: {}", r.body);
+        asker.expect(&app, command, body, expected).await;
     }
 
     // Partners, client state and the queries beyond the demo's.
@@ -278,8 +275,7 @@ async fn healthy_paths() -> Seen {
         ("client.relation.list", json!({"client_id": 3}), 200),
         ("client.teleport", json!({"client_id": a}), 400),
     ] {
-        let r = asker.ask(&app, command, body).await;
-        assert_eq!(status(&r), expected, "{command}: {}", r.body);
+        asker.expect(&app, command, body, expected).await;
     }
 
     // Relations one by one: the list's first is renamed, read, then removed.
@@ -313,8 +309,7 @@ async fn healthy_paths() -> Seen {
             404,
         ),
     ] {
-        let r = asker.ask(&app, command, body).await;
-        assert_eq!(status(&r), expected, "{command}: {}", r.body);
+        asker.expect(&app, command, body, expected).await;
     }
 
     let seen = asker.finish(&mut app).await;
