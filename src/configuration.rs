@@ -295,15 +295,161 @@ pub enum LogFormat {
     Json,
 }
 
+/// Why the settings could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// Keys no setting has: a misspelt or retired name would otherwise leave its setting at
+    /// the default without a word.
+    #[error("{}", describe_unknown(.0))]
+    Unknown(Vec<UnknownKey>),
+}
+
+/// A key given in a file or the environment that no setting has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKey {
+    /// Dotted, as in a file: `worker.batch_siz`.
+    pub key: String,
+    /// The environment variable it came from, when one spells it.
+    pub variable: Option<String>,
+    /// The known key nearest to it, when one is near enough to be a likely typo.
+    pub nearest: Option<&'static str>,
+}
+
+fn describe_unknown(keys: &[UnknownKey]) -> String {
+    let lines: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            let mut line = format!("unknown setting `{}`", k.key);
+            if let Some(v) = &k.variable {
+                line.push_str(&format!(" (environment variable {v})"));
+            }
+            match k.nearest {
+                Some(n) => line.push_str(&format!("; did you mean `{n}`?")),
+                None => line.push_str("; no setting has that name (see config/default.toml)"),
+            }
+            line
+        })
+        .collect();
+    lines.join("\n")
+}
+
+/// Keys that are settings although `config/default.toml` does not set them (optional
+/// sections), for the "did you mean" of an unknown key. `*` stands for any name.
+const OPTIONAL_KEYS: &[&str] = &[
+    "xendit.base_url",
+    "xendit.secret_key",
+    "xendit.timeout_ms",
+    "xendit.max_attempts",
+    "xendit.min_backoff_ms",
+    "xendit.max_backoff_ms",
+    "xendit.max_rate_limit_wait_ms",
+    "email.smtp.host",
+    "email.smtp.port",
+    "email.smtp.tls",
+    "email.smtp.username",
+    "email.smtp.password",
+    "email.smtp.timeout_ms",
+    "email.smtp.pool_max_size",
+    "sources.*.base_url",
+    "sources.*.token",
+    "sources.*.timeout_ms",
+];
+
+/// Every key a setting has: those `config/default.toml` sets, and [`OPTIONAL_KEYS`].
+fn known_keys() -> &'static [String] {
+    static KNOWN: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        let defaults = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize::<config::Map<String, config::Value>>())
+            .expect("config/default.toml is valid");
+        let mut keys = Vec::new();
+        leaves(&defaults, "", &mut keys);
+        keys.extend(OPTIONAL_KEYS.iter().map(|k| k.to_string()));
+        keys
+    });
+    &KNOWN
+}
+
+/// The dotted paths of a table's leaves.
+fn leaves(table: &config::Map<String, config::Value>, prefix: &str, out: &mut Vec<String>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match &value.kind {
+            config::ValueKind::Table(inner) => leaves(inner, &path, out),
+            _ => out.push(path),
+        }
+    }
+}
+
+/// The known key most like `key` (Jaro-Winkler over the dotted path, source names as `*`),
+/// when it is alike enough to be what was meant.
+fn nearest_key(key: &str) -> Option<&'static str> {
+    let generic = match key.split_once('.') {
+        Some(("sources", rest)) => match rest.split_once('.') {
+            Some((_, field)) => format!("sources.*.{field}"),
+            None => key.to_string(),
+        },
+        _ => key.to_string(),
+    };
+    known_keys()
+        .iter()
+        .map(|k| (strsim::jaro_winkler(&generic, k), k.as_str()))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
+/// A key's path as a file spells it (`xendit.timeout_ms`): optional sections are no step.
+fn dotted(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => join(dotted(parent), &index.to_string()),
+        Path::Map { parent, key } => join(dotted(parent), key),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => dotted(parent),
+    }
+}
+
+fn join(parent: String, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
 impl Settings {
-    /// Defaults, then `file` when given, then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
+    /// Defaults, then `file` when given, then the environment. A key that no setting has,
+    /// in the file or as an `ONBOARD__...` variable, is an error naming it and the nearest
+    /// known key.
+    pub fn load(file: Option<&Path>) -> Result<Settings, LoadError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// [`Settings::load`] with the environment given (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, LoadError> {
+        let env: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("ONBOARD__"))
+            .collect();
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
         }
-        builder
+        let config = builder
             .add_source(
                 config::Environment::with_prefix("ONBOARD")
                     .prefix_separator("__")
@@ -313,10 +459,28 @@ impl Settings {
                     .with_list_parse_key("broker.reply_to_patterns")
                     .with_list_parse_key("broker.urls")
                     .with_list_parse_key("webhooks.delays_ms")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .source(Some(env.clone().into_iter().collect())),
             )
-            .build()?
-            .try_deserialize()
+            .build()?;
+        let mut unknown = Vec::new();
+        let settings: Result<Settings, _> = serde_ignored::deserialize(config, |path| {
+            let key = dotted(&path);
+            let variable = format!("ONBOARD__{}", key.replace('.', "__")).to_uppercase();
+            let variable = env.keys().find(|k| k.to_uppercase() == variable).cloned();
+            unknown.push(UnknownKey {
+                nearest: nearest_key(&key),
+                key,
+                variable,
+            });
+        });
+        // Unknown keys first: a misspelt required key shows up as missing as well, and the
+        // misspelling is what to fix.
+        if !unknown.is_empty() {
+            unknown.sort_by(|a: &UnknownKey, b| a.key.cmp(&b.key));
+            return Err(LoadError::Unknown(unknown));
+        }
+        Ok(settings?)
     }
 
     /// The compiled-in defaults alone, ignoring files and the environment (tests start here).
@@ -448,6 +612,122 @@ mod tests {
         let texts: D = serde_json::from_str(r#"{"d": ["200", "500"]}"#).unwrap();
         assert_eq!(texts.d, [200, 500]);
         assert!(serde_json::from_str::<D>(r#"{"d": "x"}"#).is_err());
+    }
+
+    fn file_with(toml: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("onboard-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("settings.toml");
+        std::fs::write(&file, toml).unwrap();
+        (dir, file)
+    }
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn a_misspelt_key_in_a_file_is_refused_naming_the_nearest_setting() {
+        let (dir, file) = file_with("[worker]\nbatch_siz = 5\n[saga]\nlease_secs = 30\n");
+        let err = Settings::load_from(Some(&file), no_env()).unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        let LoadError::Unknown(keys) = &err else {
+            panic!("{err}")
+        };
+        let named: Vec<(&str, Option<&str>)> =
+            keys.iter().map(|k| (k.key.as_str(), k.nearest)).collect();
+        assert_eq!(
+            named,
+            [
+                ("saga.lease_secs", Some("saga.lease_seconds")),
+                ("worker.batch_siz", Some("worker.batch_size")),
+            ]
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("unknown setting `worker.batch_siz`; did you mean `worker.batch_size`?"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_environment_variable_is_refused_naming_the_variable() {
+        let env = vec![
+            ("ONBOARD__SAGA__LEASE_SECOND".to_string(), "30".to_string()),
+            ("ONBOARD__WORKER__BATCH_SIZE".to_string(), "7".to_string()),
+            // Not ours: ignored.
+            ("ONBOARDING_MODE".to_string(), "x".to_string()),
+        ];
+        let err = Settings::load_from(None, env).unwrap_err();
+        let LoadError::Unknown(keys) = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(
+            keys,
+            &[UnknownKey {
+                key: "saga.lease_second".into(),
+                variable: Some("ONBOARD__SAGA__LEASE_SECOND".into()),
+                nearest: Some("saga.lease_seconds"),
+            }]
+        );
+        assert!(
+            err.to_string()
+                .contains("(environment variable ONBOARD__SAGA__LEASE_SECOND)"),
+            "{err}"
+        );
+        // A retired or invented section has no near key: said so.
+        let err = Settings::load_from(None, [("ONBOARD__QUEUE__SIZE".into(), "1".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no setting has that name"), "{err}");
+    }
+
+    #[test]
+    fn every_setting_the_defaults_and_the_optional_sections_name_is_known() {
+        let s = Settings::load_from(None, no_env()).expect("the defaults alone load");
+        assert_eq!(s.worker.batch_size, Settings::defaults().worker.batch_size);
+        // Every optional key, set: none of them is unknown (the list has no stray entry).
+        let (dir, file) = file_with(
+            r#"
+            [xendit]
+            base_url = "http://127.0.0.1:1"
+            secret_key = "xnd_development_x"
+            timeout_ms = 1
+            max_attempts = 1
+            min_backoff_ms = 1
+            max_backoff_ms = 1
+            max_rate_limit_wait_ms = 1
+            [email.smtp]
+            host = "localhost"
+            port = 25
+            tls = "none"
+            username = "u"
+            password = "p"
+            timeout_ms = 1
+            pool_max_size = 1
+            [sources.legacy]
+            base_url = "http://127.0.0.1:2"
+            token = "t"
+            timeout_ms = 1
+            "#,
+        );
+        let loaded = Settings::load_from(Some(&file), no_env());
+        let _ = std::fs::remove_dir_all(&dir);
+        let loaded = loaded.unwrap_or_else(|e| panic!("{e}"));
+        assert!(loaded.xendit.is_some() && loaded.email.smtp.is_some());
+        assert_eq!(OPTIONAL_KEYS.len(), 17);
+        // A misspelt optional key is found too, and so is a source's.
+        let (dir, file) = file_with(
+            "[xendit]\nsecret_key = \"x\"\ntimeot_ms = 5\n[sources.legacy]\nbase_ulr = \"x\"\ntoken = \"t\"\n",
+        );
+        let err = Settings::load_from(Some(&file), no_env()).unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        let LoadError::Unknown(keys) = err else {
+            panic!("unknown keys expected")
+        };
+        let nearest: Vec<_> = keys.iter().map(|k| k.nearest).collect();
+        assert!(nearest.contains(&Some("xendit.timeout_ms")), "{keys:?}");
+        assert!(nearest.contains(&Some("sources.*.base_url")), "{keys:?}");
     }
 
     #[test]

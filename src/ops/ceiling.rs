@@ -65,8 +65,8 @@ pub struct CeilingReport {
     pub messages_per_sec: f64,
 }
 
-/// The four tables, created when missing (in the database the settings point at: use a
-/// scratch one) and emptied before each run.
+/// The four tables, created when missing and emptied before each run, in a scratch database
+/// of the ceiling's own ([`refuse_foreign_database`]).
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS ceiling_inbox (message_id TEXT PRIMARY KEY, command_type TEXT NOT NULL,
         correlation_id TEXT NOT NULL, outcome TEXT NOT NULL, received_at TIMESTAMPTZ NOT NULL DEFAULT now())",
@@ -83,11 +83,48 @@ const SCHEMA: &[&str] = &[
     "TRUNCATE ceiling_counter, ceiling_outbox, ceiling_users, ceiling_clients, ceiling_inbox",
 ];
 
+/// The ceiling creates and truncates tables: it runs only in a database that holds nothing
+/// but its own (`ceiling_*`), never in one the worker or anyone else keeps data in.
+async fn refuse_foreign_database(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let (database, foreign): (String, Vec<String>) = sqlx::query_as(
+        "SELECT current_database(),
+                COALESCE(array_agg(c.relname::text ORDER BY c.relname)
+                         FILTER (WHERE c.relname IS NOT NULL), '{}')
+         FROM (SELECT 1) one
+         LEFT JOIN pg_class c
+           ON c.relkind IN ('r', 'p', 'v', 'm', 'f')
+          AND c.relnamespace NOT IN (SELECT oid FROM pg_namespace
+                                     WHERE nspname IN ('pg_catalog', 'information_schema')
+                                        OR nspname LIKE 'pg\\_%')
+          AND c.relname NOT LIKE 'ceiling\\_%'",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !foreign.is_empty() {
+        let shown: Vec<&str> = foreign.iter().take(5).map(String::as_str).collect();
+        anyhow::bail!(
+            "bench-ceiling creates and truncates tables of its own, so it runs only in an empty \
+             scratch database; {database:?} holds {} other tables ({}{}). Point \
+             ONBOARD__DATABASE__URL at a database made for it, e.g. .../onboard_bench_ceiling \
+             (scripts/bench.sh makes one).",
+            foreign.len(),
+            shown.join(", "),
+            if foreign.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            },
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(settings: &Settings, args: &CeilingArgs) -> anyhow::Result<CeilingReport> {
     let pool = PgPoolOptions::new()
         .max_connections(args.in_flight as u32)
         .connect(settings.database.url.expose_secret())
         .await?;
+    refuse_foreign_database(&pool).await?;
     for statement in SCHEMA {
         sqlx::query(*statement).execute(&pool).await?;
     }

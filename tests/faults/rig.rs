@@ -448,7 +448,7 @@ impl Rig {
         );
         // A worker killed while sending leaves its lease on the saga: keep it short, so the
         // redeliveries get through within the (fast) retry budget above.
-        set("ONBOARD__SAGA__EMAIL_LEASE_SECONDS", "5".into());
+        set("ONBOARD__SAGA__LEASE_SECONDS", "5".into());
         set("ONBOARD__LOG__FILTER", "info,lapin=warn,sqlx=warn".into());
         set("ONBOARD__LOG__FORMAT", "json".into());
 

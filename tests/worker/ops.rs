@@ -462,3 +462,61 @@ async fn depth_settles(app: &TestApp, queue: &str, n: u32) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn every_subcommand_refuses_a_setting_that_does_not_exist_and_names_the_nearest() {
+    let app = spawn_app().await;
+    // A lease set under a wrong name would run on the default without a word.
+    for args in [
+        &["migrate"][..],
+        &["saga", "stuck"][..],
+        &["dlq", "list"][..],
+        &["worker"][..],
+    ] {
+        let out = onboard_bin(&app.settings)
+            .env("ONBOARD__SAGA__LEASE_SECOND", "30")
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success(), "onboard {args:?} started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("unknown setting `saga.lease_second`")
+                && stderr.contains("ONBOARD__SAGA__LEASE_SECOND")
+                && stderr.contains("did you mean `saga.lease_seconds`?"),
+            "onboard {args:?}: {stderr}"
+        );
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn the_ceiling_benchmark_refuses_a_database_that_is_not_its_own_scratch_database() {
+    let mut app = spawn_app().await;
+    let id = app.create_client(&seed_sg_client()).await;
+    app.wait_for_event("client.created", Some(&id)).await;
+    assert_eq!(app.count("SELECT count(*) FROM clients").await, 1);
+    let out = onboard_bin(&app.settings)
+        .args(["bench-ceiling", "-n", "10"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "bench-ceiling ran in the worker's database"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("empty scratch database") && stderr.contains("_sqlx_migrations"),
+        "{stderr}"
+    );
+    // Nothing created, nothing emptied.
+    assert_eq!(
+        app.count("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'ceiling%'")
+            .await,
+        0
+    );
+    assert_eq!(app.count("SELECT count(*) FROM clients").await, 1);
+    app.finish().await;
+}
