@@ -8,7 +8,7 @@
 //! What is counted where:
 //! - the pipeline: received, handler latency, in flight, business refusals;
 //! - every settled delivery (observed through [`Metrics::observing`], the same seam tests
-//!   use): acked, duplicates, retried, dead-lettered, requeued;
+//!   use): acked, duplicates, retried, dead-lettered, requeued, acks that failed;
 //! - sampled when scraped: outbox depth and the age of its oldest unsent row, the dead-letter
 //!   queue's depth, whether the broker connection is up, sagas stuck past their bound;
 //! - hooks for later work: [`Metrics::observe_saga_step`] and [`Metrics::observe_call`]
@@ -80,6 +80,7 @@ struct Inner {
     retried: Family<TypeLabels, Counter>,
     dead_lettered: Family<TypeLabels, Counter>,
     requeued: Family<TypeLabels, Counter>,
+    ack_failed: Family<TypeLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
     handler_seconds: HistogramFamily<HandlerLabels>,
     in_flight: Gauge,
@@ -131,6 +132,7 @@ impl Metrics {
             retried: Family::default(),
             dead_lettered: Family::default(),
             requeued: Family::default(),
+            ack_failed: Family::default(),
             refused: Family::default(),
             handler_seconds: Family::new_with_constructor(latency_histogram),
             in_flight: Gauge::default(),
@@ -174,6 +176,11 @@ impl Metrics {
             "messages_requeued",
             "Deliveries handed back to the broker unacked (could not be copied anywhere), by type",
             inner.requeued.clone(),
+        );
+        r.register(
+            "messages_ack_failed",
+            "Deliveries whose end was committed but whose ack did not reach the broker (it redelivers them; the inbox recognises them), by type",
+            inner.ack_failed.clone(),
         );
         r.register(
             "messages_refused",
@@ -323,6 +330,7 @@ impl Metrics {
             Disposition::RetryScheduled => &self.inner.retried,
             Disposition::DeadLettered => &self.inner.dead_lettered,
             Disposition::Requeued => &self.inner.requeued,
+            Disposition::Unacked => &self.inner.ack_failed,
         };
         family.get_or_create(&labels).inc();
     }
@@ -415,6 +423,8 @@ mod tests {
         m.settled("client.create", Disposition::Duplicate);
         m.settled("client.teleport", Disposition::DeadLettered);
         m.settled("client.create", Disposition::Requeued);
+        // An ack that did not go out is not an ack.
+        m.settled("client.create", Disposition::Unacked);
         m.handled(
             "client.create",
             HandlerResult::Refused,
@@ -446,6 +456,10 @@ mod tests {
         );
         assert!(
             text.contains(r#"onboard_messages_requeued_total{type="client.create"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"onboard_messages_ack_failed_total{type="client.create"} 1"#),
             "{text}"
         );
         assert!(!text.contains("passwd"), "{text}");

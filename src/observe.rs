@@ -23,6 +23,17 @@ pub enum Disposition {
     DeadLettered,
     /// Handed back to the broker unacked (it could not be copied anywhere).
     Requeued,
+    /// Its end was committed (or its copy confirmed), but the ack did not reach the broker: the
+    /// broker redelivers it, and the inbox recognises it.
+    Unacked,
+}
+
+impl Disposition {
+    /// How a delivery ended once its ack was tried: `self` when the ack went out, else
+    /// [`Disposition::Unacked`].
+    pub fn if_acked(self, acked: bool) -> Disposition {
+        if acked { self } else { Disposition::Unacked }
+    }
 }
 
 /// A delivery's end, as observers see it.

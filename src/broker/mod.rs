@@ -1,6 +1,7 @@
 //! RabbitMQ: connecting (with lapin's automatic recovery), the topology, one publisher with
 //! confirms, and turning deliveries into plain [`crate::messages::IncomingMessage`]s.
 
+pub mod ack;
 pub mod headers;
 pub mod link;
 pub mod publisher;
@@ -13,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::configuration::{BrokerSettings, redact_url};
 
+pub use ack::{ack, requeue};
 pub use link::Link;
 pub use publisher::{Delivered, PublishError, Publisher};
 pub use topology::{Names, declare};

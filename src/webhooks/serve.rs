@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueBindOptions};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -170,8 +170,12 @@ async fn feed_session(
         db::insert_deliveries(&mut tx, &rows).await?;
         tx.commit().await?;
         // Only now: the rows are there for the sender, whatever happens to this process.
-        for delivery in batch {
-            delivery.ack(BasicAckOptions::default()).await?;
+        for delivery in &batch {
+            if !broker::ack(delivery).await {
+                // The channel is gone: the rest of the batch comes back, and its rows are
+                // there already (one per endpoint and event).
+                anyhow::bail!("an ack of the webhook feed did not reach the broker");
+            }
         }
     }
     let _ = connection.close(200, "stopping".into()).await;

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use super::Context;
 use super::failure::{self, Failure};
-use super::pipeline::ack;
+use crate::broker::ack;
 use crate::fault::{Fault, HandlerError};
 use crate::handlers::{self, Cx, Decision, refusal_messages};
 use crate::messages::{Command, CommandType, IncomingMessage, OutgoingMessage, Refusal};
@@ -528,11 +528,12 @@ async fn settle(ctx: &Context, mut ended: Vec<(Item, End)>, started: Instant) {
     }
 }
 
-/// Acks a delivery unless an earlier ack of the batch failed.
-async fn ack_if(acks: &mut bool, delivery: &Delivery) {
+/// Acks a delivery unless an earlier ack of the batch failed; whether it is acked.
+async fn ack_if(acks: &mut bool, delivery: &Delivery) -> bool {
     if *acks {
         *acks = ack(delivery).await;
     }
+    *acks
 }
 
 async fn settle_one(ctx: &Context, item: Item, end: End, took: Duration, acks: &mut bool) {
@@ -550,47 +551,28 @@ async fn settle_one(ctx: &Context, item: Item, end: End, took: Duration, acks: &
         End::Done { .. } => {
             tracing::info!(outcome = result.as_str(), code, "command handled");
             observe::at(&ctx.hooks.after_commit, meta.clone()).await;
-            ack_if(acks, &item.delivery).await;
-            Disposition::Handled
+            Disposition::Handled.if_acked(ack_if(acks, &item.delivery).await)
         }
         End::KeyReused => {
             tracing::warn!("message_id reused for a different command; refused");
             observe::at(&ctx.hooks.after_commit, meta.clone()).await;
-            ack_if(acks, &item.delivery).await;
-            Disposition::Handled
+            Disposition::Handled.if_acked(ack_if(acks, &item.delivery).await)
         }
         End::Duplicate => {
             tracing::info!("duplicate command; already processed");
-            ack_if(acks, &item.delivery).await;
-            Disposition::Duplicate
+            Disposition::Duplicate.if_acked(ack_if(acks, &item.delivery).await)
         }
         End::RetryLater(reason) => {
             failure::retry_later(ctx, &item.delivery, &item.msg, Some(&item.cmd), &reason).await
         }
-        End::Failed(reason) => dead_letter_failed(ctx, &item.delivery, &item.msg, &reason).await,
+        End::Failed(reason) => {
+            failure::dead_letter_and_ack(ctx, &item.delivery, &item.msg, Failure::Failed, &reason)
+                .await
+        }
     };
     ctx.hooks.settled(
         item.msg.message_id.as_deref(),
         &item.msg.routing_key,
         disposition,
     );
-}
-
-async fn dead_letter_failed(
-    ctx: &Context,
-    delivery: &Delivery,
-    msg: &IncomingMessage,
-    reason: &str,
-) -> Disposition {
-    match failure::dead_letter(ctx, delivery, msg, Failure::Failed, reason).await {
-        Ok(()) => {
-            ack(delivery).await;
-            Disposition::DeadLettered
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "could not dead-letter; returning it to the queue");
-            failure::requeue(delivery).await;
-            Disposition::Requeued
-        }
-    }
 }

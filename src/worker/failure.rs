@@ -3,15 +3,15 @@
 //! before the original is acked, so a crash in between duplicates at worst, never loses.
 
 use chrono::Utc;
+use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, options::BasicNackOptions};
 
 use super::Context;
 use super::batch::announce_exhausted;
 use crate::broker::headers::{self, string};
 use crate::broker::publisher::Outgoing;
-use crate::broker::{Delivered, PublishError};
+use crate::broker::{Delivered, PublishError, ack, requeue};
 use crate::messages::command::truncate;
 use crate::messages::{Command, IncomingMessage};
 use crate::observe::Disposition;
@@ -164,12 +164,12 @@ pub async fn retry_later(
     };
     match result {
         Ok(()) => {
-            super::pipeline::ack(delivery).await;
-            if exhausted {
+            let handed_on = if exhausted {
                 Disposition::DeadLettered
             } else {
                 Disposition::RetryScheduled
-            }
+            };
+            handed_on.if_acked(ack(delivery).await)
         }
         Err(e) => {
             tracing::error!(error = %e, "could not hand the message on; returning it to the queue");
@@ -179,17 +179,22 @@ pub async fn retry_later(
     }
 }
 
-/// Gives the delivery back to the broker (it counts towards the queue's delivery limit).
-/// Bounded like an ack: on a recovering channel the nack could wait for good.
-pub async fn requeue(delivery: &Delivery) {
-    let nack = delivery.nack(BasicNackOptions {
-        requeue: true,
-        ..Default::default()
-    });
-    match tokio::time::timeout(super::pipeline::ACK_TIMEOUT, nack).await {
-        Ok(Ok(_)) => {}
-        // The channel is gone; the broker requeues unacked deliveries by itself.
-        Ok(Err(e)) => tracing::warn!(error = %e, "nack failed; the broker will redeliver"),
-        Err(_) => tracing::warn!("nack not written in time; the broker will redeliver"),
+/// Copies the delivery to the dead-letter queue, then acks it; when the copy cannot be made,
+/// hands the delivery back to the broker instead. The one way a message leaves for the
+/// dead-letter queue.
+pub async fn dead_letter_and_ack(
+    ctx: &Context,
+    delivery: &Delivery,
+    msg: &IncomingMessage,
+    failure: Failure,
+    reason: &str,
+) -> Disposition {
+    match dead_letter(ctx, delivery, msg, failure, reason).await {
+        Ok(()) => Disposition::DeadLettered.if_acked(ack(delivery).await),
+        Err(e) => {
+            tracing::error!(error = %e, "could not dead-letter; returning it to the queue");
+            requeue(delivery).await;
+            Disposition::Requeued
+        }
     }
 }

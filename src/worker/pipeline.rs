@@ -5,7 +5,6 @@
 
 use backon::{ExponentialBuilder, Retryable};
 use lapin::message::Delivery;
-use lapin::options::BasicAckOptions;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -16,7 +15,6 @@ use super::failure::{self, Failure};
 use crate::broker::headers;
 use crate::messages::event::derived_id;
 use crate::messages::{IncomingMessage, OutgoingMessage, Rejection, parse};
-use crate::observe::Disposition;
 use crate::registry;
 use crate::telemetry;
 use crate::uow::UnitOfWork;
@@ -41,29 +39,6 @@ pub fn incoming(delivery: &Delivery) -> IncomingMessage {
         attempt: headers::get_u32(table, headers::ATTEMPT).unwrap_or(0),
         traceparent: headers::get_str(table, headers::TRACEPARENT),
         body: delivery.data.clone(),
-    }
-}
-
-/// Longest wait for an ack to be written: on a channel lapin is recovering it can wait for
-/// good, and what waits on it (a batch slot) must not.
-pub(super) const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Acks a delivery; `false` when the ack could not be written. Either way nothing is lost:
-/// an unacked delivery whose channel died is redelivered, and the inbox recognises it.
-pub async fn ack(delivery: &Delivery) -> bool {
-    match tokio::time::timeout(ACK_TIMEOUT, delivery.ack(BasicAckOptions::default())).await {
-        Ok(Ok(_)) => true,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
-            false
-        }
-        Err(_) => {
-            tracing::warn!(
-                "ack not written within {ACK_TIMEOUT:?} (the channel is recovering); the message \
-                 will be redelivered and deduplicated"
-            );
-            false
-        }
     }
 }
 
@@ -205,25 +180,16 @@ pub async fn reject(ctx: &Context, delivery: Delivery, msg: IncomingMessage, rej
         .when(crate::fault::retry_at_once)
         .await;
     let disposition = match recorded {
-        Ok(()) => match failure::dead_letter(
-            ctx,
-            &delivery,
-            &msg,
-            Failure::Rejected,
-            &rejection.to_string(),
-        )
-        .await
-        {
-            Ok(()) => {
-                ack(&delivery).await;
-                Disposition::DeadLettered
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not dead-letter; returning it to the queue");
-                failure::requeue(&delivery).await;
-                Disposition::Requeued
-            }
-        },
+        Ok(()) => {
+            failure::dead_letter_and_ack(
+                ctx,
+                &delivery,
+                &msg,
+                Failure::Rejected,
+                &rejection.to_string(),
+            )
+            .await
+        }
         Err(e) => {
             let reason = format!("the rejection could not be recorded: {e}");
             failure::retry_later(ctx, &delivery, &msg, None, &reason).await

@@ -8,8 +8,7 @@ use tracing::Instrument;
 use super::Context;
 use super::batch::Item;
 use super::failure::{self, Failure};
-use super::pipeline::ack;
-use crate::broker::Delivered;
+use crate::broker::{Delivered, ack};
 use crate::fault::{Fault, HandlerError};
 use crate::handlers::queries;
 use crate::observe::{Disposition, HandlerResult};
@@ -62,14 +61,12 @@ pub async fn answer(ctx: &Context, item: Item) {
             match published {
                 Ok(Delivered::Routed) => {
                     tracing::info!(status = ?reply.headers.get("status"), "query answered");
-                    ack(&item.delivery).await;
-                    Disposition::Handled
+                    Disposition::Handled.if_acked(ack(&item.delivery).await)
                 }
                 Ok(Delivered::Returned { reply_text }) => {
                     // The asker is gone; nobody else wants the answer.
                     tracing::warn!(reply_to = %reply.routing_key, %reply_text, "reply queue gone; answer dropped");
-                    ack(&item.delivery).await;
-                    Disposition::Handled
+                    Disposition::Handled.if_acked(ack(&item.delivery).await)
                 }
                 Err(e) => {
                     let reason = format!("reply not sent: {e}");
@@ -85,18 +82,14 @@ pub async fn answer(ctx: &Context, item: Item) {
                 started.elapsed(),
             );
             tracing::error!(reason = %e.reason(), "query cannot be answered; dead-lettering it");
-            match failure::dead_letter(ctx, &item.delivery, &item.msg, Failure::Failed, &e.reason())
-                .await
-            {
-                Ok(()) => {
-                    ack(&item.delivery).await;
-                    Disposition::DeadLettered
-                }
-                Err(_) => {
-                    failure::requeue(&item.delivery).await;
-                    Disposition::Requeued
-                }
-            }
+            failure::dead_letter_and_ack(
+                ctx,
+                &item.delivery,
+                &item.msg,
+                Failure::Failed,
+                &e.reason(),
+            )
+            .await
         }
         Err(e) => {
             ctx.metrics.handled(

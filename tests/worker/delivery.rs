@@ -467,3 +467,64 @@ async fn a_correlations_later_event_waits_for_its_earlier_one() {
     assert_eq!(order, ["test.first", "test.second"]);
     app.finish().await;
 }
+
+/// Takes one message from a fresh server-named queue on a channel of its own.
+async fn one_delivery(app: &TestApp) -> (lapin::Channel, lapin::message::Delivery) {
+    use futures::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let channel = app.connection.create_channel().await.unwrap();
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .basic_publish(
+            "".into(),
+            queue.name().as_str().into(),
+            BasicPublishOptions::default(),
+            b"{}",
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .expect("a delivery")
+        .expect("the consumer runs")
+        .expect("a delivery, not an error");
+    (channel, delivery)
+}
+
+#[tokio::test]
+async fn an_ack_counts_only_when_it_reaches_the_broker() {
+    let app = spawn_app().await;
+    // On an open channel: acked.
+    let (_open, delivery) = one_delivery(&app).await;
+    assert!(onboard::broker::ack(&delivery).await);
+    // Settled already: lapin answers Ok(false), which is no ack.
+    assert!(!onboard::broker::ack(&delivery).await);
+    // Its channel closed under it: no ack, no nack, however lapin says so.
+    let (channel, delivery) = one_delivery(&app).await;
+    channel.close(200, "gone".into()).await.unwrap();
+    assert!(!onboard::broker::ack(&delivery).await);
+    assert!(!onboard::broker::requeue(&delivery).await);
+    app.finish().await;
+}
