@@ -57,6 +57,11 @@ struct HandlerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FencedLabels {
+    step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StepLabels {
     step: String,
     outcome: String,
@@ -91,6 +96,8 @@ struct Inner {
     sagas_stuck: Gauge,
     webhook_endpoints_disabled: Gauge,
     saga_step_seconds: HistogramFamily<StepLabels>,
+    saga_fenced: Family<FencedLabels, Counter>,
+    relay_rounds: Counter,
     calls: Family<CallLabels, Counter>,
     call_seconds: HistogramFamily<CallLabels>,
 }
@@ -143,6 +150,8 @@ impl Metrics {
             sagas_stuck: Gauge::default(),
             webhook_endpoints_disabled: Gauge::default(),
             saga_step_seconds: Family::new_with_constructor(latency_histogram),
+            saga_fenced: Family::default(),
+            relay_rounds: Counter::default(),
             calls: Family::default(),
             call_seconds: Family::new_with_constructor(latency_histogram),
         };
@@ -231,6 +240,16 @@ impl Metrics {
             "saga_step_duration_seconds",
             "Duration of a saga step, by step and outcome",
             inner.saga_step_seconds.clone(),
+        );
+        r.register(
+            "outbox_relay_rounds",
+            "Rounds of this worker's outbox relay (each takes every row nobody else may be publishing)",
+            inner.relay_rounds.clone(),
+        );
+        r.register(
+            "saga_fenced",
+            "Sagas a step let go because their lease had moved to a newer epoch (taken by a sweeper after it ran out, or from a worker taken for dead): what that copy would have written was not written, by step",
+            inner.saga_fenced.clone(),
         );
         r.register(
             "external_calls",
@@ -358,6 +377,23 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// One round of the outbox relay done.
+    pub fn relay_round(&self) {
+        self.inner.relay_rounds.inc();
+    }
+
+    /// `n` sagas of a `step` batch found held under a newer epoch: that copy stops for them.
+    pub fn saga_fenced(&self, step: &str, n: usize) {
+        if n > 0 {
+            self.inner
+                .saga_fenced
+                .get_or_create(&FencedLabels {
+                    step: step.to_string(),
+                })
+                .inc_by(n as u64);
+        }
     }
 
     /// Hook for outside calls: `service` `xendit` or `smtp`, `operation` e.g.

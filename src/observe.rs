@@ -89,6 +89,9 @@ pub struct Hooks {
     pub before_step: Option<Seam<Step>>,
     /// Runs in the Xendit step after Xendit answered and before the answer is stored.
     pub after_xendit_answered: Option<Seam<()>>,
+    /// Runs in the email step once a batch's sends are claimed, before any is made (with the
+    /// number of sends claimed).
+    pub after_send_claim: Option<Seam<usize>>,
 }
 
 impl Hooks {

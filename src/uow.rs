@@ -7,19 +7,32 @@ use std::collections::HashSet;
 use sqlx::{PgConnection, PgPool};
 
 use crate::messages::OutgoingMessage;
-use crate::store::{self, Tx, inbox::Claim, outbox::OutboxRow};
+use crate::store::{
+    self, Tx,
+    inbox::Claim,
+    outbox::{OutboxRow, WriterClaim},
+};
 
 pub struct UnitOfWork {
     tx: Tx,
     /// Events and replies decided so far, written to the outbox at commit.
     said: Vec<OutgoingMessage>,
+    /// Who publishes them: the writer (claimed with the insert), or the relays (`None`).
+    claim: Option<WriterClaim>,
 }
 
 impl UnitOfWork {
-    pub async fn begin(pool: &PgPool) -> Result<UnitOfWork, sqlx::Error> {
+    /// Begins a unit of work whose outbox rows are claimed by `claim`'s worker, which
+    /// publishes them after commit (`outbox::Dispatcher::begin` gives its own); with `None`
+    /// they are left to the relays.
+    pub async fn begin(
+        pool: &PgPool,
+        claim: Option<WriterClaim>,
+    ) -> Result<UnitOfWork, sqlx::Error> {
         Ok(UnitOfWork {
             tx: pool.begin().await?,
             said: Vec::new(),
+            claim,
         })
     }
 
@@ -54,7 +67,7 @@ impl UnitOfWork {
     /// caller to publish at once (`outbox::Dispatcher`).
     pub async fn commit(mut self) -> Result<Vec<OutboxRow>, sqlx::Error> {
         let said = std::mem::take(&mut self.said);
-        let rows = store::outbox::insert(&mut self.tx, said).await?;
+        let rows = store::outbox::insert(&mut self.tx, said, self.claim).await?;
         self.tx.commit().await?;
         Ok(rows)
     }

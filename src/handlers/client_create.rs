@@ -11,7 +11,7 @@
 //! when the check sees it.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use chrono::Utc;
 use futures::future::BoxFuture;
@@ -25,7 +25,7 @@ use crate::domain::{NewClient, PspCandidate, choose_psp, client_code, created_bo
 use crate::email::{AccessMode, FirstAccess, StoredAccess};
 use crate::messages::event::derived_id;
 use crate::messages::{Command, OutgoingMessage, Refusal};
-use crate::saga::SagaJob;
+use crate::saga::{SagaJob, Slot};
 use crate::store::{self, clients::ClientRow, partners::Resolved, sagas::NewSaga};
 
 pub const CREATED: &str = "client.created";
@@ -320,13 +320,19 @@ async fn persist<'a>(
         admins.iter().map(|u| (u.client_id, u)).collect();
 
     // What happens next is recorded, not assumed: Xendit customers for Xendit clients, then
-    // the welcome email, then completion. The sagas are leased to this worker, which carries
-    // them on as soon as the batch commits.
+    // the welcome email, then completion. Where this worker has room to run the first step
+    // (a slot, reserved now), the sagas are leased to it and it carries them on as soon as
+    // the batch commits; the others are due at once, for a sweeper with room.
     let lease = cx.settings.saga.lease_seconds as f64;
+    let mut slots: HashMap<Step, Option<Arc<Slot>>> = HashMap::new();
     let mut sagas = Vec::with_capacity(insert.len());
     for (a, client) in insert.iter().zip(&clients) {
         let admin = by_client[&client.client_id];
         let meta = &a.cmd.meta;
+        let first_step = Step::first(a.psp.is_xendit());
+        let slot = slots
+            .entry(first_step)
+            .or_insert_with(|| cx.slots.reserve(first_step).map(Arc::new));
         sagas.push(NewSaga {
             saga_id: derived_id(&meta.message_id, "saga"),
             client_id: client.client_id,
@@ -335,12 +341,12 @@ async fn persist<'a>(
             correlation_id: &meta.correlation_id,
             reply_to: meta.reply_to.as_deref(),
             traceparent: meta.traceparent.as_deref(),
-            first_step: Step::first(a.psp.is_xendit()),
+            first_step,
             data: json!({ "psp": { "psp_id": a.psp.psp_id, "psp_name": a.psp.psp_name } }),
+            leased: slot.is_some(),
         });
     }
     store::sagas::insert_many(cx.conn, &sagas, cx.worker_id, lease).await?;
-    let leased_until = Instant::now() + Duration::from_secs_f64(lease);
 
     for (((a, client), saga), access) in insert.iter().zip(&clients).zip(sagas).zip(access) {
         let admin = by_client[&client.client_id];
@@ -353,19 +359,24 @@ async fn persist<'a>(
         // The reply to `reply_to` waits for completion, when the whole REST body is known.
         let mut outcome =
             Outcome::succeeded(vec![OutgoingMessage::event(&a.cmd.meta, CREATED, data)]);
-        outcome.sagas.push(SagaJob {
-            saga_id: saga.saga_id,
-            step: saga.first_step,
-            attempts: 0,
-            origin: a.cmd.meta.clone(),
-            client_id: client.client_id,
-            admin_user_id: admin.user_id,
-            snapshot: Some(((*client).clone(), admin.clone())),
-            data: saga.data,
-            access: access.map(|(first, _)| first),
-            leased_until,
-            span: tracing::Span::none(),
-        });
+        if let Some(slot) = &slots[&saga.first_step] {
+            outcome.sagas.push(SagaJob {
+                saga_id: saga.saga_id,
+                step: saga.first_step,
+                attempts: 0,
+                origin: a.cmd.meta.clone(),
+                client_id: client.client_id,
+                admin_user_id: admin.user_id,
+                snapshot: Some(((*client).clone(), admin.clone())),
+                data: saga.data,
+                access: access.map(|(first, _)| first),
+                epoch: store::sagas::FIRST_EPOCH,
+                // Claimed with the insert when the first step is the email.
+                send_claimed: saga.first_step == Step::WelcomeEmail,
+                slot: Some(slot.clone()),
+                span: tracing::Span::none(),
+            });
+        }
         decisions[a.index] = Some(Decision::Done(outcome));
     }
     Ok(created)

@@ -39,6 +39,8 @@ pub struct Cx<'a> {
     pub worker_id: Uuid,
     /// The deployment's secret key (`header_key`), for secrets derived per saga.
     pub key: &'a crate::key::DeploymentKey,
+    /// Room for saga steps in this worker: a saga is started leased to it only with a slot.
+    pub slots: &'a crate::saga::Slots,
 }
 
 /// How one command ends.

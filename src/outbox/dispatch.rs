@@ -1,38 +1,78 @@
 //! Publishing what a transaction wrote to the outbox as soon as it committed, by the worker
-//! that wrote it: no relay round, no claim, one `UPDATE` to mark the batch published. A row
-//! that does not get out here (the worker dies, the broker refuses) stays pending, and a
-//! relay takes it once it is older than `outbox.dispatch_grace_ms`.
+//! that wrote it: no relay round, one `UPDATE` to mark the batch published. The rows are
+//! this worker's because it claimed them in the statement that inserted them
+//! ([`store::outbox::insert`]); a relay takes a row only once that claim ran out (the worker
+//! died, or did not get to it in time) or was given back (its publish failed).
+//!
+//! The claim lasts `outbox.dispatch_grace_ms` from the insert. This worker starts publishing a
+//! row only while at least half of it is left, so that a publish the broker confirms in time
+//! cannot overlap with a relay's. (A publish that the broker holds up for longer, a connection
+//! blocked by a memory alarm, can go out twice: subscribers dedupe on message_id.)
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::relay::publish_rows;
 use crate::broker::{Names, Publisher};
-use crate::store::{self, outbox::OutboxRow};
+use crate::store::{
+    self,
+    outbox::{OutboxRow, WriterClaim},
+};
+use crate::uow::UnitOfWork;
 
 /// Publishes freshly committed outbox rows. Cheap to share.
 pub struct Dispatcher {
     pool: PgPool,
     publisher: Publisher,
     names: Names,
+    /// The claim this worker puts on the rows it writes.
+    claim: WriterClaim,
 }
 
 impl Dispatcher {
-    pub fn new(pool: PgPool, publisher: Publisher, names: Names) -> Arc<Dispatcher> {
+    pub fn new(
+        pool: PgPool,
+        publisher: Publisher,
+        names: Names,
+        worker_id: Uuid,
+        claim_for: Duration,
+    ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
             pool,
             publisher,
             names,
+            claim: WriterClaim {
+                worker_id,
+                seconds: claim_for.as_secs_f64(),
+            },
         })
     }
 
+    /// A unit of work whose outbox rows this dispatcher publishes after commit.
+    pub async fn begin(&self) -> Result<UnitOfWork, sqlx::Error> {
+        UnitOfWork::begin(&self.pool, Some(self.claim)).await
+    }
+
     /// Publishes `rows` (in order, with confirms) and marks the confirmed ones published.
-    /// Never fails: whatever does not get out is left to the relay. Rows of a correlation
-    /// with an earlier row still unpublished (its dispatch failed) are left to the relay too,
-    /// which publishes a correlation's rows in order (see [`OutboxRow::waits`]).
+    /// Never fails: whatever does not get out is left to the relay. Rows written waiting for
+    /// an earlier row of their correlation, and rows whose claim has less than half its length
+    /// left, are the relay's (see the module docs).
     pub async fn dispatch(&self, rows: Vec<OutboxRow>) {
-        let rows: Vec<OutboxRow> = rows.into_iter().filter(|r| !r.waits).collect();
+        let margin = Duration::from_secs_f64(self.claim.seconds / 2.0);
+        let now = Instant::now();
+        let (rows, late): (Vec<OutboxRow>, Vec<OutboxRow>) = rows
+            .into_iter()
+            .filter(|r| !r.waits)
+            .partition(|r| r.claimed_until.is_some_and(|until| now + margin < until));
+        if !late.is_empty() {
+            tracing::warn!(
+                rows = late.len(),
+                "outbox rows committed too long ago to publish here safely; the relay takes them once their claim runs out"
+            );
+        }
         if rows.is_empty() {
             return;
         }
@@ -50,8 +90,8 @@ impl Dispatcher {
         }
         .await;
         if let Err(e) = marked {
-            // Published but not marked: the relay publishes them again later (subscribers
-            // dedupe on message_id).
+            // Published but not marked: a relay publishes them again once the claim runs out
+            // (subscribers dedupe on message_id).
             tracing::warn!(error = %e, rows = sent.published.len(), "published outbox rows not marked; they may be published twice");
         }
     }

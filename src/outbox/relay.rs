@@ -3,9 +3,11 @@
 //! only after the broker confirmed.
 //!
 //! In normal operation the worker that wrote a row publishes it right after its commit
-//! ([`super::Dispatcher`]); the relay only takes rows older than `outbox.dispatch_grace_ms`:
-//! those of a worker that died between commit and publish, a publish that failed, or a tool
-//! that wrote the outbox. It polls every `outbox.poll_interval_ms` and wakes on
+//! ([`super::Dispatcher`]), under the claim it made with the insert; the relay takes only rows
+//! with no claim or an expired one: those of a worker that died between commit and publish
+//! (its claim ran out, `outbox.dispatch_grace_ms` after the insert), a publish that failed
+//! (its claim was given back), rows that wait for an earlier row of their correlation, and
+//! rows a tool wrote. It polls every `outbox.poll_interval_ms` and wakes on
 //! `LISTEN onboard_outbox`.
 
 use std::time::{Duration, Instant};
@@ -25,22 +27,27 @@ use crate::store::{self, outbox::OutboxRow};
 
 pub const CHANNEL: &str = "onboard_outbox";
 
-/// Runs until `stop` is cancelled, then makes one last pass over every pending row.
+/// Runs until `stop` is cancelled, then makes one last pass over every row it may take.
+/// Each round is counted in `metrics` when given.
 pub async fn run(
     pool: PgPool,
     publisher: Publisher,
     names: Names,
     settings: OutboxSettings,
     inbox: InboxSettings,
+    metrics: Option<crate::metrics::Metrics>,
     stop: CancellationToken,
 ) {
     let poll = Duration::from_millis(settings.poll_interval_ms);
-    let grace = Duration::from_millis(settings.dispatch_grace_ms);
     let mut listener = listen(&pool).await;
     let mut last_prune = Instant::now() - Duration::from_secs(3600);
     let mut failures: u32 = 0;
     loop {
-        match relay_pending(&pool, &publisher, &names, settings.batch_size, grace).await {
+        let round = relay_pending(&pool, &publisher, &names, settings.batch_size).await;
+        if let Some(m) = &metrics {
+            m.relay_round();
+        }
+        match round {
             Ok(_) => failures = 0,
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -78,15 +85,7 @@ pub async fn run(
             _ = wake(&mut listener, poll) => {}
         }
     }
-    if let Err(e) = relay_pending(
-        &pool,
-        &publisher,
-        &names,
-        settings.batch_size,
-        Duration::ZERO,
-    )
-    .await
-    {
+    if let Err(e) = relay_pending(&pool, &publisher, &names, settings.batch_size).await {
         tracing::warn!(error = %e, "last outbox pass failed; rows stay pending for the next relay");
     }
 }
@@ -123,11 +122,10 @@ pub async fn relay_pending(
     publisher: &Publisher,
     names: &Names,
     batch_size: i64,
-    grace: Duration,
 ) -> Result<usize, RelayError> {
     let mut total = 0;
     loop {
-        let n = relay_batch(pool, publisher, names, batch_size, grace).await?;
+        let n = relay_batch(pool, publisher, names, batch_size).await?;
         total += n;
         if (n as i64) < batch_size {
             return Ok(total);
@@ -153,10 +151,9 @@ async fn relay_batch(
     publisher: &Publisher,
     names: &Names,
     limit: i64,
-    grace: Duration,
 ) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
-    let rows = store::outbox::claim(&mut tx, limit, grace).await?;
+    let rows = store::outbox::claim(&mut tx, limit).await?;
     if rows.is_empty() {
         tx.commit().await?;
         return Ok(0);

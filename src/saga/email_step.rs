@@ -1,35 +1,49 @@
 //! Step 3 (and 4): the welcome email with the admin's first-access secret, then completion,
 //! for a batch of sagas.
 //!
+//! The send is claimed in the database before the email goes out, under the lease's epoch
+//! ([`store::sagas::claim_sends`]; a batch whose sagas this worker started or moved here
+//! claimed it in that same statement). A copy of the step that finds another lease's claim
+//! still live does not send: it gives its lease back and the saga is due when that claim
+//! would run out. While the sends run, a [`Keeper`] renews the leases and the claims, so a
+//! batch of sends that takes longer than a lease stays claimed.
+//!
 //! The secret's hash is stored before any email carrying it goes out: by the `client.create`
 //! batch itself for an activation link (the token travels to this step in memory), or here,
-//! in one transaction for the batch, for a temporary password or a saga taken over from
-//! another worker. The secret is derived from the saga (`FirstAccess::issue_for_saga`), so a
-//! worker that takes a saga over makes and stores the very secret the first one made. The
-//! sends run in parallel; one transaction then records every outcome:
-//! `client_email_logs` rows, `client.welcome_email_sent` or `_failed`, the completion and the
-//! reply for the sagas done, a later due time for those whose send failed transiently and
-//! have attempts left. Only the worker holding a saga's lease records anything for it.
+//! in one statement for the batch, for a temporary password or a saga taken over from another
+//! worker. The secret is derived from the saga (`FirstAccess::issue_for_saga`), so a worker
+//! that takes a saga over makes and stores the very secret the first one made. The sends run
+//! in parallel; one transaction then records every outcome under the claims they were sent
+//! under: `client_email_logs` rows, `client.welcome_email_sent` or `_failed`, the completion
+//! and the reply for the sagas done, a later due time for those whose send failed
+//! transiently and have attempts left.
 //!
-//! A worker that dies after sending and before recording leaves the saga to another worker,
-//! which sends again once the lease is given back: the welcome email is at-least-once, and
-//! both emails carry the same working link or password.
+//! Only a worker that dies (or is taken for dead) between its claim and recording the SMTP
+//! server's answer leaves a send that may go out again: the welcome email is at-least-once
+//! across a crash, never twice because a worker was slow, and both emails carry the same
+//! working link or password.
 
-use std::time::Instant;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use super::runner::Env;
+use super::env::{Env, Slot};
+use super::lease::Keeper;
+use super::step::{Fresh, commit, with_snapshots};
 use super::{SagaJob, Step, completion_messages};
-use crate::domain::{AdminUser, Client};
 use crate::email::{AccessMode, FirstAccess, StoredAccess, WelcomeEmail};
 use crate::fault::HandlerError;
 use crate::messages::OutgoingMessage;
-use crate::store::{self, email_logs::EmailLog, sagas::Postpone};
-use crate::uow::UnitOfWork;
+use crate::observe;
+use crate::store::{
+    self,
+    email_logs::EmailLog,
+    sagas::{Fence, Lease, Postpone},
+};
 
 pub const SENT: &str = "client.welcome_email_sent";
 pub const FAILED: &str = "client.welcome_email_failed";
@@ -37,53 +51,123 @@ pub const FAILED: &str = "client.welcome_email_failed";
 /// How one send went: `Err((transient, reason))`.
 type Sent = Result<(), (bool, String)>;
 
-pub async fn run(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>, HandlerError> {
+/// What a step returns: the sagas that moved on to the next step, and the slot they run it in.
+pub type Moved = (Vec<SagaJob>, Option<Slot>);
+
+pub async fn run(env: &Env, jobs: Vec<SagaJob>) -> Result<Moved, HandlerError> {
     let jobs = with_snapshots(env, jobs).await?;
-    let jobs = prepare_access(env, jobs).await?;
-    let jobs = keep_leases(env, jobs, Step::WelcomeEmail).await?;
+    let jobs = claim(env, jobs).await?;
     if jobs.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
+    observe::at(&env.hooks.after_send_claim, jobs.len()).await;
+    let keeper = Keeper::start(
+        env,
+        Step::WelcomeEmail,
+        jobs.iter().map(SagaJob::lease).collect(),
+    );
+    let jobs = match prepare_access(env, jobs).await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            keeper.stop().await;
+            return Err(e);
+        }
+    };
     let concurrency = env.services.settings.max_concurrent_sends.max(1);
     // Futures built in a loop, not a closure: a closure returning a borrowing future is not
     // general enough for the task this runs in to be `Send`.
     let mut sends = Vec::with_capacity(jobs.len());
     for job in &jobs {
-        sends.push(send(env, job).instrument(job.span.clone()));
+        sends.push(send_if_held(env, &keeper, job).instrument(job.span.clone()));
     }
-    let sent: Vec<Sent> = futures::stream::iter(sends)
+    let sent: Vec<Option<Sent>> = futures::stream::iter(sends)
         .buffered(concurrency)
         .collect()
         .await;
-    // The emails are out: record them, trying for as long as the leases last. Running the
-    // step again would send them twice.
-    let deadline = jobs
-        .iter()
-        .map(|j| j.leased_until)
-        .min()
-        .expect("not empty")
-        .checked_sub(std::time::Duration::from_secs(5))
-        .unwrap_or_else(Instant::now);
+    let (lost, renewed_at) = keeper.stop().await;
+    env.metrics
+        .saga_fenced(Step::WelcomeEmail.as_str(), lost.len());
+    // A send not made (the lease was lost first) is not recorded: its claim runs out and the
+    // saga's holder sends it.
+    let (jobs, sent): (Vec<SagaJob>, Vec<Sent>) = jobs
+        .into_iter()
+        .zip(sent)
+        .filter_map(|(job, sent)| sent.map(|s| (job, s)))
+        .unzip();
+    if jobs.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    // The emails are out: record them, trying for as long as the claims are surely ours (two
+    // lease lengths after their last renewal; five seconds of margin). Running the step
+    // again would send them twice.
+    let lease = Duration::from_secs_f64(env.services.lease_seconds());
+    let deadline = (renewed_at + lease * 2)
+        .checked_sub(Duration::from_secs(5))
+        .unwrap_or(renewed_at);
     if let Err(e) = env
         .retry_db_until("recording welcome emails", deadline, || {
             record(env, &jobs, &sent)
         })
         .await
     {
-        tracing::error!(error = %e, sagas = jobs.len(), "welcome emails sent but not recorded; once the leases run out another worker sends them again");
+        tracing::error!(error = %e, sagas = jobs.len(), "welcome emails sent but not recorded; once their claims run out the sagas' holders send them again");
     }
-    Ok(Vec::new())
+    Ok((Vec::new(), None))
+}
+
+/// Claims the sends of the jobs that have no claim under their lease yet (one statement),
+/// renewing their leases; returns the jobs to send now. The others are left: held by
+/// someone else now, or waiting for another lease's live claim.
+async fn claim(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>, HandlerError> {
+    let (claimed, unclaimed): (Vec<SagaJob>, Vec<SagaJob>) =
+        jobs.into_iter().partition(|j| j.send_claimed);
+    if unclaimed.is_empty() {
+        return Ok(claimed);
+    }
+    let leases: Vec<Lease> = unclaimed.iter().map(SagaJob::lease).collect();
+    let lease = env.services.lease_seconds();
+    let claims = env
+        .retry_db("claiming welcome-email sends", || async {
+            let mut conn = env.pool.acquire().await?;
+            Ok(store::sagas::claim_sends(&mut conn, &leases, lease).await?)
+        })
+        .await?;
+    for id in &claims.busy {
+        tracing::warn!(saga_id = %id, "another worker's send of this welcome email may still be under way; not sending, the saga is due when its claim runs out");
+    }
+    let mut out = claimed;
+    let mut fenced = 0;
+    for mut job in unclaimed {
+        if claims.claimed.contains(&job.saga_id) {
+            job.send_claimed = true;
+            out.push(job);
+        } else if !claims.busy.contains(&job.saga_id) {
+            tracing::info!(saga_id = %job.saga_id, "saga no longer leased to this worker under this epoch; leaving it");
+            fenced += 1;
+        }
+    }
+    env.metrics.saga_fenced(Step::WelcomeEmail.as_str(), fenced);
+    Ok(out)
+}
+
+async fn send_if_held(env: &Env, keeper: &Keeper, job: &SagaJob) -> Option<Sent> {
+    if !keeper.holds(job.saga_id) {
+        return None;
+    }
+    Some(send(env, job).await)
 }
 
 /// Completion on its own, for sagas found waiting at `complete` (written by an older version
 /// of the worker, or replayed by an operator).
-pub async fn complete_only(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>, HandlerError> {
+pub async fn complete_only(env: &Env, jobs: Vec<SagaJob>) -> Result<Moved, HandlerError> {
     let jobs = with_snapshots(env, jobs).await?;
     env.retry_db("completing sagas", || async {
-        let mut uow = UnitOfWork::begin(&env.pool).await?;
-        let done: Vec<(uuid::Uuid, Value)> = jobs.iter().map(|j| (j.saga_id, json!({}))).collect();
+        let mut uow = env.outbox.begin().await?;
+        let done: Vec<(Lease, Value)> = jobs.iter().map(|j| (j.lease(), json!({}))).collect();
         let completed =
-            store::sagas::complete_many(uow.conn(), env.worker_id, Step::Complete, &done).await?;
+            store::sagas::complete_many(uow.conn(), Step::Complete, &done, Fence::Lease).await?;
+        env.metrics
+            .saga_fenced(Step::Complete.as_str(), done.len() - completed.len());
         let fresh = Fresh::read(uow.conn(), &jobs).await?;
         for (saga_id, data) in completed {
             let job = jobs
@@ -102,77 +186,12 @@ pub async fn complete_only(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>
         commit(env, uow).await
     })
     .await?;
-    Ok(Vec::new())
-}
-
-/// Fills in the client and admin of sagas taken from the database (two reads for the batch).
-/// A saga whose rows are gone is dropped (its client was deleted; the saga went with it).
-pub(super) async fn with_snapshots(
-    env: &Env,
-    jobs: Vec<SagaJob>,
-) -> Result<Vec<SagaJob>, HandlerError> {
-    if jobs.iter().all(|j| j.snapshot.is_some()) {
-        return Ok(jobs);
-    }
-    let mut conn = env.pool.acquire().await?;
-    let fresh = Fresh::read(&mut conn, &jobs).await?;
-    Ok(jobs
-        .into_iter()
-        .filter_map(|mut job| {
-            if job.snapshot.is_none() {
-                match fresh.get(&job) {
-                    Some((c, a)) => job.snapshot = Some((c.clone(), a.clone())),
-                    None => {
-                        tracing::warn!(saga_id = %job.saga_id, "the client or admin of a saga is gone; skipping it");
-                        return None;
-                    }
-                }
-            }
-            Some(job)
-        })
-        .collect())
-}
-
-/// The clients and admins of a batch as they are now.
-pub(super) struct Fresh {
-    clients: std::collections::HashMap<i32, Client>,
-    admins: std::collections::HashMap<i32, AdminUser>,
-}
-
-impl Fresh {
-    pub(super) async fn read(
-        conn: &mut sqlx::PgConnection,
-        jobs: &[SagaJob],
-    ) -> Result<Fresh, sqlx::Error> {
-        let client_ids: Vec<i32> = jobs.iter().map(|j| j.client_id).collect();
-        let admin_ids: Vec<i32> = jobs.iter().map(|j| j.admin_user_id).collect();
-        let clients = store::clients::get_clients(conn, &client_ids).await?;
-        let admins = store::clients::get_admin_users(conn, &admin_ids).await?;
-        Ok(Fresh {
-            clients: clients.into_iter().map(|c| (c.client_id, c)).collect(),
-            admins: admins.into_iter().map(|a| (a.user_id, a)).collect(),
-        })
-    }
-
-    fn get(&self, job: &SagaJob) -> Option<(&Client, &AdminUser)> {
-        Some((
-            self.clients.get(&job.client_id)?,
-            self.admins.get(&job.admin_user_id)?,
-        ))
-    }
-
-    /// The rows as they are now, else as the job last saw them.
-    pub(super) fn of<'a>(&'a self, job: &'a SagaJob) -> (&'a Client, &'a AdminUser) {
-        match (self.get(job), &job.snapshot) {
-            (Some(now), _) => now,
-            (None, Some((c, a))) => (c, a),
-            (None, None) => unreachable!("with_snapshots drops jobs without rows"),
-        }
-    }
+    Ok((Vec::new(), None))
 }
 
 /// Makes and stores (hashes only) the secret of every saga that has none yet, in one
-/// transaction, before any of them is sent. Sagas this worker no longer holds are dropped.
+/// statement, before any of them is sent; the write is fenced by each saga's lease. Sagas
+/// whose secret could not be stored under their lease are dropped.
 async fn prepare_access(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>, HandlerError> {
     let (ready, mut bare): (Vec<SagaJob>, Vec<SagaJob>) =
         jobs.into_iter().partition(|j| j.access.is_some());
@@ -208,77 +227,30 @@ async fn prepare_access(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>, H
             .collect::<Result<_, _>>()
             .map_err(|e| HandlerError::Permanent(e.to_string()))?,
     };
-    let ids: Vec<uuid::Uuid> = bare.iter().map(|j| j.saga_id).collect();
-    let lease = env.services.lease_seconds();
-    let held = env
+    let stored: Vec<(i32, Lease, &StoredAccess)> = bare
+        .iter()
+        .zip(&issued)
+        .map(|(j, (_, stored))| (j.admin_user_id, j.lease(), stored))
+        .collect();
+    let held: HashSet<uuid::Uuid> = env
         .retry_db("storing first-access secrets", || async {
-            let mut tx = env.pool.begin().await?;
-            let held = store::sagas::renew(&mut tx, &ids, env.worker_id, Step::WelcomeEmail, lease)
-                .await?;
-            let stored: Vec<(i32, &StoredAccess)> = bare
-                .iter()
-                .zip(&issued)
-                .filter(|(j, _)| held.contains(&j.saga_id))
-                .map(|(j, (_, stored))| (j.admin_user_id, stored))
-                .collect();
-            store::clients::store_first_access(&mut tx, &stored).await?;
-            tx.commit().await?;
-            Ok(held)
+            let mut conn = env.pool.acquire().await?;
+            Ok(store::clients::store_first_access(&mut conn, &stored).await?)
         })
-        .await?;
-    let renewed_at = Instant::now();
+        .await?
+        .into_iter()
+        .collect();
     let mut out = ready;
     for (mut job, (access, _)) in bare.drain(..).zip(issued) {
         if held.contains(&job.saga_id) {
             job.access = Some(access);
-            job.leased_until = renewed_at + std::time::Duration::from_secs_f64(lease);
             out.push(job);
         } else {
             tracing::info!(saga_id = %job.saga_id, "saga no longer leased to this worker; leaving it");
+            env.metrics.saga_fenced(Step::WelcomeEmail.as_str(), 1);
         }
     }
     Ok(out)
-}
-
-/// Renews the leases that would run out before a send could finish; drops sagas this
-/// worker no longer holds.
-pub(super) async fn keep_leases(
-    env: &Env,
-    jobs: Vec<SagaJob>,
-    step: Step,
-) -> Result<Vec<SagaJob>, HandlerError> {
-    let lease = env.services.lease_seconds();
-    let margin = std::time::Duration::from_secs_f64(lease / 2.0);
-    let now = Instant::now();
-    let short: Vec<uuid::Uuid> = jobs
-        .iter()
-        .filter(|j| j.leased_until.saturating_duration_since(now) < margin)
-        .map(|j| j.saga_id)
-        .collect();
-    if short.is_empty() {
-        return Ok(jobs);
-    }
-    let held = env
-        .retry_db("renewing leases", || async {
-            let mut conn = env.pool.acquire().await?;
-            Ok(store::sagas::renew(&mut conn, &short, env.worker_id, step, lease).await?)
-        })
-        .await?;
-    let until = Instant::now() + std::time::Duration::from_secs_f64(lease);
-    Ok(jobs
-        .into_iter()
-        .filter_map(|mut j| {
-            if !short.contains(&j.saga_id) {
-                return Some(j);
-            }
-            if held.contains(&j.saga_id) {
-                j.leased_until = until;
-                Some(j)
-            } else {
-                None
-            }
-        })
-        .collect())
 }
 
 async fn send(env: &Env, job: &SagaJob) -> Sent {
@@ -318,7 +290,7 @@ async fn send(env: &Env, job: &SagaJob) -> Sent {
     result
 }
 
-/// Records every send's outcome in one transaction.
+/// Records every send's outcome in one transaction, under the claims they were sent under.
 async fn record(env: &Env, jobs: &[SagaJob], sent: &[Sent]) -> Result<(), HandlerError> {
     let services = &env.services;
     let budget = services.settings.email_max_attempts.max(1) as i32;
@@ -328,30 +300,33 @@ async fn record(env: &Env, jobs: &[SagaJob], sent: &[Sent]) -> Result<(), Handle
     for (job, result) in jobs.iter().zip(sent) {
         let attempt = job.attempts + 1;
         match result {
-            Ok(()) => done.push((job.saga_id, json!({ "welcome_email": { "status": "SENT", "attempts": attempt } }))),
+            Ok(()) => done.push((job.lease(), json!({ "welcome_email": { "status": "SENT", "attempts": attempt } }))),
             Err((true, error)) if attempt < budget => later.push(Postpone {
-                saga_id: job.saga_id,
+                lease: job.lease(),
                 error: error.as_str(),
                 delay_seconds: services.delay_after(attempt).as_secs_f64(),
             }),
             Err((_, error)) => done.push((
-                job.saga_id,
+                job.lease(),
                 json!({ "welcome_email": { "status": "FAILED", "attempts": attempt, "error": error } }),
             )),
         }
     }
 
-    let mut uow = UnitOfWork::begin(&env.pool).await?;
+    let mut uow = env.outbox.begin().await?;
     let completed =
-        store::sagas::complete_many(uow.conn(), env.worker_id, Step::WelcomeEmail, &done).await?;
+        store::sagas::complete_many(uow.conn(), Step::WelcomeEmail, &done, Fence::SendClaim)
+            .await?;
     let postponed =
-        store::sagas::postpone_many(uow.conn(), env.worker_id, Step::WelcomeEmail, &later).await?;
-    let ours: std::collections::HashSet<uuid::Uuid> = completed
+        store::sagas::postpone_many(uow.conn(), Step::WelcomeEmail, &later, Fence::SendClaim)
+            .await?;
+    let ours: HashSet<uuid::Uuid> = completed
         .iter()
         .map(|(id, _)| *id)
         .chain(postponed.iter().copied())
         .collect();
-
+    env.metrics
+        .saga_fenced(Step::WelcomeEmail.as_str(), jobs.len() - ours.len());
     let mut logs = Vec::with_capacity(ours.len());
     for (job, result) in jobs.iter().zip(sent) {
         if !ours.contains(&job.saga_id) {
@@ -411,11 +386,4 @@ async fn record(env: &Env, jobs: &[SagaJob], sent: &[Sent]) -> Result<(), Handle
         }
     }
     commit(env, uow).await
-}
-
-/// Commits a step's unit of work and publishes what it said.
-pub(super) async fn commit(env: &Env, uow: UnitOfWork) -> Result<(), HandlerError> {
-    let rows = uow.commit().await?;
-    env.outbox.dispatch(rows).await;
-    Ok(())
 }

@@ -2,7 +2,7 @@
 //! in memory from the step before (the client and admin rows, the admin's first-access
 //! secret), so the next step does not read or write them again.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use serde_json::Value;
 use uuid::Uuid;
@@ -11,7 +11,9 @@ use crate::domain::saga::Step;
 use crate::domain::{AdminUser, Client};
 use crate::email::FirstAccess;
 use crate::messages::{CommandMeta, CommandType};
-use crate::store::sagas::Saga;
+use crate::store::sagas::{Lease, Saga};
+
+use super::env::Slot;
 
 #[derive(Debug, Clone)]
 pub struct SagaJob {
@@ -32,8 +34,15 @@ pub struct SagaJob {
     /// The admin's first-access secret, made and stored (as a hash) by an earlier
     /// transaction; `None`: the email step makes one and stores it before sending.
     pub access: Option<FirstAccess>,
-    /// Until when this worker holds the saga's lease (its own clock).
-    pub leased_until: Instant,
+    /// The epoch of the lease this worker holds the saga under: every write of its step
+    /// names it.
+    pub epoch: i64,
+    /// Whether the welcome email's send is claimed under this lease already (done with the
+    /// start or the move to the email step, when this worker had room to send at once).
+    pub send_claimed: bool,
+    /// The slot its first step runs in, reserved by the `client.create` batch that started
+    /// it; [`super::Runner::start`] takes it.
+    pub slot: Option<Arc<Slot>>,
     /// The step's span in the command's trace (disabled unless traces are exported): the
     /// outside calls made for this saga run inside it.
     pub span: tracing::Span,
@@ -54,8 +63,16 @@ impl SagaJob {
         crate::telemetry::set_parent(&self.span, self.origin.traceparent.as_deref());
     }
 
-    /// A saga taken from the database (by the sweeper), leased for `lease`.
-    pub fn from_row(saga: Saga, lease: Duration) -> SagaJob {
+    /// The lease this worker holds it under.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            saga_id: self.saga_id,
+            epoch: self.epoch,
+        }
+    }
+
+    /// A saga taken from the database (by the sweeper), under the epoch of that claim.
+    pub fn from_row(saga: Saga) -> SagaJob {
         SagaJob {
             saga_id: saga.saga_id,
             step: saga.step,
@@ -73,7 +90,9 @@ impl SagaJob {
             snapshot: None,
             data: saga.data,
             access: None,
-            leased_until: Instant::now() + lease,
+            epoch: saga.lease_epoch,
+            send_claimed: false,
+            slot: None,
             span: tracing::Span::none(),
         }
     }

@@ -18,8 +18,11 @@
 //! (idempotency keys and references derived from our ids).
 
 pub mod email_step;
+pub mod env;
 mod job;
+pub mod lease;
 pub mod runner;
+mod step;
 pub mod xendit_step;
 
 use std::sync::Arc;
@@ -33,6 +36,7 @@ use crate::domain::{AdminUser, Client, completion_body};
 use crate::email::{EmailSettings, Mailer};
 use crate::messages::{CommandMeta, OutgoingMessage};
 use crate::xendit::XenditClient;
+pub use env::{Env, Slot, Slots};
 pub use job::SagaJob;
 pub use runner::Runner;
 

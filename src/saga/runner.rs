@@ -1,282 +1,192 @@
-//! Carries sagas on inside the worker: a dispatcher that runs the steps on batches of sagas,
-//! a sweeper that takes due sagas from the database, and a heartbeat that tells the other
-//! workers this one is alive.
+//! Carries sagas on inside the worker: step batches that run at once when there is room,
+//! a sweeper that takes due sagas from the database when there is room, and a heartbeat that
+//! tells the other workers this one is alive.
 //!
 //! ```text
-//! client.create batch commits ──> Runner::carry_on ──┐
-//! sweeper: due sagas (SKIP LOCKED), dead owners' ────┼──> dispatcher ──> step batches
-//!          sagas given back                          │     (xendit ─> welcome email, in one task)
+//! client.create batch commits ──> Runner::start (the batch reserved a slot) ──┐
+//! sweeper: a free slot, then due sagas of that step (SKIP LOCKED) ────────────┼──> step batch
+//!          dead workers' sagas given back                                     │  (its slot)
+//! step batch done ─> next step in a slot of its own, or given back (due now) <┘
 //! ```
 //!
+//! Room is counted in slots: `saga.steps_in_flight` step batches per step. A slot is taken
+//! before any saga is leased for it (a `client.create` batch reserves one before it inserts
+//! sagas leased to this worker; the sweeper takes one before it claims), so nothing leased
+//! here ever waits for room while its lease runs out, and the work in flight is bounded by
+//! configuration. A saga for which there was no room is left due in the database, for this
+//! worker's sweeper (woken when a slot frees) or another's.
+//!
 //! Nothing here decides correctness from memory: a job is only a hint to run a saga this
-//! worker holds the lease of. If the worker dies, the lease runs out (or its heartbeat goes
-//! stale, which is sooner) and another worker's sweeper takes the saga from its row.
+//! worker holds the lease of, and every write names the lease's epoch. If the worker dies,
+//! the lease runs out (or its heartbeat goes stale, which is sooner) and another worker's
+//! sweeper takes the saga from its row.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
-use sqlx::PgPool;
-use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use super::{SagaJob, Services, Step, email_step, xendit_step};
-use crate::fault::HandlerError;
-use crate::metrics::Metrics;
-use crate::observe::{self, Hooks};
-use crate::outbox::Dispatcher;
-use crate::store;
+use super::env::{Env, Slot, Slots};
+use super::{SagaJob, Step, email_step, xendit_step};
+use crate::observe;
+use crate::store::{self, sagas::Lease};
 
-/// What the steps share.
-pub struct Env {
-    pub pool: PgPool,
-    /// The deployment's secret key: each saga's first-access secret is derived from it.
-    pub key: crate::key::DeploymentKey,
-    pub services: Arc<Services>,
-    /// This worker: the owner named on its leases.
-    pub worker_id: Uuid,
-    pub hooks: Hooks,
-    /// Publishes what a step's transaction wrote to the outbox, once it committed.
-    pub outbox: Arc<Dispatcher>,
-    pub metrics: Metrics,
-    /// Sagas per step batch.
-    pub batch_size: usize,
-    /// Step batches running at once.
-    pub steps_in_flight: usize,
-    /// In-process attempts of a step's transaction before the step is given up and tried
-    /// again later (see [`run_step`]).
-    pub db_attempts: usize,
-    /// This worker's own runner, for steps to be tried again later.
-    pub runner: Runner,
-}
-
-impl Env {
-    /// Retries a transaction of a step at once while its failure is worth it.
-    pub async fn retry_db<T, F, Fut>(&self, what: &str, f: F) -> Result<T, HandlerError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, HandlerError>>,
-    {
-        let policy = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_secs(2))
-            .with_max_times(self.db_attempts.saturating_sub(1))
-            .with_jitter();
-        f.retry(policy)
-            .when(HandlerError::retry_at_once)
-            .notify(|e, wait| tracing::warn!(error = %e, ?wait, "{what} failed; retrying"))
-            .await
-    }
-
-    /// Retries a transaction while its failure is worth it, until `deadline` (e.g. before the
-    /// leases it writes under run out): for outcomes that must not be produced twice, like
-    /// the record of emails already sent.
-    pub async fn retry_db_until<T, F, Fut>(
-        &self,
-        what: &str,
-        deadline: Instant,
-        f: F,
-    ) -> Result<T, HandlerError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, HandlerError>>,
-    {
-        let budget = deadline.saturating_duration_since(Instant::now());
-        let policy = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_secs(2))
-            .with_max_times(usize::MAX)
-            .with_total_delay(Some(budget))
-            .with_jitter();
-        f.retry(policy)
-            .when(HandlerError::retry_at_once)
-            .notify(|e, wait| tracing::warn!(error = %e, ?wait, "{what} failed; retrying"))
-            .await
-    }
-}
-
-/// Hands sagas to this worker's dispatcher. Cheap to clone.
+/// Starts step batches of sagas this worker holds. Cheap to clone.
 #[derive(Clone)]
 pub struct Runner {
-    jobs: mpsc::Sender<SagaJob>,
+    env: Arc<Env>,
+    /// Every step batch runs in this set, so [`Tasks::abort`] ends them all (a crash).
+    batches: Arc<Mutex<JoinSet<()>>>,
+    /// Set once the worker stops taking sagas: what is handed over then is left to the
+    /// sweepers (its leases are given back at stop).
+    stopping: CancellationToken,
 }
 
 impl Runner {
-    /// Runs the next step of each saga as soon as the dispatcher can. Waits while it is
-    /// busy (back-pressure on whoever produces them). If the runner has stopped, the sagas
-    /// stay leased in the database, and a sweeper takes them once the lease is given back or
-    /// runs out.
-    pub async fn carry_on(&self, jobs: impl IntoIterator<Item = SagaJob>) {
-        for job in jobs {
-            if self.jobs.send(job).await.is_err() {
-                tracing::debug!("saga runner stopped; the sweeper will take the saga");
-            }
+    /// Runs the first step of sagas a `client.create` batch started, leased to this worker
+    /// under the slots that batch reserved (each job carries its step's slot). Never waits.
+    pub fn start(&self, jobs: Vec<SagaJob>) {
+        let mut by_step: HashMap<Step, (Arc<Slot>, Vec<SagaJob>)> = HashMap::new();
+        for mut job in jobs {
+            let Some(slot) = job.slot.take() else {
+                tracing::error!(saga_id = %job.saga_id, "a saga handed over without a slot; the sweeper takes it when its lease runs out");
+                continue;
+            };
+            by_step
+                .entry(job.step)
+                .or_insert_with(|| (slot, Vec::new()))
+                .1
+                .push(job);
         }
+        for (_, (slot, jobs)) in by_step {
+            self.spawn(slot, jobs);
+        }
+    }
+
+    fn spawn(&self, slot: Arc<Slot>, jobs: Vec<SagaJob>) {
+        if self.stopping.is_cancelled() {
+            // Stopping: the leases are given back with the others at stop.
+            return;
+        }
+        let env = self.env.clone();
+        let mut batches = self.batches.lock().expect("not poisoned");
+        // The batches that ended are reaped here, so the set holds only those running.
+        while batches.try_join_next().is_some() {}
+        batches.spawn(async move { run_step(&env, slot, jobs).await });
+    }
+
+    /// The room the handlers reserve slots from.
+    pub fn slots(&self) -> &Slots {
+        &self.env.slots
     }
 }
 
 /// The runner's tasks.
 pub struct Tasks {
-    dispatcher: JoinHandle<()>,
     sweeper: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
     sweep_stop: CancellationToken,
-    dispatch_stop: CancellationToken,
     heartbeat_stop: CancellationToken,
-    env: Arc<Env>,
+    runner: Runner,
 }
 
-/// The runner's channel: a [`Runner`] to give to whoever makes sagas (and to the [`Env`]),
-/// and the receiving end for [`start`].
-pub fn channel(batch_size: usize) -> (Runner, mpsc::Receiver<SagaJob>) {
-    let (tx, rx) = mpsc::channel(batch_size.max(1) * 4);
-    (Runner { jobs: tx }, rx)
-}
-
-/// Starts the dispatcher, the sweeper and the heartbeat.
-pub fn start(env: Arc<Env>, rx: mpsc::Receiver<SagaJob>) -> (Runner, Tasks) {
-    let runner = env.runner.clone();
+/// Starts the sweeper and the heartbeat; the [`Runner`] starts step batches.
+pub fn start(env: Arc<Env>) -> (Runner, Tasks) {
+    let runner = Runner {
+        env: env.clone(),
+        batches: Arc::new(Mutex::new(JoinSet::new())),
+        stopping: CancellationToken::new(),
+    };
     let sweep_stop = CancellationToken::new();
-    let dispatch_stop = CancellationToken::new();
     let heartbeat_stop = CancellationToken::new();
-    let dispatcher = tokio::spawn(dispatch(env.clone(), rx, dispatch_stop.clone()));
-    let sweeper = tokio::spawn(sweep(env.clone(), runner.clone(), sweep_stop.clone()));
-    let heartbeat = tokio::spawn(heartbeat(env.clone(), heartbeat_stop.clone()));
+    let sweeper = tokio::spawn(sweep(runner.clone(), sweep_stop.clone()));
+    let heartbeat = tokio::spawn(heartbeat(env, heartbeat_stop.clone()));
     (
-        runner,
+        runner.clone(),
         Tasks {
-            dispatcher,
             sweeper,
             heartbeat,
             sweep_stop,
-            dispatch_stop,
             heartbeat_stop,
-            env,
+            runner,
         },
     )
 }
 
 impl Tasks {
-    /// Stops taking sagas, finishes (within `bound`) the ones handed over already, then
-    /// gives back every lease this worker still holds and says it is gone, so the other
-    /// workers take its sagas at once.
+    /// Stops taking sagas, finishes (within `bound`) the step batches running, then gives
+    /// back every lease this worker still holds and says it is gone, so the other workers
+    /// take its sagas at once.
     pub async fn stop(self, bound: Duration) {
         self.sweep_stop.cancel();
         let _ = self.sweeper.await;
-        self.dispatch_stop.cancel();
-        if tokio::time::timeout(bound, self.dispatcher).await.is_err() {
+        self.runner.stopping.cancel();
+        let batches = std::mem::take(&mut *self.runner.batches.lock().expect("not poisoned"));
+        let mut batches = batches;
+        let all = async { while batches.join_next().await.is_some() {} };
+        if tokio::time::timeout(bound, all).await.is_err() {
             tracing::warn!(
                 ?bound,
                 "saga steps still running at shutdown; their sagas are given back"
             );
+            batches.shutdown().await;
         }
         // Alive until the steps are done, so nobody takes their sagas meanwhile.
         self.heartbeat_stop.cancel();
         let _ = self.heartbeat.await;
-        let me = [self.env.worker_id];
-        match store::sagas::release_leases(&self.env.pool, &me).await {
+        let env = &self.runner.env;
+        let me = [env.worker_id];
+        match store::sagas::release_leases(&env.pool, &me).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sagas = n, "gave back the leases of unfinished sagas"),
             Err(e) => {
                 tracing::warn!(error = %e, "could not give back leases; they run out by themselves")
             }
         }
-        let _ = store::workers::forget(&self.env.pool, &me).await;
+        let _ = store::workers::forget(&env.pool, &me).await;
     }
 
     /// Stops abruptly, as a crash would (tests).
     pub fn abort(&self) {
-        self.dispatcher.abort();
+        self.runner.stopping.cancel();
+        self.runner
+            .batches
+            .lock()
+            .expect("not poisoned")
+            .abort_all();
         self.sweeper.abort();
         self.heartbeat.abort();
     }
 }
 
-/// How long the dispatcher waits for more sagas to join a batch.
-const LINGER: Duration = Duration::from_millis(2);
-
-async fn dispatch(env: Arc<Env>, mut rx: mpsc::Receiver<SagaJob>, stop: CancellationToken) {
-    // Each step has its own batches in flight: a Xendit that hangs holds Xendit steps only,
-    // and the welcome emails of other sagas go on. (A batch carried on to its next step keeps
-    // the permit it started with.)
-    let permits: HashMap<Step, Arc<Semaphore>> = Step::ALL
-        .into_iter()
-        .map(|s| (s, Arc::new(Semaphore::new(env.steps_in_flight.max(1)))))
-        .collect();
-    // The step batches run in this set, so aborting the dispatcher aborts them (a crash).
-    let mut steps: JoinSet<()> = JoinSet::new();
-    let mut stopping = false;
-    loop {
-        while steps.try_join_next().is_some() {}
-        let first = if stopping {
-            rx.recv().await
-        } else {
-            tokio::select! {
-                job = rx.recv() => job,
-                _ = stop.cancelled() => {
-                    // Take nothing new; finish what was handed over already.
-                    stopping = true;
-                    rx.close();
-                    continue;
-                }
-            }
-        };
-        let Some(first) = first else { break };
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + LINGER;
-        while batch.len() < env.batch_size {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(job)) => batch.push(job),
-                _ => break,
-            }
-        }
-        let mut by_step: HashMap<Step, Vec<SagaJob>> = HashMap::new();
-        for job in batch {
-            by_step.entry(job.step).or_default().push(job);
-        }
-        for (step, jobs) in by_step {
-            // Waiting for a permit happens in the step's own task, so one step kind with
-            // every permit taken does not stop this loop from handing out the others.
-            let permit = permits[&step].clone();
-            let env = env.clone();
-            steps.spawn(async move {
-                let Ok(_permit) = permit.acquire_owned().await else {
-                    return;
-                };
-                run_step(&env, step, jobs).await;
-            });
-        }
-    }
-    // Wait for the steps still running.
-    while steps.join_next().await.is_some() {}
-}
-
-/// Runs `step` on a batch of sagas, then the steps after it for those that moved on.
+/// Runs the step its slot is for on a batch of sagas, then the steps after it for those that
+/// moved on, each in a slot of its own (the step records the move with the lease kept only
+/// when it got one; otherwise it gives the lease back and the saga is due now).
 ///
 /// A step that fails (the database went away before it could record anything, after its
-/// in-process retries) runs again here a little later, for as long as this worker holds the
-/// leases; after that a sweeper takes the sagas. Steps are written so that a re-run before
-/// their record is safe: Xendit answers a repeated request with the same customer, and the
-/// email step records what it sent rather than send again (see its module docs).
-async fn run_step(env: &Env, step: Step, jobs: Vec<SagaJob>) {
-    let mut step = step;
+/// in-process retries) gives its leases back, due a little later; when even that cannot be
+/// written the leases run out by themselves and a sweeper takes the sagas then. Steps are
+/// written so that a re-run before their record is safe: Xendit answers a repeated request
+/// with the same customer, and the email step claims its sends before it makes them.
+async fn run_step(env: &Env, slot: Arc<Slot>, jobs: Vec<SagaJob>) {
+    let mut slot = slot;
     let mut jobs = jobs;
-    while !jobs.is_empty() {
+    loop {
+        let step = slot.step();
         observe::at(&env.hooks.before_step, step).await;
         for job in jobs.iter_mut() {
             job.enter_step(step);
         }
         let started = Instant::now();
         let count = jobs.len();
-        let again = jobs.clone();
+        let leases: Vec<Lease> = jobs.iter().map(SagaJob::lease).collect();
         let next = match step {
             Step::Xendit => xendit_step::run(env, jobs).await,
             Step::WelcomeEmail => email_step::run(env, jobs).await,
             Step::Complete => email_step::complete_only(env, jobs).await,
-            Step::Done => Ok(Vec::new()),
+            Step::Done => Ok((Vec::new(), None)),
         };
         let outcome = if next.is_ok() { "ran" } else { "failed" };
         env.metrics
@@ -288,35 +198,35 @@ async fn run_step(env: &Env, step: Step, jobs: Vec<SagaJob>) {
             "step batch done"
         );
         match next {
-            Ok(next) => jobs = next,
+            Ok((next, Some(next_slot))) if !next.is_empty() => {
+                // This step's slot frees as the next one is taken.
+                slot = Arc::new(next_slot);
+                jobs = next;
+            }
+            Ok(_) => return,
             Err(e) => {
-                tracing::error!(error = %e, step = step.as_str(), sagas = count, "saga step failed; trying again shortly");
-                try_again_later(env, again);
+                tracing::error!(error = %e, step = step.as_str(), sagas = count, "saga step failed; its sagas are given back and tried again shortly");
+                give_back(env, &leases, AGAIN_AFTER).await;
                 return;
             }
         }
-        step = step.next();
     }
 }
 
-/// How long a failed step waits before it runs again in this worker.
+/// How long a failed step waits before it is tried again.
 const AGAIN_AFTER: Duration = Duration::from_secs(1);
 
-/// Hands the sagas back to the dispatcher after [`AGAIN_AFTER`], those whose lease still has
-/// time left; the others are left to the sweepers.
-fn try_again_later(env: &Env, jobs: Vec<SagaJob>) {
-    let runner = env.runner.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(AGAIN_AFTER).await;
-        let margin = Instant::now() + AGAIN_AFTER * 5;
-        runner
-            .carry_on(jobs.into_iter().filter(|j| j.leased_until > margin))
-            .await;
-    });
+/// Gives leases back, due after `delay` (best effort: otherwise they run out).
+pub(super) async fn give_back(env: &Env, leases: &[Lease], delay: Duration) {
+    if let Err(e) = store::sagas::release(&env.pool, leases, delay.as_secs_f64()).await {
+        tracing::warn!(error = %e, sagas = leases.len(), "leases not given back; they run out by themselves");
+    }
 }
 
-/// Takes due sagas from the database: retries whose time came, and sagas whose owner died.
-async fn sweep(env: Arc<Env>, runner: Runner, stop: CancellationToken) {
+/// Takes due sagas from the database whenever a step has room: retries whose time came, sagas
+/// given back, sagas whose owner died.
+async fn sweep(runner: Runner, stop: CancellationToken) {
+    let env = runner.env.clone();
     let settings = &env.services.settings;
     let mut tick = tokio::time::interval(Duration::from_millis(settings.sweep_interval_ms.max(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -324,47 +234,69 @@ async fn sweep(env: Arc<Env>, runner: Runner, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
+            _ = tick.tick() => {
+                take_back_from_dead_workers(&env).await;
+            }
+            _ = env.slots.freed() => {}
         }
-        // Workers that stopped saying they are alive: give their sagas back to everyone.
-        match store::workers::stale(&env.pool, settings.worker_stale_seconds as f64).await {
-            Ok(mut dead) => {
-                dead.retain(|w| *w != env.worker_id);
-                if !dead.is_empty() {
-                    match store::sagas::release_leases(&env.pool, &dead).await {
-                        Ok(n) => {
-                            tracing::warn!(
-                                workers = dead.len(),
-                                sagas = n,
-                                "took back the sagas of workers that stopped answering"
-                            );
-                            let _ = store::workers::forget(&env.pool, &dead).await;
+        for step in [Step::Xendit, Step::WelcomeEmail, Step::Complete] {
+            // The slot first, then the claim: nothing is leased that cannot run now.
+            while let Some(slot) = env.slots.reserve(step) {
+                match store::sagas::claim_due(
+                    &env.pool,
+                    env.worker_id,
+                    step,
+                    lease.as_secs_f64(),
+                    env.batch_size as i64,
+                )
+                .await
+                {
+                    Ok(due) if !due.is_empty() => {
+                        tracing::info!(
+                            sagas = due.len(),
+                            step = step.as_str(),
+                            "sweeper took due sagas"
+                        );
+                        let full = due.len() == env.batch_size;
+                        let jobs = due.into_iter().map(SagaJob::from_row).collect();
+                        runner.spawn(Arc::new(slot), jobs);
+                        if !full {
+                            break;
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not take back dead workers' sagas")
-                        }
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "sweeper: could not take due sagas");
+                        break;
                     }
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "sweeper: database not answering"),
         }
-        // Only as many as the dispatcher can start on before their leases mean anything.
-        let room = runner.jobs.capacity().min(env.batch_size);
-        if room == 0 {
-            continue;
-        }
-        match store::sagas::claim_due(&env.pool, env.worker_id, lease.as_secs_f64(), room as i64)
-            .await
-        {
-            Ok(due) if !due.is_empty() => {
-                tracing::info!(sagas = due.len(), "sweeper took due sagas");
-                runner
-                    .carry_on(due.into_iter().map(|s| SagaJob::from_row(s, lease)))
-                    .await;
+    }
+}
+
+/// Workers that stopped saying they are alive: their sagas go back to everyone.
+async fn take_back_from_dead_workers(env: &Env) {
+    let settings = &env.services.settings;
+    match store::workers::stale(&env.pool, settings.worker_stale_seconds as f64).await {
+        Ok(mut dead) => {
+            dead.retain(|w| *w != env.worker_id);
+            if dead.is_empty() {
+                return;
             }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "sweeper: could not take due sagas"),
+            match store::sagas::release_leases(&env.pool, &dead).await {
+                Ok(n) => {
+                    tracing::warn!(
+                        workers = dead.len(),
+                        sagas = n,
+                        "took back the sagas of workers that stopped answering"
+                    );
+                    let _ = store::workers::forget(&env.pool, &dead).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not take back dead workers' sagas"),
+            }
         }
+        Err(e) => tracing::debug!(error = %e, "sweeper: database not answering"),
     }
 }
 

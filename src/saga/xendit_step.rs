@@ -13,15 +13,20 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use super::email_step::{Fresh, commit, keep_leases, with_snapshots};
-use super::runner::Env;
+use super::email_step::Moved;
+use super::env::Env;
+use super::lease::Keeper;
+use super::step::{Fresh, commit, still_held, with_snapshots};
 use super::{SagaJob, Step};
 use crate::domain::{AdminUser, Client};
 use crate::fault::HandlerError;
 use crate::messages::OutgoingMessage;
 use crate::observe;
-use crate::store::{self, sagas::Postpone, xendit_customers::Owner};
-use crate::uow::UnitOfWork;
+use crate::store::{
+    self,
+    sagas::{Advance, Fence, Postpone},
+    xendit_customers::Owner,
+};
 use crate::xendit::{
     BusinessInput, CustomerRequest, IndividualInput, XenditError, idempotency_key, reference_id,
 };
@@ -31,6 +36,8 @@ pub const FAILED: &str = "client.xendit_failed";
 
 /// One customer's fate in this run.
 enum Fate {
+    /// Not asked for: the saga's lease was lost before its turn.
+    Skipped,
     /// Created now, or found (recorded by an earlier run, or recovered from Xendit).
     Ready(String),
     Failed {
@@ -81,9 +88,16 @@ fn wanted(namespace: &str, client: &Client, admin: &AdminUser) -> [Wanted; 2] {
     ]
 }
 
-async fn ensure(env: &Env, w: &Wanted, known: Option<String>) -> Fate {
+async fn ensure(
+    env: &Env,
+    keeper: &Keeper,
+    saga_id: uuid::Uuid,
+    w: &Wanted,
+    known: Option<String>,
+) -> Fate {
     match known {
         Some(id) => Fate::Ready(id),
+        None if !keeper.holds(saga_id) => Fate::Skipped,
         None => call(env, w).await,
     }
 }
@@ -135,15 +149,17 @@ fn describe(w: &Wanted, fate: &Fate) -> Value {
             "customer_type": w.kind,
             "error": { "code": code, "message": message },
         }),
+        Fate::Skipped => unreachable!("sagas with a skipped call are not recorded"),
     }
 }
 
-/// Runs the step; returns the sagas that moved on to the welcome email.
-pub async fn run(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>, HandlerError> {
+/// Runs the step; returns the sagas that moved on to the welcome email, and the slot they
+/// run it in (none: they were given back, due now, for a sweeper with room).
+pub async fn run(env: &Env, jobs: Vec<SagaJob>) -> Result<Moved, HandlerError> {
     let jobs = with_snapshots(env, jobs).await?;
-    let jobs = keep_leases(env, jobs, Step::Xendit).await?;
+    let jobs = still_held(env, jobs, Step::Xendit).await?;
     if jobs.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let namespace = &env.services.settings.xendit_reference_namespace;
     let wants: Vec<[Wanted; 2]> = jobs
@@ -165,11 +181,19 @@ pub async fn run(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>, HandlerE
         store::xendit_customers::find_many(&mut conn, &references).await?
     };
     let concurrency = env.services.settings.max_concurrent_xendit_calls.max(1);
+    let keeper = Keeper::start(env, Step::Xendit, jobs.iter().map(SagaJob::lease).collect());
     let mut calls = Vec::with_capacity(wants.len() * 2);
     for (job, pair) in jobs.iter().zip(&wants) {
         for w in pair {
             calls.push(
-                ensure(env, w, known.get(&w.reference).cloned()).instrument(job.span.clone()),
+                ensure(
+                    env,
+                    &keeper,
+                    job.saga_id,
+                    w,
+                    known.get(&w.reference).cloned(),
+                )
+                .instrument(job.span.clone()),
             );
         }
     }
@@ -177,6 +201,8 @@ pub async fn run(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>, HandlerE
         .buffered(concurrency)
         .collect()
         .await;
+    let (lost, _) = keeper.stop().await;
+    env.metrics.saga_fenced(Step::Xendit.as_str(), lost.len());
     observe::at(&env.hooks.after_xendit_answered, ()).await;
 
     let fates: Vec<[Fate; 2]> = {
@@ -186,10 +212,25 @@ pub async fn run(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>, HandlerE
             .map(|_| [it.next().expect("two fates"), it.next().expect("two fates")])
             .collect()
     };
-    env.retry_db("recording Xendit customers", || {
-        record(env, &jobs, &wants, &fates)
-    })
-    .await
+    // A saga whose lease was lost mid-way is its new holder's to finish.
+    let (mut kept_jobs, mut kept_wants, mut kept_fates) = (Vec::new(), Vec::new(), Vec::new());
+    for ((job, w), f) in jobs.into_iter().zip(wants).zip(fates) {
+        if f.iter().any(|x| matches!(x, Fate::Skipped)) {
+            continue;
+        }
+        kept_jobs.push(job);
+        kept_wants.push(w);
+        kept_fates.push(f);
+    }
+    // Room for the welcome email now, or the sagas are given back at the move.
+    let next_slot = env.slots.reserve(Step::WelcomeEmail);
+    let carry_on = next_slot.is_some();
+    let next = env
+        .retry_db("recording Xendit customers", || {
+            record(env, &kept_jobs, &kept_wants, &kept_fates, carry_on)
+        })
+        .await?;
+    Ok((next, next_slot))
 }
 
 async fn record(
@@ -197,28 +238,12 @@ async fn record(
     jobs: &[SagaJob],
     wants: &[[Wanted; 2]],
     fates: &[[Fate; 2]],
+    carry_on: bool,
 ) -> Result<Vec<SagaJob>, HandlerError> {
     let budget = env.services.settings.xendit_max_attempts.max(1) as i32;
-    let mut uow = UnitOfWork::begin(&env.pool).await?;
+    let mut uow = env.outbox.begin().await?;
 
-    // Keep what succeeded whatever happens next, so a retry asks Xendit only for the rest.
-    let ready: Vec<store::xendit_customers::Customer> = wants
-        .iter()
-        .flatten()
-        .zip(fates.iter().flatten())
-        .filter_map(|(w, f)| match f {
-            Fate::Ready(id) => Some(store::xendit_customers::Customer {
-                owner: w.owner,
-                xendit_customer_id: id,
-                reference_id: &w.reference,
-                customer_type: w.kind,
-            }),
-            Fate::Failed { .. } => None,
-        })
-        .collect();
-    store::xendit_customers::insert_many(uow.conn(), &ready).await?;
-
-    let mut moves = Vec::new();
+    let mut learnt = Vec::new();
     let mut later = Vec::new();
     let mut integrations = HashMap::new();
     for ((job, w), f) in jobs.iter().zip(wants).zip(fates) {
@@ -235,7 +260,7 @@ async fn record(
             && attempt < budget
         {
             later.push(Postpone {
-                saga_id: job.saga_id,
+                lease: job.lease(),
                 error,
                 delay_seconds: env.services.delay_after(attempt).as_secs_f64(),
             });
@@ -246,11 +271,7 @@ async fn record(
             "business_customer": describe(&w[0], &f[0]),
             "admin_customer": describe(&w[1], &f[1]),
         });
-        moves.push((
-            job.saga_id,
-            Step::WelcomeEmail,
-            json!({ "xendit_integration": integration }),
-        ));
+        learnt.push((job, json!({ "xendit_integration": integration })));
         integrations.insert(
             job.saga_id,
             (
@@ -260,10 +281,48 @@ async fn record(
             ),
         );
     }
+    let moves: Vec<Advance<'_>> = learnt
+        .iter()
+        .map(|(job, data)| Advance {
+            lease: job.lease(),
+            next: Step::WelcomeEmail,
+            learnt: data,
+        })
+        .collect();
     let lease = env.services.lease_seconds();
+    // The saga rows first: what follows is written only for the sagas this lease still holds.
     let moved =
-        store::sagas::advance_many(uow.conn(), env.worker_id, Step::Xendit, &moves, lease).await?;
-    store::sagas::postpone_many(uow.conn(), env.worker_id, Step::Xendit, &later).await?;
+        store::sagas::advance_many(uow.conn(), Step::Xendit, &moves, carry_on, lease).await?;
+    let postponed =
+        store::sagas::postpone_many(uow.conn(), Step::Xendit, &later, Fence::Lease).await?;
+    let held: std::collections::HashSet<uuid::Uuid> = moved
+        .iter()
+        .map(|(id, _)| *id)
+        .chain(postponed.iter().copied())
+        .collect();
+    env.metrics.saga_fenced(
+        Step::Xendit.as_str(),
+        moves.len() + later.len() - held.len(),
+    );
+
+    // Keep what succeeded whatever happens next, so a retry asks Xendit only for the rest.
+    let ready: Vec<store::xendit_customers::Customer> = jobs
+        .iter()
+        .zip(wants)
+        .zip(fates)
+        .filter(|((job, _), _)| held.contains(&job.saga_id))
+        .flat_map(|((_, w), f)| w.iter().zip(f.iter()))
+        .filter_map(|(w, f)| match f {
+            Fate::Ready(id) => Some(store::xendit_customers::Customer {
+                owner: w.owner,
+                xendit_customer_id: id,
+                reference_id: &w.reference,
+                customer_type: w.kind,
+            }),
+            Fate::Failed { .. } | Fate::Skipped => None,
+        })
+        .collect();
+    store::xendit_customers::insert_many(uow.conn(), &ready).await?;
 
     let mut next = Vec::with_capacity(moved.len());
     let fresh = if moved.is_empty() {
@@ -293,12 +352,14 @@ async fn record(
             CREATED
         };
         uow.say([OutgoingMessage::event(&job.origin, event, event_data)]);
-        let mut job = job.clone();
-        job.step = Step::WelcomeEmail;
-        job.attempts = 0;
-        job.data = data;
-        job.leased_until = Instant::now() + std::time::Duration::from_secs_f64(lease);
-        next.push(job);
+        if carry_on {
+            let mut job = job.clone();
+            job.step = Step::WelcomeEmail;
+            job.attempts = 0;
+            job.data = data;
+            job.send_claimed = true;
+            next.push(job);
+        }
     }
     commit(env, uow).await?;
     Ok(next)

@@ -1,6 +1,8 @@
-//! The outbox table: rows written by handlers, claimed and marked by the relay.
+//! The outbox table: rows written by handlers and saga steps, each published by one
+//! publisher: the worker that wrote it (its claim is made with the insert) or, once that claim
+//! ran out or was given back, a relay (its claim is its row locks).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -15,21 +17,38 @@ pub struct OutboxRow {
     pub id: i64,
     pub message: OutgoingMessage,
     pub created_at: DateTime<Utc>,
-    /// An earlier row of its correlation was still unpublished when it was written: the
-    /// relay publishes it, after that one (subscribers get a correlation's events in order).
+    /// An earlier row of its correlation was still unpublished when it was written: it was
+    /// written unclaimed, and a relay publishes it after that one (subscribers get a
+    /// correlation's events in order).
     pub waits: bool,
+    /// Until when the writer's claim lasts, by this process's clock (measured from before the
+    /// insert, so it ends no later than the database's): `None` for rows a relay claimed.
+    pub claimed_until: Option<Instant>,
+}
+
+/// Who claims the rows [`insert`] writes.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterClaim {
+    /// The worker that will publish them right after its commit.
+    pub worker_id: Uuid,
+    /// How long the claim lasts from the insert (`outbox.dispatch_grace_ms`).
+    pub seconds: f64,
 }
 
 /// Queues messages for publishing; returns the rows written. A message whose id is already
 /// there is skipped (and not returned): the same cause re-run writes the same ids, so nothing
-/// is announced twice.
+/// is announced twice. With `claim`, each row that does not wait for an earlier one of its
+/// correlation is claimed by the writer from now (the insert's own clock, not the
+/// transaction's start) for the claim's length; without, every row is the relays'.
 pub async fn insert(
     conn: &mut PgConnection,
     messages: Vec<OutgoingMessage>,
+    claim: Option<WriterClaim>,
 ) -> Result<Vec<OutboxRow>, sqlx::Error> {
     if messages.is_empty() {
         return Ok(Vec::new());
     }
+    let claimed_until = claim.map(|c| Instant::now() + Duration::from_secs_f64(c.seconds));
     let mut ids = Vec::with_capacity(messages.len());
     let mut kinds = Vec::with_capacity(messages.len());
     let mut keys = Vec::with_capacity(messages.len());
@@ -47,19 +66,24 @@ pub async fn insert(
         payloads.push(&m.payload);
     }
     // One statement for the whole set: fewer round trips on the hot path. Whether a row must
-    // wait for an earlier one of its correlation is answered by the same statement: the
-    // outer query sees the outbox as it was before the insert.
+    // wait for an earlier one of its correlation is answered inside the same statement: its
+    // subqueries see the outbox as it was before the insert.
     let written: Vec<(i64, Uuid, DateTime<Utc>, bool)> = sqlx::query_as(
-        "WITH ins AS (
-             INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id, headers, payload)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-             ON CONFLICT (message_id) DO NOTHING
-             RETURNING id, message_id, created_at, correlation_id
-         )
-         SELECT id, message_id, created_at,
-                EXISTS (SELECT 1 FROM outbox e
-                        WHERE e.correlation_id = ins.correlation_id AND e.published_at IS NULL)
-         FROM ins",
+        "INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id, headers,
+                             payload, claimed_by, claimed_until)
+         SELECT m.*, w.by, w.until
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+              AS m(message_id, kind, routing_key, message_type, correlation_id, headers, payload)
+         CROSS JOIN LATERAL (
+             SELECT EXISTS (SELECT 1 FROM outbox e
+                            WHERE e.correlation_id = m.correlation_id AND e.published_at IS NULL)
+                    AS waits) earlier
+         CROSS JOIN LATERAL (
+             SELECT CASE WHEN $8::uuid IS NOT NULL AND NOT earlier.waits THEN $8::uuid END AS by,
+                    CASE WHEN $8::uuid IS NOT NULL AND NOT earlier.waits
+                         THEN clock_timestamp() + make_interval(secs => $9) END AS until) w
+         ON CONFLICT (message_id) DO NOTHING
+         RETURNING id, message_id, created_at, claimed_by IS NULL",
     )
     .bind(&ids)
     .bind(&kinds)
@@ -68,6 +92,8 @@ pub async fn insert(
     .bind(&correlations)
     .bind(&headers)
     .bind(&payloads)
+    .bind(claim.map(|c| c.worker_id))
+    .bind(claim.map_or(0.0, |c| c.seconds))
     .fetch_all(conn)
     .await?;
     let mut by_id: std::collections::HashMap<Uuid, (i64, DateTime<Utc>, bool)> = written
@@ -85,6 +111,7 @@ pub async fn insert(
                     message: m.clone(),
                     created_at,
                     waits,
+                    claimed_until: if waits { None } else { claimed_until },
                 })
         })
         .collect())
@@ -103,19 +130,18 @@ struct RawRow {
     created_at: DateTime<Utc>,
 }
 
-/// Claims up to `limit` unpublished rows written at least `grace` ago, oldest first. Rows
-/// another relay holds are skipped, not waited for, so several workers relay side by side
-/// without double publishing. The grace leaves fresh rows to the worker that wrote them,
-/// which publishes them right after its commit.
-pub async fn claim(
-    conn: &mut PgConnection,
-    limit: i64,
-    grace: Duration,
-) -> Result<Vec<OutboxRow>, sqlx::Error> {
+/// Claims, for the transaction of `conn` (its row locks are the claim), up to `limit`
+/// unpublished rows that nobody else may be publishing: no writer's claim, or one that ran
+/// out (its worker died, or could not publish and gave it back), in `id` order. `id` is drawn
+/// by the insert, the last statement of its transaction before COMMIT, so it follows the
+/// order of commits, not of transaction starts. Rows another relay holds are skipped, not
+/// waited for, so several workers relay side by side without double publishing.
+pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
     let rows: Vec<RawRow> = sqlx::query_as(
         "SELECT id, message_id, kind, routing_key, message_type, correlation_id, headers, payload, created_at
          FROM outbox o
-         WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $2)
+         WHERE published_at IS NULL
+           AND (claimed_until IS NULL OR claimed_until < clock_timestamp())
            -- A row waits for the earlier rows of its correlation: subscribers get one
            -- correlation's events in the order they were decided.
            AND NOT EXISTS (SELECT 1 FROM outbox e
@@ -126,7 +152,6 @@ pub async fn claim(
          FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
-    .bind(grace.as_secs_f64())
     .fetch_all(conn)
     .await?;
     Ok(rows
@@ -135,6 +160,7 @@ pub async fn claim(
             id: r.id,
             created_at: r.created_at,
             waits: false,
+            claimed_until: None,
             message: OutgoingMessage {
                 message_id: r.message_id,
                 kind: OutgoingKind::parse(&r.kind).unwrap_or(OutgoingKind::Event),
@@ -165,17 +191,35 @@ pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), 
     Ok(())
 }
 
-/// Counts a failed publish on rows that stay pending (operators see `last_error`).
+/// Counts a failed publish on rows that stay pending (operators see `last_error`), and gives
+/// back any writer's claim on them: a relay takes them at its next round.
 pub async fn mark_failed(pool: &PgPool, ids: &[i64], error: &str) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)")
-        .bind(ids)
-        .bind(error)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, claimed_until = NULL,
+                           claimed_by = NULL
+         WHERE id = ANY($1) AND published_at IS NULL",
+    )
+    .bind(ids)
+    .bind(error)
+    .execute(pool)
+    .await?;
     Ok(())
+}
+
+/// Gives back `worker_id`'s claims on rows it did not publish (a worker stopping): a relay
+/// takes them at its next round.
+pub async fn release_claims(pool: &PgPool, worker_id: Uuid) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE outbox SET claimed_until = NULL, claimed_by = NULL
+         WHERE claimed_by = $1 AND published_at IS NULL",
+    )
+    .bind(worker_id)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// Deletes published rows older than `retention`; returns how many.

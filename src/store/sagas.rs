@@ -3,8 +3,19 @@
 //! A saga is leased by the worker running it (`lease_owner`, `lease_until`); while leased its
 //! `due_at` is the lease's end, while it waits for a retry `due_at` is that retry's time. A
 //! sweeper takes what is due (`FOR UPDATE SKIP LOCKED`): waiting sagas whose time came, and
-//! sagas whose owner's lease ran out. Every write of a running step names the owner and the
-//! step it expects, so a worker that lost its lease changes nothing.
+//! sagas whose owner's lease ran out.
+//!
+//! `lease_epoch` is the lease's fencing token: every change of holder (a start leased to a
+//! worker, a claim, a lease given back, postponed or taken from a dead worker) bumps it, and
+//! every write of a running step names the [`Lease`] (id and epoch) it holds. A copy of a
+//! step whose lease ran out and was claimed again, by another worker or by its own, changes
+//! nothing: its statements match no row.
+//!
+//! The welcome email's send is claimed here before the email goes out
+//! ([`claim_sends`]): `send_claim_epoch` names the lease that sends it. A second holder that
+//! finds a live claim (renewed within a lease's length, by an owner not found dead) does not
+//! send; the claim's holder records the outcome ([`Fence::SendClaim`]) even if its lease moved
+//! on meanwhile.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -14,7 +25,7 @@ use uuid::Uuid;
 use crate::domain::saga::{SagaStatus, Step};
 
 const SAGA_COLUMNS: &str = "saga_id, client_id, admin_user_id, message_id, correlation_id, reply_to, \
-     traceparent, step, status, attempts, last_error, data";
+     traceparent, step, status, attempts, last_error, data, lease_epoch";
 
 /// A saga row as the steps read it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -34,9 +45,22 @@ pub struct Saga {
     pub last_error: Option<String>,
     /// What the steps learnt (PSP, Xendit integration, email outcome).
     pub data: Value,
+    /// The fencing token of the lease the reader holds (after a claim).
+    pub lease_epoch: i64,
 }
 
-/// A saga to start, leased to the worker that persisted its client.
+/// A saga a worker holds: which one, and the epoch its lease was taken under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub saga_id: Uuid,
+    pub epoch: i64,
+}
+
+fn columns(leases: &[Lease]) -> (Vec<Uuid>, Vec<i64>) {
+    leases.iter().map(|l| (l.saga_id, l.epoch)).unzip()
+}
+
+/// A saga to start.
 #[derive(Debug, Clone)]
 pub struct NewSaga<'a> {
     pub saga_id: Uuid,
@@ -48,9 +72,17 @@ pub struct NewSaga<'a> {
     pub traceparent: Option<&'a str>,
     pub first_step: Step,
     pub data: Value,
+    /// Leased to the worker that persists it (epoch 1), which has a slot to run its first
+    /// step at once; otherwise due now, for a sweeper with room.
+    pub leased: bool,
 }
 
-/// Starts sagas, leased to `owner` for `lease_seconds` (one statement for the batch).
+/// The epoch of a saga started leased ([`NewSaga::leased`]).
+pub const FIRST_EPOCH: i64 = 1;
+
+/// Starts sagas (one statement for the batch). Those `leased` go to `owner` for
+/// `lease_seconds`, with epoch [`FIRST_EPOCH`], and a first step that is the welcome email
+/// has its send claimed under that lease at once (the worker sends it right after commit).
 pub async fn insert_many(
     conn: &mut PgConnection,
     sagas: &[NewSaga<'_>],
@@ -69,14 +101,22 @@ pub async fn insert_many(
     let traces: Vec<Option<&str>> = sagas.iter().map(|s| s.traceparent).collect();
     let steps: Vec<Step> = sagas.iter().map(|s| s.first_step).collect();
     let data: Vec<&Value> = sagas.iter().map(|s| &s.data).collect();
+    let leased: Vec<bool> = sagas.iter().map(|s| s.leased).collect();
     sqlx::query(
         "INSERT INTO onboarding_sagas
            (saga_id, client_id, admin_user_id, message_id, correlation_id, reply_to, traceparent,
-            step, status, data, lease_owner, lease_until, due_at)
-         SELECT id, c, u, m, co, r, tp, st, 'waiting', d, $10,
-                now() + make_interval(secs => $11), now() + make_interval(secs => $11)
+            step, status, data, lease_owner, lease_until, due_at, lease_epoch,
+            send_claim_epoch, send_claimed_at)
+         SELECT id, c, u, m, co, r, tp, st, 'waiting', d,
+                CASE WHEN l THEN $11::uuid END,
+                CASE WHEN l THEN now() + make_interval(secs => $12) END,
+                CASE WHEN l THEN now() + make_interval(secs => $12) ELSE now() END,
+                CASE WHEN l THEN $13::int8 ELSE 0 END,
+                CASE WHEN l AND st = 'welcome_email' THEN $13::int8 END,
+                CASE WHEN l AND st = 'welcome_email' THEN now() END
          FROM UNNEST($1::uuid[], $2::int[], $3::int[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::text[], $9::jsonb[]) AS x(id, c, u, m, co, r, tp, st, d)",
+                     $7::text[], $8::text[], $9::jsonb[], $10::bool[])
+              AS x(id, c, u, m, co, r, tp, st, d, l)",
     )
     .bind(&ids)
     .bind(&clients)
@@ -87,27 +127,31 @@ pub async fn insert_many(
     .bind(&traces)
     .bind(&steps)
     .bind(&data)
+    .bind(&leased)
     .bind(owner)
     .bind(lease_seconds)
+    .bind(FIRST_EPOCH)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Leases up to `limit` sagas that are due to `owner`, oldest due first; sagas another
-/// sweeper is taking at the same moment are skipped, not waited for.
+/// Leases up to `limit` sagas due at `step` to `owner`, oldest due first, each under a new
+/// epoch; sagas another sweeper is taking at the same moment are skipped, not waited for.
 pub async fn claim_due(
     pool: &PgPool,
     owner: Uuid,
+    step: Step,
     lease_seconds: f64,
     limit: i64,
 ) -> Result<Vec<Saga>, sqlx::Error> {
     let sql = format!(
         "UPDATE onboarding_sagas s
          SET lease_owner = $1, lease_until = now() + make_interval(secs => $2),
-             due_at = now() + make_interval(secs => $2), updated_at = now()
+             due_at = now() + make_interval(secs => $2), lease_epoch = s.lease_epoch + 1,
+             updated_at = now()
          FROM (SELECT saga_id FROM onboarding_sagas
-               WHERE status <> 'completed' AND due_at <= now()
+               WHERE status <> 'completed' AND due_at <= now() AND step = $4
                ORDER BY due_at LIMIT $3
                FOR UPDATE SKIP LOCKED) due
          WHERE s.saga_id = due.saga_id
@@ -118,6 +162,7 @@ pub async fn claim_due(
         .bind(owner)
         .bind(lease_seconds)
         .bind(limit)
+        .bind(step)
         .fetch_all(pool)
         .await
 }
@@ -130,134 +175,300 @@ fn prefixed(prefix: &str) -> String {
         .join(", ")
 }
 
-/// Extends `owner`'s leases on `saga_ids` at `step`; returns the ones it still held there.
+/// The rows of `leases` still held at `step`, locked in saga-id order (every multi-row
+/// statement here locks in that order, so two of them never wait for each other in a
+/// circle), as the CTE `held(saga_id, ep)` of the statement that follows.
+const HELD: &str = "held AS (
+         SELECT s.saga_id, x.ep FROM onboarding_sagas s
+         JOIN UNNEST($1::uuid[], $2::int8[]) AS x(id, ep) ON s.saga_id = x.id
+         WHERE s.lease_epoch = x.ep AND s.step = $3
+         ORDER BY s.saga_id
+         FOR UPDATE OF s)";
+
+/// Extends the leases still held at `step` (and the send claims made under them); returns
+/// the sagas still held.
 pub async fn renew(
     conn: &mut PgConnection,
-    saga_ids: &[Uuid],
-    owner: Uuid,
+    leases: &[Lease],
     step: Step,
     lease_seconds: f64,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE onboarding_sagas
-         SET lease_until = now() + make_interval(secs => $4), due_at = now() + make_interval(secs => $4)
-         WHERE saga_id = ANY($1) AND lease_owner = $2 AND step = $3
-         RETURNING saga_id",
-    )
-    .bind(saga_ids)
-    .bind(owner)
+    if leases.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (ids, epochs) = columns(leases);
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "WITH {HELD}
+         UPDATE onboarding_sagas s
+         SET lease_until = now() + make_interval(secs => $4),
+             due_at = now() + make_interval(secs => $4),
+             send_claimed_at = CASE WHEN s.send_claim_epoch = s.lease_epoch
+                                    THEN now() ELSE s.send_claimed_at END
+         FROM held WHERE s.saga_id = held.saga_id
+         RETURNING s.saga_id"
+    )))
+    .bind(&ids)
+    .bind(&epochs)
     .bind(step)
     .bind(lease_seconds)
     .fetch_all(conn)
     .await
 }
 
-/// Moves sagas `owner` runs at `from` on to their next step, merging what the step learnt
-/// into `data`; the lease is kept (the worker carries on). Returns the sagas moved, with
-/// their data now.
+/// What [`claim_sends`] found.
+#[derive(Debug, Default)]
+pub struct SendClaims {
+    /// Claimed now (or already, under this lease): send.
+    pub claimed: Vec<Uuid>,
+    /// Another holder's send may still be under way: not sent now; the lease is given back
+    /// and the saga is due when that claim runs out.
+    pub busy: Vec<Uuid>,
+}
+
+/// Claims the welcome-email sends of `leases` (at `welcome_email`, still held), renewing their
+/// leases. A live claim of another lease (renewed within two lease lengths: its holder renews
+/// it every third of one while it sends) is not taken over. Sagas neither claimed nor busy
+/// are no longer held.
+pub async fn claim_sends(
+    conn: &mut PgConnection,
+    leases: &[Lease],
+    lease_seconds: f64,
+) -> Result<SendClaims, sqlx::Error> {
+    if leases.is_empty() {
+        return Ok(SendClaims::default());
+    }
+    let (ids, epochs) = columns(leases);
+    let rows: Vec<(Uuid, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH {HELD},
+         judged AS (
+             SELECT s.saga_id, held.ep,
+                    (s.send_claim_epoch IS NULL OR s.send_claim_epoch = held.ep
+                     OR s.send_claimed_at < now() - make_interval(secs => 2 * $4)) AS free,
+                    s.send_claimed_at
+             FROM onboarding_sagas s JOIN held ON s.saga_id = held.saga_id)
+         UPDATE onboarding_sagas s
+         SET send_claim_epoch = CASE WHEN j.free THEN j.ep ELSE s.send_claim_epoch END,
+             send_claimed_at = CASE WHEN j.free THEN now() ELSE s.send_claimed_at END,
+             lease_owner = CASE WHEN j.free THEN s.lease_owner END,
+             lease_until = CASE WHEN j.free THEN now() + make_interval(secs => $4) END,
+             lease_epoch = CASE WHEN j.free THEN s.lease_epoch ELSE s.lease_epoch + 1 END,
+             due_at = CASE WHEN j.free THEN now() + make_interval(secs => $4)
+                           ELSE j.send_claimed_at + make_interval(secs => 2 * $4) END,
+             updated_at = now()
+         FROM judged j WHERE s.saga_id = j.saga_id
+         RETURNING s.saga_id, j.free"
+    )))
+    .bind(&ids)
+    .bind(&epochs)
+    .bind(Step::WelcomeEmail)
+    .bind(lease_seconds)
+    .fetch_all(conn)
+    .await?;
+    let mut claims = SendClaims::default();
+    for (id, free) in rows {
+        if free {
+            claims.claimed.push(id);
+        } else {
+            claims.busy.push(id);
+        }
+    }
+    Ok(claims)
+}
+
+/// One saga moved on by [`advance_many`].
+pub struct Advance<'a> {
+    pub lease: Lease,
+    pub next: Step,
+    /// What the step learnt, merged into `data`.
+    pub learnt: &'a Value,
+}
+
+/// Moves sagas held at `from` on to their next step, merging what the step learnt into
+/// `data`. With `carry_on` the worker keeps the leases (it has room to run the next step at
+/// once), and a next step that is the welcome email has its send claimed under them;
+/// without, the leases are given back and the sagas are due now. Returns the sagas moved,
+/// with their data now.
 pub async fn advance_many(
     conn: &mut PgConnection,
-    owner: Uuid,
     from: Step,
-    moves: &[(Uuid, Step, Value)],
+    moves: &[Advance<'_>],
+    carry_on: bool,
     lease_seconds: f64,
 ) -> Result<Vec<(Uuid, Value)>, sqlx::Error> {
     if moves.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = moves.iter().map(|m| m.0).collect();
-    let next: Vec<Step> = moves.iter().map(|m| m.1).collect();
-    let learnt: Vec<&Value> = moves.iter().map(|m| &m.2).collect();
-    sqlx::query_as(
-        "UPDATE onboarding_sagas s
-         SET step = x.next, data = s.data || x.d, attempts = 0, last_error = NULL,
-             lease_until = now() + make_interval(secs => $6), due_at = now() + make_interval(secs => $6),
+    let (ids, epochs): (Vec<Uuid>, Vec<i64>) = moves
+        .iter()
+        .map(|m| (m.lease.saga_id, m.lease.epoch))
+        .unzip();
+    let next: Vec<Step> = moves.iter().map(|m| m.next).collect();
+    let learnt: Vec<&Value> = moves.iter().map(|m| m.learnt).collect();
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH {HELD},
+         moves AS (SELECT * FROM UNNEST($1::uuid[], $4::text[], $5::jsonb[]) AS m(id, next, d))
+         UPDATE onboarding_sagas s
+         SET step = m.next, data = s.data || m.d, attempts = 0, last_error = NULL,
+             lease_owner = CASE WHEN $6 THEN s.lease_owner END,
+             lease_until = CASE WHEN $6 THEN now() + make_interval(secs => $7) END,
+             due_at = CASE WHEN $6 THEN now() + make_interval(secs => $7) ELSE now() END,
+             lease_epoch = CASE WHEN $6 THEN s.lease_epoch ELSE s.lease_epoch + 1 END,
+             send_claim_epoch = CASE WHEN $6 AND m.next = 'welcome_email' THEN s.lease_epoch END,
+             send_claimed_at = CASE WHEN $6 AND m.next = 'welcome_email' THEN now() END,
              updated_at = now()
-         FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[]) AS x(id, next, d)
-         WHERE s.saga_id = x.id AND s.lease_owner = $4 AND s.step = $5
-         RETURNING s.saga_id, s.data",
-    )
+         FROM held JOIN moves m ON m.id = held.saga_id
+         WHERE s.saga_id = held.saga_id
+         RETURNING s.saga_id, s.data"
+    )))
     .bind(&ids)
+    .bind(&epochs)
+    .bind(from)
     .bind(&next)
     .bind(&learnt)
-    .bind(owner)
-    .bind(from)
+    .bind(carry_on)
     .bind(lease_seconds)
     .fetch_all(conn)
     .await
 }
 
-/// Completes sagas `owner` runs at `from`, merging what the last step learnt. Returns the
-/// sagas completed now, with their data.
+/// Which token a step's last write is conditioned on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// The lease: the saga is still held under the epoch named (every step but the send's
+    /// record).
+    Lease,
+    /// The welcome email's send claim: the send made under the epoch named is recorded by
+    /// the lease that claimed it, even if that lease moved on while it was being sent (the
+    /// next holder found the claim live and did not send).
+    SendClaim,
+}
+
+impl Fence {
+    /// The condition on `s` (the row) and `x.ep` (the epoch named).
+    fn condition(self) -> &'static str {
+        match self {
+            Fence::Lease => "s.lease_epoch = x.ep",
+            Fence::SendClaim => "s.send_claim_epoch = x.ep",
+        }
+    }
+}
+
+/// Completes sagas at `from` held under `fence`, merging what the last step learnt. Returns
+/// the sagas completed now, with their data.
 pub async fn complete_many(
     conn: &mut PgConnection,
-    owner: Uuid,
     from: Step,
-    done: &[(Uuid, Value)],
+    done: &[(Lease, Value)],
+    fence: Fence,
 ) -> Result<Vec<(Uuid, Value)>, sqlx::Error> {
     if done.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = done.iter().map(|d| d.0).collect();
+    let leases: Vec<Lease> = done.iter().map(|d| d.0).collect();
+    let (ids, epochs) = columns(&leases);
     let learnt: Vec<&Value> = done.iter().map(|d| &d.1).collect();
-    sqlx::query_as(
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE onboarding_sagas s
          SET step = 'done', status = 'completed', data = s.data || x.d, lease_owner = NULL,
-             lease_until = NULL, due_at = NULL, updated_at = now(), completed_at = now()
-         FROM UNNEST($1::uuid[], $2::jsonb[]) AS x(id, d)
-         WHERE s.saga_id = x.id AND s.lease_owner = $3 AND s.step = $4
+             lease_until = NULL, due_at = NULL, lease_epoch = s.lease_epoch + 1,
+             send_claim_epoch = NULL, send_claimed_at = NULL,
+             updated_at = now(), completed_at = now()
+         FROM (SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::jsonb[]) AS x(id, ep, d)
+               ORDER BY id) x
+         WHERE s.saga_id = x.id AND s.step = $4 AND {}
          RETURNING s.saga_id, s.data",
-    )
+        fence.condition()
+    )))
     .bind(&ids)
+    .bind(&epochs)
     .bind(&learnt)
-    .bind(owner)
     .bind(from)
     .fetch_all(conn)
     .await
 }
 
-/// A failed attempt of `step` that will be tried again: counted, its error kept for
-/// operators, due again after its delay, the lease given back.
+/// A failed attempt of a step that will be tried again: counted, its error kept for
+/// operators, due again after its delay, the lease (and any send claim) given back.
 pub struct Postpone<'a> {
-    pub saga_id: Uuid,
+    pub lease: Lease,
     pub error: &'a str,
     pub delay_seconds: f64,
 }
 
 pub async fn postpone_many(
     conn: &mut PgConnection,
-    owner: Uuid,
     step: Step,
     later: &[Postpone<'_>],
+    fence: Fence,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     if later.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = later.iter().map(|p| p.saga_id).collect();
+    let leases: Vec<Lease> = later.iter().map(|p| p.lease).collect();
+    let (ids, epochs) = columns(&leases);
     let errors: Vec<&str> = later.iter().map(|p| p.error).collect();
     let delays: Vec<f64> = later.iter().map(|p| p.delay_seconds).collect();
-    sqlx::query_scalar(
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "UPDATE onboarding_sagas s
-         SET attempts = s.attempts + 1, last_error = x.e, due_at = now() + make_interval(secs => x.delay),
-             lease_owner = NULL, lease_until = NULL, updated_at = now()
-         FROM UNNEST($1::uuid[], $2::text[], $3::float8[]) AS x(id, e, delay)
-         WHERE s.saga_id = x.id AND s.lease_owner = $4 AND s.step = $5
+         SET attempts = s.attempts + 1, last_error = x.e,
+             due_at = now() + make_interval(secs => x.delay),
+             lease_owner = NULL, lease_until = NULL, lease_epoch = s.lease_epoch + 1,
+             send_claim_epoch = NULL, send_claimed_at = NULL, updated_at = now()
+         FROM (SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::float8[])
+                 AS x(id, ep, e, delay) ORDER BY id) x
+         WHERE s.saga_id = x.id AND s.step = $5 AND {}
          RETURNING s.saga_id",
-    )
+        fence.condition()
+    )))
     .bind(&ids)
+    .bind(&epochs)
     .bind(&errors)
     .bind(&delays)
-    .bind(owner)
     .bind(step)
     .fetch_all(conn)
     .await
 }
 
+/// Gives back leases this worker holds (a step that could not run now, or no room for the
+/// next one): the sagas are due after `delay_seconds`, not counted as an attempt. A send
+/// claimed under one of them is given back too: nothing was sent under it.
+pub async fn release(
+    pool: &PgPool,
+    leases: &[Lease],
+    delay_seconds: f64,
+) -> Result<u64, sqlx::Error> {
+    if leases.is_empty() {
+        return Ok(0);
+    }
+    let (ids, epochs) = columns(leases);
+    Ok(sqlx::query(
+        "UPDATE onboarding_sagas s
+         SET lease_owner = NULL, lease_until = NULL, lease_epoch = s.lease_epoch + 1,
+             due_at = now() + make_interval(secs => $3),
+             send_claim_epoch = CASE WHEN s.send_claim_epoch = s.lease_epoch THEN NULL
+                                     ELSE s.send_claim_epoch END,
+             send_claimed_at = CASE WHEN s.send_claim_epoch = s.lease_epoch THEN NULL
+                                    ELSE s.send_claimed_at END
+         FROM (SELECT * FROM UNNEST($1::uuid[], $2::int8[]) AS x(id, ep) ORDER BY id) x
+         WHERE s.saga_id = x.id AND s.lease_epoch = x.ep AND s.status <> 'completed'",
+    )
+    .bind(&ids)
+    .bind(&epochs)
+    .bind(delay_seconds)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
 /// Gives back every lease of these owners (a worker stopping, or workers found dead): their
-/// sagas are due at once for whoever sweeps next.
+/// sagas are due at once for whoever sweeps next, under a new epoch, and a send they had
+/// claimed is theirs no more (a send cut short by the end of its worker may go out twice:
+/// the welcome email is at-least-once across a crash).
 pub async fn release_leases(pool: &PgPool, owners: &[Uuid]) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
-        "UPDATE onboarding_sagas SET lease_owner = NULL, lease_until = NULL, due_at = now()
+        "UPDATE onboarding_sagas
+         SET lease_owner = NULL, lease_until = NULL, due_at = now(),
+             lease_epoch = lease_epoch + 1, send_claim_epoch = NULL, send_claimed_at = NULL
          WHERE status <> 'completed' AND lease_owner = ANY($1)",
     )
     .bind(owners)

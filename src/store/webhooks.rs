@@ -344,7 +344,7 @@ pub async fn record_attempt(
                     url,
                     failed_in_a_row: failed,
                 };
-                super::outbox::insert(&mut tx, vec![announce(&d)]).await?;
+                super::outbox::insert(&mut tx, vec![announce(&d)], None).await?;
                 disabled = Some(d);
             }
         }

@@ -247,7 +247,7 @@ async fn attempt(
         }
     }
 
-    let mut uow = UnitOfWork::begin(&ctx.pool).await?;
+    let mut uow = ctx.outbox.begin().await?;
     let fresh = uow.claim(&claims).await?;
 
     // Repeats of commands handled before: the same command, or another under a reused key.
@@ -305,6 +305,7 @@ async fn attempt(
                 settings: &ctx.settings,
                 worker_id: ctx.worker_id,
                 key: &ctx.key,
+                slots: ctx.runner.slots(),
             };
             match entry.run {
                 Run::Batch(decide) => decide(&mut cx, &cmds).await?,
@@ -459,7 +460,7 @@ pub const FAILED_EVENT: &str = "command.failed";
 
 /// Announces a command that failed on its own, in a transaction of its own.
 async fn record_failed(ctx: &Context, item: &Item, reason: &str) -> Result<(), sqlx::Error> {
-    let mut uow = UnitOfWork::begin(&ctx.pool).await?;
+    let mut uow = ctx.outbox.begin().await?;
     uow.say(failed_messages(ctx, item, reason));
     let said = uow.commit().await?;
     ctx.outbox.dispatch(said).await;
@@ -493,7 +494,7 @@ pub async fn announce_exhausted(
         refusal.error_body(),
     ));
     let written = async {
-        let mut uow = UnitOfWork::begin(&ctx.pool).await?;
+        let mut uow = ctx.outbox.begin().await?;
         uow.say(messages);
         uow.commit().await
     }
@@ -518,7 +519,7 @@ async fn settle(ctx: &Context, mut ended: Vec<(Item, End)>, started: Instant) {
             sagas.append(s);
         }
     }
-    ctx.runner.carry_on(sagas).await;
+    ctx.runner.start(sagas);
     let mut acks = true;
     for (item, end) in ended {
         let span = item.span.clone();

@@ -48,7 +48,7 @@ pub struct Context {
     pub publisher: Publisher,
     /// Publishes what a committed transaction wrote to the outbox.
     pub outbox: Arc<outbox::Dispatcher>,
-    /// Carries the sagas a batch started on, once it committed.
+    /// Runs the sagas a batch started, once it committed (in the slots it reserved).
     pub runner: Runner,
     /// This worker, as saga leases name it.
     pub worker_id: Uuid,
@@ -138,6 +138,8 @@ impl Worker {
             pool.clone(),
             publish_link.publisher(confirm).await?,
             names.clone(),
+            worker_id,
+            Duration::from_millis(settings.outbox.dispatch_grace_ms),
         );
 
         let relay_stop = CancellationToken::new();
@@ -147,27 +149,23 @@ impl Worker {
             names.clone(),
             settings.outbox.clone(),
             settings.inbox.clone(),
+            Some(metrics.clone()),
             relay_stop.clone(),
         ));
 
         let services = saga::Services::from_settings(&settings)?;
-        let (runner, jobs) = saga::runner::channel(settings.worker.batch_size);
-        let (runner, saga_tasks) = saga::runner::start(
-            Arc::new(saga::runner::Env {
-                pool: pool.clone(),
-                key: key.clone(),
-                services,
-                worker_id,
-                hooks: hooks.clone(),
-                outbox: dispatcher.clone(),
-                metrics: metrics.clone(),
-                batch_size: settings.worker.batch_size.max(1),
-                steps_in_flight: settings.saga.steps_in_flight.max(1),
-                db_attempts: settings.retry.immediate_attempts.max(1) + 2,
-                runner,
-            }),
-            jobs,
-        );
+        let (runner, saga_tasks) = saga::runner::start(Arc::new(saga::Env {
+            pool: pool.clone(),
+            key: key.clone(),
+            services,
+            worker_id,
+            hooks: hooks.clone(),
+            outbox: dispatcher.clone(),
+            metrics: metrics.clone(),
+            batch_size: settings.worker.batch_size.max(1),
+            db_attempts: settings.retry.immediate_attempts.max(1) + 2,
+            slots: saga::Slots::new(settings.saga.steps_in_flight),
+        }));
         let sagas = Arc::new(std::sync::Mutex::new(Some(saga_tasks)));
 
         let listener =
@@ -488,8 +486,13 @@ fn start_batch(
     });
 }
 
-/// Gives the relay a bounded chance to publish what the drained handlers wrote.
+/// Gives the relay a bounded chance to publish what the drained handlers wrote. Claims this
+/// worker still holds on rows (none, unless a batch was cut short) are given to the relay
+/// first: nothing here will publish them any more.
 async fn drain(ctx: &Context) -> anyhow::Result<()> {
+    if let Err(e) = store::outbox::release_claims(&ctx.pool, ctx.worker_id).await {
+        tracing::warn!(error = %e, "outbox claims not given back; they run out by themselves");
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < deadline {
         match store::outbox::backlog(&ctx.pool).await {

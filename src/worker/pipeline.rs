@@ -17,7 +17,6 @@ use crate::messages::event::derived_id;
 use crate::messages::{IncomingMessage, OutgoingMessage, Rejection, parse};
 use crate::registry;
 use crate::telemetry;
-use crate::uow::UnitOfWork;
 
 /// Plain data out of an AMQP delivery.
 pub fn incoming(delivery: &Delivery) -> IncomingMessage {
@@ -241,7 +240,7 @@ async fn record_rejection(
         reply.payload = json!({ "error": rejection.to_string() });
         messages.push(reply);
     }
-    let mut uow = UnitOfWork::begin(&ctx.pool).await?;
+    let mut uow = ctx.outbox.begin().await?;
     if let Some(id) = message_id {
         let hash: [u8; 32] = Sha256::new()
             .chain_update(msg.routing_key.as_bytes())

@@ -475,17 +475,17 @@ async fn the_database_tells_whether_a_transaction_committed_after_its_answer_was
     use onboard::store::txid_committed;
     use onboard::uow::UnitOfWork;
     let app = spawn_app().await;
-    let mut committed = UnitOfWork::begin(&app.pool).await.unwrap();
+    let mut committed = UnitOfWork::begin(&app.pool, None).await.unwrap();
     let xid = committed.txid().await.unwrap();
     committed.commit().await.unwrap();
     assert_eq!(txid_committed(&app.pool, xid).await.unwrap(), Some(true));
 
-    let mut aborted = UnitOfWork::begin(&app.pool).await.unwrap();
+    let mut aborted = UnitOfWork::begin(&app.pool, None).await.unwrap();
     let xid = aborted.txid().await.unwrap();
     aborted.rollback().await.unwrap();
     assert_eq!(txid_committed(&app.pool, xid).await.unwrap(), Some(false));
 
-    let mut open = UnitOfWork::begin(&app.pool).await.unwrap();
+    let mut open = UnitOfWork::begin(&app.pool, None).await.unwrap();
     let xid = open.txid().await.unwrap();
     assert_eq!(
         txid_committed(&app.pool, xid).await.unwrap(),

@@ -404,43 +404,39 @@ async fn a_malformed_message_is_dead_lettered_once_however_long_the_database_is_
 }
 
 /// Issue 12, item 7: a correlation's events reach subscribers in the order they were decided.
-/// While an earlier event of a correlation is held (here: locked, as another worker's relay
-/// publishing it would hold it), its later events wait; other correlations do not.
+/// While an earlier event of a correlation is held (here: claimed by the worker that wrote it,
+/// which is publishing it), its later events wait; other correlations do not.
 #[tokio::test]
 async fn a_correlations_later_event_waits_for_its_earlier_one() {
     let mut app = spawn_app().await;
-    // Rows as a committed transaction leaves them, `age` old (a row in the future is not
-    // due for the relay yet).
-    let insert = |key: &'static str, correlation: &'static str, age: &'static str| {
+    // Rows as a committed transaction leaves them: claimed by their writer for `claim`, or
+    // unclaimed (a tool's, or a row written behind an earlier one), the relays' at once.
+    let insert = |key: &'static str, correlation: &'static str, claim: &'static str| {
         let pool = app.pool.clone();
         async move {
             sqlx::query_scalar::<_, i64>(
                 "INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id,
-                                     payload, created_at)
+                                     payload, claimed_by, claimed_until)
                  VALUES (gen_random_uuid(), 'event', $1, $1, $2,
-                         json_build_object('type', $1::text), now() - $3::interval)
+                         json_build_object('type', $1::text),
+                         CASE WHEN $3 <> '' THEN gen_random_uuid() END,
+                         now() + NULLIF($3, '')::interval)
                  RETURNING id",
             )
             .bind(key)
             .bind(correlation)
-            .bind(age)
+            .bind(claim)
             .fetch_one(&pool)
             .await
             .unwrap()
         }
     };
-    // The first is held: not due yet, and locked as a relay publishing it would lock it.
-    let first = insert("test.first", "ord-1", "-1 hour").await;
-    let mut holder = app.pool.begin().await.unwrap();
-    sqlx::query("SELECT id FROM outbox WHERE id = $1 FOR UPDATE")
-        .bind(first)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
-    let second = insert("test.second", "ord-1", "1 hour").await;
+    // The first is held: its writer's claim has an hour to run.
+    let first = insert("test.first", "ord-1", "1 hour").await;
+    let second = insert("test.second", "ord-1", "").await;
     // Another correlation's event, after both: once it is out, the relay has passed over
     // the second one at least once.
-    insert("test.other", "ord-2", "1 hour").await;
+    insert("test.other", "ord-2", "").await;
     app.wait_for_event("test.other", Some("ord-2")).await;
     let published: Option<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("SELECT published_at FROM outbox WHERE id = $1")
@@ -450,13 +446,12 @@ async fn a_correlations_later_event_waits_for_its_earlier_one() {
             .unwrap();
     assert_eq!(published, None, "the second event waits for the first");
 
-    // Released, and due.
-    sqlx::query("UPDATE outbox SET created_at = now() - interval '1 hour' WHERE id = $1")
+    // The writer gives its claim back (its publish failed): the relay takes both, in order.
+    sqlx::query("UPDATE outbox SET claimed_until = NULL, claimed_by = NULL WHERE id = $1")
         .bind(first)
-        .execute(&mut *holder)
+        .execute(&app.pool)
         .await
         .unwrap();
-    holder.commit().await.unwrap();
     let mut order = Vec::new();
     while order.len() < 2 {
         let next = app
@@ -526,5 +521,85 @@ async fn an_ack_counts_only_when_it_reaches_the_broker() {
     channel.close(200, "gone".into()).await.unwrap();
     assert!(!onboard::broker::ack(&delivery).await);
     assert!(!onboard::broker::requeue(&delivery).await);
+    app.finish().await;
+}
+
+/// One publisher per outbox row: a command whose transaction waited on a lock (here, the
+/// month's code counter, held by someone else) for three times the writer's claim on its
+/// rows is announced once, with the relay polling every 5 ms. The claim is made by the insert
+/// that ends the transaction, so it is measured from about the commit; measured from the
+/// transaction's start (as rows were once judged by `created_at`), the rows were "old" at
+/// commit and the relay published them beside the worker that wrote them.
+#[tokio::test]
+async fn a_command_whose_commit_waited_on_a_lock_past_the_claim_is_announced_once() {
+    let (mut settings, database) = test_settings().await;
+    settings.outbox.poll_interval_ms = 5;
+    settings.outbox.dispatch_grace_ms = 1_000;
+    let mut app = spawn_app_with(settings, database, Hooks::default()).await;
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO client_code_counters AS c (year_month, last_value)
+         VALUES (to_char(now() AT TIME ZONE 'UTC', 'YYYYMM'), 0)
+         ON CONFLICT (year_month) DO UPDATE SET last_value = c.last_value",
+    )
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let id = app.create_client(&seed_sg_client()).await;
+    // The batch is in its transaction, waiting for the counter.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app
+        .count(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the batch never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The wait itself is the case under test: three claim lengths.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    holder.rollback().await.unwrap();
+
+    let first = app.wait_for_event("client.created", Some(&id)).await;
+    // Once the row's claim has run out and the relay has gone round several times after
+    // that, a second copy would be on the queue already.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app
+        .count(
+            "SELECT count(*) FROM outbox
+             WHERE message_type = 'client.created' AND claimed_until < clock_timestamp()",
+        )
+        .await
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the claim never ran out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rounds = metric(&app, "onboard_outbox_relay_rounds_total").await;
+    wait_for_metric(&app, "onboard_outbox_relay_rounds_total", rounds + 3.0).await;
+    let mut all = vec![first];
+    all.extend(app.drain_events(Duration::from_millis(200)).await);
+    let copies = all
+        .iter()
+        .filter(|e| e.routing_key == "client.created" && e.correlation_id.as_deref() == Some(&id))
+        .count();
+    assert_eq!(copies, 1, "client.created was published {copies} times");
+    let published: (i64, i32) = sqlx::query_as(
+        "SELECT count(*), max(attempts) FROM outbox WHERE message_type = 'client.created'
+           AND published_at IS NOT NULL",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(published, (1, 1));
     app.finish().await;
 }

@@ -12,24 +12,6 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-fn url(app: &TestApp, path: &str) -> String {
-    format!(
-        "http://{}{path}",
-        app.worker.as_ref().expect("worker running").http_addr
-    )
-}
-
-async fn get(url: &str) -> (u16, String) {
-    let resp = reqwest::get(url).await.expect("HTTP answers");
-    (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
-/// The value of one sample line of the exposition, e.g. `onboard_messages_received_total{type="client.create"}`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[tokio::test]
 async fn metrics_report_the_counts_a_test_produced() {
     let mut app = spawn_app().await;

@@ -7,6 +7,7 @@ mod client_create;
 mod contract;
 mod core;
 mod delivery;
+mod fencing;
 mod health;
 mod hostile;
 mod imports;
@@ -18,6 +19,8 @@ mod profile;
 mod queries;
 mod relations;
 mod saga;
+#[path = "../common/smtp_sink.rs"]
+mod smtp_sink;
 mod support;
 mod traces;
 mod webhooks;

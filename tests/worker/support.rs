@@ -657,12 +657,15 @@ pub struct XenditResponder {
     pub fail_first: usize,
     /// Fail every call.
     pub always_fail: bool,
+    /// How long each answer takes (a slow Xendit that does answer).
+    pub delay: Duration,
     pub state: Arc<Mutex<XenditState>>,
 }
 
 #[derive(Default)]
 pub struct XenditState {
     calls_by_type: HashMap<String, usize>,
+    calls_by_key: HashMap<String, usize>,
     by_key: HashMap<String, Value>,
 }
 
@@ -676,6 +679,11 @@ impl XenditResponder {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Requests per idempotency key (one customer each).
+    pub fn calls_by_key(&self) -> HashMap<String, usize> {
+        self.state.lock().unwrap().calls_by_key.clone()
     }
 
     pub fn calls(&self, customer_type: &str) -> usize {
@@ -700,6 +708,7 @@ impl wiremock::Respond for XenditResponder {
             .unwrap_or("")
             .to_string();
         let mut state = self.state.lock().unwrap();
+        *state.calls_by_key.entry(key.clone()).or_insert(0) += 1;
         let n = {
             let c = state.calls_by_type.entry(kind.clone()).or_insert(0);
             *c += 1;
@@ -707,6 +716,7 @@ impl wiremock::Respond for XenditResponder {
         };
         if self.always_fail || n <= self.fail_first {
             return wiremock::ResponseTemplate::new(503)
+                .set_delay(self.delay)
                 .set_body_json(serde_json::json!({"error_code": "SERVER_ERROR", "message": "Xendit is having a moment"}));
         }
         let customer = state
@@ -730,7 +740,9 @@ impl wiremock::Respond for XenditResponder {
                 c
             })
             .clone();
-        wiremock::ResponseTemplate::new(200).set_body_json(customer)
+        wiremock::ResponseTemplate::new(200)
+            .set_body_json(customer)
+            .set_delay(self.delay)
     }
 }
 
@@ -784,6 +796,48 @@ pub fn capture_logs() {
             .with_writer(|| LogSink)
             .try_init();
     });
+}
+
+/// A URL of the running worker's HTTP endpoints.
+pub fn url(app: &TestApp, path: &str) -> String {
+    format!(
+        "http://{}{path}",
+        app.worker.as_ref().expect("worker running").http_addr
+    )
+}
+
+/// A GET: status and body.
+pub async fn get(url: &str) -> (u16, String) {
+    let resp = reqwest::get(url).await.expect("HTTP answers");
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// The value of one sample line of the exposition, e.g. `onboard_messages_received_total{type="client.create"}`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// One series of the worker's `/metrics` now (0 when it has no sample yet).
+pub async fn metric(app: &TestApp, series: &str) -> f64 {
+    let (_, text) = get(&url(app, "/metrics")).await;
+    sample(&text, series).unwrap_or(0.0)
+}
+
+/// Waits until a series of the worker's `/metrics` reaches `at_least` (panics after [`WAIT`]).
+pub async fn wait_for_metric(app: &TestApp, series: &str, at_least: f64) -> f64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let v = metric(app, series).await;
+        if v >= at_least {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} stayed at {v}, below {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The `.eml` files written for this test.

@@ -1,0 +1,140 @@
+//! What the saga's steps share: the worker's pools, services and seams ([`Env`]), and the
+//! room step batches run in ([`Slots`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use sqlx::PgPool;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+use super::{Services, Step};
+use crate::fault::HandlerError;
+use crate::metrics::Metrics;
+use crate::observe::Hooks;
+use crate::outbox::Dispatcher;
+
+/// What the steps share.
+pub struct Env {
+    pub pool: PgPool,
+    /// The deployment's secret key: each saga's first-access secret is derived from it.
+    pub key: crate::key::DeploymentKey,
+    pub services: Arc<Services>,
+    /// This worker: the owner named on its leases.
+    pub worker_id: Uuid,
+    pub hooks: Hooks,
+    /// Publishes what a step's transaction wrote to the outbox, once it committed.
+    pub outbox: Arc<Dispatcher>,
+    pub metrics: Metrics,
+    /// Sagas per step batch.
+    pub batch_size: usize,
+    /// In-process attempts of a step's transaction before the step is given up and its
+    /// sagas are given back (see [`super::runner`]).
+    pub db_attempts: usize,
+    /// Room for step batches.
+    pub slots: Slots,
+}
+
+impl Env {
+    /// Retries a transaction of a step at once while its failure is worth it.
+    pub async fn retry_db<T, F, Fut>(&self, what: &str, f: F) -> Result<T, HandlerError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, HandlerError>>,
+    {
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(self.db_attempts.saturating_sub(1))
+            .with_jitter();
+        f.retry(policy)
+            .when(HandlerError::retry_at_once)
+            .notify(|e, wait| tracing::warn!(error = %e, ?wait, "{what} failed; retrying"))
+            .await
+    }
+
+    /// Retries a transaction while its failure is worth it, until `deadline` (e.g. before the
+    /// leases it writes under run out): for outcomes that must not be produced twice, like
+    /// the record of emails already sent.
+    pub async fn retry_db_until<T, F, Fut>(
+        &self,
+        what: &str,
+        deadline: Instant,
+        f: F,
+    ) -> Result<T, HandlerError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, HandlerError>>,
+    {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(usize::MAX)
+            .with_total_delay(Some(budget))
+            .with_jitter();
+        f.retry(policy)
+            .when(HandlerError::retry_at_once)
+            .notify(|e, wait| tracing::warn!(error = %e, ?wait, "{what} failed; retrying"))
+            .await
+    }
+}
+
+/// Room for step batches: `saga.steps_in_flight` per step, each a [`Slot`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Slots {
+    per_step: Arc<HashMap<Step, Arc<Semaphore>>>,
+    /// Rung when a slot frees: the sweeper looks for due sagas at once.
+    freed: Arc<Notify>,
+}
+
+impl Slots {
+    pub fn new(steps_in_flight: usize) -> Slots {
+        Slots {
+            per_step: Arc::new(
+                [Step::Xendit, Step::WelcomeEmail, Step::Complete]
+                    .into_iter()
+                    .map(|s| (s, Arc::new(Semaphore::new(steps_in_flight.max(1)))))
+                    .collect(),
+            ),
+            freed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Room for one batch of `step`, if there is any now (never waits).
+    pub fn reserve(&self, step: Step) -> Option<Slot> {
+        let permit = self.per_step.get(&step)?.clone().try_acquire_owned().ok()?;
+        Some(Slot {
+            step,
+            _permit: permit,
+            freed: self.freed.clone(),
+        })
+    }
+
+    /// Ends when a slot was freed (since the last call, or from now on).
+    pub async fn freed(&self) {
+        self.freed.notified().await
+    }
+}
+
+/// Room for one step batch, held while it runs; freeing it wakes the sweeper.
+#[derive(Debug)]
+pub struct Slot {
+    step: Step,
+    _permit: OwnedSemaphorePermit,
+    freed: Arc<Notify>,
+}
+
+impl Slot {
+    pub fn step(&self) -> Step {
+        self.step
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.freed.notify_one();
+    }
+}
