@@ -101,6 +101,11 @@ impl HandlerError {
         }
     }
 
+    /// The database chose this transaction as a deadlock's victim.
+    pub fn is_deadlock(&self) -> bool {
+        matches!(self, HandlerError::Database(sqlx::Error::Database(db)) if db.code().as_deref() == Some("40P01"))
+    }
+
     /// Worth an immediate, in-process retry of the batch.
     pub fn retry_at_once(&self) -> bool {
         match self {

@@ -25,7 +25,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::messages::CommandType;
 use crate::observe::{Disposition, HandlerResult, Hooks, Settled};
 
 /// Latency buckets in seconds, 1 ms to 30 s: a handler is a transaction or two, a saga step
@@ -98,6 +97,7 @@ struct Inner {
     saga_step_seconds: HistogramFamily<StepLabels>,
     saga_fenced: Family<FencedLabels, Counter>,
     relay_rounds: Counter,
+    batch_deadlocks: Counter,
     calls: Family<CallLabels, Counter>,
     call_seconds: HistogramFamily<CallLabels>,
 }
@@ -122,9 +122,9 @@ impl std::fmt::Debug for Metrics {
 
 /// The label for a routing key: a command type the contract knows, or `unknown`.
 pub fn type_label(routing_key: &str) -> String {
-    match routing_key.parse::<CommandType>() {
-        Ok(t) => t.as_str().to_string(),
-        Err(()) => "unknown".to_string(),
+    match crate::registry::type_of(routing_key) {
+        Some(t) => t.as_str().to_string(),
+        None => "unknown".to_string(),
     }
 }
 
@@ -152,6 +152,7 @@ impl Metrics {
             saga_step_seconds: Family::new_with_constructor(latency_histogram),
             saga_fenced: Family::default(),
             relay_rounds: Counter::default(),
+            batch_deadlocks: Counter::default(),
             calls: Family::default(),
             call_seconds: Family::new_with_constructor(latency_histogram),
         };
@@ -240,6 +241,11 @@ impl Metrics {
             "saga_step_duration_seconds",
             "Duration of a saga step, by step and outcome",
             inner.saga_step_seconds.clone(),
+        );
+        r.register(
+            "batch_deadlocks",
+            "Command batches chosen as a deadlock's victim (retried at once): the clients a batch changes are locked in one order, so each one is a lock taken out of that order elsewhere",
+            inner.batch_deadlocks.clone(),
         );
         r.register(
             "outbox_relay_rounds",
@@ -377,6 +383,11 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// A command batch was a deadlock's victim.
+    pub fn batch_deadlock(&self) {
+        self.inner.batch_deadlocks.inc();
     }
 
     /// One round of the outbox relay done.

@@ -83,6 +83,9 @@ pub struct Hooks {
     /// Runs inside a batch's transaction, after its effects and before its commit, with the
     /// number of commands in the batch.
     pub before_batch_commit: Option<Seam<usize>>,
+    /// Runs inside a batch's transaction before a command decided on its own is decided
+    /// (after the batch locked the clients it changes).
+    pub before_command: Option<Seam<CommandMeta>>,
     /// Called once per delivery when it is settled.
     pub on_settled: Option<Arc<dyn Fn(Settled) + Send + Sync>>,
     /// Runs when a batch of sagas is about to run `step` (after the previous step committed).

@@ -1,224 +1,215 @@
-//! The one place a command type meets its code: its JSON Schema, whether it is a command or a
-//! query, the event that announces its refusals, and the handler that runs it. A type that is
-//! not here does not exist for the worker (it is rejected as unknown).
+//! The one place a command type meets its code: the list of [`Command`] and [`Query`]
+//! implementations. Everything else the worker knows about a type (its routing key, schema,
+//! refusal event, how its body is read, the client it changes, how it is run) is read from its
+//! implementation here, once. A type that is not listed does not exist for the worker (it is
+//! rejected as unknown).
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use crate::handlers::queries::{self, Read};
-use crate::handlers::{
-    DecideBatch, DecideOne, client_create, client_import, client_state, client_update, instances,
-    kyc, lifecycle, partners, relations,
-};
-use crate::messages::{CommandType, Schemas};
+use futures::future::BoxFuture;
+use serde_json::Value;
+use sqlx::PgConnection;
 
-/// How a type's handler runs.
-#[derive(Clone, Copy)]
-pub enum Run {
-    /// Decides a slice of commands of the type at once, inside the batch's transaction.
-    Batch(DecideBatch),
-    /// Decides one command at a time, inside the batch's transaction.
-    Each(DecideOne),
-    /// A query: reads in its own read-only transaction and answers on `reply_to` only; no
-    /// inbox, no outbox, no event.
-    Query(Read),
+use crate::handlers::{
+    Answer, Body, Cmd, Command, Cx, DecideMany, DecideOne, Decision, HandlerError, Query, Target,
+    client_create, client_import, client_state, client_update, instances, kyc, lifecycle, partners,
+    queries, relations,
+};
+use crate::messages::{CommandMeta, CommandType, Schemas};
+
+/// Every command and query, by implementation.
+fn registered() -> Vec<Entry> {
+    vec![
+        Entry::many::<client_create::ClientCreate>(),
+        Entry::many::<client_import::ClientImport>(),
+        Entry::one::<instances::InstanceCreate>(),
+        Entry::one::<instances::InstanceUpdateAlias>(),
+        Entry::one::<instances::InstanceDelete>(),
+        Entry::one::<lifecycle::ClientApprove>(),
+        Entry::one::<lifecycle::ClientReject>(),
+        Entry::one::<lifecycle::ClientBlacklist>(),
+        Entry::one::<lifecycle::ClientUnblacklist>(),
+        Entry::one::<lifecycle::ClientExit>(),
+        Entry::one::<lifecycle::ClientRecordFirstTransaction>(),
+        Entry::one::<kyc::ClientKycUpdate>(),
+        Entry::one::<partners::PartnerCreate>(),
+        Entry::one::<client_update::ClientUpdate>(),
+        Entry::one::<client_state::ClientDeactivate>(),
+        Entry::one::<client_state::ClientReactivate>(),
+        Entry::one::<client_state::ClientDelete>(),
+        Entry::one::<relations::ClientRelationAdd>(),
+        Entry::one::<relations::ClientRelationUpdate>(),
+        Entry::one::<relations::ClientRelationRemove>(),
+        Entry::query::<queries::ClientList>(),
+        Entry::query::<queries::ClientGet>(),
+        Entry::query::<queries::InstanceList>(),
+        Entry::query::<queries::PartnerList>(),
+        Entry::query::<relations::ClientRelationList>(),
+        Entry::query::<relations::ClientRelationGet>(),
+    ]
 }
 
-/// Everything the worker knows about one command type.
+/// Decides one command of a type in the batch's transaction.
+pub type RunOne = for<'a, 'b> fn(
+    &'a mut Cx<'b>,
+    &'a CommandMeta,
+    &'a Body,
+) -> BoxFuture<'a, Result<Decision, HandlerError>>;
+
+/// Decides a slice of commands of a type in the batch's transaction; one decision each.
+pub type RunMany = for<'a, 'b> fn(
+    &'a mut Cx<'b>,
+    &'a [(&'a CommandMeta, &'a Body)],
+) -> BoxFuture<'a, Result<Vec<Decision>, HandlerError>>;
+
+/// Reads what a query asks for, in a read-only snapshot.
+pub type RunQuery =
+    for<'a> fn(&'a mut PgConnection, &'a Body) -> BoxFuture<'a, Result<Answer, HandlerError>>;
+
+/// How a type is run.
+#[derive(Clone, Copy)]
+pub enum Run {
+    One(RunOne),
+    Many(RunMany),
+    Query(RunQuery),
+}
+
+/// Everything the worker knows about one type, read from its implementation.
 pub struct Entry {
     pub command_type: CommandType,
-    /// `schemas/<type>.json`, compiled into the binary so a deployment cannot run with
-    /// schemas that differ from its code.
+    /// `schemas/<type>.json`.
     pub schema: &'static str,
     /// Where refusals of the command are announced (`None` for queries, which only reply).
     pub refusal_event: Option<&'static str>,
+    /// Reads a body that passed the schema into the type's own body; `Err` names where it
+    /// could not (the schema and the code disagree: a defect, refused like a malformed body).
+    pub read: fn(Value) -> Result<Body, String>,
+    /// The client the command changes.
+    pub target: fn(&Body) -> Target,
     pub run: Run,
 }
 
 impl Entry {
+    fn one<T: DecideOne>() -> Entry {
+        Entry {
+            command_type: T::TYPE,
+            schema: T::SCHEMA,
+            refusal_event: Some(T::REFUSAL_EVENT),
+            read: read::<T>,
+            target: target::<T>,
+            run: Run::One(run_one::<T>),
+        }
+    }
+
+    fn many<T: DecideMany>() -> Entry {
+        Entry {
+            command_type: T::TYPE,
+            schema: T::SCHEMA,
+            refusal_event: Some(T::REFUSAL_EVENT),
+            read: read::<T>,
+            target: target::<T>,
+            run: Run::Many(run_many::<T>),
+        }
+    }
+
+    fn query<T: Query>() -> Entry {
+        Entry {
+            command_type: T::TYPE,
+            schema: T::SCHEMA,
+            refusal_event: None,
+            read: read::<T>,
+            target: |_| Target::None,
+            run: Run::Query(run_query::<T>),
+        }
+    }
+
     pub fn is_query(&self) -> bool {
         matches!(self.run, Run::Query(_))
     }
 }
 
-macro_rules! schema {
-    ($name:literal) => {
-        include_str!(concat!("../schemas/", $name, ".json"))
-    };
+fn read<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
+    body: Value,
+) -> Result<Body, String> {
+    serde_path_to_error::deserialize::<_, T>(body)
+        .map(|t| Box::new(t) as Body)
+        // The path, never the error's text: serde quotes the offending value.
+        .map_err(|e| e.path().to_string())
 }
 
-const LIFECYCLE: Option<&str> = Some(lifecycle::REJECTED);
+/// The body of a command of type `T` (the registry read it: a mismatch is a defect).
+fn typed<T: 'static>(body: &Body) -> &T {
+    body.downcast_ref::<T>()
+        .expect("a body is read by its own type's entry")
+}
 
-static ENTRIES: [Entry; 26] = [
-    Entry {
-        command_type: CommandType::ClientCreate,
-        schema: schema!("client.create"),
-        refusal_event: Some(client_create::FAILED),
-        run: Run::Batch(client_create::decide),
-    },
-    Entry {
-        command_type: CommandType::InstanceCreate,
-        schema: schema!("instance.create"),
-        refusal_event: Some(instances::FAILED),
-        run: Run::Each(instances::create_one),
-    },
-    Entry {
-        command_type: CommandType::InstanceUpdateAlias,
-        schema: schema!("instance.update_alias"),
-        refusal_event: Some(instances::FAILED),
-        run: Run::Each(instances::update_alias_one),
-    },
-    Entry {
-        command_type: CommandType::InstanceDelete,
-        schema: schema!("instance.delete"),
-        refusal_event: Some(instances::FAILED),
-        run: Run::Each(instances::delete_one),
-    },
-    Entry {
-        command_type: CommandType::ClientApprove,
-        schema: schema!("client.approve"),
-        refusal_event: LIFECYCLE,
-        run: Run::Each(lifecycle::decide_one),
-    },
-    Entry {
-        command_type: CommandType::ClientReject,
-        schema: schema!("client.reject"),
-        refusal_event: LIFECYCLE,
-        run: Run::Each(lifecycle::decide_one),
-    },
-    Entry {
-        command_type: CommandType::ClientBlacklist,
-        schema: schema!("client.blacklist"),
-        refusal_event: LIFECYCLE,
-        run: Run::Each(lifecycle::decide_one),
-    },
-    Entry {
-        command_type: CommandType::ClientUnblacklist,
-        schema: schema!("client.unblacklist"),
-        refusal_event: LIFECYCLE,
-        run: Run::Each(lifecycle::decide_one),
-    },
-    Entry {
-        command_type: CommandType::ClientExit,
-        schema: schema!("client.exit"),
-        refusal_event: LIFECYCLE,
-        run: Run::Each(lifecycle::decide_one),
-    },
-    Entry {
-        command_type: CommandType::ClientRecordFirstTransaction,
-        schema: schema!("client.record_first_transaction"),
-        refusal_event: LIFECYCLE,
-        run: Run::Each(lifecycle::decide_one),
-    },
-    Entry {
-        command_type: CommandType::ClientKycUpdate,
-        schema: schema!("client.kyc.update"),
-        refusal_event: Some(kyc::FAILED),
-        run: Run::Each(kyc::decide_one),
-    },
-    Entry {
-        command_type: CommandType::PartnerCreate,
-        schema: schema!("partner.create"),
-        refusal_event: Some(partners::FAILED),
-        run: Run::Each(partners::create_one),
-    },
-    Entry {
-        command_type: CommandType::ClientUpdate,
-        schema: schema!("client.update"),
-        refusal_event: Some(client_update::FAILED),
-        run: Run::Each(client_update::decide_one),
-    },
-    Entry {
-        command_type: CommandType::ClientDeactivate,
-        schema: schema!("client.deactivate"),
-        refusal_event: Some(client_update::FAILED),
-        run: Run::Each(client_state::decide_one),
-    },
-    Entry {
-        command_type: CommandType::ClientReactivate,
-        schema: schema!("client.reactivate"),
-        refusal_event: Some(client_update::FAILED),
-        run: Run::Each(client_state::decide_one),
-    },
-    Entry {
-        command_type: CommandType::ClientDelete,
-        schema: schema!("client.delete"),
-        refusal_event: Some(client_update::FAILED),
-        run: Run::Each(client_state::decide_one),
-    },
-    Entry {
-        command_type: CommandType::ClientList,
-        schema: schema!("client.list"),
-        refusal_event: None,
-        run: Run::Query(queries::client_list_read),
-    },
-    Entry {
-        command_type: CommandType::ClientGet,
-        schema: schema!("client.get"),
-        refusal_event: None,
-        run: Run::Query(queries::client_get_read),
-    },
-    Entry {
-        command_type: CommandType::InstanceList,
-        schema: schema!("instance.list"),
-        refusal_event: None,
-        run: Run::Query(queries::instance_list_read),
-    },
-    Entry {
-        command_type: CommandType::PartnerList,
-        schema: schema!("partner.list"),
-        refusal_event: None,
-        run: Run::Query(queries::partner_list_read),
-    },
-    Entry {
-        command_type: CommandType::ClientRelationAdd,
-        schema: schema!("client.relation.add"),
-        refusal_event: Some(client_update::FAILED),
-        run: Run::Each(relations::add_one),
-    },
-    Entry {
-        command_type: CommandType::ClientRelationUpdate,
-        schema: schema!("client.relation.update"),
-        refusal_event: Some(client_update::FAILED),
-        run: Run::Each(relations::update_one),
-    },
-    Entry {
-        command_type: CommandType::ClientRelationRemove,
-        schema: schema!("client.relation.remove"),
-        refusal_event: Some(client_update::FAILED),
-        run: Run::Each(relations::remove_one),
-    },
-    Entry {
-        command_type: CommandType::ClientImport,
-        schema: schema!("client.import"),
-        refusal_event: Some(client_create::FAILED),
-        run: Run::Batch(client_import::decide),
-    },
-    Entry {
-        command_type: CommandType::ClientRelationList,
-        schema: schema!("client.relation.list"),
-        refusal_event: None,
-        run: Run::Query(relations::list_read),
-    },
-    Entry {
-        command_type: CommandType::ClientRelationGet,
-        schema: schema!("client.relation.get"),
-        refusal_event: None,
-        run: Run::Query(relations::get_read),
-    },
-];
+fn target<T: Command>(body: &Body) -> Target {
+    typed::<T>(body).target()
+}
 
-static BY_TYPE: LazyLock<HashMap<CommandType, &'static Entry>> =
-    LazyLock::new(|| ENTRIES.iter().map(|e| (e.command_type, e)).collect());
+fn run_one<'a, 'b, T: DecideOne>(
+    cx: &'a mut Cx<'b>,
+    meta: &'a CommandMeta,
+    body: &'a Body,
+) -> BoxFuture<'a, Result<Decision, HandlerError>> {
+    Box::pin(T::decide(
+        cx,
+        Cmd {
+            meta,
+            body: typed::<T>(body),
+        },
+    ))
+}
+
+fn run_many<'a, 'b, T: DecideMany>(
+    cx: &'a mut Cx<'b>,
+    cmds: &'a [(&'a CommandMeta, &'a Body)],
+) -> BoxFuture<'a, Result<Vec<Decision>, HandlerError>> {
+    Box::pin(async move {
+        let typed: Vec<Cmd<'a, T>> = cmds
+            .iter()
+            .map(|(meta, body)| Cmd {
+                meta,
+                body: typed::<T>(body),
+            })
+            .collect();
+        T::decide(cx, &typed).await
+    })
+}
+
+fn run_query<'a, T: Query>(
+    conn: &'a mut PgConnection,
+    body: &'a Body,
+) -> BoxFuture<'a, Result<Answer, HandlerError>> {
+    Box::pin(T::read(conn, typed::<T>(body)))
+}
+
+static ENTRIES: LazyLock<Vec<Entry>> = LazyLock::new(registered);
 
 /// Every registered type.
 pub fn entries() -> &'static [Entry] {
     &ENTRIES
 }
 
-/// The entry of a type. Every [`CommandType`] has one (a unit test holds it to that).
+/// The routing keys the worker accepts.
+pub fn command_types() -> Vec<CommandType> {
+    ENTRIES.iter().map(|e| e.command_type).collect()
+}
+
+/// The type a routing key names, if it is registered.
+pub fn type_of(routing_key: &str) -> Option<CommandType> {
+    ENTRIES
+        .iter()
+        .find(|e| e.command_type.as_str() == routing_key)
+        .map(|e| e.command_type)
+}
+
+/// The entry of a registered type.
 pub fn entry(command_type: CommandType) -> &'static Entry {
-    BY_TYPE[&command_type]
+    ENTRIES
+        .iter()
+        .find(|e| e.command_type == command_type)
+        .unwrap_or_else(|| panic!("{command_type} is not registered"))
 }
 
 /// The compiled schemas of every registered type. A broken schema is a build defect, so this
@@ -227,26 +218,66 @@ pub fn schemas() -> Schemas {
     Schemas::compile(ENTRIES.iter().map(|e| (e.command_type, e.schema)))
 }
 
+/// `include_str!` of `schemas/<name>.json`, for an implementation's `SCHEMA`.
+#[macro_export]
+macro_rules! schema {
+    ($name:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/",
+            $name,
+            ".json"
+        ))
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_command_type_has_exactly_one_entry_and_its_schema_compiles() {
-        for t in CommandType::ALL {
+        for t in command_types() {
             assert_eq!(
                 ENTRIES.iter().filter(|e| e.command_type == t).count(),
                 1,
                 "{t}"
             );
             assert_eq!(entry(t).command_type, t);
+            // Its schema file is its own name's.
+            let schema: serde_json::Value = serde_json::from_str(entry(t).schema).unwrap();
+            assert!(
+                schema["$id"]
+                    .as_str()
+                    .is_none_or(|id| id.contains(t.as_str())),
+                "{t}: {}",
+                schema["$id"]
+            );
         }
+        assert_eq!(command_types().len(), 26);
         let schemas = schemas();
         assert!(
             schemas
-                .check(CommandType::ClientGet, &serde_json::json!({"client_id": 1}))
+                .check(
+                    queries::ClientGet::TYPE,
+                    &serde_json::json!({"client_id": 1})
+                )
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn every_schema_example_reads_into_its_type() {
+        for e in entries() {
+            let schema: serde_json::Value = serde_json::from_str(e.schema).unwrap();
+            for example in schema["examples"].as_array().into_iter().flatten() {
+                assert!(
+                    (e.read)(example.clone()).is_ok(),
+                    "{}: {example}",
+                    e.command_type
+                );
+            }
+        }
     }
 
     #[test]
@@ -293,7 +324,7 @@ mod tests {
     fn an_import_names_a_source_and_a_record_id_that_is_one_path_segment() {
         use serde_json::json;
         let schemas = schemas();
-        let import = CommandType::ClientImport;
+        let import = client_import::ClientImport::TYPE;
         assert!(
             schemas
                 .check(
@@ -311,7 +342,7 @@ mod tests {
             assert!(schemas.check(import, &body).is_err(), "{bad:?}");
         }
         // The relation commands: one of relation or relations (both is the handler's refusal).
-        let add = CommandType::ClientRelationAdd;
+        let add = relations::ClientRelationAdd::TYPE;
         assert!(schemas.check(add, &json!({"client_id": 1})).is_err());
         let person =
             json!({"relation": "director", "identity": {"given_name": "A", "family_name": "B"}});
@@ -335,7 +366,7 @@ mod tests {
     fn profile_shapes_the_handlers_cannot_answer_are_refused_by_the_schemas() {
         use serde_json::json;
         let schemas = schemas();
-        let create = CommandType::ClientCreate;
+        let create = client_create::ClientCreate::TYPE;
         for bad in [
             json!({"identity": {"type": "corporate", "incorporation_date": "2024-02-30"}}),
             json!({"identity": {"type": "robot"}}),
@@ -356,18 +387,20 @@ mod tests {
         ] {
             let body = json!({"client_id": 1, read_only: "X"});
             assert!(
-                schemas.check(CommandType::ClientUpdate, &body).is_err(),
+                schemas
+                    .check(client_update::ClientUpdate::TYPE, &body)
+                    .is_err(),
                 "{read_only}"
             );
         }
-        let get = CommandType::ClientGet;
+        let get = queries::ClientGet::TYPE;
         assert!(schemas.check(get, &json!({})).is_err());
         assert!(
             schemas
                 .check(get, &json!({"client_id": 1, "external_id": "e"}))
                 .is_err()
         );
-        let list = CommandType::ClientList;
+        let list = queries::ClientList::TYPE;
         assert!(
             schemas
                 .check(list, &json!({"take": 10, "page": 2}))
@@ -384,7 +417,9 @@ mod tests {
             "phone": "S3CRET-S3CRET-S3CRET-S3CRET",
             "surprise": "S3CRET",
         });
-        let errors = schemas.check(CommandType::ClientCreate, &body).unwrap_err();
+        let errors = schemas
+            .check(client_create::ClientCreate::TYPE, &body)
+            .unwrap_err();
         assert!(
             errors
                 .iter()

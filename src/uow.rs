@@ -58,6 +58,33 @@ impl UnitOfWork {
             .await
     }
 
+    /// Opens a savepoint: what follows can be undone alone ([`Self::rollback_to_savepoint`])
+    /// without losing what came before. One at a time (each is released or rolled back before
+    /// the next opens).
+    pub async fn savepoint(&mut self) -> Result<(), sqlx::Error> {
+        sqlx::raw_sql("SAVEPOINT command")
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps what was done since [`Self::savepoint`].
+    pub async fn release_savepoint(&mut self) -> Result<(), sqlx::Error> {
+        sqlx::raw_sql("RELEASE SAVEPOINT command")
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Undoes everything since [`Self::savepoint`] (also after an error, which leaves the
+    /// transaction usable again), and closes the savepoint.
+    pub async fn rollback_to_savepoint(&mut self) -> Result<(), sqlx::Error> {
+        sqlx::raw_sql("ROLLBACK TO SAVEPOINT command; RELEASE SAVEPOINT command")
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     /// Queues messages to be published once this unit of work committed.
     pub fn say(&mut self, messages: impl IntoIterator<Item = OutgoingMessage>) {
         self.said.extend(messages);

@@ -188,26 +188,6 @@ impl LifecycleAction {
         LifecycleAction::Exit,
     ];
 
-    /// The command's routing key, e.g. `"client.approve"`.
-    pub const fn command_type(self) -> &'static str {
-        match self {
-            LifecycleAction::Approve => "client.approve",
-            LifecycleAction::Reject => "client.reject",
-            LifecycleAction::RecordFirstTransaction => "client.record_first_transaction",
-            LifecycleAction::Blacklist => "client.blacklist",
-            LifecycleAction::Unblacklist => "client.unblacklist",
-            LifecycleAction::Exit => "client.exit",
-        }
-    }
-
-    /// The action a routing key names, or `None` when it is not a lifecycle command
-    /// (e.g. `client.create`), so a dispatcher can try the next family of commands.
-    pub fn from_command_type(command_type: &str) -> Option<Self> {
-        LifecycleAction::ALL
-            .into_iter()
-            .find(|action| action.command_type() == command_type)
-    }
-
     /// The event type published when the action succeeds, e.g. `"client.approved"`.
     /// The first transaction publishes `client.activated`, after the status it reaches.
     pub const fn event_type(self) -> &'static str {
@@ -236,7 +216,7 @@ impl LifecycleAction {
 
 impl fmt::Display for LifecycleAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.command_type())
+        f.write_str(self.refusal_phrase())
     }
 }
 
@@ -568,39 +548,17 @@ mod tests {
     #[test]
     fn actions_map_to_their_command_and_success_event() {
         let names = [
-            (Approve, "client.approve", "client.approved"),
-            (Reject, "client.reject", "client.rejected"),
-            (
-                RecordFirstTransaction,
-                "client.record_first_transaction",
-                "client.activated",
-            ),
-            (Blacklist, "client.blacklist", "client.blacklisted"),
-            (Unblacklist, "client.unblacklist", "client.unblacklisted"),
-            (Exit, "client.exit", "client.exited"),
+            (Approve, "client.approved"),
+            (Reject, "client.rejected"),
+            (RecordFirstTransaction, "client.activated"),
+            (Blacklist, "client.blacklisted"),
+            (Unblacklist, "client.unblacklisted"),
+            (Exit, "client.exited"),
         ];
         assert_eq!(LifecycleAction::ALL.len(), names.len());
-        for (action, command, event) in names {
+        for (action, event) in names {
             assert!(LifecycleAction::ALL.contains(&action));
-            assert_eq!(action.command_type(), command);
             assert_eq!(action.event_type(), event);
-            assert_eq!(LifecycleAction::from_command_type(command), Some(action));
-        }
-    }
-
-    #[test]
-    fn non_lifecycle_commands_are_not_actions() {
-        for other in [
-            "client.create",
-            "client.kyc.update",
-            "client.get",
-            "instance.create",
-            "client.approved",
-            "approve",
-            "CLIENT.APPROVE",
-            "",
-        ] {
-            assert_eq!(LifecycleAction::from_command_type(other), None, "{other:?}");
         }
     }
 

@@ -1,8 +1,6 @@
 //! The body of `client.create`, parsed: once a [`NewClient`] exists, its five contract fields
 //! are present, trimmed and usable.
 
-use serde_json::Value;
-
 use super::ClientStatus;
 use crate::messages::Refusal;
 
@@ -40,6 +38,16 @@ impl Email {
     }
 }
 
+/// The five contract fields as a command gives them (each may be missing).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ContactFields<'a> {
+    pub email: Option<&'a str>,
+    pub client_alias: Option<&'a str>,
+    pub client_type: Option<&'a str>,
+    pub country_code: Option<&'a str>,
+    pub phone: Option<&'a str>,
+}
+
 /// A checked `client.create` body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewClient {
@@ -55,14 +63,19 @@ pub struct NewClient {
 impl NewClient {
     /// The seed's rule: all five present and non-empty, else one refusal with one text.
     /// A malformed email gets the same answer: upstream clients know no other code for it.
-    pub fn parse(body: &Value) -> Result<NewClient, Refusal> {
-        let field = |name: &str| super::profile::trimmed(body.get(name));
+    pub fn parse(given: ContactFields<'_>) -> Result<NewClient, Refusal> {
+        let field = |value: Option<&str>| {
+            value
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
         let (Some(email), Some(client_alias), Some(client_type), Some(country), Some(phone)) = (
-            field("email"),
-            field("client_alias"),
-            field("client_type"),
-            field("country_code"),
-            field("phone"),
+            field(given.email),
+            field(given.client_alias),
+            field(given.client_type),
+            field(given.country_code),
+            field(given.phone),
         ) else {
             return Err(Refusal::validation_failed());
         };
@@ -100,7 +113,18 @@ impl NewClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    fn parse(body: &Value) -> Result<NewClient, Refusal> {
+        let field = |k: &str| body.get(k).and_then(Value::as_str);
+        NewClient::parse(ContactFields {
+            email: field("email"),
+            client_alias: field("client_alias"),
+            client_type: field("client_type"),
+            country_code: field("country_code"),
+            phone: field("phone"),
+        })
+    }
 
     fn full() -> Value {
         json!({"email":" admin@company.com ","client_alias":"Tech Company Ltd","client_type":"corporate","country_code":"id","phone":"+628123456789"})
@@ -108,7 +132,7 @@ mod tests {
 
     #[test]
     fn a_full_body_parses_trimmed_and_normalised() {
-        let c = NewClient::parse(&full()).unwrap();
+        let c = parse(&full()).unwrap();
         assert_eq!(c.email.as_str(), "admin@company.com");
         assert_eq!(c.country_code, "ID");
         assert_eq!(c.client_type, "CORPORATE");
@@ -132,7 +156,7 @@ mod tests {
                     }
                     Some(v) => body[name] = v.clone(),
                 }
-                let err = NewClient::parse(&body).unwrap_err();
+                let err = parse(&body).unwrap_err();
                 assert_eq!(err, Refusal::validation_failed(), "{name} = {broken:?}");
             }
         }
@@ -143,13 +167,13 @@ mod tests {
         let mut body = full();
         // 50 characters pass the schema; upper-cased they are 150.
         body["client_type"] = json!("\u{fb03}".repeat(50));
-        let err = NewClient::parse(&body).unwrap_err();
+        let err = parse(&body).unwrap_err();
         assert_eq!(err.code, "VALUE_TOO_LONG");
         assert_eq!(err.message, "client_type must be at most 50 characters.");
         body["client_type"] = json!("x".repeat(50));
-        assert!(NewClient::parse(&body).is_ok());
+        assert!(parse(&body).is_ok());
         body["country_code"] = json!("\u{df}\u{df}g");
-        assert_eq!(NewClient::parse(&body).unwrap_err().code, "VALUE_TOO_LONG");
+        assert_eq!(parse(&body).unwrap_err().code, "VALUE_TOO_LONG");
     }
 
     #[test]

@@ -22,19 +22,13 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 /// Entries per page with `take`/`skip` paging when `take` is absent (seed 002).
 pub const DEFAULT_TAKE: u64 = 10;
 
-/// `take`/`skip` paging (seed 002) of a query body: `take` defaulted and capped, `skip` 0 when
+/// `take`/`skip` paging (seed 002) of a query: `take` defaulted and capped, `skip` 0 when
 /// absent.
-pub fn take_skip(body: &serde_json::Value) -> (u64, u64) {
-    let take = body
-        .get("take")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(DEFAULT_TAKE)
-        .min(MAX_PAGE_SIZE as u64);
-    let skip = body
-        .get("skip")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0);
-    (take, skip)
+pub fn take_skip(take: Option<u64>, skip: Option<u64>) -> (u64, u64) {
+    (
+        take.unwrap_or(DEFAULT_TAKE).min(MAX_PAGE_SIZE as u64),
+        skip.unwrap_or(0),
+    )
 }
 
 /// The page size a query asked for, defaulted and capped.

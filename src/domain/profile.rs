@@ -33,13 +33,12 @@ pub struct PartnerSelector {
 }
 
 impl PartnerSelector {
-    /// `{id}`, `{name}` or both; `None` when neither is given.
-    pub fn parse(value: &Value) -> Option<PartnerSelector> {
-        let id = value
-            .get("id")
-            .and_then(Value::as_i64)
-            .and_then(|n| i32::try_from(n).ok());
-        let name = trimmed(value.get("name"));
+    /// `{id}`, `{name}` (trimmed; blank is no name) or both; `None` when neither is given.
+    pub fn new(id: Option<i32>, name: Option<&str>) -> Option<PartnerSelector> {
+        let name = name
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
         (id.is_some() || name.is_some()).then_some(PartnerSelector { id, name })
     }
 
@@ -361,8 +360,10 @@ mod tests {
 
     #[test]
     fn a_partner_selector_needs_an_id_or_a_name_and_both_must_agree() {
-        assert_eq!(PartnerSelector::parse(&json!({})), None);
-        let both = PartnerSelector::parse(&json!({"id": 7, "name": "Acme"})).unwrap();
+        assert_eq!(PartnerSelector::new(None, None), None);
+        assert_eq!(PartnerSelector::new(None, Some("  ")), None);
+        let both = PartnerSelector::new(Some(7), Some(" Acme ")).unwrap();
+        assert_eq!(both.name.as_deref(), Some("Acme"));
         assert!(both.matches(&PartnerRef {
             id: 7,
             name: "ACME".into()

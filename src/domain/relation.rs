@@ -27,25 +27,25 @@ pub struct NewRelation {
     pub profile: Value,
 }
 
-/// The relations a body gives: `relation` (one) or `relations` (several), never both, at
+/// The relations a command gives: `relation` (one) or `relations` (several), never both, at
 /// most [`MAX_PER_CALL`]. Neither is an empty list.
-pub fn given(body: &Value) -> Result<Vec<&Value>, Refusal> {
-    let one = body.get("relation").filter(|v| !v.is_null());
-    let many = body.get("relations").filter(|v| !v.is_null());
+pub fn given<'a>(
+    one: Option<&'a Value>,
+    many: Option<&'a [Value]>,
+) -> Result<Vec<&'a Value>, Refusal> {
+    let one = one.filter(|v| !v.is_null());
     match (one, many) {
         (Some(_), Some(_)) => Err(Refusal::relations_ambiguous()),
         (Some(one), None) => Ok(vec![one]),
-        (None, Some(Value::Array(many))) if many.len() > MAX_PER_CALL => {
-            Err(Refusal::too_many_relations())
-        }
-        (None, Some(Value::Array(many))) => Ok(many.iter().collect()),
-        _ => Ok(Vec::new()),
+        (None, Some(many)) if many.len() > MAX_PER_CALL => Err(Refusal::too_many_relations()),
+        (None, Some(many)) => Ok(many.iter().collect()),
+        (None, None) => Ok(Vec::new()),
     }
 }
 
-/// Normalises every relation of a body (see [`given`]); the first refusal wins.
-pub fn parse_all(body: &Value) -> Result<Vec<NewRelation>, Refusal> {
-    given(body)?.into_iter().map(normalize).collect()
+/// Normalises every relation a command gives (see [`given`]); the first refusal wins.
+pub fn parse_all(one: Option<&Value>, many: Option<&[Value]>) -> Result<Vec<NewRelation>, Refusal> {
+    given(one, many)?.into_iter().map(normalize).collect()
 }
 
 /// Whether a client may have relations: its type is CORPORATE and its identity (when it has
@@ -104,18 +104,29 @@ pub fn normalize(given: &Value) -> Result<NewRelation, Refusal> {
     })
 }
 
-/// A stored relation after a patch (`relation`, `identity`, `profile` of the body, each
-/// optional): the kind replaced, identity and profile merged (RFC 7396) and normalised again.
-pub fn patch(current: &NewRelation, body: &Value) -> Result<NewRelation, Refusal> {
-    let relation = match body.get("relation").filter(|v| !v.is_null()) {
+/// What `client.relation.update` changes: each part optional (absent or `null` keeps it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RelationPatch<'a> {
+    /// The new kind.
+    pub relation: Option<&'a Value>,
+    /// Merged into the identity (RFC 7396).
+    pub identity: Option<&'a Value>,
+    /// Merged into the profile (RFC 7396).
+    pub profile: Option<&'a Value>,
+}
+
+/// A stored relation after a patch: the kind replaced, identity and profile merged (RFC 7396)
+/// and normalised again.
+pub fn patch(current: &NewRelation, given: RelationPatch<'_>) -> Result<NewRelation, Refusal> {
+    let relation = match given.relation.filter(|v| !v.is_null()) {
         Some(k) => kind(Some(k))?,
         None => current.relation.clone(),
     };
-    let identity = match body.get("identity").filter(|v| !v.is_null()) {
+    let identity = match given.identity.filter(|v| !v.is_null()) {
         Some(p) => individual(&merge_patch(&current.identity, p))?,
         None => current.identity.clone(),
     };
-    let profile = match body.get("profile").filter(|v| !v.is_null()) {
+    let profile = match given.profile.filter(|v| !v.is_null()) {
         Some(p) => normalize_profile(Some(&merge_patch(&current.profile, p)))?,
         None => current.profile.clone(),
     };
@@ -157,23 +168,43 @@ mod tests {
         })
     }
 
+    fn given_by(body: &Value) -> Result<Vec<&Value>, Refusal> {
+        given(
+            body.get("relation"),
+            body.get("relations")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice),
+        )
+    }
+
+    fn patch_by(current: &NewRelation, body: &Value) -> Result<NewRelation, Refusal> {
+        patch(
+            current,
+            RelationPatch {
+                relation: body.get("relation"),
+                identity: body.get("identity"),
+                profile: body.get("profile"),
+            },
+        )
+    }
+
     #[test]
     fn one_or_several_never_both_and_at_most_ten() {
-        assert_eq!(given(&json!({"relation": director()})).unwrap().len(), 1);
+        assert_eq!(given_by(&json!({"relation": director()})).unwrap().len(), 1);
         let ten: Vec<Value> = (0..10).map(|_| director()).collect();
-        assert_eq!(given(&json!({"relations": ten})).unwrap().len(), 10);
+        assert_eq!(given_by(&json!({"relations": ten})).unwrap().len(), 10);
         let eleven: Vec<Value> = (0..11).map(|_| director()).collect();
         assert_eq!(
-            given(&json!({"relations": eleven})).unwrap_err().code,
+            given_by(&json!({"relations": eleven})).unwrap_err().code,
             "TOO_MANY_RELATIONS"
         );
         assert_eq!(
-            given(&json!({"relation": director(), "relations": [director()]}))
+            given_by(&json!({"relation": director(), "relations": [director()]}))
                 .unwrap_err()
                 .code,
             "RELATIONS_AMBIGUOUS"
         );
-        assert!(given(&json!({})).unwrap().is_empty());
+        assert!(given_by(&json!({})).unwrap().is_empty());
     }
 
     #[test]
@@ -202,7 +233,7 @@ mod tests {
     #[test]
     fn a_patch_replaces_the_kind_and_merges_the_rest() {
         let before = normalize(&director()).unwrap();
-        let after = patch(
+        let after = patch_by(
             &before,
             &json!({"relation": "director-and-shareholder", "profile": {"phone": null, "email": "j@example.com"}}),
         )
@@ -216,9 +247,9 @@ mod tests {
         let mut fields: Vec<_> = changed.keys().collect();
         fields.sort();
         assert_eq!(fields, ["profile", "relation"]);
-        assert!(changes(&before, &patch(&before, &json!({})).unwrap()).is_empty());
+        assert!(changes(&before, &patch_by(&before, &json!({})).unwrap()).is_empty());
         assert_eq!(
-            patch(&before, &json!({"identity": {"given_name": null}}))
+            patch_by(&before, &json!({"identity": {"given_name": null}}))
                 .unwrap_err()
                 .code,
             "IDENTITY_INCOMPLETE"

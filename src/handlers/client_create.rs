@@ -14,34 +14,78 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Utc;
-use futures::future::BoxFuture;
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
 
-use super::{Cx, Decision, HandlerError, Outcome, external_id_in_use};
+use super::body::PartnerGiven;
+use super::{Cmd, Command, Cx, DecideMany, Decision, HandlerError, Outcome, external_id_in_use};
+use crate::domain::new_client::ContactFields;
 use crate::domain::profile::{self, PartnerSelector};
 use crate::domain::relation::{self, NewRelation};
 use crate::domain::saga::Step;
 use crate::domain::{NewClient, PspCandidate, choose_psp, client_code, created_body};
 use crate::email::{AccessMode, FirstAccess, StoredAccess};
 use crate::messages::event::derived_id;
-use crate::messages::{Command, OutgoingMessage, Refusal};
+use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
 use crate::saga::{SagaJob, Slot};
 use crate::store::{self, clients::ClientRow, partners::Resolved, sagas::NewSaga};
 
 pub const CREATED: &str = "client.created";
 pub const FAILED: &str = "client.creation_failed";
 
-pub fn decide<'x>(
-    cx: &'x mut Cx<'_>,
-    cmds: &'x [&'x Command],
-) -> BoxFuture<'x, Result<Vec<Decision>, HandlerError>> {
-    Box::pin(decide_batch(cx, cmds))
+/// `client.create`: the seed's five fields (each may be missing: the seed's own refusal says
+/// so) and the client profile (DESIGN.md, "The client profile").
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ClientCreate {
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub client_alias: Option<String>,
+    #[serde(default)]
+    pub client_type: Option<String>,
+    #[serde(default)]
+    pub country_code: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// PENDING or nothing (the schema's rule): every other state is the lifecycle's.
+    #[serde(default)]
+    pub client_status: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Free keys (the contract's limits are checked by `domain::profile`).
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+    /// Corporate or individual (normalised by `domain::profile`).
+    #[serde(default)]
+    pub identity: Option<Value>,
+    #[serde(default)]
+    pub address: Option<Value>,
+    #[serde(default)]
+    pub direct_partner: Option<PartnerGiven>,
+    /// Related people (normalised by `domain::relation`).
+    #[serde(default)]
+    pub relations: Option<Vec<Value>>,
+}
+
+impl Command for ClientCreate {
+    const TYPE: CommandType = CommandType::new("client.create");
+    const SCHEMA: &'static str = crate::schema!("client.create");
+    const REFUSAL_EVENT: &'static str = FAILED;
+}
+
+impl DecideMany for ClientCreate {
+    async fn decide(
+        cx: &mut Cx<'_>,
+        cmds: &[Cmd<'_, Self>],
+    ) -> Result<Vec<Decision>, HandlerError> {
+        decide_batch(cx, cmds).await
+    }
 }
 
 /// A command that passed every check so far, on its way to becoming a client.
 struct Accepted<'a> {
     index: usize,
-    cmd: &'a Command,
+    meta: &'a CommandMeta,
     new: NewClient,
     profile: Profile,
     psp: PspCandidate,
@@ -62,45 +106,67 @@ struct Profile {
 }
 
 impl Profile {
-    fn parse(body: &Value, new: &NewClient) -> Result<Profile, Refusal> {
-        let metadata = match body.get("metadata") {
-            Some(Value::Object(m)) => {
+    fn parse(body: &ClientCreate, new: &NewClient) -> Result<Profile, Refusal> {
+        let metadata = match &body.metadata {
+            Some(m) => {
                 profile::check_metadata(m)?;
                 Some(Value::Object(m.clone()))
             }
-            _ => None,
+            None => None,
         };
-        let identity = profile::normalize_identity(body.get("identity"), &new.client_alias)?;
-        let relations = relation::parse_all(body)?;
+        let identity = profile::normalize_identity(body.identity.as_ref(), &new.client_alias)?;
+        let relations = relation::parse_all(None, body.relations.as_deref())?;
         if !relations.is_empty() && !relation::is_corporate(&new.client_type, Some(&identity)) {
             return Err(Refusal::relations_corporate_only());
         }
         Ok(Profile {
-            external_id: profile::trimmed(body.get("external_id")),
+            external_id: super::body::text(body.external_id.as_deref()),
             metadata,
             identity,
-            address: match body.get("address") {
+            address: match &body.address {
                 Some(a) => profile::normalize_address(a)?,
                 None => None,
             },
-            direct_partner: body.get("direct_partner").and_then(PartnerSelector::parse),
+            direct_partner: body
+                .direct_partner
+                .as_ref()
+                .and_then(PartnerGiven::selector),
             resolved: None,
             relations,
         })
     }
 }
 
-async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision>, HandlerError> {
+impl ClientCreate {
+    fn contact(&self) -> ContactFields<'_> {
+        ContactFields {
+            email: self.email.as_deref(),
+            client_alias: self.client_alias.as_deref(),
+            client_type: self.client_type.as_deref(),
+            country_code: self.country_code.as_deref(),
+            phone: self.phone.as_deref(),
+        }
+    }
+}
+
+async fn decide_batch(
+    cx: &mut Cx<'_>,
+    cmds: &[Cmd<'_, ClientCreate>],
+) -> Result<Vec<Decision>, HandlerError> {
     let mut decisions: Vec<Option<Decision>> = cmds.iter().map(|_| None).collect();
     let refuse = |decisions: &mut Vec<Option<Decision>>, i: usize, refusal: Refusal| {
-        decisions[i] = Some(Decision::Done(Outcome::refused(cmds[i], FAILED, refusal)));
+        decisions[i] = Some(Decision::Done(Outcome::refused(
+            cmds[i].meta,
+            FAILED,
+            refusal,
+        )));
     };
 
     // The five fields, their widths, the profile, and the PSP of the country.
     let mut parsed = Vec::with_capacity(cmds.len());
     for (i, cmd) in cmds.iter().enumerate() {
-        match NewClient::parse(&cmd.body)
-            .and_then(|new| Profile::parse(&cmd.body, &new).map(|p| (new, p)))
+        match NewClient::parse(cmd.body.contact())
+            .and_then(|new| Profile::parse(cmd.body, &new).map(|p| (new, p)))
         {
             Ok((new, profile)) => parsed.push((i, new, profile)),
             Err(refusal) => refuse(&mut decisions, i, refusal),
@@ -128,7 +194,7 @@ async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision
         match choose_psp(candidates) {
             Ok(psp) => accepted.push(Accepted {
                 index: i,
-                cmd: cmds[i],
+                meta: cmds[i].meta,
                 psp: psp.clone(),
                 new,
                 profile,
@@ -187,7 +253,7 @@ async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision
             // that, whatever else matches.
             if let Some((client_id, client_code)) = holder {
                 decisions[a.index] = Some(Decision::Done(external_id_in_use(
-                    a.cmd,
+                    a.meta,
                     FAILED,
                     client_id,
                     &client_code,
@@ -214,7 +280,7 @@ async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision
             for (index, external) in behind {
                 let (client_id, client_code) = &created[external];
                 decisions[index] = Some(Decision::Done(external_id_in_use(
-                    cmds[index],
+                    cmds[index].meta,
                     FAILED,
                     *client_id,
                     client_code,
@@ -297,7 +363,7 @@ async fn persist<'a>(
         AccessMode::ActivationLink => insert
             .iter()
             .map(|a| {
-                let saga_id = derived_id(&a.cmd.meta.message_id, "saga");
+                let saga_id = derived_id(&a.meta.message_id, "saga");
                 FirstAccess::issue_for_saga(&cx.settings.email, Utc::now(), cx.key, saga_id).ok()
             })
             .collect(),
@@ -328,7 +394,7 @@ async fn persist<'a>(
     let mut sagas = Vec::with_capacity(insert.len());
     for (a, client) in insert.iter().zip(&clients) {
         let admin = by_client[&client.client_id];
-        let meta = &a.cmd.meta;
+        let meta = a.meta;
         let first_step = Step::first(a.psp.is_xendit());
         let slot = slots
             .entry(first_step)
@@ -357,26 +423,25 @@ async fn persist<'a>(
             data["relations"] = json!(related);
         }
         // The reply to `reply_to` waits for completion, when the whole REST body is known.
-        let mut outcome =
-            Outcome::succeeded(vec![OutgoingMessage::event(&a.cmd.meta, CREATED, data)]);
-        if let Some(slot) = &slots[&saga.first_step] {
-            outcome.sagas.push(SagaJob {
-                saga_id: saga.saga_id,
-                step: saga.first_step,
-                attempts: 0,
-                origin: a.cmd.meta.clone(),
-                client_id: client.client_id,
-                admin_user_id: admin.user_id,
-                snapshot: Some(((*client).clone(), admin.clone())),
-                data: saga.data,
-                access: access.map(|(first, _)| first),
-                epoch: store::sagas::FIRST_EPOCH,
-                // Claimed with the insert when the first step is the email.
-                send_claimed: saga.first_step == Step::WelcomeEmail,
-                slot: Some(slot.clone()),
-                span: tracing::Span::none(),
-            });
-        }
+        let mut outcome = Outcome::succeeded(vec![OutgoingMessage::event(a.meta, CREATED, data)]);
+        // The job goes with the outcome either way (an import announces the client from it);
+        // only one with a slot is run here.
+        outcome.sagas.push(SagaJob {
+            saga_id: saga.saga_id,
+            step: saga.first_step,
+            attempts: 0,
+            origin: CommandMeta::clone(a.meta),
+            client_id: client.client_id,
+            admin_user_id: admin.user_id,
+            snapshot: Some(((*client).clone(), admin.clone())),
+            data: saga.data,
+            access: access.map(|(first, _)| first),
+            epoch: store::sagas::FIRST_EPOCH,
+            // Claimed with the insert when the first step is the email.
+            send_claimed: saga.first_step == Step::WelcomeEmail,
+            slot: slots[&saga.first_step].clone(),
+            span: tracing::Span::none(),
+        });
         decisions[a.index] = Some(Decision::Done(outcome));
     }
     Ok(created)

@@ -8,86 +8,135 @@
 //! exactly as a create is (the same saga follows), and a repeated import is
 //! `EXTERNAL_ID_IN_USE`. A created client is also announced as `client.connection_created`.
 
-use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::client_create::{self, FAILED};
-use super::{Cx, Decision, HandlerError, Outcome, with};
+use super::body::PartnerGiven;
+use super::client_create::{ClientCreate, FAILED};
+use super::{Cmd, Command, Cx, DecideMany, Decision, HandlerError, Outcome, with};
 use crate::messages::event::{OutgoingKind, derived_id};
-use crate::messages::{Command, OutgoingMessage, Refusal};
+use crate::messages::{CommandType, OutgoingMessage, Refusal};
 use crate::sources::{SourceError, Sources, map_record};
 use crate::store::inbox::InboxOutcome;
 
 pub const CONNECTION_CREATED: &str = "client.connection_created";
 
-/// Where the read's result rides on the command: a key the schema does not allow, so only the
-/// worker sets it.
-const PREPARED: &str = "_prepared";
-
-fn source_of(body: &Value) -> (&str, &str) {
-    let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default();
-    (text("source"), text("source_id"))
+/// `client.import {source, source_id, direct_partner?}`.
+#[derive(Debug, Deserialize)]
+pub struct ClientImport {
+    pub source: String,
+    pub source_id: String,
+    #[serde(default)]
+    pub direct_partner: Option<PartnerGiven>,
+    /// What reading the record came to: set by the worker before the batch (never by a
+    /// sender: it is not part of the body).
+    #[serde(skip)]
+    pub prepared: Option<Prepared>,
 }
 
-/// Reads the record of an import command (outside any transaction) and puts what came of it
-/// on the command for [`decide`].
-pub async fn prepare(sources: &Sources, cmd: &mut Command) {
-    let (source, source_id) = source_of(&cmd.body);
-    let prepared = match sources.fetch(source, source_id).await {
-        Ok(record) => json!({ "record": map_record(&record) }),
-        Err(SourceError::NotConfigured) => json!({ "refusal": "SOURCE_NOT_CONFIGURED" }),
-        Err(SourceError::NotFound) => json!({ "refusal": "SOURCE_RECORD_NOT_FOUND" }),
-        Err(SourceError::Unavailable(reason)) => json!({ "unavailable": reason }),
-    };
-    cmd.body[PREPARED] = prepared;
+/// What reading an import's source record came to.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// The record, mapped onto a `client.create` body.
+    Record(Value),
+    NotConfigured,
+    NotFound,
+    /// The source did not answer as it should: try again later.
+    Unavailable(String),
 }
 
-pub fn decide<'x>(
-    cx: &'x mut Cx<'_>,
-    cmds: &'x [&'x Command],
-) -> BoxFuture<'x, Result<Vec<Decision>, HandlerError>> {
-    Box::pin(decide_batch(cx, cmds))
+impl Command for ClientImport {
+    const TYPE: CommandType = CommandType::new("client.import");
+    const SCHEMA: &'static str = crate::schema!("client.import");
+    const REFUSAL_EVENT: &'static str = FAILED;
 }
 
-async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision>, HandlerError> {
+/// Reads the record of an import (outside any transaction) and keeps what came of it on the
+/// command, for [`ClientImport::decide`].
+pub async fn prepare(sources: &Sources, import: &mut ClientImport) {
+    import.prepared = Some(
+        match sources.fetch(&import.source, &import.source_id).await {
+            Ok(record) => Prepared::Record(map_record(&record)),
+            Err(SourceError::NotConfigured) => Prepared::NotConfigured,
+            Err(SourceError::NotFound) => Prepared::NotFound,
+            Err(SourceError::Unavailable(reason)) => Prepared::Unavailable(reason),
+        },
+    );
+}
+
+impl DecideMany for ClientImport {
+    async fn decide(
+        cx: &mut Cx<'_>,
+        cmds: &[Cmd<'_, Self>],
+    ) -> Result<Vec<Decision>, HandlerError> {
+        decide_batch(cx, cmds).await
+    }
+}
+
+async fn decide_batch(
+    cx: &mut Cx<'_>,
+    cmds: &[Cmd<'_, ClientImport>],
+) -> Result<Vec<Decision>, HandlerError> {
     let mut decisions: Vec<Option<Decision>> = cmds.iter().map(|_| None).collect();
-    let mut creates = Vec::new();
+    let mut creates: Vec<ClientCreate> = Vec::new();
     let mut positions = Vec::new();
     for (i, cmd) in cmds.iter().enumerate() {
-        let prepared = cmd.body.get(PREPARED).cloned().unwrap_or(Value::Null);
-        let refusal = match prepared.get("refusal").and_then(Value::as_str) {
-            Some("SOURCE_NOT_CONFIGURED") => Some(Refusal::source_not_configured()),
-            Some(_) => Some(Refusal::source_record_not_found()),
-            None => None,
+        let import = cmd.body;
+        let facts = json!({ "source": import.source, "source_id": import.source_id });
+        let refused = |refusal| {
+            Some(Decision::Done(Outcome::refused_with(
+                cmd.meta,
+                FAILED,
+                refusal,
+                facts.clone(),
+            )))
         };
-        let (source, source_id) = source_of(&cmd.body);
-        let facts = json!({ "source": source, "source_id": source_id });
-        if let Some(refusal) = refusal {
-            decisions[i] = Some(Decision::Done(Outcome::refused_with(
-                cmd, FAILED, refusal, facts,
-            )));
-        } else if let Some(reason) = prepared.get("unavailable").and_then(Value::as_str) {
-            decisions[i] = Some(Decision::RetryLater(reason.to_string()));
-        } else if let Some(record) = prepared.get("record") {
-            let mut body = record.clone();
-            body["external_id"] = Value::String(format!("{source}:{source_id}"));
-            if let Some(partner) = cmd.body.get("direct_partner").filter(|p| !p.is_null()) {
-                body["direct_partner"] = partner.clone();
+        match &import.prepared {
+            Some(Prepared::NotConfigured) => {
+                decisions[i] = refused(Refusal::source_not_configured());
             }
-            creates.push(Command {
-                meta: cmd.meta.clone(),
-                body,
-            });
-            positions.push(i);
-        } else {
-            decisions[i] = Some(Decision::Failed(
-                "client.import reached its handler without its source record".into(),
-            ));
+            Some(Prepared::NotFound) => {
+                decisions[i] = refused(Refusal::source_record_not_found());
+            }
+            Some(Prepared::Unavailable(reason)) => {
+                decisions[i] = Some(Decision::RetryLater(reason.clone()));
+            }
+            Some(Prepared::Record(record)) => {
+                match serde_json::from_value::<ClientCreate>(record.clone()) {
+                    Ok(mut create) => {
+                        create.external_id =
+                            Some(format!("{}:{}", import.source, import.source_id));
+                        if let Some(partner) = &import.direct_partner {
+                            create.direct_partner = Some(partner.clone());
+                        }
+                        creates.push(create);
+                        positions.push(i);
+                    }
+                    Err(e) => {
+                        decisions[i] = Some(Decision::Failed(format!(
+                            "the source record maps to no client.create body ({:?} error)",
+                            e.classify()
+                        )));
+                    }
+                }
+            }
+            None => {
+                decisions[i] = Some(Decision::Failed(
+                    "client.import reached its handler without its source record".into(),
+                ));
+            }
         }
     }
     if !creates.is_empty() {
-        let refs: Vec<&Command> = creates.iter().collect();
-        let created = client_create::decide(cx, &refs).await?;
+        let refs: Vec<Cmd<'_, ClientCreate>> = positions
+            .iter()
+            .zip(&creates)
+            .map(|(&i, body)| Cmd {
+                meta: cmds[i].meta,
+                body,
+            })
+            .collect();
+        let created = <ClientCreate as DecideMany>::decide(cx, &refs).await?;
         for ((i, create), decision) in positions.into_iter().zip(&creates).zip(created) {
             decisions[i] = Some(announce_connection(cmds[i], create, decision));
         }
@@ -99,7 +148,11 @@ async fn decide_batch(cx: &mut Cx<'_>, cmds: &[&Command]) -> Result<Vec<Decision
 }
 
 /// A created client is also a connection to its source: `client.connection_created`.
-fn announce_connection(cmd: &Command, create: &Command, decision: Decision) -> Decision {
+fn announce_connection(
+    cmd: Cmd<'_, ClientImport>,
+    create: &ClientCreate,
+    decision: Decision,
+) -> Decision {
     let Decision::Done(mut outcome) = decision else {
         return decision;
     };
@@ -108,11 +161,11 @@ fn announce_connection(cmd: &Command, create: &Command, decision: Decision) -> D
         .first()
         .and_then(|s| s.snapshot.as_ref())
         .map(|(client, _)| client.clone());
-    let (source, source_id) = source_of(&cmd.body);
+    let (source, source_id) = (&cmd.body.source, &cmd.body.source_id);
     match (outcome.inbox, client) {
         (InboxOutcome::Succeeded, Some(client)) => {
             outcome.messages.push(OutgoingMessage::event(
-                &cmd.meta,
+                cmd.meta,
                 CONNECTION_CREATED,
                 json!({
                     "client": client,
@@ -133,7 +186,7 @@ fn announce_connection(cmd: &Command, create: &Command, decision: Decision) -> D
                     message.payload["data"] = with(
                         data,
                         json!({ "source": source, "source_id": source_id,
-                                "external_id": create.body["external_id"] }),
+                                "external_id": create.external_id }),
                     );
                 }
             }

@@ -6,36 +6,86 @@
 //! Asking for the state a client already has is answered 200 with no event: a retried or
 //! duplicated upstream request changes nothing and tells subscribers nothing new.
 
-use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::body::{id, text};
 use super::client_update::FAILED;
 use super::lifecycle::lock_live_client;
-use super::{Cx, Decision, HandlerError, Outcome, required_id, text_field, with};
-use crate::messages::{Command, CommandType, OutgoingMessage};
+use super::{Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome, Target, with};
+use crate::messages::{CommandMeta, CommandType, OutgoingMessage};
 use crate::store;
 
 pub const DEACTIVATED: &str = "client.deactivated";
 pub const REACTIVATED: &str = "client.reactivated";
 pub const DELETED: &str = "client.deleted";
 
-pub fn decide_one<'x>(
-    cx: &'x mut Cx<'_>,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Decision, HandlerError>> {
-    Box::pin(handle(cx, cmd))
+/// What a client-state command asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    Active(bool),
+    Deleted,
 }
 
-async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
-    let client_id = required_id!(cmd, "client_id");
-    let client = match lock_live_client(cx, cmd, FAILED, client_id).await? {
+macro_rules! state_command {
+    ($(#[$doc:meta])* $name:ident, $type:literal, $wanted:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Deserialize)]
+        pub struct $name {
+            #[serde(deserialize_with = "id")]
+            pub client_id: i32,
+            #[serde(default)]
+            pub reason: Option<String>,
+        }
+
+        impl Command for $name {
+            const TYPE: CommandType = CommandType::new($type);
+            const SCHEMA: &'static str = crate::schema!($type);
+            const REFUSAL_EVENT: &'static str = FAILED;
+
+            fn target(&self) -> Target {
+                Target::Client(self.client_id)
+            }
+        }
+
+        impl DecideOne for $name {
+            async fn decide(
+                cx: &mut Cx<'_>,
+                cmd: Cmd<'_, Self>,
+            ) -> Result<Decision, HandlerError> {
+                let reason = text(cmd.body.reason.as_deref());
+                handle(cx, cmd.meta, cmd.body.client_id, reason, $wanted).await
+            }
+        }
+    };
+}
+
+state_command!(
+    /// `client.deactivate {client_id, reason?}`: its admins may no longer change instances.
+    ClientDeactivate, "client.deactivate", Wanted::Active(false)
+);
+state_command!(
+    /// `client.reactivate {client_id, reason?}`.
+    ClientReactivate, "client.reactivate", Wanted::Active(true)
+);
+state_command!(
+    /// `client.delete {client_id, reason?}`: a soft delete.
+    ClientDelete, "client.delete", Wanted::Deleted
+);
+
+async fn handle(
+    cx: &mut Cx<'_>,
+    meta: &CommandMeta,
+    client_id: i32,
+    reason: Option<String>,
+    wanted: Wanted,
+) -> Result<Decision, HandlerError> {
+    let client = match lock_live_client(cx, meta, FAILED, client_id).await? {
         Ok(client) => client,
         Err(decision) => return Ok(decision),
     };
-    let reason = text_field(&cmd.body, "reason");
-    let (event_type, message, updated, extra) = match cmd.meta.command_type {
-        CommandType::ClientDeactivate | CommandType::ClientReactivate => {
-            let active = cmd.meta.command_type == CommandType::ClientReactivate;
+    let (event_type, message, updated, extra) = match wanted {
+        Wanted::Active(active) => {
             let (event_type, message, already) = if active {
                 (
                     REACTIVATED,
@@ -51,7 +101,7 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
             };
             if client.is_active == active {
                 let reply = OutgoingMessage::reply(
-                    &cmd.meta,
+                    meta,
                     event_type,
                     200,
                     json!({ "message": already, "client": client }),
@@ -63,15 +113,10 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
             let updated = store::clients::set_active(cx.conn, client_id, active).await?;
             (event_type, message, updated, Value::Null)
         }
-        CommandType::ClientDelete => {
+        Wanted::Deleted => {
             let (updated, users) = store::clients::soft_delete(cx.conn, client_id).await?;
             let extra = json!({ "users_deactivated": users });
             (DELETED, "Client deleted successfully", updated, extra)
-        }
-        other => {
-            return Ok(Decision::Failed(format!(
-                "{other} is not a client state command"
-            )));
         }
     };
     let event = json!({
@@ -81,13 +126,9 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
         "version": updated.version,
         "client": updated,
     });
-    let mut messages = vec![OutgoingMessage::event(
-        &cmd.meta,
-        event_type,
-        with(event, extra),
-    )];
+    let mut messages = vec![OutgoingMessage::event(meta, event_type, with(event, extra))];
     messages.extend(OutgoingMessage::reply(
-        &cmd.meta,
+        meta,
         event_type,
         200,
         json!({ "message": message, "client": updated }),

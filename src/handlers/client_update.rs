@@ -8,18 +8,19 @@
 //! settle a race with an update or create of another client: the write runs under a
 //! savepoint, and a unique violation there becomes the refusal the check would have given.
 
-use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sqlx::Connection;
 
+use super::body::{PartnerGiven, Patch, id, opt_i64, text};
 use super::lifecycle::lock_live_client;
 use super::{
-    Cx, Decision, HandlerError, Outcome, external_id_in_use, required_id, text_field, with,
+    Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome, Target, external_id_in_use, with,
 };
 use crate::domain::new_client::COLUMN_WIDTHS;
-use crate::domain::profile::{self, PartnerRef, PartnerSelector};
+use crate::domain::profile::{self, PartnerRef};
 use crate::domain::{Client, Email};
-use crate::messages::{Command, OutgoingMessage, Refusal};
+use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
 use crate::store::{self, clients::ProfileUpdate};
 
 pub const UPDATED: &str = "client.updated";
@@ -27,17 +28,62 @@ pub const UPDATED: &str = "client.updated";
 /// `client.delete` are announced.
 pub const FAILED: &str = "client.command_failed";
 
-pub fn decide_one<'x>(
-    cx: &'x mut Cx<'_>,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Decision, HandlerError>> {
-    Box::pin(handle(cx, cmd))
+/// `client.update {client_id, version?, ...}`: a patch. Contact fields given as `null` are
+/// left as they are (the seed requires them); `metadata`, `address` and `direct_partner`
+/// given as `null` are removed; `identity` and `address` are merge patches.
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientUpdate {
+    #[serde(deserialize_with = "id")]
+    pub client_id: i32,
+    #[serde(default, deserialize_with = "opt_i64")]
+    pub version: Option<i64>,
+    #[serde(default)]
+    pub client_alias: Option<String>,
+    #[serde(default)]
+    pub client_type: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub metadata: Patch<Map<String, Value>>,
+    /// A merge patch of the identity (RFC 7396).
+    #[serde(default)]
+    pub identity: Option<Value>,
+    /// A merge patch of the address (RFC 7396); `null` removes it.
+    #[serde(default)]
+    pub address: Patch<Value>,
+    #[serde(default)]
+    pub direct_partner: Patch<PartnerGiven>,
+    #[serde(default)]
+    pub external_id: Patch<String>,
+}
+
+impl Command for ClientUpdate {
+    const TYPE: CommandType = CommandType::new("client.update");
+    const SCHEMA: &'static str = crate::schema!("client.update");
+    const REFUSAL_EVENT: &'static str = FAILED;
+
+    fn target(&self) -> Target {
+        Target::Client(self.client_id)
+    }
+}
+
+impl DecideOne for ClientUpdate {
+    async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
+        handle(cx, cmd.meta, cmd.body).await
+    }
 }
 
 /// A refusal about `client_id`, changing nothing.
-pub(super) fn refused(cmd: &Command, client_id: i32, refusal: Refusal, extra: Value) -> Decision {
+pub(super) fn refused(
+    meta: &CommandMeta,
+    client_id: i32,
+    refusal: Refusal,
+    extra: Value,
+) -> Decision {
     let context = with(json!({ "client_id": client_id }), extra);
-    Decision::Done(Outcome::refused_with(cmd, FAILED, refusal, context))
+    Decision::Done(Outcome::refused_with(meta, FAILED, refusal, context))
 }
 
 /// The client as it will be once the patch is applied.
@@ -97,11 +143,11 @@ fn changes(before: &Patched, after: &Patched) -> Map<String, Value> {
 
 /// A contact field of the patch: `None` when absent, the trimmed value when present, and a
 /// refusal when blank (the seed's rule: these fields are required) or wider than its column.
-fn contact_field(body: &Value, field: &str) -> Result<Option<String>, Refusal> {
-    if body.get(field).is_none_or(Value::is_null) {
+fn contact_field(given: Option<&str>, field: &str) -> Result<Option<String>, Refusal> {
+    let Some(given) = given else {
         return Ok(None);
-    }
-    let Some(mut value) = text_field(body, field) else {
+    };
+    let Some(mut value) = text(Some(given)) else {
         return Err(Refusal::validation_failed());
     };
     if field == "client_type" {
@@ -124,23 +170,26 @@ fn contact_field(body: &Value, field: &str) -> Result<Option<String>, Refusal> {
 }
 
 /// Applies the parts of the patch that need no database: contact fields and profile.
-fn apply(body: &Value, next: &mut Patched) -> Result<(), Refusal> {
-    for field in ["client_alias", "client_type", "phone", "email"] {
-        if let Some(value) = contact_field(body, field)? {
-            match field {
-                "client_alias" => next.client_alias = value,
-                "client_type" => next.client_type = value,
-                "phone" => next.phone = value,
-                _ => next.email = value,
-            }
-        }
+fn apply(body: &ClientUpdate, next: &mut Patched) -> Result<(), Refusal> {
+    if let Some(v) = contact_field(body.client_alias.as_deref(), "client_alias")? {
+        next.client_alias = v;
     }
-    match body.get("metadata") {
-        None => {}
-        Some(Value::Null) => next.metadata = None,
-        Some(patch) => {
+    if let Some(v) = contact_field(body.client_type.as_deref(), "client_type")? {
+        next.client_type = v;
+    }
+    if let Some(v) = contact_field(body.phone.as_deref(), "phone")? {
+        next.phone = v;
+    }
+    if let Some(v) = contact_field(body.email.as_deref(), "email")? {
+        next.email = v;
+    }
+    match &body.metadata {
+        Patch::Absent => {}
+        Patch::Null => next.metadata = None,
+        Patch::Value(patch) => {
+            let patch = Value::Object(patch.clone());
             let merged =
-                profile::merge_patch(next.metadata.as_ref().unwrap_or(&Value::Null), patch);
+                profile::merge_patch(next.metadata.as_ref().unwrap_or(&Value::Null), &patch);
             let Value::Object(map) = &merged else {
                 unreachable!("the merge of an object patch is an object");
             };
@@ -148,51 +197,58 @@ fn apply(body: &Value, next: &mut Patched) -> Result<(), Refusal> {
             next.metadata = (!map.is_empty()).then_some(merged);
         }
     }
-    if let Some(patch) = body.get("identity").filter(|v| !v.is_null()) {
+    if let Some(patch) = &body.identity {
         next.identity = Some(profile::patch_identity(
             next.identity.as_ref(),
             patch,
             &next.client_alias,
         )?);
     }
-    if let Some(patch) = body.get("address") {
-        next.address = profile::patch_address(next.address.as_ref(), patch)?;
+    match &body.address {
+        Patch::Absent => {}
+        Patch::Null => next.address = profile::patch_address(next.address.as_ref(), &Value::Null)?,
+        Patch::Value(patch) => {
+            next.address = profile::patch_address(next.address.as_ref(), patch)?;
+        }
     }
     Ok(())
 }
 
-async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
-    let client_id = required_id!(cmd, "client_id");
-    let body = &cmd.body;
-    let client = match lock_live_client(cx, cmd, FAILED, client_id).await? {
+async fn handle(
+    cx: &mut Cx<'_>,
+    meta: &CommandMeta,
+    body: &ClientUpdate,
+) -> Result<Decision, HandlerError> {
+    let client_id = body.client_id;
+    let client = match lock_live_client(cx, meta, FAILED, client_id).await? {
         Ok(client) => client,
         Err(decision) => return Ok(decision),
     };
-    if let Some(given) = body.get("version").and_then(Value::as_i64)
+    if let Some(given) = body.version
         && given != i64::from(client.version)
     {
         let refusal = Refusal::version_conflict(given, client.version);
         let extra = json!({ "version": given, "current_version": client.version });
-        return Ok(refused(cmd, client_id, refusal, extra));
+        return Ok(refused(meta, client_id, refusal, extra));
     }
     if client.client_status.is_final() {
         let refusal = Refusal::client_read_only(client.client_status.as_str());
         let extra = json!({ "client_status": client.client_status });
-        return Ok(refused(cmd, client_id, refusal, extra));
+        return Ok(refused(meta, client_id, refusal, extra));
     }
 
     let before = Patched::of(&client);
     let mut next = Patched::of(&client);
     if let Err(refusal) = apply(body, &mut next) {
-        return Ok(refused(cmd, client_id, refusal, Value::Null));
+        return Ok(refused(meta, client_id, refusal, Value::Null));
     }
-    match body.get("direct_partner") {
-        None => {}
-        Some(Value::Null) => next.direct_partner = None,
-        Some(selector) => {
-            let Some(selector) = PartnerSelector::parse(selector) else {
+    match &body.direct_partner {
+        Patch::Absent => {}
+        Patch::Null => next.direct_partner = None,
+        Patch::Value(given) => {
+            let Some(selector) = given.selector() else {
                 return Ok(refused(
-                    cmd,
+                    meta,
                     client_id,
                     Refusal::partner_not_found(),
                     Value::Null,
@@ -206,7 +262,7 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
                 Some(r) => next.direct_partner = Some(r.direct),
                 None => {
                     return Ok(refused(
-                        cmd,
+                        meta,
                         client_id,
                         Refusal::partner_not_found(),
                         Value::Null,
@@ -215,14 +271,17 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
             }
         }
     }
-    if body.get("external_id").is_some() {
-        let given = profile::trimmed(body.get("external_id"));
+    if !body.external_id.is_absent() {
+        let given = match &body.external_id {
+            Patch::Value(e) => text(Some(e)),
+            Patch::Null | Patch::Absent => None,
+        };
         match (&before.external_id, given) {
             (Some(current), Some(given)) if *current == given => {}
             (None, None) => {}
             (Some(_), _) => {
                 return Ok(refused(
-                    cmd,
+                    meta,
                     client_id,
                     Refusal::external_id_immutable(),
                     Value::Null,
@@ -234,7 +293,7 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
                     .pop()
                     .flatten();
                 if let Some((id, code)) = holder {
-                    return Ok(taken_by(cmd, client_id, id, &code));
+                    return Ok(taken_by(meta, client_id, id, &code));
                 }
                 next.external_id = Some(given);
             }
@@ -244,7 +303,7 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
         && store::clients::email_taken_by_other(cx.conn, &next.email, client_id).await?
     {
         return Ok(refused(
-            cmd,
+            meta,
             client_id,
             Refusal::email_in_use(),
             Value::Null,
@@ -255,7 +314,7 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
     if changes.is_empty() {
         // Nothing to change: the answer says so, and nobody else needs to hear of it.
         let reply = OutgoingMessage::reply(
-            &cmd.meta,
+            meta,
             UPDATED,
             200,
             json!({ "message": "Client updated successfully", "client": client }),
@@ -294,11 +353,13 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
                         .pop()
                         .flatten()
                     {
-                        Some((id, code)) => taken_by(cmd, client_id, id, &code),
-                        None => refused(cmd, client_id, Refusal::external_id_in_use(), Value::Null),
+                        Some((id, code)) => taken_by(meta, client_id, id, &code),
+                        None => {
+                            refused(meta, client_id, Refusal::external_id_in_use(), Value::Null)
+                        }
                     }
                 }
-                _ => refused(cmd, client_id, Refusal::email_in_use(), Value::Null),
+                _ => refused(meta, client_id, Refusal::email_in_use(), Value::Null),
             });
         }
         Err(e) => return Err(e.into()),
@@ -311,9 +372,9 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
         "version": updated.version,
         "client": updated,
     });
-    let mut messages = vec![OutgoingMessage::event(&cmd.meta, UPDATED, data)];
+    let mut messages = vec![OutgoingMessage::event(meta, UPDATED, data)];
     messages.extend(OutgoingMessage::reply(
-        &cmd.meta,
+        meta,
         UPDATED,
         200,
         json!({ "message": "Client updated successfully", "client": updated }),
@@ -323,10 +384,10 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
 
 /// `EXTERNAL_ID_IN_USE`, naming the client that has it; the client the update was about is
 /// `target_client_id`.
-fn taken_by(cmd: &Command, client_id: i32, holder_id: i32, holder_code: &str) -> Decision {
+fn taken_by(meta: &CommandMeta, client_id: i32, holder_id: i32, holder_code: &str) -> Decision {
     let extra = json!({ "target_client_id": client_id });
     Decision::Done(external_id_in_use(
-        cmd,
+        meta,
         FAILED,
         holder_id,
         holder_code,
@@ -337,6 +398,12 @@ fn taken_by(cmd: &Command, client_id: i32, holder_id: i32, holder_code: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `client.update` body as JSON (its client_id added).
+    fn body(mut v: Value) -> ClientUpdate {
+        v["client_id"] = json!(1);
+        serde_json::from_value(v).unwrap()
+    }
 
     fn client() -> Patched {
         Patched {
@@ -355,8 +422,7 @@ mod tests {
     #[test]
     fn only_the_fields_present_change_and_metadata_is_merged() {
         let mut next = client();
-        apply(
-            &json!({"phone": " +62 ", "metadata": {"tier": "silver", "seats": null, "new": true}}),
+        apply(&body(json!({"phone": " +62 ", "metadata": {"tier": "silver", "seats": null, "new": true}})),
             &mut next,
         )
         .unwrap();
@@ -374,35 +440,35 @@ mod tests {
     fn removing_every_metadata_key_leaves_none() {
         let mut next = client();
         apply(
-            &json!({"metadata": {"tier": null, "seats": null}}),
+            &body(json!({"metadata": {"tier": null, "seats": null}})),
             &mut next,
         )
         .unwrap();
         assert_eq!(next.metadata, None);
         let mut next = client();
-        apply(&json!({"metadata": null}), &mut next).unwrap();
+        apply(&body(json!({"metadata": null})), &mut next).unwrap();
         assert_eq!(next.metadata, None);
     }
 
     #[test]
     fn blank_or_malformed_contact_fields_are_refused() {
-        for body in [
+        for given in [
             json!({"client_alias": " "}),
             json!({"email": "no-at-sign"}),
             json!({"phone": ""}),
         ] {
-            let refusal = apply(&body, &mut client()).unwrap_err();
-            assert_eq!(refusal.code, "VALIDATION_FAILED", "{body}");
+            let refusal = apply(&body(given.clone()), &mut client()).unwrap_err();
+            assert_eq!(refusal.code, "VALIDATION_FAILED", "{given}");
         }
-        let refusal = apply(&json!({"client_type": "x".repeat(51)}), &mut client()).unwrap_err();
+        let refusal =
+            apply(&body(json!({"client_type": "x".repeat(51)})), &mut client()).unwrap_err();
         assert_eq!(refusal.code, "VALUE_TOO_LONG");
     }
 
     #[test]
     fn the_same_values_again_are_no_change() {
         let mut next = client();
-        apply(
-            &json!({"client_alias": "Acme", "metadata": {"tier": "gold"}, "client_type": "corporate"}),
+        apply(&body(json!({"client_alias": "Acme", "metadata": {"tier": "gold"}, "client_type": "corporate"})),
             &mut next,
         )
         .unwrap();
@@ -413,7 +479,7 @@ mod tests {
     fn metadata_past_its_limits_once_merged_is_refused() {
         let mut next = client();
         let many: Map<String, Value> = (0..49).map(|i| (format!("k{i}"), json!(i))).collect();
-        let refusal = apply(&json!({ "metadata": many }), &mut next).unwrap_err();
+        let refusal = apply(&body(json!({ "metadata": many })), &mut next).unwrap_err();
         assert_eq!(
             refusal.code, "METADATA_TOO_LARGE",
             "2 kept + 49 new = 51 keys"

@@ -15,15 +15,16 @@
 //! | INSTANCE_NOT_FOUND     | no such instance; a delete of another client's instance      |
 //! | INSTANCE_NAME_TAKEN    | create with a name the client already uses (409)             |
 
-use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Cx, Decision, HandlerError, Outcome, required_id, text_field};
+use super::body::{id, text};
+use super::{Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome, Target};
 use crate::domain::instance::{
     ALIAS_UPDATED_MESSAGE, INSTANCE_CREATED_MESSAGE, INSTANCE_DELETED_MESSAGE, Instance,
     InstanceAction, authorize, owned,
 };
-use crate::messages::{Command, OutgoingMessage, Refusal};
+use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
 use crate::store;
 
 pub const CREATED: &str = "instance.created";
@@ -31,103 +32,173 @@ pub const ALIAS_UPDATED: &str = "instance.alias_updated";
 pub const DELETED: &str = "instance.deleted";
 pub const FAILED: &str = "instance.command_failed";
 
-fn refused(cmd: &Command, refusal: Refusal) -> Result<Decision, HandlerError> {
-    let mut context = json!({ "actor_user_id": cmd.body.get("actor_user_id") });
-    if let Some(id) = cmd.body.get("instance_id") {
-        context["instance_id"] = id.clone();
+/// `instance.create {actor_user_id, instance_name}`.
+#[derive(Debug, Deserialize)]
+pub struct InstanceCreate {
+    #[serde(deserialize_with = "id")]
+    pub actor_user_id: i32,
+    #[serde(default)]
+    pub instance_name: Option<String>,
+}
+
+/// `instance.update_alias {actor_user_id, instance_id, alias}`.
+#[derive(Debug, Deserialize)]
+pub struct InstanceUpdateAlias {
+    #[serde(deserialize_with = "id")]
+    pub actor_user_id: i32,
+    #[serde(deserialize_with = "id")]
+    pub instance_id: i32,
+    #[serde(default)]
+    pub alias: Option<String>,
+}
+
+/// `instance.delete {actor_user_id, instance_id}`.
+#[derive(Debug, Deserialize)]
+pub struct InstanceDelete {
+    #[serde(deserialize_with = "id")]
+    pub actor_user_id: i32,
+    #[serde(deserialize_with = "id")]
+    pub instance_id: i32,
+}
+
+impl Command for InstanceCreate {
+    const TYPE: CommandType = CommandType::new("instance.create");
+    const SCHEMA: &'static str = crate::schema!("instance.create");
+    const REFUSAL_EVENT: &'static str = FAILED;
+
+    fn target(&self) -> Target {
+        Target::ClientOf(self.actor_user_id)
+    }
+}
+
+impl Command for InstanceUpdateAlias {
+    const TYPE: CommandType = CommandType::new("instance.update_alias");
+    const SCHEMA: &'static str = crate::schema!("instance.update_alias");
+    const REFUSAL_EVENT: &'static str = FAILED;
+
+    fn target(&self) -> Target {
+        Target::ClientOf(self.actor_user_id)
+    }
+}
+
+impl Command for InstanceDelete {
+    const TYPE: CommandType = CommandType::new("instance.delete");
+    const SCHEMA: &'static str = crate::schema!("instance.delete");
+    const REFUSAL_EVENT: &'static str = FAILED;
+
+    fn target(&self) -> Target {
+        Target::ClientOf(self.actor_user_id)
+    }
+}
+
+fn refused(
+    meta: &CommandMeta,
+    actor_user_id: i32,
+    instance_id: Option<i32>,
+    refusal: Refusal,
+) -> Result<Decision, HandlerError> {
+    let mut context = json!({ "actor_user_id": actor_user_id });
+    if let Some(id) = instance_id {
+        context["instance_id"] = json!(id);
     }
     Ok(Decision::Done(Outcome::refused_with(
-        cmd, FAILED, refusal, context,
+        meta, FAILED, refusal, context,
     )))
 }
 
 /// The event with the instance, and the reply with the seed's body.
 fn succeeded(
-    cmd: &Command,
+    meta: &CommandMeta,
+    actor_user_id: i32,
     event_type: &str,
     instance: &Instance,
     status: u16,
     reply: Value,
 ) -> Decision {
     let data = json!({
-        "actor_user_id": cmd.body.get("actor_user_id"),
+        "actor_user_id": actor_user_id,
         "instance": instance,
     });
-    let mut messages = vec![OutgoingMessage::event(&cmd.meta, event_type, data)];
-    messages.extend(OutgoingMessage::reply(&cmd.meta, event_type, status, reply));
+    let mut messages = vec![OutgoingMessage::event(meta, event_type, data)];
+    messages.extend(OutgoingMessage::reply(meta, event_type, status, reply));
     Decision::Done(Outcome::succeeded(messages))
 }
 
-pub fn create_one<'x>(
-    cx: &'x mut Cx<'_>,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Decision, HandlerError>> {
-    Box::pin(create(cx, cmd))
+impl DecideOne for InstanceCreate {
+    async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
+        let actor_id = cmd.body.actor_user_id;
+        // The seed checks the name first, before it looks at who asks.
+        let Some(name) = text(cmd.body.instance_name.as_deref()) else {
+            return refused(cmd.meta, actor_id, None, Refusal::instance_name_required());
+        };
+        let actor = store::instances::actor(cx.conn, actor_id).await?;
+        let actor = match authorize(InstanceAction::Create, actor) {
+            Ok(actor) => actor,
+            Err(refusal) => return refused(cmd.meta, actor_id, None, refusal),
+        };
+        let Some(instance) = store::instances::insert(cx.conn, actor.client_id, &name).await?
+        else {
+            return refused(cmd.meta, actor_id, None, Refusal::instance_name_taken());
+        };
+        let reply = json!({ "message": INSTANCE_CREATED_MESSAGE, "instance": instance });
+        Ok(succeeded(
+            cmd.meta, actor_id, CREATED, &instance, 201, reply,
+        ))
+    }
 }
 
-pub fn update_alias_one<'x>(
-    cx: &'x mut Cx<'_>,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Decision, HandlerError>> {
-    Box::pin(update_alias(cx, cmd))
+impl DecideOne for InstanceUpdateAlias {
+    async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
+        let (actor_id, instance_id) = (cmd.body.actor_user_id, cmd.body.instance_id);
+        let Some(alias) = text(cmd.body.alias.as_deref()) else {
+            return refused(
+                cmd.meta,
+                actor_id,
+                Some(instance_id),
+                Refusal::alias_required(),
+            );
+        };
+        let actor = store::instances::actor(cx.conn, actor_id).await?;
+        let actor = match authorize(InstanceAction::UpdateAlias, actor) {
+            Ok(actor) => actor,
+            Err(refusal) => return refused(cmd.meta, actor_id, Some(instance_id), refusal),
+        };
+        let found = store::instances::lock(cx.conn, instance_id).await?;
+        let instance = match owned(InstanceAction::UpdateAlias, &actor, found) {
+            Ok(instance) => instance,
+            Err(refusal) => return refused(cmd.meta, actor_id, Some(instance_id), refusal),
+        };
+        let updated = store::instances::update_alias(cx.conn, instance.instance_id, &alias).await?;
+        let reply = json!({ "message": ALIAS_UPDATED_MESSAGE });
+        Ok(succeeded(
+            cmd.meta,
+            actor_id,
+            ALIAS_UPDATED,
+            &updated,
+            200,
+            reply,
+        ))
+    }
 }
 
-pub fn delete_one<'x>(
-    cx: &'x mut Cx<'_>,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Decision, HandlerError>> {
-    Box::pin(delete(cx, cmd))
-}
-
-async fn create(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
-    // The seed checks the name first, before it looks at who asks.
-    let Some(name) = text_field(&cmd.body, "instance_name") else {
-        return refused(cmd, Refusal::instance_name_required());
-    };
-    let actor = store::instances::actor(cx.conn, required_id!(cmd, "actor_user_id")).await?;
-    let actor = match authorize(InstanceAction::Create, actor) {
-        Ok(actor) => actor,
-        Err(refusal) => return refused(cmd, refusal),
-    };
-    let Some(instance) = store::instances::insert(cx.conn, actor.client_id, &name).await? else {
-        return refused(cmd, Refusal::instance_name_taken());
-    };
-    let reply = json!({ "message": INSTANCE_CREATED_MESSAGE, "instance": instance });
-    Ok(succeeded(cmd, CREATED, &instance, 201, reply))
-}
-
-async fn update_alias(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
-    let Some(alias) = text_field(&cmd.body, "alias") else {
-        return refused(cmd, Refusal::alias_required());
-    };
-    let actor = store::instances::actor(cx.conn, required_id!(cmd, "actor_user_id")).await?;
-    let actor = match authorize(InstanceAction::UpdateAlias, actor) {
-        Ok(actor) => actor,
-        Err(refusal) => return refused(cmd, refusal),
-    };
-    let found = store::instances::lock(cx.conn, required_id!(cmd, "instance_id")).await?;
-    let instance = match owned(InstanceAction::UpdateAlias, &actor, found) {
-        Ok(instance) => instance,
-        Err(refusal) => return refused(cmd, refusal),
-    };
-    let updated = store::instances::update_alias(cx.conn, instance.instance_id, &alias).await?;
-    let reply = json!({ "message": ALIAS_UPDATED_MESSAGE });
-    Ok(succeeded(cmd, ALIAS_UPDATED, &updated, 200, reply))
-}
-
-async fn delete(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
-    let actor = store::instances::actor(cx.conn, required_id!(cmd, "actor_user_id")).await?;
-    let actor = match authorize(InstanceAction::Delete, actor) {
-        Ok(actor) => actor,
-        Err(refusal) => return refused(cmd, refusal),
-    };
-    let found = store::instances::lock(cx.conn, required_id!(cmd, "instance_id")).await?;
-    let instance = match owned(InstanceAction::Delete, &actor, found) {
-        Ok(instance) => instance,
-        Err(refusal) => return refused(cmd, refusal),
-    };
-    store::instances::delete(cx.conn, instance.instance_id).await?;
-    // The event carries the instance as it was, so subscribers know what went.
-    let reply = json!({ "message": INSTANCE_DELETED_MESSAGE });
-    Ok(succeeded(cmd, DELETED, &instance, 200, reply))
+impl DecideOne for InstanceDelete {
+    async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
+        let (actor_id, instance_id) = (cmd.body.actor_user_id, cmd.body.instance_id);
+        let actor = store::instances::actor(cx.conn, actor_id).await?;
+        let actor = match authorize(InstanceAction::Delete, actor) {
+            Ok(actor) => actor,
+            Err(refusal) => return refused(cmd.meta, actor_id, Some(instance_id), refusal),
+        };
+        let found = store::instances::lock(cx.conn, instance_id).await?;
+        let instance = match owned(InstanceAction::Delete, &actor, found) {
+            Ok(instance) => instance,
+            Err(refusal) => return refused(cmd.meta, actor_id, Some(instance_id), refusal),
+        };
+        store::instances::delete(cx.conn, instance.instance_id).await?;
+        // The event carries the instance as it was, so subscribers know what went.
+        let reply = json!({ "message": INSTANCE_DELETED_MESSAGE });
+        Ok(succeeded(
+            cmd.meta, actor_id, DELETED, &instance, 200, reply,
+        ))
+    }
 }

@@ -3,42 +3,48 @@
 //! and `client.kyc_updated` announces it. The client row is locked like a lifecycle command's,
 //! so an approval decides on the eKYC status of the latest update, never a stale one.
 
-use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::json;
 
+use super::body::{id, parsed};
 use super::lifecycle::lock_live_client;
-use super::{Cx, Decision, HandlerError, Outcome, required_id};
+use super::{Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome, Target};
 use crate::domain::EkycStatus;
-use crate::messages::{Command, OutgoingMessage};
+use crate::messages::{CommandType, OutgoingMessage};
 use crate::store;
 
 pub const UPDATED: &str = "client.kyc_updated";
 pub const FAILED: &str = "client.kyc_update_failed";
 
-pub fn decide_one<'x>(
-    cx: &'x mut Cx<'_>,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Decision, HandlerError>> {
-    Box::pin(handle(cx, cmd))
+/// `client.kyc.update {client_id, ekyc_status}`.
+#[derive(Debug, Deserialize)]
+pub struct ClientKycUpdate {
+    #[serde(deserialize_with = "id")]
+    pub client_id: i32,
+    #[serde(deserialize_with = "parsed")]
+    pub ekyc_status: EkycStatus,
 }
 
-async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
-    let client_id = required_id!(cmd, "client_id");
-    let to: EkycStatus = match cmd
-        .body
-        .get("ekyc_status")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .parse()
-    {
-        Ok(to) => to,
-        Err(e) => {
-            return Ok(Decision::Failed(format!(
-                "ekyc_status passed its schema but: {e}"
-            )));
-        }
-    };
-    let client = match lock_live_client(cx, cmd, FAILED, client_id).await? {
+impl Command for ClientKycUpdate {
+    const TYPE: CommandType = CommandType::new("client.kyc.update");
+    const SCHEMA: &'static str = crate::schema!("client.kyc.update");
+    const REFUSAL_EVENT: &'static str = FAILED;
+
+    fn target(&self) -> Target {
+        Target::Client(self.client_id)
+    }
+}
+
+impl DecideOne for ClientKycUpdate {
+    async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
+        handle(cx, cmd).await
+    }
+}
+
+async fn handle(cx: &mut Cx<'_>, cmd: Cmd<'_, ClientKycUpdate>) -> Result<Decision, HandlerError> {
+    let client_id = cmd.body.client_id;
+    let to = cmd.body.ekyc_status;
+    let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
         Ok(client) => client,
         Err(decision) => return Ok(decision),
     };
@@ -49,7 +55,7 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
     if changed {
         store::history::record_ekyc(
             cx.conn,
-            &cmd.meta,
+            cmd.meta,
             client_id,
             from.as_str(),
             to.as_str(),
@@ -66,9 +72,9 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
         "admin_users_updated": admin_users,
         "client": updated,
     });
-    let mut messages = vec![OutgoingMessage::event(&cmd.meta, UPDATED, data)];
+    let mut messages = vec![OutgoingMessage::event(cmd.meta, UPDATED, data)];
     messages.extend(OutgoingMessage::reply(
-        &cmd.meta,
+        cmd.meta,
         UPDATED,
         200,
         json!({

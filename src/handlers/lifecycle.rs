@@ -7,16 +7,96 @@
 //! as if they came one after the other: the second waits for the first to commit and then
 //! decides from the status the first left.
 
-use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::json;
 
-use super::{Cx, Decision, HandlerError, Outcome, required_id, text_field};
+use super::body::{id, text};
+use super::{Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome, Target};
 use crate::configuration::Settings;
 use crate::domain::{LifecycleAction, decide};
-use crate::messages::{Command, OutgoingMessage, Refusal};
+use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
 use crate::store::{self, history::StatusChange};
 
 pub const REJECTED: &str = "client.transition_rejected";
+
+/// The lifecycle commands: one type each, the same body shape, one decision.
+macro_rules! transition {
+    ($(#[$doc:meta])* $name:ident, $type:literal, $action:expr, $note:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Deserialize)]
+        pub struct $name {
+            #[serde(deserialize_with = "id")]
+            pub client_id: i32,
+            #[serde(default)]
+            pub $note: Option<String>,
+        }
+
+        impl Command for $name {
+            const TYPE: CommandType = CommandType::new($type);
+            const SCHEMA: &'static str = crate::schema!($type);
+            const REFUSAL_EVENT: &'static str = REJECTED;
+
+            fn target(&self) -> Target {
+                Target::Client(self.client_id)
+            }
+        }
+
+        impl DecideOne for $name {
+            async fn decide(
+                cx: &mut Cx<'_>,
+                cmd: Cmd<'_, Self>,
+            ) -> Result<Decision, HandlerError> {
+                let change = Change {
+                    action: $action,
+                    client_id: cmd.body.client_id,
+                    reason: transition!(@reason $note, cmd.body),
+                    transaction_id: transition!(@transaction $note, cmd.body),
+                };
+                handle(cx, cmd.meta, change).await
+            }
+        }
+    };
+    (@reason reason, $body:expr) => { text($body.reason.as_deref()) };
+    (@reason transaction_id, $body:expr) => { None };
+    (@transaction reason, $body:expr) => { None };
+    (@transaction transaction_id, $body:expr) => { text($body.transaction_id.as_deref()) };
+}
+
+transition!(
+    /// `client.approve {client_id, reason?}`: PENDING to APPROVED.
+    ClientApprove, "client.approve", LifecycleAction::Approve, reason
+);
+transition!(
+    /// `client.reject {client_id, reason?}`: PENDING to REJECTED.
+    ClientReject, "client.reject", LifecycleAction::Reject, reason
+);
+transition!(
+    /// `client.blacklist {client_id, reason?}`: APPROVED or ACTIVE to BLACKLISTED.
+    ClientBlacklist, "client.blacklist", LifecycleAction::Blacklist, reason
+);
+transition!(
+    /// `client.unblacklist {client_id, reason?}`: BLACKLISTED to PENDING.
+    ClientUnblacklist, "client.unblacklist", LifecycleAction::Unblacklist, reason
+);
+transition!(
+    /// `client.exit {client_id, reason?}`: APPROVED, ACTIVE or BLACKLISTED to EXITED.
+    ClientExit, "client.exit", LifecycleAction::Exit, reason
+);
+transition!(
+    /// `client.record_first_transaction {client_id, transaction_id?}`: APPROVED to ACTIVE.
+    ClientRecordFirstTransaction,
+    "client.record_first_transaction",
+    LifecycleAction::RecordFirstTransaction,
+    transaction_id
+);
+
+/// What a lifecycle command asks for.
+struct Change {
+    action: LifecycleAction,
+    client_id: i32,
+    reason: Option<String>,
+    transaction_id: Option<String>,
+}
 
 /// What the reply says when the action succeeded.
 fn success_message(action: LifecycleAction) -> &'static str {
@@ -32,22 +112,18 @@ fn success_message(action: LifecycleAction) -> &'static str {
     }
 }
 
-pub fn decide_one<'x>(
-    cx: &'x mut Cx<'_>,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Decision, HandlerError>> {
-    Box::pin(handle(cx, cmd))
-}
-
-async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
-    let Some(action) = LifecycleAction::from_command_type(cmd.meta.command_type.as_str()) else {
-        return Ok(Decision::Failed(format!(
-            "{} is not a lifecycle command",
-            cmd.meta.command_type
-        )));
-    };
-    let client_id = required_id!(cmd, "client_id");
-    let client = match lock_live_client(cx, cmd, REJECTED, client_id).await? {
+async fn handle(
+    cx: &mut Cx<'_>,
+    meta: &CommandMeta,
+    change: Change,
+) -> Result<Decision, HandlerError> {
+    let Change {
+        action,
+        client_id,
+        reason,
+        transaction_id,
+    } = change;
+    let client = match lock_live_client(cx, meta, REJECTED, client_id).await? {
         Ok(client) => client,
         Err(decision) => return Ok(decision),
     };
@@ -61,10 +137,10 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
                 "client_id": client_id,
                 "client_status": current,
                 "ekyc_status": ekyc,
-                "action": action.command_type(),
+                "action": meta.command_type.as_str(),
             });
             return Ok(Decision::Done(Outcome::refused_with(
-                cmd,
+                meta,
                 REJECTED,
                 Refusal::from(refusal),
                 context,
@@ -73,15 +149,13 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
     };
 
     let updated = store::clients::set_status(cx.conn, client_id, next).await?;
-    let reason = text_field(&cmd.body, "reason");
-    let transaction_id = text_field(&cmd.body, "transaction_id");
     let details = match &transaction_id {
         Some(id) => json!({ "transaction_id": id }),
         None => json!({}),
     };
     store::history::record_status(
         cx.conn,
-        &cmd.meta,
+        meta,
         &StatusChange {
             client_id,
             from: current.as_str(),
@@ -98,14 +172,14 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
         "client_code": updated.client_code,
         "from_status": current,
         "to_status": next,
-        "action": action.command_type(),
+        "action": meta.command_type.as_str(),
         "reason": reason,
         "details": details,
         "client": updated,
     });
-    let mut messages = vec![OutgoingMessage::event(&cmd.meta, event_type, data)];
+    let mut messages = vec![OutgoingMessage::event(meta, event_type, data)];
     messages.extend(OutgoingMessage::reply(
-        &cmd.meta,
+        meta,
         event_type,
         200,
         json!({ "message": success_message(action), "client": updated }),
@@ -118,23 +192,23 @@ async fn handle(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
 /// ([`client_not_found`]), a deleted one is CLIENT_NOT_FOUND at once.
 pub(super) async fn lock_live_client(
     cx: &mut Cx<'_>,
-    cmd: &Command,
+    meta: &CommandMeta,
     failed_event: &str,
     client_id: i32,
 ) -> Result<Result<crate::domain::Client, Decision>, HandlerError> {
     Ok(
         match store::clients::lock_client(cx.conn, client_id).await? {
-            None => Err(client_not_found(cmd, cx.settings, failed_event, client_id)),
-            Some(c) if c.deleted_at.is_some() => Err(deleted(cmd, failed_event, client_id)),
+            None => Err(client_not_found(meta, cx.settings, failed_event, client_id)),
+            Some(c) if c.deleted_at.is_some() => Err(deleted(meta, failed_event, client_id)),
             Some(c) => Ok(c),
         },
     )
 }
 
 /// A command about a deleted client: CLIENT_NOT_FOUND at once (it will not come back).
-fn deleted(cmd: &Command, failed_event: &str, client_id: i32) -> Decision {
+fn deleted(meta: &CommandMeta, failed_event: &str, client_id: i32) -> Decision {
     Decision::Done(Outcome::refused_with(
-        cmd,
+        meta,
         failed_event,
         Refusal::client_not_found(),
         json!({ "client_id": client_id }),
@@ -146,7 +220,7 @@ fn deleted(cmd: &Command, failed_event: &str, client_id: i32) -> Decision {
 /// (at most `lifecycle.not_found_retries` times, never beyond `retry.max_attempts`) before
 /// it is answered with CLIENT_NOT_FOUND.
 fn client_not_found(
-    cmd: &Command,
+    meta: &CommandMeta,
     settings: &Settings,
     failed_event: &str,
     client_id: i32,
@@ -155,14 +229,14 @@ fn client_not_found(
         .lifecycle
         .not_found_retries
         .min(settings.retry.max_attempts);
-    if cmd.meta.attempt < budget {
+    if meta.attempt < budget {
         return Decision::RetryLater(format!(
             "client {client_id} does not exist (yet); delayed retry {} of {budget}",
-            cmd.meta.attempt.saturating_add(1)
+            meta.attempt.saturating_add(1)
         ));
     }
     Decision::Done(Outcome::refused_with(
-        cmd,
+        meta,
         failed_event,
         Refusal::client_not_found(),
         json!({ "client_id": client_id }),

@@ -1,14 +1,18 @@
-//! One file per command. A handler decides, inside the transaction of the batch its
-//! commands arrived in, what each command changes and what is said about it; the worker's
-//! unit of work claimed their inbox rows before and writes the outbox and commits after.
+//! One file per command. Each command is one implementation of [`Command`]: its routing key,
+//! its schema, where its refusals are announced, its typed body (schema-checked, then read
+//! once at the edge), the client it changes, and how it is decided: one at a time
+//! ([`DecideOne`]) or a slice at once with a few multi-row statements ([`DecideMany`],
+//! `client.create`). Queries are [`Query`] implementations. The registry
+//! (`crate::registry`) lists the implementations; everything it knows about a type (its
+//! name, its schema, dispatch) is read from them.
 //!
-//! A handler either decides a whole slice of commands of its type with a few multi-row
-//! statements ([`crate::registry::Run::Batch`], `client.create`), or one command at a time
-//! ([`crate::registry::Run::Each`]). Either way it must decide a command's fate before making
-//! any effect for it: a command that is to be retried later or that can never succeed
-//! ([`Decision::RetryLater`], [`Decision::Failed`]) must leave nothing behind, because the
-//! transaction commits the others' effects.
+//! A handler decides inside the transaction of the batch its commands arrived in, in a
+//! savepoint the unit of work gives it (`worker::batch`): the worker claimed their inbox rows
+//! before and writes the outbox and commits after. A command that one-at-a-time decides to
+//! refuse, to retry later or that fails leaves nothing behind: its savepoint is rolled back,
+//! and its neighbours commit.
 
+pub mod body;
 pub mod client_create;
 pub mod client_import;
 pub mod client_state;
@@ -20,16 +24,107 @@ pub mod partners;
 pub mod queries;
 pub mod relations;
 
-use futures::future::BoxFuture;
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::configuration::Settings;
 pub use crate::fault::HandlerError;
-use crate::messages::{Command, OutgoingMessage, Refusal};
+use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
 use crate::saga::SagaJob;
 use crate::store::inbox::InboxOutcome;
+pub use queries::Answer;
+
+/// One command of the contract, as the worker runs it. `Self` is its body, read from JSON once
+/// its schema passed.
+pub trait Command: DeserializeOwned + fmt::Debug + Send + Sync + 'static {
+    /// The routing key.
+    const TYPE: CommandType;
+    /// `schemas/<TYPE>.json`, compiled into the binary, so a deployment cannot run with
+    /// schemas that differ from its code.
+    const SCHEMA: &'static str;
+    /// The event its refusals are announced with.
+    const REFUSAL_EVENT: &'static str;
+
+    /// The client this command changes, when it names one. The unit of work locks the clients
+    /// of a batch in client-id order before any command decides, so two batches never wait
+    /// for each other in a circle.
+    fn target(&self) -> Target {
+        Target::None
+    }
+}
+
+/// A command decided on its own, in a savepoint of its own.
+pub trait DecideOne: Command {
+    fn decide(
+        cx: &mut Cx<'_>,
+        cmd: Cmd<'_, Self>,
+    ) -> impl Future<Output = Result<Decision, HandlerError>> + Send;
+}
+
+/// A command decided a slice at a time (a handful of multi-row statements for the slice). It
+/// decides its refusals before it makes any effect: the slice's savepoint is rolled back only
+/// for a command that is to be retried or that failed (the rest run again without it), or for
+/// an error (the slice is split in two and each half runs again, until the culprit is alone).
+pub trait DecideMany: Command {
+    /// One decision per command, in order.
+    fn decide(
+        cx: &mut Cx<'_>,
+        cmds: &[Cmd<'_, Self>],
+    ) -> impl Future<Output = Result<Vec<Decision>, HandlerError>> + Send;
+}
+
+/// A query: read in a read-only snapshot and answered on `reply_to` only; no inbox, no
+/// outbox, no event.
+pub trait Query: DeserializeOwned + fmt::Debug + Send + Sync + 'static {
+    const TYPE: CommandType;
+    const SCHEMA: &'static str;
+
+    fn read(
+        conn: &mut PgConnection,
+        query: &Self,
+    ) -> impl Future<Output = Result<Answer, HandlerError>> + Send;
+}
+
+/// The client a command changes (see [`Command::target`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    None,
+    /// The client with this id.
+    Client(i32),
+    /// The client of the user with this id (the actor of an instance command).
+    ClientOf(i32),
+}
+
+/// A command as a handler sees it: what every command has, and its typed body.
+#[derive(Debug)]
+pub struct Cmd<'a, T> {
+    pub meta: &'a CommandMeta,
+    pub body: &'a T,
+}
+
+impl<T> Clone for Cmd<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Cmd<'_, T> {}
+
+/// A typed body whose type only the registry knows (it made it, and it alone reads it back).
+pub type Body = Box<dyn Any + Send + Sync>;
+
+/// A command on its way through the worker: what every command has, and its body, read.
+#[derive(Debug)]
+pub struct Received {
+    pub meta: CommandMeta,
+    pub body: Body,
+}
 
 /// What a handler works with: the batch's transaction and the settings.
 pub struct Cx<'a> {
@@ -52,6 +147,14 @@ pub enum Decision {
     RetryLater(String),
     /// Nothing done, and it never will be: dead-lettered with `command.failed`.
     Failed(String),
+}
+
+impl Decision {
+    /// Whether the command's effects are to be kept: it succeeded. (A refusal's, a retry's
+    /// and a failure's are not: there should be none, and its savepoint makes sure.)
+    pub fn keeps_effects(&self) -> bool {
+        matches!(self, Decision::Done(o) if o.inbox == InboxOutcome::Succeeded)
+    }
 }
 
 /// What a handler decided for a command it handled.
@@ -78,14 +181,14 @@ impl Outcome {
 
     /// A business refusal: the `<failed_event>` event carrying code, status and message, and
     /// the seed's `{"error": ...}` reply when one was asked for.
-    pub fn refused(cmd: &Command, failed_event: &str, refusal: Refusal) -> Outcome {
-        Self::refused_with(cmd, failed_event, refusal, Value::Null)
+    pub fn refused(meta: &CommandMeta, failed_event: &str, refusal: Refusal) -> Outcome {
+        Self::refused_with(meta, failed_event, refusal, Value::Null)
     }
 
     /// [`Outcome::refused`], with what subscribers need to act on it (e.g. the client and
     /// its current status) added to the event's data; the reply stays the seed's body.
     pub fn refused_with(
-        cmd: &Command,
+        meta: &CommandMeta,
         failed_event: &str,
         refusal: Refusal,
         context: Value,
@@ -93,7 +196,7 @@ impl Outcome {
         Outcome {
             inbox: InboxOutcome::Refused,
             code: Some(refusal.code),
-            messages: refusal_messages(cmd, failed_event, &refusal, context, None),
+            messages: refusal_messages(meta, failed_event, &refusal, context, None),
             sagas: Vec::new(),
         }
     }
@@ -102,7 +205,7 @@ impl Outcome {
 /// `EXTERNAL_ID_IN_USE` of a create or update: the event's `client_id` and `client_code` name
 /// the client that has the external id (the contract's rule), beside the facts in `extra`.
 pub(crate) fn external_id_in_use(
-    cmd: &Command,
+    meta: &CommandMeta,
     failed_event: &str,
     holder_id: i32,
     holder_code: &str,
@@ -110,7 +213,7 @@ pub(crate) fn external_id_in_use(
 ) -> Outcome {
     let context = serde_json::json!({ "client_id": holder_id, "client_code": holder_code });
     Outcome::refused_with(
-        cmd,
+        meta,
         failed_event,
         Refusal::external_id_in_use(),
         with(context, extra),
@@ -129,7 +232,7 @@ pub(crate) fn with(mut base: Value, extra: Value) -> Value {
 /// command's own outcome has (e.g. a reused message_id refused after the first command was
 /// answered under it).
 pub fn refusal_messages(
-    cmd: &Command,
+    meta: &CommandMeta,
     failed_event: &str,
     refusal: &Refusal,
     context: Value,
@@ -139,25 +242,25 @@ pub fn refusal_messages(
         "code": refusal.code,
         "status": refusal.status,
         "message": refusal.message,
-        "command_type": cmd.meta.command_type.as_str(),
+        "command_type": meta.command_type.as_str(),
     });
     if let (Value::Object(data), Value::Object(context)) = (&mut data, context) {
         for (k, v) in context {
             data.entry(k).or_insert(v);
         }
     }
-    let mut meta = cmd.meta.clone();
+    let mut varied = meta.clone();
     if let Some(variant) = variant {
         // Derived ids hang off the message_id: vary it for ids, keep it for causation.
-        meta.message_id = format!("{}\u{1f}{variant}", cmd.meta.message_id);
+        varied.message_id = format!("{}\u{1f}{variant}", meta.message_id);
     }
-    let mut event = OutgoingMessage::event(&meta, failed_event, data);
+    let mut event = OutgoingMessage::event(&varied, failed_event, data);
     if variant.is_some() {
-        event.payload["causation_id"] = Value::String(cmd.meta.message_id.clone());
+        event.payload["causation_id"] = Value::String(meta.message_id.clone());
     }
     let mut messages = vec![event];
     messages.extend(OutgoingMessage::reply(
-        &meta,
+        &varied,
         failed_event,
         refusal.status,
         refusal.error_body(),
@@ -165,130 +268,34 @@ pub fn refusal_messages(
     messages
 }
 
-/// Decides one command (handlers that have nothing to gain from deciding a slice at once).
-pub type DecideOne =
-    for<'x, 'y> fn(&'x mut Cx<'y>, &'x Command) -> BoxFuture<'x, Result<Decision, HandlerError>>;
-
-/// Decides a slice of commands of one type; one decision per command, in order.
-pub type DecideBatch = for<'x, 'y> fn(
-    &'x mut Cx<'y>,
-    &'x [&'x Command],
-) -> BoxFuture<'x, Result<Vec<Decision>, HandlerError>>;
-
-/// Runs `one` over `cmds`, in order, in the same transaction.
-pub async fn each(
-    cx: &mut Cx<'_>,
-    cmds: &[&Command],
-    one: DecideOne,
-) -> Result<Vec<Decision>, HandlerError> {
-    let mut decisions = Vec::with_capacity(cmds.len());
-    for cmd in cmds {
-        decisions.push(one(cx, cmd).await?);
-    }
-    Ok(decisions)
-}
-
-/// A positive integer field the command's schema requires (e.g. `client_id`). JSON Schema
-/// counts `2.0` as the integer 2, so it passes the schema and is read as 2 here too. Anything
-/// else can never be read, so the command fails for good rather than being retried.
-fn read_id(cmd: &Command, field: &str) -> Result<i32, String> {
-    cmd.body
-        .get(field)
-        .and_then(|v| {
-            v.as_i64().or_else(|| {
-                v.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() <= i32::MAX as f64)
-                    .map(|f| f as i64)
-            })
-        })
-        .and_then(|n| i32::try_from(n).ok())
-        .ok_or_else(|| {
-            format!(
-                "{field} missing although schemas/{}.json requires it",
-                cmd.meta.command_type
-            )
-        })
-}
-
-/// Reads a required id, or ends the command as [`Decision::Failed`].
-macro_rules! required_id {
-    ($cmd:expr, $field:expr) => {
-        match $crate::handlers::read_id($cmd, $field) {
-            Ok(id) => id,
-            Err(reason) => return Ok($crate::handlers::Decision::Failed(reason)),
-        }
-    };
-}
-pub(crate) use required_id;
-
-/// A text field of the body, trimmed; missing, null and blank are all `None` (the seed
-/// answers each the same way).
-fn text_field(body: &Value, field: &str) -> Option<String> {
-    crate::domain::profile::trimmed(body.get(field))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::CommandType;
     use serde_json::json;
 
-    #[test]
-    fn text_fields_are_trimmed_and_blank_is_absent() {
-        for body in [
-            json!({}),
-            json!({"instance_name": null}),
-            json!({"instance_name": ""}),
-            json!({"instance_name": "  "}),
-            json!({"instance_name": 3}),
-        ] {
-            assert_eq!(text_field(&body, "instance_name"), None, "{body}");
-        }
-        assert_eq!(
-            text_field(&json!({"instance_name": " API "}), "instance_name").as_deref(),
-            Some("API")
-        );
-    }
-
-    fn cmd(body: Value) -> Command {
-        Command {
-            meta: crate::messages::CommandMeta {
-                command_type: CommandType::ClientApprove,
-                message_id: "m".into(),
-                correlation_id: "m".into(),
-                reply_to: Some("r".into()),
-                traceparent: None,
-                attempt: 0,
-            },
-            body,
-        }
-    }
-
-    #[test]
-    fn ids_the_schema_accepts_as_integers_are_read_as_integers() {
-        assert_eq!(read_id(&cmd(json!({"client_id": 2})), "client_id"), Ok(2));
-        assert_eq!(read_id(&cmd(json!({"client_id": 2.0})), "client_id"), Ok(2));
-        for bad in [
-            json!({"client_id": 2.5}),
-            json!({"client_id": 1e12}),
-            json!({}),
-        ] {
-            assert!(read_id(&cmd(bad.clone()), "client_id").is_err(), "{bad}");
+    fn meta() -> CommandMeta {
+        CommandMeta {
+            command_type: CommandType::new("client.approve"),
+            message_id: "m".into(),
+            correlation_id: "m".into(),
+            reply_to: Some("r".into()),
+            traceparent: None,
+            attempt: 0,
         }
     }
 
     #[test]
     fn a_refusal_under_a_variant_gets_its_own_ids_and_keeps_its_cause() {
-        let c = cmd(json!({"client_id": 1}));
+        let m = meta();
         let plain = refusal_messages(
-            &c,
+            &m,
             "client.transition_rejected",
             &Refusal::client_not_found(),
             Value::Null,
             None,
         );
         let varied = refusal_messages(
-            &c,
+            &m,
             "client.transition_rejected",
             &Refusal::idempotency_key_reused(),
             Value::Null,

@@ -13,16 +13,18 @@
 //!   `domain::paging` for why the cursor and not `page` is the way to walk every page.
 //! - `instance.list`: 200 `{"instances": [...]}` as in "Get My Instances".
 
-use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 
-use super::{HandlerError, text_field};
+use super::body::{id, opt_count, opt_id, text};
+use super::{Body, HandlerError, Query};
 use crate::domain::ClientListItem;
 use crate::domain::instance::{InstanceAction, authorize};
 use crate::domain::paging::{self, Cursor};
 use crate::domain::profile::PartnerSelector;
-use crate::messages::{Command, OutgoingMessage, Refusal};
+use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
+use crate::registry::RunQuery;
 use crate::store::{self, clients::ClientFilter, clients::ClientKey, clients::PageStart};
 
 /// A query's answer before it becomes a reply.
@@ -31,94 +33,123 @@ pub enum Answer {
     Refused(Refusal),
 }
 
-/// Reads what one query asks for, inside a read-only snapshot.
-pub type Read = for<'x, 'y> fn(
-    &'x mut PgConnection,
-    &'x Command,
-) -> BoxFuture<'x, Result<Answer, HandlerError>>;
-
 /// Runs a query and returns its reply (the pipeline has made sure there is a `reply_to`).
 pub async fn answer(
     pool: &PgPool,
-    cmd: &Command,
-    read: Read,
+    meta: &CommandMeta,
+    body: &Body,
+    read: RunQuery,
 ) -> Result<OutgoingMessage, HandlerError> {
     // One read-only snapshot: a page and its total agree with each other.
     let mut tx = store::read_only(pool).await?;
-    let answer = read(&mut tx, cmd).await?;
+    let answer = read(&mut tx, body).await?;
     tx.commit().await?;
-    let query = cmd.meta.command_type.as_str();
+    let query = meta.command_type.as_str();
     let (outcome, status, body) = match answer {
         Answer::Found(body) => (format!("{query}.answered"), 200, body),
         Answer::Refused(r) => (format!("{query}.refused"), r.status, r.error_body()),
     };
-    OutgoingMessage::reply(&cmd.meta, &outcome, status, body)
+    OutgoingMessage::reply(meta, &outcome, status, body)
         .ok_or_else(|| HandlerError::Permanent(format!("{query} has no reply_to to answer to")))
 }
 
-fn id(cmd: &Command, field: &str) -> Result<i32, HandlerError> {
-    super::read_id(cmd, field).map_err(HandlerError::Permanent)
+/// `client.get {client_id | client_code | external_id, include_deleted?}` (the schema asks
+/// for exactly one of the three).
+#[derive(Debug, Deserialize)]
+pub struct ClientGet {
+    #[serde(default, deserialize_with = "opt_id")]
+    pub client_id: Option<i32>,
+    #[serde(default)]
+    pub client_code: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub include_deleted: Option<bool>,
 }
 
-pub fn client_get_read<'x>(
-    conn: &'x mut PgConnection,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Answer, HandlerError>> {
-    Box::pin(client_get(conn, cmd))
+impl Query for ClientGet {
+    const TYPE: CommandType = CommandType::new("client.get");
+    const SCHEMA: &'static str = crate::schema!("client.get");
+
+    async fn read(conn: &mut PgConnection, query: &Self) -> Result<Answer, HandlerError> {
+        let key = if let Some(id) = query.client_id {
+            ClientKey::Id(id)
+        } else if let Some(code) = text(query.client_code.as_deref()) {
+            ClientKey::Code(code)
+        } else if let Some(external) = text(query.external_id.as_deref()) {
+            ClientKey::ExternalId(external)
+        } else {
+            return Err(HandlerError::Permanent(
+                "client.get names no client although its schema requires one".into(),
+            ));
+        };
+        let include_deleted = query.include_deleted.unwrap_or(false);
+        Ok(
+            match store::clients::find_client(conn, &key, include_deleted).await? {
+                Some(client) => Answer::Found(json!({ "client": ClientListItem::from(&client) })),
+                None => Answer::Refused(Refusal::client_not_found()),
+            },
+        )
+    }
 }
 
-pub fn client_list_read<'x>(
-    conn: &'x mut PgConnection,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Answer, HandlerError>> {
-    Box::pin(client_list(conn, cmd))
+/// How `client.list` names a partner: its id, or its name.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PartnerKey {
+    Id(#[serde(deserialize_with = "id")] i32),
+    Name(String),
 }
 
-pub fn instance_list_read<'x>(
-    conn: &'x mut PgConnection,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Answer, HandlerError>> {
-    Box::pin(instance_list(conn, cmd))
+/// `client.list` (filters, and `page`/`cursor` or `take`/`skip` paging).
+#[derive(Debug, Deserialize)]
+pub struct ClientList {
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub country_code: Option<String>,
+    #[serde(default)]
+    pub client_type: Option<String>,
+    #[serde(default, deserialize_with = "opt_count")]
+    pub page: Option<u64>,
+    #[serde(default, deserialize_with = "opt_count")]
+    pub page_size: Option<u64>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub partner: Option<PartnerKey>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    #[serde(default)]
+    pub include_deleted: Option<bool>,
+    #[serde(default, deserialize_with = "opt_count")]
+    pub take: Option<u64>,
+    #[serde(default, deserialize_with = "opt_count")]
+    pub skip: Option<u64>,
 }
 
-async fn client_get(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, HandlerError> {
-    let body = &cmd.body;
-    // The schema asks for exactly one of the three.
-    let key = if body.get("client_id").is_some_and(|v| !v.is_null()) {
-        ClientKey::Id(id(cmd, "client_id")?)
-    } else if let Some(code) = text_field(body, "client_code") {
-        ClientKey::Code(code)
-    } else if let Some(external) = text_field(body, "external_id") {
-        ClientKey::ExternalId(external)
-    } else {
-        return Err(HandlerError::Permanent(
-            "client.get names no client although its schema requires one".into(),
-        ));
-    };
-    let include_deleted = body
-        .get("include_deleted")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    Ok(
-        match store::clients::find_client(conn, &key, include_deleted).await? {
-            Some(client) => Answer::Found(json!({ "client": ClientListItem::from(&client) })),
-            None => Answer::Refused(Refusal::client_not_found()),
-        },
-    )
+impl Query for ClientList {
+    const TYPE: CommandType = CommandType::new("client.list");
+    const SCHEMA: &'static str = crate::schema!("client.list");
+
+    async fn read(conn: &mut PgConnection, query: &Self) -> Result<Answer, HandlerError> {
+        client_list(conn, query).await
+    }
 }
 
-async fn client_list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, HandlerError> {
-    let body = &cmd.body;
-    let partner_id = match body.get("partner").filter(|v| !v.is_null()) {
+async fn client_list(conn: &mut PgConnection, query: &ClientList) -> Result<Answer, HandlerError> {
+    let partner_id = match &query.partner {
         None => None,
         Some(partner) => {
             let selector = match partner {
-                Value::String(name) => PartnerSelector {
+                PartnerKey::Name(name) => PartnerSelector {
                     id: None,
                     name: Some(name.trim().to_string()),
                 },
-                other => PartnerSelector {
-                    id: other.as_i64().and_then(|n| i32::try_from(n).ok()),
+                PartnerKey::Id(id) => PartnerSelector {
+                    id: Some(*id),
                     name: None,
                 },
             };
@@ -133,21 +164,17 @@ async fn client_list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, H
         }
     };
     let filter = ClientFilter {
-        status: text_field(body, "status"),
-        country_code: text_field(body, "country_code"),
-        client_type: text_field(body, "client_type"),
+        status: text(query.status.as_deref()),
+        country_code: text(query.country_code.as_deref()),
+        client_type: text(query.client_type.as_deref()),
         partner_id,
-        external_id: text_field(body, "external_id"),
-        is_active: body.get("is_active").and_then(Value::as_bool),
-        include_deleted: body
-            .get("include_deleted")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        external_id: text(query.external_id.as_deref()),
+        is_active: query.is_active,
+        include_deleted: query.include_deleted.unwrap_or(false),
     };
     // take/skip (seed 002) beside page and cursor.
-    let given = |k: &str| body.get(k).is_some_and(|v| !v.is_null());
-    if given("take") || given("skip") {
-        let (take, skip) = paging::take_skip(body);
+    if query.take.is_some() || query.skip.is_some() {
+        let (take, skip) = paging::take_skip(query.take, query.skip);
         let clients =
             store::clients::list_clients(conn, &filter, PageStart::Offset(skip), take as i64)
                 .await?;
@@ -160,14 +187,14 @@ async fn client_list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, H
             "total": total,
         })));
     }
-    let page_size = paging::page_size(body.get("page_size").and_then(Value::as_u64));
-    let (start, page) = match text_field(body, "cursor") {
+    let page_size = paging::page_size(query.page_size);
+    let (start, page) = match text(query.cursor.as_deref()) {
         Some(token) => match Cursor::decode(&token) {
             Some(c) => (PageStart::After(c.created, c.client_id), c.page),
             None => return Ok(Answer::Refused(Refusal::invalid_cursor())),
         },
         None => {
-            let page = body.get("page").and_then(Value::as_u64).unwrap_or(1).max(1);
+            let page = query.page.unwrap_or(1).max(1);
             let page = u32::try_from(page).unwrap_or(u32::MAX);
             let skip = u64::from(page - 1) * u64::from(page_size);
             (PageStart::Offset(skip), page)
@@ -200,45 +227,64 @@ async fn client_list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, H
     })))
 }
 
-pub fn partner_list_read<'x>(
-    conn: &'x mut PgConnection,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Answer, HandlerError>> {
-    Box::pin(partner_list(conn, cmd))
-}
-
 /// `partner.list {under?, take?, skip?}`: `{partners, take, skip, total}`, oldest first.
-async fn partner_list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, HandlerError> {
-    let body = &cmd.body;
-    let under = match body.get("under").and_then(Value::as_i64) {
-        Some(n) => match store::partners::get(conn, i32::try_from(n).unwrap_or(-1)).await? {
-            Some(p) => Some(p.partner_id),
-            None => return Ok(Answer::Refused(Refusal::partner_not_found())),
-        },
-        None => None,
-    };
-    let (take, skip) = paging::take_skip(body);
-    let (partners, total) = store::partners::list(
-        conn,
-        under,
-        take as i64,
-        i64::try_from(skip).unwrap_or(i64::MAX),
-    )
-    .await?;
-    Ok(Answer::Found(json!({
-        "partners": partners,
-        "take": take,
-        "skip": skip,
-        "total": total,
-    })))
+#[derive(Debug, Deserialize)]
+pub struct PartnerList {
+    #[serde(default, deserialize_with = "opt_id")]
+    pub under: Option<i32>,
+    #[serde(default, deserialize_with = "opt_count")]
+    pub take: Option<u64>,
+    #[serde(default, deserialize_with = "opt_count")]
+    pub skip: Option<u64>,
 }
 
-async fn instance_list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, HandlerError> {
-    let actor = store::instances::actor(conn, id(cmd, "actor_user_id")?).await?;
-    let actor = match authorize(InstanceAction::List, actor) {
-        Ok(actor) => actor,
-        Err(refusal) => return Ok(Answer::Refused(refusal)),
-    };
-    let instances = store::instances::list_for_client(conn, actor.client_id).await?;
-    Ok(Answer::Found(json!({ "instances": instances })))
+impl Query for PartnerList {
+    const TYPE: CommandType = CommandType::new("partner.list");
+    const SCHEMA: &'static str = crate::schema!("partner.list");
+
+    async fn read(conn: &mut PgConnection, query: &Self) -> Result<Answer, HandlerError> {
+        let under = match query.under {
+            Some(n) => match store::partners::get(conn, n).await? {
+                Some(p) => Some(p.partner_id),
+                None => return Ok(Answer::Refused(Refusal::partner_not_found())),
+            },
+            None => None,
+        };
+        let (take, skip) = paging::take_skip(query.take, query.skip);
+        let (partners, total) = store::partners::list(
+            conn,
+            under,
+            take as i64,
+            i64::try_from(skip).unwrap_or(i64::MAX),
+        )
+        .await?;
+        Ok(Answer::Found(json!({
+            "partners": partners,
+            "take": take,
+            "skip": skip,
+            "total": total,
+        })))
+    }
+}
+
+/// `instance.list {actor_user_id}`: the instances of the actor's client.
+#[derive(Debug, Deserialize)]
+pub struct InstanceList {
+    #[serde(deserialize_with = "id")]
+    pub actor_user_id: i32,
+}
+
+impl Query for InstanceList {
+    const TYPE: CommandType = CommandType::new("instance.list");
+    const SCHEMA: &'static str = crate::schema!("instance.list");
+
+    async fn read(conn: &mut PgConnection, query: &Self) -> Result<Answer, HandlerError> {
+        let actor = store::instances::actor(conn, query.actor_user_id).await?;
+        let actor = match authorize(InstanceAction::List, actor) {
+            Ok(actor) => actor,
+            Err(refusal) => return Ok(Answer::Refused(refusal)),
+        };
+        let instances = store::instances::list_for_client(conn, actor.client_id).await?;
+        Ok(Answer::Found(json!({ "instances": instances })))
+    }
 }

@@ -5,51 +5,123 @@
 //! other command about the client that committed before it (a delete, say). Refusals are
 //! announced as `client.command_failed`, like the client profile's.
 
-use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::body::{id, opt_count};
 use super::client_update::FAILED;
 use super::lifecycle::lock_live_client;
 use super::queries::Answer;
-use super::{Cx, Decision, HandlerError, Outcome, required_id};
+use super::{Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome, Query, Target};
 use crate::domain::paging;
-use crate::domain::relation::{self, NewRelation};
-use crate::messages::{Command, OutgoingMessage, Refusal};
+use crate::domain::relation::{self, NewRelation, RelationPatch};
+use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
 use crate::store::{self, relations::Relation};
 
 pub const ADDED: &str = "client.relations_added";
 pub const UPDATED: &str = "client.relation_updated";
 pub const REMOVED: &str = "client.relation_removed";
 
-/// The relation id of a body; one that is not a UUID names no relation.
-fn relation_id(body: &Value) -> Option<Uuid> {
-    body.get("relation_id")
-        .and_then(Value::as_str)
-        .and_then(|s| Uuid::parse_str(s.trim()).ok())
+/// `client.relation.add {client_id, relation | relations}`.
+#[derive(Debug, Deserialize)]
+pub struct ClientRelationAdd {
+    #[serde(deserialize_with = "id")]
+    pub client_id: i32,
+    /// One person (an object the domain normalises: see `domain::relation`).
+    #[serde(default)]
+    pub relation: Option<Value>,
+    #[serde(default)]
+    pub relations: Option<Vec<Value>>,
 }
 
-fn refused(cmd: &Command, refusal: Refusal, client_id: i32) -> Decision {
+/// `client.relation.update {client_id, relation_id, relation?, identity?, profile?}`.
+#[derive(Debug, Deserialize)]
+pub struct ClientRelationUpdate {
+    #[serde(deserialize_with = "id")]
+    pub client_id: i32,
+    pub relation_id: String,
+    #[serde(default)]
+    pub relation: Option<Value>,
+    /// A merge patch of the person's identity.
+    #[serde(default)]
+    pub identity: Option<Value>,
+    /// A merge patch of the person's profile.
+    #[serde(default)]
+    pub profile: Option<Value>,
+}
+
+/// `client.relation.remove {client_id, relation_id}`.
+#[derive(Debug, Deserialize)]
+pub struct ClientRelationRemove {
+    #[serde(deserialize_with = "id")]
+    pub client_id: i32,
+    pub relation_id: String,
+}
+
+/// `client.relation.list {client_id, take?, skip?}` (a query).
+#[derive(Debug, Deserialize)]
+pub struct ClientRelationList {
+    #[serde(deserialize_with = "id")]
+    pub client_id: i32,
+    #[serde(default, deserialize_with = "opt_count")]
+    pub take: Option<u64>,
+    #[serde(default, deserialize_with = "opt_count")]
+    pub skip: Option<u64>,
+}
+
+/// `client.relation.get {client_id, relation_id}` (a query).
+#[derive(Debug, Deserialize)]
+pub struct ClientRelationGet {
+    #[serde(deserialize_with = "id")]
+    pub client_id: i32,
+    pub relation_id: String,
+}
+
+macro_rules! relation_command {
+    ($name:ident, $type:literal) => {
+        impl Command for $name {
+            const TYPE: CommandType = CommandType::new($type);
+            const SCHEMA: &'static str = crate::schema!($type);
+            const REFUSAL_EVENT: &'static str = FAILED;
+
+            fn target(&self) -> Target {
+                Target::Client(self.client_id)
+            }
+        }
+    };
+}
+
+relation_command!(ClientRelationAdd, "client.relation.add");
+relation_command!(ClientRelationUpdate, "client.relation.update");
+relation_command!(ClientRelationRemove, "client.relation.remove");
+
+/// A relation id; one that is not a UUID names no relation.
+fn relation_id(given: &str) -> Option<Uuid> {
+    Uuid::parse_str(given.trim()).ok()
+}
+
+fn refused(meta: &CommandMeta, refusal: Refusal, client_id: i32) -> Decision {
     Decision::Done(Outcome::refused_with(
-        cmd,
+        meta,
         FAILED,
         refusal,
         json!({ "client_id": client_id }),
     ))
 }
 
-pub fn add_one<'x>(
-    cx: &'x mut Cx<'_>,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Decision, HandlerError>> {
-    Box::pin(add(cx, cmd))
+impl DecideOne for ClientRelationAdd {
+    async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
+        add(cx, cmd).await
+    }
 }
 
-async fn add(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
-    let client_id = required_id!(cmd, "client_id");
+async fn add(cx: &mut Cx<'_>, cmd: Cmd<'_, ClientRelationAdd>) -> Result<Decision, HandlerError> {
+    let client_id = cmd.body.client_id;
     // What the body alone decides comes first: it needs no client.
-    let given = match relation::parse_all(&cmd.body) {
+    let given = match relation::parse_all(cmd.body.relation.as_ref(), cmd.body.relations.as_deref())
+    {
         Ok(given) if given.is_empty() => {
             return Ok(Decision::Failed(
                 "neither relation nor relations although schemas/client.relation.add.json \
@@ -58,19 +130,23 @@ async fn add(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
             ));
         }
         Ok(given) => given,
-        Err(refusal) => return Ok(refused(cmd, refusal, client_id)),
+        Err(refusal) => return Ok(refused(cmd.meta, refusal, client_id)),
     };
-    let client = match lock_live_client(cx, cmd, FAILED, client_id).await? {
+    let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
         Ok(client) => client,
         Err(decision) => return Ok(decision),
     };
     if !relation::is_corporate(&client.client_type, client.identity.as_ref()) {
-        return Ok(refused(cmd, Refusal::relations_corporate_only(), client_id));
+        return Ok(refused(
+            cmd.meta,
+            Refusal::relations_corporate_only(),
+            client_id,
+        ));
     }
     let rows: Vec<(i32, &NewRelation)> = given.iter().map(|r| (client_id, r)).collect();
     let added = store::relations::insert_many(cx.conn, &rows).await?;
     let mut messages = vec![OutgoingMessage::event(
-        &cmd.meta,
+        cmd.meta,
         ADDED,
         json!({
             "client_id": client_id,
@@ -79,7 +155,7 @@ async fn add(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
         }),
     )];
     messages.extend(OutgoingMessage::reply(
-        &cmd.meta,
+        cmd.meta,
         ADDED,
         201,
         json!({ "relations": added }),
@@ -87,41 +163,48 @@ async fn add(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
     Ok(Decision::Done(Outcome::succeeded(messages)))
 }
 
-pub fn update_one<'x>(
-    cx: &'x mut Cx<'_>,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Decision, HandlerError>> {
-    Box::pin(update(cx, cmd))
+impl DecideOne for ClientRelationUpdate {
+    async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
+        update(cx, cmd).await
+    }
 }
 
-async fn update(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
-    let client_id = required_id!(cmd, "client_id");
-    let client = match lock_live_client(cx, cmd, FAILED, client_id).await? {
+async fn update(
+    cx: &mut Cx<'_>,
+    cmd: Cmd<'_, ClientRelationUpdate>,
+) -> Result<Decision, HandlerError> {
+    let client_id = cmd.body.client_id;
+    let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
         Ok(client) => client,
         Err(decision) => return Ok(decision),
     };
-    let current = match relation_id(&cmd.body) {
+    let current = match relation_id(&cmd.body.relation_id) {
         Some(id) => store::relations::get(cx.conn, client_id, id, true).await?,
         None => None,
     };
     let Some(current) = current else {
-        return Ok(refused(cmd, Refusal::relation_not_found(), client_id));
+        return Ok(refused(cmd.meta, Refusal::relation_not_found(), client_id));
     };
     let before = current.as_new();
-    let after = match relation::patch(&before, &cmd.body) {
+    let given = RelationPatch {
+        relation: cmd.body.relation.as_ref(),
+        identity: cmd.body.identity.as_ref(),
+        profile: cmd.body.profile.as_ref(),
+    };
+    let after = match relation::patch(&before, given) {
         Ok(after) => after,
-        Err(refusal) => return Ok(refused(cmd, refusal, client_id)),
+        Err(refusal) => return Ok(refused(cmd.meta, refusal, client_id)),
     };
     let changes = relation::changes(&before, &after);
     if changes.is_empty() {
-        let reply = OutgoingMessage::reply(&cmd.meta, UPDATED, 200, json!({ "relation": current }));
+        let reply = OutgoingMessage::reply(cmd.meta, UPDATED, 200, json!({ "relation": current }));
         return Ok(Decision::Done(Outcome::succeeded(
             reply.into_iter().collect(),
         )));
     }
     let updated = store::relations::update(cx.conn, current.relation_id, &after).await?;
     let mut messages = vec![OutgoingMessage::event(
-        &cmd.meta,
+        cmd.meta,
         UPDATED,
         json!({
             "client_id": client_id,
@@ -131,7 +214,7 @@ async fn update(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
         }),
     )];
     messages.extend(OutgoingMessage::reply(
-        &cmd.meta,
+        cmd.meta,
         UPDATED,
         200,
         json!({ "relation": updated }),
@@ -139,28 +222,30 @@ async fn update(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
     Ok(Decision::Done(Outcome::succeeded(messages)))
 }
 
-pub fn remove_one<'x>(
-    cx: &'x mut Cx<'_>,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Decision, HandlerError>> {
-    Box::pin(remove(cx, cmd))
+impl DecideOne for ClientRelationRemove {
+    async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
+        remove(cx, cmd).await
+    }
 }
 
-async fn remove(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError> {
-    let client_id = required_id!(cmd, "client_id");
-    let client = match lock_live_client(cx, cmd, FAILED, client_id).await? {
+async fn remove(
+    cx: &mut Cx<'_>,
+    cmd: Cmd<'_, ClientRelationRemove>,
+) -> Result<Decision, HandlerError> {
+    let client_id = cmd.body.client_id;
+    let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
         Ok(client) => client,
         Err(decision) => return Ok(decision),
     };
-    let removed = match relation_id(&cmd.body) {
+    let removed = match relation_id(&cmd.body.relation_id) {
         Some(id) => store::relations::delete(cx.conn, client_id, id).await?,
         None => None,
     };
     let Some(removed) = removed else {
-        return Ok(refused(cmd, Refusal::relation_not_found(), client_id));
+        return Ok(refused(cmd.meta, Refusal::relation_not_found(), client_id));
     };
     let mut messages = vec![OutgoingMessage::event(
-        &cmd.meta,
+        cmd.meta,
         REMOVED,
         json!({
             "client_id": client_id,
@@ -170,7 +255,7 @@ async fn remove(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
         }),
     )];
     messages.extend(OutgoingMessage::reply(
-        &cmd.meta,
+        cmd.meta,
         REMOVED,
         200,
         json!({ "message": "Relation removed successfully", "relation": removed }),
@@ -179,60 +264,55 @@ async fn remove(cx: &mut Cx<'_>, cmd: &Command) -> Result<Decision, HandlerError
 }
 
 /// The client of a query, when it exists and is not deleted.
-async fn live_client(conn: &mut PgConnection, cmd: &Command) -> Result<Option<i32>, HandlerError> {
-    let client_id = super::read_id(cmd, "client_id").map_err(HandlerError::Permanent)?;
+async fn live_client(conn: &mut PgConnection, client_id: i32) -> Result<Option<i32>, HandlerError> {
     let client = store::clients::get_client(conn, client_id).await?;
     Ok(client
         .filter(|c| c.deleted_at.is_none())
         .map(|c| c.client_id))
 }
 
-pub fn list_read<'x>(
-    conn: &'x mut PgConnection,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Answer, HandlerError>> {
-    Box::pin(list(conn, cmd))
+impl Query for ClientRelationList {
+    const TYPE: CommandType = CommandType::new("client.relation.list");
+    const SCHEMA: &'static str = crate::schema!("client.relation.list");
+
+    /// `{relations, take, skip, total}`.
+    async fn read(conn: &mut PgConnection, query: &Self) -> Result<Answer, HandlerError> {
+        let Some(client_id) = live_client(conn, query.client_id).await? else {
+            return Ok(Answer::Refused(Refusal::client_not_found()));
+        };
+        let (take, skip) = paging::take_skip(query.take, query.skip);
+        let (relations, total) = store::relations::list(
+            conn,
+            client_id,
+            take as i64,
+            i64::try_from(skip).unwrap_or(i64::MAX),
+        )
+        .await?;
+        Ok(Answer::Found(json!({
+            "relations": relations,
+            "take": take,
+            "skip": skip,
+            "total": total,
+        })))
+    }
 }
 
-/// `client.relation.list {client_id, take?, skip?}`: `{relations, take, skip, total}`.
-async fn list(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, HandlerError> {
-    let Some(client_id) = live_client(conn, cmd).await? else {
-        return Ok(Answer::Refused(Refusal::client_not_found()));
-    };
-    let (take, skip) = paging::take_skip(&cmd.body);
-    let (relations, total) = store::relations::list(
-        conn,
-        client_id,
-        take as i64,
-        i64::try_from(skip).unwrap_or(i64::MAX),
-    )
-    .await?;
-    Ok(Answer::Found(json!({
-        "relations": relations,
-        "take": take,
-        "skip": skip,
-        "total": total,
-    })))
-}
+impl Query for ClientRelationGet {
+    const TYPE: CommandType = CommandType::new("client.relation.get");
+    const SCHEMA: &'static str = crate::schema!("client.relation.get");
 
-pub fn get_read<'x>(
-    conn: &'x mut PgConnection,
-    cmd: &'x Command,
-) -> BoxFuture<'x, Result<Answer, HandlerError>> {
-    Box::pin(get(conn, cmd))
-}
-
-/// `client.relation.get {client_id, relation_id}`: `{relation}`.
-async fn get(conn: &mut PgConnection, cmd: &Command) -> Result<Answer, HandlerError> {
-    let Some(client_id) = live_client(conn, cmd).await? else {
-        return Ok(Answer::Refused(Refusal::client_not_found()));
-    };
-    let found: Option<Relation> = match relation_id(&cmd.body) {
-        Some(id) => store::relations::get(conn, client_id, id, false).await?,
-        None => None,
-    };
-    Ok(match found {
-        Some(relation) => Answer::Found(json!({ "relation": relation })),
-        None => Answer::Refused(Refusal::relation_not_found()),
-    })
+    /// `{relation}`.
+    async fn read(conn: &mut PgConnection, query: &Self) -> Result<Answer, HandlerError> {
+        let Some(client_id) = live_client(conn, query.client_id).await? else {
+            return Ok(Answer::Refused(Refusal::client_not_found()));
+        };
+        let found: Option<Relation> = match relation_id(&query.relation_id) {
+            Some(id) => store::relations::get(conn, client_id, id, false).await?,
+            None => None,
+        };
+        Ok(match found {
+            Some(relation) => Answer::Found(json!({ "relation": relation })),
+            None => Answer::Refused(Refusal::relation_not_found()),
+        })
+    }
 }

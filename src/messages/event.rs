@@ -180,7 +180,7 @@ mod tests {
 
     fn meta(reply_to: Option<&str>) -> CommandMeta {
         CommandMeta {
-            command_type: CommandType::ClientCreate,
+            command_type: CommandType::new("client.create"),
             message_id: "m-1".into(),
             correlation_id: "c-1".into(),
             reply_to: reply_to.map(String::from),

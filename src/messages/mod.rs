@@ -9,7 +9,7 @@ pub mod contract;
 pub mod event;
 pub mod schema;
 
-pub use command::{Command, CommandMeta, CommandType, IncomingMessage, Rejection, parse};
+pub use command::{Checked, CommandMeta, CommandType, IncomingMessage, Rejection, parse};
 pub use contract::Refusal;
 pub use event::{EventEnvelope, OutgoingKind, OutgoingMessage};
 pub use schema::Schemas;

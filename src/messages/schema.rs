@@ -8,9 +8,10 @@ use serde_json::Value;
 
 use super::command::{CommandType, truncate};
 
-/// The compiled command schemas. Built once per worker and shared; checking is read-only.
+/// The compiled command schemas, by routing key. Built once per worker and shared; checking
+/// is read-only.
 pub struct Schemas {
-    validators: HashMap<CommandType, Validator>,
+    validators: HashMap<&'static str, (CommandType, Validator)>,
 }
 
 impl Schemas {
@@ -27,15 +28,15 @@ impl Schemas {
                     .should_validate_formats(true)
                     .build(&schema)
                     .unwrap_or_else(|e| panic!("schemas/{t}.json is not a valid schema: {e}"));
-                (t, validator)
+                (t.as_str(), (t, validator))
             })
             .collect();
         Schemas { validators }
     }
 
-    /// Whether `command_type` has a schema here.
-    pub fn knows(&self, command_type: CommandType) -> bool {
-        self.validators.contains_key(&command_type)
+    /// The type a routing key names, if it is one of ours.
+    pub fn type_of(&self, routing_key: &str) -> Option<CommandType> {
+        self.validators.get(routing_key).map(|(t, _)| *t)
     }
 
     /// `Err` lists each violation as `"<json pointer>: fails <keyword> (<schema pointer>)"`
@@ -43,7 +44,7 @@ impl Schemas {
     /// to logs, dead-letter headers and `command.rejected`, and a value may be an email, a
     /// phone number or a secret sent by mistake.
     pub fn check(&self, command_type: CommandType, body: &Value) -> Result<(), Vec<String>> {
-        let Some(validator) = self.validators.get(&command_type) else {
+        let Some((_, validator)) = self.validators.get(command_type.as_str()) else {
             return Err(vec![format!("/: no schema for {command_type}")]);
         };
         let errors: Vec<String> = validator

@@ -1019,7 +1019,16 @@ mod tests {
                 ..Default::default()
             };
             let cmd = parse(&msg, &schemas).expect("valid command");
-            crate::domain::NewClient::parse(&cmd.body).expect("complete body");
+            let create: crate::handlers::client_create::ClientCreate =
+                serde_json::from_value(cmd.body).expect("a client.create body");
+            let fields = crate::domain::new_client::ContactFields {
+                email: create.email.as_deref(),
+                client_alias: create.client_alias.as_deref(),
+                client_type: create.client_type.as_deref(),
+                country_code: create.country_code.as_deref(),
+                phone: create.phone.as_deref(),
+            };
+            crate::domain::NewClient::parse(fields).expect("complete body");
             assert!(emails.insert(sent.email.clone()), "unique emails");
         }
         let per_country = |c: &str| commands.iter().filter(|(s, _)| s.country_code == c).count();

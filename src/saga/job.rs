@@ -10,7 +10,8 @@ use uuid::Uuid;
 use crate::domain::saga::Step;
 use crate::domain::{AdminUser, Client};
 use crate::email::FirstAccess;
-use crate::messages::{CommandMeta, CommandType};
+use crate::handlers::client_create::ClientCreate;
+use crate::messages::CommandMeta;
 use crate::store::sagas::{Lease, Saga};
 
 use super::env::Slot;
@@ -78,7 +79,7 @@ impl SagaJob {
             step: saga.step,
             attempts: saga.attempts,
             origin: CommandMeta {
-                command_type: CommandType::ClientCreate,
+                command_type: <ClientCreate as crate::handlers::Command>::TYPE,
                 message_id: saga.message_id,
                 correlation_id: saga.correlation_id,
                 reply_to: saga.reply_to,

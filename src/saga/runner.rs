@@ -47,11 +47,11 @@ pub struct Runner {
 impl Runner {
     /// Runs the first step of sagas a `client.create` batch started, leased to this worker
     /// under the slots that batch reserved (each job carries its step's slot). Never waits.
+    /// A job without a slot was started unleased (there was no room): a sweeper takes it.
     pub fn start(&self, jobs: Vec<SagaJob>) {
         let mut by_step: HashMap<Step, (Arc<Slot>, Vec<SagaJob>)> = HashMap::new();
         for mut job in jobs {
             let Some(slot) = job.slot.take() else {
-                tracing::error!(saga_id = %job.saga_id, "a saga handed over without a slot; the sweeper takes it when its lease runs out");
                 continue;
             };
             by_step

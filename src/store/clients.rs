@@ -339,6 +339,31 @@ pub async fn store_first_access(
     .await
 }
 
+/// Locks, until the transaction ends, the clients with these ids and the clients of these
+/// users, in client-id order (one statement): every batch takes the clients it changes in
+/// the same order, so two batches never wait for each other in a circle.
+pub async fn lock_in_order(
+    conn: &mut PgConnection,
+    client_ids: &[i32],
+    user_ids: &[i32],
+) -> Result<(), sqlx::Error> {
+    if client_ids.is_empty() && user_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT c.client_id FROM clients c
+         WHERE c.client_id = ANY($1)
+            OR c.client_id IN (SELECT u.client_id FROM users u WHERE u.user_id = ANY($2))
+         ORDER BY c.client_id
+         FOR UPDATE OF c",
+    )
+    .bind(client_ids)
+    .bind(user_ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Reads a client (deleted ones too: the caller decides) and locks its row until the
 /// transaction ends: two commands for one client (approve and blacklist, say) run one after
 /// the other, each seeing the other's result.

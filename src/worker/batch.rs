@@ -1,19 +1,24 @@
 //! A batch of commands, run as one unit of work: claim every message id in the inbox (one
-//! statement; duplicates stop there), let each type's handler decide its slice, record the
-//! exceptions, write the outbox, commit, then ack. Up to `worker.batch_size` deliveries share
-//! one transaction and one commit.
+//! statement; duplicates stop there), lock the clients the batch changes in client-id order,
+//! let each type's handler decide its commands, each in a savepoint, record the exceptions,
+//! write the outbox, commit, then ack. Up to `worker.batch_size` deliveries share one
+//! transaction and one commit.
 //!
 //! One command's fate never touches the others': a refusal is an outcome like any other; a
-//! command that can never succeed ([`Decision::Failed`]) or must wait ([`Decision::RetryLater`])
-//! gives its claim back and leaves nothing behind. When the transaction itself fails:
-//! transient errors retry the whole batch at once, then send every command to the delay
-//! queues; a permanent error (one command PostgreSQL refuses) re-runs the batch's commands
-//! one by one, so only the culprit is dead-lettered and the rest commit.
+//! command decided on its own that refuses, must wait ([`Decision::RetryLater`]), can never
+//! succeed ([`Decision::Failed`]) or makes PostgreSQL refuse a value has its savepoint rolled
+//! back, so it leaves nothing behind, and its neighbours commit in the same transaction. A
+//! slice decided at once (`client.create`) whose handler errs is split in two until the
+//! culprit is alone. When the transaction itself fails: transient errors (a deadlock among
+//! them, counted) retry the whole batch at once, then send every command to the delay queues;
+//! a permanent one outside any handler splits the batch in two, each half its own
+//! transaction, until the command that cannot be stored is alone.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
+use futures::future::BoxFuture;
 use lapin::message::Delivery;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -23,11 +28,11 @@ use super::Context;
 use super::failure::{self, Failure};
 use crate::broker::ack;
 use crate::fault::{Fault, HandlerError};
-use crate::handlers::{self, Cx, Decision, refusal_messages};
-use crate::messages::{Command, CommandType, IncomingMessage, OutgoingMessage, Refusal};
+use crate::handlers::{Body, Cx, Decision, Received, Target, refusal_messages};
+use crate::messages::{Checked, CommandMeta, IncomingMessage, OutgoingMessage, Refusal};
 use crate::metrics::InFlight;
 use crate::observe::{self, Disposition, HandlerResult};
-use crate::registry::{Entry, Run};
+use crate::registry::{Entry, Run, RunMany, RunOne};
 use crate::saga::SagaJob;
 use crate::store::{self, inbox::Claim, inbox::InboxOutcome, outbox::OutboxRow};
 use crate::uow::UnitOfWork;
@@ -36,7 +41,7 @@ use crate::uow::UnitOfWork;
 pub struct Item {
     pub delivery: Delivery,
     pub msg: IncomingMessage,
-    pub cmd: Command,
+    pub cmd: Received,
     pub entry: &'static Entry,
     /// SHA-256 of the command (type and canonical body): what the inbox compares repeats by.
     pub hash: [u8; 32],
@@ -47,7 +52,7 @@ pub struct Item {
 
 /// The hash the inbox keeps of a command: its type and its body in canonical form (keys
 /// sorted, no spaces), so re-serialising the same JSON does not make it another command.
-pub fn command_hash(cmd: &Command) -> [u8; 32] {
+pub fn command_hash(cmd: &Checked) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(cmd.meta.command_type.as_str().as_bytes());
     hasher.update([0x1f]);
@@ -77,7 +82,9 @@ enum End {
 /// transaction, and run as a batch of their own beside the rest: a slow source delays only
 /// the imports waiting on it.
 pub async fn run(ctx: &Context, items: Vec<Item>) {
-    let is_import = |i: &Item| i.cmd.meta.command_type == CommandType::ClientImport;
+    use crate::handlers::Command as _;
+    use crate::handlers::client_import::{self, ClientImport};
+    let is_import = |i: &Item| i.cmd.meta.command_type == ClientImport::TYPE;
     if !items.iter().any(is_import) {
         return run_prepared(ctx, items).await;
     }
@@ -86,7 +93,12 @@ pub async fn run(ctx: &Context, items: Vec<Item>) {
         futures::future::join_all(imports.iter_mut().map(|i| {
             // The read is a span of the import's trace, and the request carries it.
             let span = crate::export_span!(parent: &i.span, "source.read", otel.kind = "client");
-            handlers::client_import::prepare(&ctx.sources, &mut i.cmd).instrument(span)
+            let import = i
+                .cmd
+                .body
+                .downcast_mut::<ClientImport>()
+                .expect("a client.import body");
+            client_import::prepare(&ctx.sources, import).instrument(span)
         }))
         .await;
         run_prepared(ctx, imports).await
@@ -100,75 +112,62 @@ async fn run_prepared(ctx: &Context, items: Vec<Item>) {
     }
     let started = Instant::now();
     let handling = handle_spans(&items);
-    let indices: Vec<usize> = (0..items.len()).collect();
-    let outcome = try_hard(ctx, &items, &indices).await;
-    match outcome {
-        Ok((ends, said)) => {
-            let committed = started.elapsed();
-            ctx.outbox.dispatch(said).await;
-            drop(handling);
-            let dispatched = started.elapsed();
-            let n = items.len();
-            settle(ctx, items.into_iter().zip(ends).collect(), started).await;
-            tracing::debug!(
-                commands = n,
-                committed_ms = committed.as_millis() as u64,
-                dispatched_ms = dispatched.as_millis() as u64,
-                settled_ms = started.elapsed().as_millis() as u64,
-                "batch done"
-            );
-        }
-        Err(e) if e.fault() == Fault::Permanent && items.len() > 1 => {
-            tracing::warn!(reason = %e.reason(), commands = items.len(), "a command of the batch cannot be stored; running them one by one");
-            one_by_one(ctx, items, started).await;
-        }
-        Err(e) => {
-            let end = match e.fault() {
-                Fault::Permanent => {
-                    // A batch of one that cannot be stored: the command fails alone, and is
-                    // announced as one_by_one announces it (event, and reply when asked).
-                    let reason = e.reason();
-                    for item in &items {
-                        cannot_be_stored(ctx, item, &reason).await;
-                    }
-                    End::Failed(reason)
-                }
-                Fault::Transient => End::RetryLater(e.reason()),
-            };
-            let ends: Vec<End> = items.iter().map(|_| clone_end(&end)).collect();
-            settle(ctx, items.into_iter().zip(ends).collect(), started).await;
-        }
-    }
+    let mut ends: Vec<Option<End>> = items.iter().map(|_| None).collect();
+    let committed = decide_into(ctx, &items, (0..items.len()).collect(), &mut ends).await;
+    drop(handling);
+    let n = items.len();
+    let ends = ends
+        .into_iter()
+        .map(|e| e.expect("every command of the batch has an end"));
+    settle(ctx, items.into_iter().zip(ends).collect(), started).await;
+    tracing::debug!(
+        commands = n,
+        transactions = committed,
+        settled_ms = started.elapsed().as_millis() as u64,
+        "batch done"
+    );
 }
 
-fn clone_end(end: &End) -> End {
-    match end {
-        End::Failed(r) => End::Failed(r.clone()),
-        End::RetryLater(r) => End::RetryLater(r.clone()),
-        _ => unreachable!("only failures are copied"),
-    }
-}
-
-/// Runs each command in a transaction of its own, after its batch failed for good: the one
-/// that cannot be stored fails alone.
-async fn one_by_one(ctx: &Context, items: Vec<Item>, started: Instant) {
-    let mut ends = Vec::with_capacity(items.len());
-    for i in 0..items.len() {
-        let end = match try_hard(ctx, &items, &[i]).await {
-            Ok((mut e, said)) => {
+/// Runs `items[which]` as one unit of work and publishes what it said. A unit of work that
+/// fails for good outside any handler (a statement of the unit of work itself refused) is
+/// split in two, each half its own unit of work, until the command that cannot be stored is
+/// alone: it fails alone, announced. Returns the transactions it took.
+fn decide_into<'a>(
+    ctx: &'a Context,
+    items: &'a [Item],
+    which: Vec<usize>,
+    ends: &'a mut [Option<End>],
+) -> BoxFuture<'a, usize> {
+    Box::pin(async move {
+        match try_hard(ctx, items, &which).await {
+            Ok((decided, said)) => {
                 ctx.outbox.dispatch(said).await;
-                e.pop().expect("one end")
+                for (i, end) in which.into_iter().zip(decided) {
+                    ends[i] = Some(end);
+                }
+                1
+            }
+            Err(e) if e.fault() == Fault::Permanent && which.len() > 1 => {
+                tracing::warn!(reason = %e.reason(), commands = which.len(), "a command of the batch cannot be stored; splitting the batch in two");
+                let right = which[which.len() / 2..].to_vec();
+                let left = which[..which.len() / 2].to_vec();
+                decide_into(ctx, items, left, ends).await
+                    + decide_into(ctx, items, right, ends).await
             }
             Err(e) if e.fault() == Fault::Permanent => {
                 let reason = e.reason();
-                cannot_be_stored(ctx, &items[i], &reason).await;
-                End::Failed(reason)
+                cannot_be_stored(ctx, &items[which[0]], &reason).await;
+                ends[which[0]] = Some(End::Failed(reason));
+                1
             }
-            Err(e) => End::RetryLater(e.reason()),
-        };
-        ends.push(end);
-    }
-    settle(ctx, items.into_iter().zip(ends).collect(), started).await;
+            Err(e) => {
+                for i in which {
+                    ends[i] = Some(End::RetryLater(e.reason()));
+                }
+                1
+            }
+        }
+    })
 }
 
 /// Each command's `handle <type>` span in its own trace, when spans are exported: the batch
@@ -188,12 +187,12 @@ fn handle_spans(items: &[Item]) -> Vec<tracing::Span> {
 }
 
 /// Logs and announces (`command.failed`, and the reply when asked) a command that cannot be
-/// stored; it is dead-lettered when settled.
+/// stored, in a transaction of its own; it is dead-lettered when settled.
 async fn cannot_be_stored(ctx: &Context, item: &Item, reason: &str) {
     item.span.in_scope(
         || tracing::error!(reason = %reason, "command cannot be stored; dead-lettering it"),
     );
-    if let Err(e) = record_failed(ctx, item, reason).await {
+    if let Err(e) = announce_failed(ctx, &item.cmd.meta, reason).await {
         tracing::warn!(error = %e, "could not announce command.failed; dead-lettering anyway");
     }
 }
@@ -201,7 +200,9 @@ async fn cannot_be_stored(ctx: &Context, item: &Item, reason: &str) {
 /// What a committed attempt decided, and the outbox rows it wrote.
 type Attempted = (Vec<End>, Vec<OutboxRow>);
 
-/// [`attempt`], retried at once while its failure is worth it.
+/// [`attempt`], retried at once while its failure is worth it. A deadlock is counted: the
+/// clients a batch changes are locked in one order, so one means another transaction (a saga
+/// step, an operator's) took rows in another.
 async fn try_hard(
     ctx: &Context,
     items: &[Item],
@@ -216,7 +217,12 @@ async fn try_hard(
     (|| attempt(ctx, items, which))
         .retry(policy)
         .when(HandlerError::retry_at_once)
-        .notify(|e, wait| tracing::warn!(error = %e, ?wait, commands = which.len(), "batch failed; retrying in-process"))
+        .notify(|e, wait| {
+            if e.is_deadlock() {
+                ctx.metrics.batch_deadlock();
+            }
+            tracing::warn!(error = %e, ?wait, commands = which.len(), "batch failed; retrying in-process")
+        })
         .await
 }
 
@@ -283,7 +289,22 @@ async fn attempt(
         });
     }
 
-    // The fresh commands, by type, each type's slice to its handler.
+    // The clients the fresh commands change, locked now in client-id order: two batches
+    // changing the same clients take them in the same order, so neither waits for the other
+    // in a circle (each handler locks its client again; it holds it already).
+    let (mut clients, mut actors) = (Vec::new(), Vec::new());
+    for (slot, &i) in which.iter().enumerate() {
+        if ends[slot].is_none() {
+            match (items[i].entry.target)(&items[i].cmd.body) {
+                Target::Client(id) => clients.push(id),
+                Target::ClientOf(user) => actors.push(user),
+                Target::None => {}
+            }
+        }
+    }
+    store::clients::lock_in_order(uow.conn(), &clients, &actors).await?;
+
+    // The fresh commands, by type, each type's share to its handler.
     let mut groups: Vec<(&'static Entry, Vec<usize>)> = Vec::new();
     for (slot, &i) in which.iter().enumerate() {
         if ends[slot].is_some() {
@@ -298,20 +319,26 @@ async fn attempt(
     let mut exceptions: Vec<(usize, InboxOutcome, Option<&'static str>)> = Vec::new();
     let mut released: Vec<usize> = Vec::new();
     for (entry, slots) in groups {
-        let cmds: Vec<&Command> = slots.iter().map(|&s| &items[which[s]].cmd).collect();
-        let decisions = {
-            let mut cx = Cx {
-                conn: uow.conn(),
-                settings: &ctx.settings,
-                worker_id: ctx.worker_id,
-                key: &ctx.key,
-                slots: ctx.runner.slots(),
-            };
-            match entry.run {
-                Run::Batch(decide) => decide(&mut cx, &cmds).await?,
-                Run::Each(one) => handlers::each(&mut cx, &cmds, one).await?,
-                Run::Query(_) => unreachable!("queries never join a batch"),
+        let decisions = match entry.run {
+            Run::One(run) => {
+                let mut decisions = Vec::with_capacity(slots.len());
+                for &slot in &slots {
+                    let item = &items[which[slot]];
+                    decisions.push(decide_one(ctx, &mut uow, run, item).await?);
+                }
+                decisions
             }
+            Run::Many(run) => {
+                let cmds: Vec<(&CommandMeta, &Body)> = slots
+                    .iter()
+                    .map(|&slot| {
+                        let item = &items[which[slot]];
+                        (&item.cmd.meta, &item.cmd.body)
+                    })
+                    .collect();
+                decide_many(ctx, &mut uow, run, &cmds).await?
+            }
+            Run::Query(_) => unreachable!("queries never join a batch"),
         };
         assert_eq!(decisions.len(), slots.len(), "one decision per command");
         for (slot, decision) in slots.into_iter().zip(decisions) {
@@ -338,7 +365,8 @@ async fn attempt(
                 }
                 Decision::Failed(reason) => {
                     released.push(slot);
-                    uow.say(failed_messages(ctx, item, &reason));
+                    item.span.in_scope(|| tracing::error!(reason = %reason, "command cannot succeed; dead-lettering it"));
+                    uow.say(failed_messages(ctx, &item.cmd.meta, &reason));
                     End::Failed(reason)
                 }
             });
@@ -384,6 +412,107 @@ async fn attempt(
     Ok((ends, said))
 }
 
+/// The handlers' view of the unit of work.
+fn cx<'a>(ctx: &'a Context, uow: &'a mut UnitOfWork) -> Cx<'a> {
+    Cx {
+        conn: uow.conn(),
+        settings: &ctx.settings,
+        worker_id: ctx.worker_id,
+        key: &ctx.key,
+        slots: ctx.runner.slots(),
+    }
+}
+
+/// Decides one command in a savepoint of its own: kept when it succeeded, rolled back when it
+/// refused, is to be retried, failed, or made PostgreSQL refuse a value (it then fails alone,
+/// its neighbours unharmed). A transient error fails the whole unit of work.
+async fn decide_one(
+    ctx: &Context,
+    uow: &mut UnitOfWork,
+    run: RunOne,
+    item: &Item,
+) -> Result<Decision, HandlerError> {
+    observe::at(&ctx.hooks.before_command, item.cmd.meta.clone()).await;
+    uow.savepoint().await?;
+    let result = {
+        let mut cx = cx(ctx, uow);
+        run(&mut cx, &item.cmd.meta, &item.cmd.body).await
+    };
+    let decision = match result {
+        Ok(decision) => decision,
+        Err(e) if e.fault() == Fault::Permanent => Decision::Failed(e.reason()),
+        Err(e) => return Err(e),
+    };
+    if decision.keeps_effects() {
+        uow.release_savepoint().await?;
+    } else {
+        uow.rollback_to_savepoint().await?;
+    }
+    Ok(decision)
+}
+
+/// Decides a slice of commands of one type at once, in a savepoint. A command to be retried
+/// or that failed has the savepoint rolled back and the rest decided again without it; an
+/// error the slice cannot be stored with splits it in two, each half in a savepoint of its
+/// own, until the culprit is alone and fails alone. A transient error fails the whole unit of
+/// work.
+fn decide_many<'a>(
+    ctx: &'a Context,
+    uow: &'a mut UnitOfWork,
+    run: RunMany,
+    cmds: &'a [(&'a CommandMeta, &'a Body)],
+) -> BoxFuture<'a, Result<Vec<Decision>, HandlerError>> {
+    Box::pin(async move {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        uow.savepoint().await?;
+        let result = {
+            let mut cx = cx(ctx, uow);
+            run(&mut cx, cmds).await
+        };
+        match result {
+            Ok(decisions) => {
+                let kept =
+                    |d: &Decision| !matches!(d, Decision::RetryLater(_) | Decision::Failed(_));
+                if decisions.iter().all(kept) {
+                    uow.release_savepoint().await?;
+                    return Ok(decisions);
+                }
+                uow.rollback_to_savepoint().await?;
+                let rest: Vec<(&CommandMeta, &Body)> = cmds
+                    .iter()
+                    .zip(&decisions)
+                    .filter(|(_, d)| kept(d))
+                    .map(|(c, _)| *c)
+                    .collect();
+                let mut again = decide_many(ctx, uow, run, &rest).await?.into_iter();
+                Ok(decisions
+                    .into_iter()
+                    .map(|d| {
+                        if kept(&d) {
+                            again.next().expect("one each")
+                        } else {
+                            d
+                        }
+                    })
+                    .collect())
+            }
+            Err(e) if e.fault() == Fault::Permanent => {
+                uow.rollback_to_savepoint().await?;
+                if cmds.len() == 1 {
+                    return Ok(vec![Decision::Failed(e.reason())]);
+                }
+                let (left, right) = cmds.split_at(cmds.len() / 2);
+                let mut decisions = decide_many(ctx, uow, run, left).await?;
+                decisions.extend(decide_many(ctx, uow, run, right).await?);
+                Ok(decisions)
+            }
+            Err(e) => Err(e),
+        }
+    })
+}
+
 /// Whether a failed COMMIT may have committed: the connection failed, not the statement.
 fn answer_may_be_lost(e: &sqlx::Error) -> bool {
     matches!(
@@ -424,7 +553,7 @@ fn key_reused(uow: &mut UnitOfWork, item: &Item) {
         .expect("commands announce their refusals");
     let variant = hex::encode(&item.hash[..8]);
     uow.say(refusal_messages(
-        &item.cmd,
+        &item.cmd.meta,
         event,
         &Refusal::idempotency_key_reused(),
         json!({ "message_id": item.cmd.meta.message_id }),
@@ -432,11 +561,12 @@ fn key_reused(uow: &mut UnitOfWork, item: &Item) {
     ));
 }
 
+pub const FAILED_EVENT: &str = "command.failed";
+
 /// `command.failed` (and the error reply): the command was set aside for an operator. The
 /// reason is ours (a SQLSTATE, a field name), never a value of the command.
-fn failed_messages(ctx: &Context, item: &Item, reason: &str) -> Vec<OutgoingMessage> {
+fn failed_messages(ctx: &Context, meta: &CommandMeta, reason: &str) -> Vec<OutgoingMessage> {
     let refusal = Refusal::internal_error();
-    let meta = &item.cmd.meta;
     let data = json!({
         "message_id": meta.message_id,
         "command_type": meta.command_type.as_str(),
@@ -456,12 +586,15 @@ fn failed_messages(ctx: &Context, item: &Item, reason: &str) -> Vec<OutgoingMess
     messages
 }
 
-pub const FAILED_EVENT: &str = "command.failed";
-
-/// Announces a command that failed on its own, in a transaction of its own.
-async fn record_failed(ctx: &Context, item: &Item, reason: &str) -> Result<(), sqlx::Error> {
+/// Announces (`command.failed`, and the reply when asked) a command set aside, in a
+/// transaction of its own.
+async fn announce_failed(
+    ctx: &Context,
+    meta: &CommandMeta,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
     let mut uow = ctx.outbox.begin().await?;
-    uow.say(failed_messages(ctx, item, reason));
+    uow.say(failed_messages(ctx, meta, reason));
     let said = uow.commit().await?;
     ctx.outbox.dispatch(said).await;
     Ok(())
@@ -472,38 +605,12 @@ async fn record_failed(ctx: &Context, item: &Item, reason: &str) -> Result<(), s
 pub async fn announce_exhausted(
     ctx: &Context,
     msg: &IncomingMessage,
-    cmd: Option<&Command>,
+    meta: Option<&CommandMeta>,
     reason: &str,
 ) {
-    let Some(cmd) = cmd else { return };
-    let refusal = Refusal::internal_error();
-    let data = json!({
-        "message_id": cmd.meta.message_id,
-        "command_type": cmd.meta.command_type.as_str(),
-        "code": refusal.code,
-        "status": refusal.status,
-        "message": refusal.message,
-        "reason": reason,
-        "dead_letter_queue": ctx.names.dead_queue,
-    });
-    let mut messages = vec![OutgoingMessage::event(&cmd.meta, FAILED_EVENT, data)];
-    messages.extend(OutgoingMessage::reply(
-        &cmd.meta,
-        FAILED_EVENT,
-        refusal.status,
-        refusal.error_body(),
-    ));
-    let written = async {
-        let mut uow = ctx.outbox.begin().await?;
-        uow.say(messages);
-        uow.commit().await
-    }
-    .await;
-    match written {
-        Ok(said) => ctx.outbox.dispatch(said).await,
-        Err(e) => {
-            tracing::warn!(error = %e, routing_key = %msg.routing_key, "could not announce command.failed for an exhausted command")
-        }
+    let Some(meta) = meta else { return };
+    if let Err(e) = announce_failed(ctx, meta, reason).await {
+        tracing::warn!(error = %e, routing_key = %msg.routing_key, "could not announce command.failed for an exhausted command");
     }
 }
 
@@ -564,7 +671,14 @@ async fn settle_one(ctx: &Context, item: Item, end: End, took: Duration, acks: &
             Disposition::Duplicate.if_acked(ack_if(acks, &item.delivery).await)
         }
         End::RetryLater(reason) => {
-            failure::retry_later(ctx, &item.delivery, &item.msg, Some(&item.cmd), &reason).await
+            failure::retry_later(
+                ctx,
+                &item.delivery,
+                &item.msg,
+                Some(&item.cmd.meta),
+                &reason,
+            )
+            .await
         }
         End::Failed(reason) => {
             failure::dead_letter_and_ack(ctx, &item.delivery, &item.msg, Failure::Failed, &reason)

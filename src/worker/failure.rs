@@ -13,7 +13,7 @@ use crate::broker::headers::{self, string};
 use crate::broker::publisher::Outgoing;
 use crate::broker::{Delivered, PublishError, ack, requeue};
 use crate::messages::command::truncate;
-use crate::messages::{Command, IncomingMessage};
+use crate::messages::{CommandMeta, IncomingMessage};
 use crate::observe::Disposition;
 
 /// Why a message is dead-lettered.
@@ -102,7 +102,7 @@ pub async fn retry_later(
     ctx: &Context,
     delivery: &Delivery,
     msg: &IncomingMessage,
-    cmd: Option<&Command>,
+    cmd: Option<&CommandMeta>,
     error: &str,
 ) -> Disposition {
     let retry = &ctx.settings.retry;

@@ -13,8 +13,9 @@ use super::Context;
 use super::batch::{Item, command_hash};
 use super::failure::{self, Failure};
 use crate::broker::headers;
+use crate::handlers::Received;
 use crate::messages::event::derived_id;
-use crate::messages::{IncomingMessage, OutgoingMessage, Rejection, parse};
+use crate::messages::{Checked, IncomingMessage, OutgoingMessage, Rejection, parse};
 use crate::registry;
 use crate::telemetry;
 
@@ -110,8 +111,8 @@ pub fn route(ctx: &Context, delivery: Delivery) -> Route {
             span,
         }));
     }
-    let cmd = match parse(&msg, &ctx.schemas) {
-        Ok(cmd) => cmd,
+    let checked = match parse(&msg, &ctx.schemas) {
+        Ok(checked) => checked,
         Err(rejection) => {
             return Route::Reject(Box::new(Rejected {
                 delivery,
@@ -121,13 +122,13 @@ pub fn route(ctx: &Context, delivery: Delivery) -> Route {
             }));
         }
     };
-    let entry = registry::entry(cmd.meta.command_type);
-    if entry.is_query() && cmd.meta.reply_to.is_none() {
+    let entry = registry::entry(checked.meta.command_type);
+    if entry.is_query() && checked.meta.reply_to.is_none() {
         // Its answer is the reply and nothing else: without a queue to answer to, running it
         // would only cost a database read.
         let rejection = Rejection::new(format!(
             "query {} has no reply_to: queries are answered only on reply_to",
-            cmd.meta.command_type
+            checked.meta.command_type
         ));
         return Route::Reject(Box::new(Rejected {
             delivery,
@@ -136,12 +137,31 @@ pub fn route(ctx: &Context, delivery: Delivery) -> Route {
             span,
         }));
     }
+    let hash = command_hash(&checked);
+    let Checked { meta, body } = checked;
+    // The body as its type reads it, once: handlers never see JSON.
+    let body = match (entry.read)(body) {
+        Ok(body) => body,
+        Err(at) => {
+            let rejection = Rejection::new(format!(
+                "body passes schemas/{}.json but cannot be read at {at} (the schema and the \
+                 code disagree: a defect)",
+                meta.command_type
+            ));
+            return Route::Reject(Box::new(Rejected {
+                delivery,
+                msg,
+                rejection,
+                span,
+            }));
+        }
+    };
     let item = Box::new(Item {
-        hash: command_hash(&cmd),
+        hash,
         in_flight: ctx.metrics.in_flight(),
         delivery,
         msg,
-        cmd,
+        cmd: Received { meta, body },
         entry,
         span,
     });

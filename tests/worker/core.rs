@@ -256,8 +256,9 @@ async fn a_refused_and_a_failing_command_leave_the_rest_of_their_batch_committed
     for id in &good {
         app.wait_for_event("client.created", Some(id)).await;
     }
-    // The batch of eight failed on the poison; run one by one, seven committed.
-    assert_eq!(*commits.lock().unwrap(), vec![1; 7]);
+    // One transaction for the batch of eight: the poison was split off inside it (its
+    // savepoint rolled back), the seven others committed with it, none of them run again.
+    assert_eq!(*commits.lock().unwrap(), vec![8]);
 
     // Gap-free: the existing client and the six new ones hold 1..=7, the counter says 7.
     let prefix = app.code_prefix().await;
@@ -493,5 +494,174 @@ async fn the_database_tells_whether_a_transaction_committed_after_its_answer_was
         "still in progress: not known yet"
     );
     open.rollback().await.unwrap();
+    app.finish().await;
+}
+
+/// Item 3 of issue 20: a command decided on its own runs in a savepoint of its own. One whose
+/// handler fails after its first write (here the approval's status is written, then its
+/// history row is refused, SQLSTATE 23514) leaves no row behind, and its neighbours commit in
+/// the same transaction: none of them runs twice.
+#[tokio::test]
+async fn a_command_that_fails_after_its_first_write_leaves_nothing_and_its_neighbours_commit_once()
+{
+    let (mut settings, database) = test_settings().await;
+    settings.worker.batch_linger_ms = 500;
+    let mut app = spawn_app_with(settings, database, Hooks::default()).await;
+    let made = arrange::clients(&mut app, "approve", 3).await;
+    for m in &made {
+        arrange::set_state(&app, m.client_id, "PENDING", "APPROVED").await;
+    }
+    app.stop_worker().await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison_history() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.reason = 'poison' THEN
+                 RAISE EXCEPTION 'poisoned history' USING ERRCODE = 'check_violation';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_poison_history BEFORE INSERT ON client_status_history
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison_history();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    for (m, reason) in made.iter().zip(["fine", "poison", "fine"]) {
+        let body = json!({ "client_id": m.client_id, "reason": reason });
+        ids.push(
+            app.publish(Msg::json("client.approve", &body))
+                .await
+                .unwrap(),
+        );
+    }
+    let commits: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let seen = commits.clone();
+    app.start_worker(Some(Hooks {
+        before_batch_commit: Some(Arc::new(move |n| {
+            seen.lock().unwrap().push(n);
+            Box::pin(async {})
+        })),
+        ..Default::default()
+    }))
+    .await;
+
+    let failed = app.wait_for_any(&["command.failed"], &ids[1]).await;
+    assert!(
+        failed.body["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("SQLSTATE 23514"),
+        "{}",
+        failed.body
+    );
+    app.wait_for_event("client.approved", Some(&ids[0])).await;
+    app.wait_for_event("client.approved", Some(&ids[2])).await;
+    let status = |id: i32| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT client_status FROM clients WHERE client_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // Its status was written before the history failed: rolled back with its savepoint.
+    assert_eq!(status(made[1].client_id).await, "PENDING");
+    assert_eq!(status(made[0].client_id).await, "APPROVED");
+    assert_eq!(status(made[2].client_id).await, "APPROVED");
+    assert_eq!(
+        app.count("SELECT count(*) FROM client_status_history")
+            .await,
+        2
+    );
+    // One transaction decided all three; nobody was run again one by one.
+    assert_eq!(*commits.lock().unwrap(), vec![3]);
+    app.finish().await;
+}
+
+/// Item 3 of issue 20: the clients a batch changes are locked in client-id order before any
+/// command decides. Two batches changing clients A and B in opposite orders (the first frozen
+/// between its two commands, the second started meanwhile) do not deadlock: the second waits
+/// for the first's clients up front and goes on when it commits.
+#[tokio::test]
+async fn two_batches_changing_the_same_clients_in_opposite_orders_never_deadlock() {
+    let (mut settings, database) = test_settings().await;
+    settings.worker.batch_linger_ms = 300;
+    settings.worker.batch_size = 2;
+    settings.worker.batches_in_flight = 2;
+    let mut app = spawn_app_with(settings, database, Hooks::default()).await;
+    let a = arrange::client(&mut app, "a@example.com").await.client_id;
+    let b = arrange::client(&mut app, "b@example.com").await.client_id;
+    assert!(a < b);
+    app.stop_worker().await;
+
+    let update = |client_id: i32, alias: &str| {
+        Msg::json(
+            "client.update",
+            &json!({ "client_id": client_id, "client_alias": alias }),
+        )
+    };
+    // The first batch: A, then B; frozen before B until released.
+    let second_of_first = uuid::Uuid::new_v4().to_string();
+    let frozen = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let (f, r, watched) = (frozen.clone(), release.clone(), second_of_first.clone());
+    let hooks = Hooks {
+        before_command: Some(Arc::new(move |meta: onboard::messages::CommandMeta| {
+            let (f, r, watched) = (f.clone(), r.clone(), watched.clone());
+            Box::pin(async move {
+                if meta.message_id == watched {
+                    f.notify_one();
+                    r.notified().await;
+                }
+            })
+        })),
+        ..Default::default()
+    };
+    let x1 = app.publish(update(a, "A one")).await.unwrap();
+    let mut x2 = update(b, "B one");
+    x2.message_id = Some(second_of_first.clone());
+    app.publish(x2).await;
+    app.start_worker(Some(hooks)).await;
+    tokio::time::timeout(WAIT, frozen.notified())
+        .await
+        .expect("the first batch reached its second command");
+
+    // The second batch: B, then A.
+    let y1 = app.publish(update(b, "B two")).await.unwrap();
+    let y2 = app.publish(update(a, "A two")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app
+        .count(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second batch never waited for the first"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    release.notify_one();
+
+    for id in [&x1, &second_of_first, &y1, &y2] {
+        app.wait_for_event("client.updated", Some(id)).await;
+    }
+    assert_eq!(metric(&app, "onboard_batch_deadlocks_total").await, 0.0);
+    assert_eq!(app.settled.count(Disposition::RetryScheduled), 0);
+    let versions: Vec<i32> =
+        sqlx::query_scalar("SELECT version FROM clients WHERE client_id = ANY($1) ORDER BY 1")
+            .bind([a, b])
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(versions, vec![2, 2]);
     app.finish().await;
 }
