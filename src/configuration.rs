@@ -161,6 +161,14 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// How long a handler waits for a pooled connection before the attempt counts as failed.
     pub acquire_timeout_ms: u64,
+    /// Connections of a pool of their own for queries and rejected messages, so that however
+    /// many of them arrive they never take the connections command batches need.
+    #[serde(default = "default_query_connections")]
+    pub query_connections: u32,
+}
+
+fn default_query_connections() -> u32 {
+    4
 }
 
 #[derive(Debug, Clone, Deserialize)]

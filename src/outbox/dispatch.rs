@@ -53,7 +53,13 @@ impl Dispatcher {
 
     /// A unit of work whose outbox rows this dispatcher publishes after commit.
     pub async fn begin(&self) -> Result<UnitOfWork, sqlx::Error> {
-        UnitOfWork::begin(&self.pool, Some(self.claim)).await
+        self.begin_on(&self.pool).await
+    }
+
+    /// [`Self::begin`] on a connection of `pool` (a pool of the worker's other than the
+    /// dispatcher's own).
+    pub async fn begin_on(&self, pool: &PgPool) -> Result<UnitOfWork, sqlx::Error> {
+        UnitOfWork::begin(pool, Some(self.claim)).await
     }
 
     /// Publishes `rows` (in order, with confirms) and marks the confirmed ones published.

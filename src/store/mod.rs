@@ -32,9 +32,14 @@ const MIGRATION_LOCK: i64 = 0x6f6e_626f_6172_6401;
 /// A pool that connects lazily: the worker can start (and report not-ready) while the
 /// database is still coming up.
 pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
+    pool_of(settings, settings.max_connections)
+}
+
+/// [`pool`], `size` connections at most.
+pub fn pool_of(settings: &DatabaseSettings, size: u32) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = settings.url.expose_secret().parse()?;
     Ok(PgPoolOptions::new()
-        .max_connections(settings.max_connections)
+        .max_connections(size.max(1))
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
         .connect_lazy_with(options.application_name("onboard")))
 }

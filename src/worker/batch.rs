@@ -76,37 +76,23 @@ enum End {
     Failed(String),
 }
 
-/// Runs a batch to its end: every delivery acked, sent to a delay queue or dead-lettered.
-///
-/// Imports (`client.import`) first read their record from the source system, outside any
-/// transaction, and run as a batch of their own beside the rest: a slow source delays only
-/// the imports waiting on it.
-pub async fn run(ctx: &Context, items: Vec<Item>) {
-    use crate::handlers::Command as _;
+/// Reads an import's record from its source system (outside any transaction and any batch:
+/// a stage of its own, bounded by `worker.source_calls_in_flight`) and keeps what came of it
+/// on the command, for its handler.
+pub async fn prepare_import(ctx: &Context, item: &mut Item) {
     use crate::handlers::client_import::{self, ClientImport};
-    let is_import = |i: &Item| i.cmd.meta.command_type == ClientImport::TYPE;
-    if !items.iter().any(is_import) {
-        return run_prepared(ctx, items).await;
-    }
-    let (mut imports, others): (Vec<Item>, Vec<Item>) = items.into_iter().partition(is_import);
-    let read = async {
-        futures::future::join_all(imports.iter_mut().map(|i| {
-            // The read is a span of the import's trace, and the request carries it.
-            let span = crate::export_span!(parent: &i.span, "source.read", otel.kind = "client");
-            let import = i
-                .cmd
-                .body
-                .downcast_mut::<ClientImport>()
-                .expect("a client.import body");
-            client_import::prepare(&ctx.sources, import).instrument(span)
-        }))
-        .await;
-        run_prepared(ctx, imports).await
+    // The read is a span of the import's trace, and the request carries it.
+    let span = crate::export_span!(parent: &item.span, "source.read", otel.kind = "client");
+    let Some(import) = item.cmd.body.downcast_mut::<ClientImport>() else {
+        return;
     };
-    tokio::join!(run_prepared(ctx, others), read);
+    client_import::prepare(&ctx.sources, import)
+        .instrument(span)
+        .await;
 }
 
-async fn run_prepared(ctx: &Context, items: Vec<Item>) {
+/// Runs a batch to its end: every delivery acked, sent to a delay queue or dead-lettered.
+pub async fn run(ctx: &Context, items: Vec<Item>) {
     if items.is_empty() {
         return;
     }

@@ -42,6 +42,8 @@ use pipeline::Route;
 pub struct Context {
     pub settings: Arc<Settings>,
     pub pool: PgPool,
+    /// Queries' and rejections' own connections (`database.query_connections`).
+    pub query_pool: PgPool,
     pub names: Names,
     pub schemas: Schemas,
     /// Publishes retries, dead letters and query answers (the relay has its own channel).
@@ -187,6 +189,7 @@ impl Worker {
         let ctx = Arc::new(Context {
             settings: settings.clone(),
             pool: pool.clone(),
+            query_pool: store::pool_of(&settings.database, settings.database.query_connections)?,
             names: names.clone(),
             schemas: registry::schemas(),
             publisher,
@@ -333,7 +336,12 @@ async fn open_consumer(
 /// Takes deliveries until shutdown. Commands gather into batches of up to
 /// `worker.batch_size`, waiting at most `worker.batch_linger_ms` after the first; at most
 /// `worker.batches_in_flight` batches run at once, and at most `worker.concurrency` queries
-/// and rejections. The prefetch bounds what waits in between.
+/// and rejections. An import first reads its source record in a stage of its own (at most
+/// `worker.source_calls_in_flight` reads at once), outside any batch, then joins the next
+/// batch: a slow source holds up only its imports. The prefetch bounds what waits in between.
+///
+/// The loop waits only in its `select!`: a task waits for its own slot, so shutdown, a batch's
+/// linger and a replaced broker session are seen however busy the slots are.
 async fn consume(
     ctx: Arc<Context>,
     link: Arc<broker::Link>,
@@ -352,6 +360,10 @@ async fn consume(
     let mut pending: Vec<batch::Item> = Vec::with_capacity(w.batch_size);
     let mut flush_at: Option<tokio::time::Instant> = None;
     let batch_size = w.batch_size.max(1);
+    // Imports whose record was read come back here, tagged with the broker session they
+    // arrived on: one from a session replaced meanwhile is dropped (the broker redelivers it).
+    let (prepared_tx, mut prepared) = tokio::sync::mpsc::unbounded_channel::<(u64, batch::Item)>();
+    let mut session: u64 = 0;
     loop {
         while tasks.try_join_next().is_some() {}
         // A batch goes when it is full or its linger is over, and a batch slot is free; while
@@ -368,6 +380,7 @@ async fn consume(
                 // cannot reach the broker, which redelivers it all.
                 pending.clear();
                 flush_at = None;
+                session += 1;
                 (channel, consumer) = open_consumer(&ctx, &link).await?;
                 tracing::info!("consuming on the new broker session");
                 continue;
@@ -378,6 +391,15 @@ async fn consume(
                 continue;
             }
             _ = sleep_until(flush_at), if !due => continue,
+            Some((from, item)) = prepared.recv(), if pending.len() < batch_size => {
+                if from == session {
+                    pending.push(item);
+                    if flush_at.is_none() {
+                        flush_at = Some(tokio::time::Instant::now() + linger);
+                    }
+                }
+                continue;
+            }
             next = consumer.next(), if pending.len() < batch_size => next,
         };
         match next {
@@ -388,19 +410,34 @@ async fn consume(
                         flush_at = Some(tokio::time::Instant::now() + linger);
                     }
                 }
+                Route::Import(mut item) => {
+                    let ctx = ctx.clone();
+                    let back = prepared_tx.clone();
+                    let from = session;
+                    tasks.spawn(async move {
+                        batch::prepare_import(&ctx, &mut item).await;
+                        // The loop is gone only when the worker stops: the delivery goes back.
+                        let _ = back.send((from, *item));
+                    });
+                }
                 Route::Query(item) => {
-                    let permit = singles.clone().acquire_owned().await?;
+                    let singles = singles.clone();
                     let ctx = ctx.clone();
                     tasks.spawn(async move {
+                        let Ok(_permit) = singles.acquire_owned().await else {
+                            return;
+                        };
                         let span = item.span.clone();
                         tracing::Instrument::instrument(query::answer(&ctx, *item), span).await;
-                        drop(permit);
                     });
                 }
                 Route::Reject(rejected) => {
-                    let permit = singles.clone().acquire_owned().await?;
+                    let singles = singles.clone();
                     let ctx = ctx.clone();
                     tasks.spawn(async move {
+                        let Ok(_permit) = singles.acquire_owned().await else {
+                            return;
+                        };
                         let pipeline::Rejected {
                             delivery,
                             msg,
@@ -412,7 +449,6 @@ async fn consume(
                             span,
                         )
                         .await;
-                        drop(permit);
                     });
                 }
             },
@@ -421,6 +457,7 @@ async fn consume(
                 // What was gathered came through the old channel: its acks cannot reach the
                 // broker, which redelivers it all; the inbox recognises what committed.
                 pending.clear();
+                session += 1;
                 flush_at = None;
                 tokio::select! {
                     recovered = channel.wait_for_recovery(e) => {

@@ -14,6 +14,7 @@ use super::batch::{Item, command_hash};
 use super::failure::{self, Failure};
 use crate::broker::headers;
 use crate::handlers::Received;
+use crate::handlers::client_import::ClientImport;
 use crate::messages::event::derived_id;
 use crate::messages::{Checked, IncomingMessage, OutgoingMessage, Rejection, parse};
 use crate::registry;
@@ -46,6 +47,8 @@ pub fn incoming(delivery: &Delivery) -> IncomingMessage {
 pub enum Route {
     /// A command: joins the next batch.
     Command(Box<Item>),
+    /// An import: reads its source record first, then joins a batch.
+    Import(Box<Item>),
     /// A query: answered on its own.
     Query(Box<Item>),
     /// Malformed: rejected.
@@ -167,6 +170,8 @@ pub fn route(ctx: &Context, delivery: Delivery) -> Route {
     });
     if entry.is_query() {
         Route::Query(item)
+    } else if item.cmd.meta.command_type == <ClientImport as crate::handlers::Command>::TYPE {
+        Route::Import(item)
     } else {
         Route::Command(item)
     }
@@ -260,7 +265,7 @@ async fn record_rejection(
         reply.payload = json!({ "error": rejection.to_string() });
         messages.push(reply);
     }
-    let mut uow = ctx.outbox.begin().await?;
+    let mut uow = ctx.outbox.begin_on(&ctx.query_pool).await?;
     if let Some(id) = message_id {
         let hash: [u8; 32] = Sha256::new()
             .chain_update(msg.routing_key.as_bytes())

@@ -30,7 +30,7 @@ pub async fn answer(ctx: &Context, item: Item) {
         "handle",
         otel.name = %format!("handle {}", item.cmd.meta.command_type.as_str())
     );
-    let reply = (|| queries::answer(&ctx.pool, &item.cmd.meta, &item.cmd.body, read))
+    let reply = (|| queries::answer(&ctx.query_pool, &item.cmd.meta, &item.cmd.body, read))
         .retry(policy)
         .when(HandlerError::retry_at_once)
         .notify(

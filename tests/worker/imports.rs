@@ -310,3 +310,54 @@ async fn a_file_of_5000_rows_imported_twice_creates_each_client_once_and_reports
     assert_eq!(std::fs::read_to_string(&again).unwrap(), report_text);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Item 5 of issue 20: an import reads its record in a stage of its own, outside any batch,
+/// so a slow source holds up only its imports. 256 imports from a source answering each read
+/// after 4 s are queued before an ordinary `client.create`: the create is decided before any
+/// import is (with the reads inside the batches, it waited for a whole batch of reads, over a
+/// minute at 8 reads at once).
+#[tokio::test]
+async fn a_slow_source_holds_up_only_its_imports() {
+    use wiremock::matchers::{method, path_regex};
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(method("GET"))
+        .and(path_regex("^/clients/"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(acme())
+                .set_delay(std::time::Duration::from_secs(4)),
+        )
+        .mount(&server)
+        .await;
+    let (mut settings, database) = test_settings().await;
+    settings.sources.insert(
+        "legacy".into(),
+        SourceSettings {
+            base_url: server.uri(),
+            token: SecretString::from(TOKEN),
+            timeout_ms: 10_000,
+        },
+    );
+    let mut app = spawn_app_with(settings, database, Hooks::default()).await;
+    let mut imports = Vec::new();
+    for i in 0..256 {
+        let body = json!({"source": "legacy", "source_id": format!("rec-{i}")});
+        imports.push(
+            app.publish(Msg::json("client.import", &body))
+                .await
+                .unwrap(),
+        );
+    }
+    let id = app.create_client(&seed_sg_client()).await;
+    app.wait_for_event("client.created", Some(&id)).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM inbox WHERE command_type = 'client.import'")
+            .await,
+        0,
+        "an import was decided before the create"
+    );
+    // And the imports go on by themselves.
+    app.wait_for_any(&["client.created", "client.creation_failed"], &imports[0])
+        .await;
+    app.finish().await;
+}

@@ -420,3 +420,54 @@ async fn a_cursor_with_a_page_number_is_malformed_and_dead_lettered() {
     assert_eq!(dead.header_str(headers::FAILURE), Some("rejected"));
     app.finish().await;
 }
+
+/// Item 6 of issue 20: the consume loop never waits outside its `select!`, and queries have
+/// connections of their own. With more queries than there are query slots and query
+/// connections, every one of them stuck (each reads a table the test holds locked), a command
+/// is still taken, decided and announced, and the worker still stops when asked.
+#[tokio::test]
+async fn with_every_query_stuck_commands_still_go_through_and_the_worker_still_stops() {
+    let (mut settings, database) = test_settings().await;
+    settings.worker.concurrency = 4;
+    let mut app = spawn_app_with(settings, database, onboard::worker::Hooks::default()).await;
+    let owner = arrange::client(&mut app, "owner@example.com").await;
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE instances IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let replies = app.reply_queue().await;
+    // Twice the query slots, and more than the worker's whole database pool (10 here).
+    for _ in 0..12 {
+        let mut ask = Msg::json("instance.list", &json!({"actor_user_id": owner.admin_id}));
+        ask.reply_to = Some(replies.clone());
+        app.publish(ask).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app
+        .count(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no query got stuck");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let id = app.create_client(&seed_sg_client()).await;
+    app.wait_for_event("client.created", Some(&id)).await;
+    assert_eq!(
+        app.queue_depth(&replies).await,
+        0,
+        "a query was answered through the lock"
+    );
+
+    // Shutdown is seen too: the stuck queries are given back to the broker.
+    tokio::time::timeout(std::time::Duration::from_secs(20), app.stop_worker())
+        .await
+        .expect("the worker stops while its query slots are stuck");
+    holder.rollback().await.unwrap();
+    app.finish().await;
+}
