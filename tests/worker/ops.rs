@@ -388,7 +388,7 @@ async fn the_binary_lists_and_replays_and_a_replay_killed_half_way_loses_nothing
     assert_eq!(processed_ids(&app).await, ids);
     assert_eq!(app.count("SELECT count(*) FROM clients").await, 12);
     depth_settles(&app, &dead, 0).await;
-    let events = app.drain_events(Duration::from_millis(700)).await;
+    let events = app.settled_events().await;
     let created: HashSet<_> = events
         .iter()
         .filter(|e| e.routing_key == "client.created")

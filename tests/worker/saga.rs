@@ -419,7 +419,7 @@ async fn no_secret_reaches_the_outbox_an_event_a_reply_or_a_log() {
         let id = app.publish(msg).await.unwrap();
         app.wait_for_event(COMPLETED, Some(&id)).await;
         let reply = app.take_from(&replies).await;
-        let events = app.drain_events(Duration::from_millis(500)).await;
+        let events = app.settled_events().await;
 
         // The secret the admin got, read from the email itself.
         let mail = unfold(&emails(&app.settings)[0]);

@@ -378,6 +378,28 @@ impl TestApp {
         }
     }
 
+    /// Every event published so far that is not taken yet, counted rather than waited for:
+    /// once the outbox holds no unpublished row, everything the worker decided is on the
+    /// events queue (a row is marked published only after the broker confirmed it, and a
+    /// published row is never taken by a relay again), so a late duplicate would be among
+    /// what this returns. Panics after [`WAIT`].
+    pub async fn settled_events(&mut self) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self
+            .count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .await
+            > 0
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the outbox still holds unpublished rows after {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Confirmed messages are on the queue: what is there arrives at once.
+        self.drain_events(Duration::from_millis(100)).await
+    }
+
     /// Every event that arrives within `quiet` of the previous one (drains what is in flight).
     pub async fn drain_events(&mut self, quiet: Duration) -> Vec<Received> {
         let mut out = std::mem::take(&mut self.pending);
