@@ -10,7 +10,8 @@
 #      Singaporean clients (no Xendit; welcome emails written to files), on a fresh database;
 #      its ratio to the per-message ceiling; transactions and queue deliveries per onboarding.
 #   c. the mixed saga: N clients over all six seeded countries (a sixth are Indonesian, with
-#      two Xendit customers each at the local fake, at its default latency); its ratio.
+#      two Xendit customers each at the local fake, answering after BENCH_XENDIT_LATENCY_MS,
+#      0 by default); its ratio.
 #   d. `client.created` latency at 80% of the saga's rate; the worker's peak RSS with 10,000
 #      commands in flight; the saga's throughput with the clients table pre-filled with 10k
 #      and with 1M rows.
@@ -38,6 +39,8 @@ N=${BENCH_COUNT:-20000}
 PHASES=${BENCH_PHASES:-ceiling saga traced mixed created rss rows migrate cluster webhooks}
 BIG_ROWS=${BENCH_BIG_ROWS:-1000000}
 XENDIT_PORT=${BENCH_XENDIT_PORT:-18099}
+# How long the fake Xendit takes to answer in the mixed phase (BENCH_XENDIT_LATENCY_MS).
+XENDIT_LATENCY_MS=${BENCH_XENDIT_LATENCY_MS:-0}
 OTLP_PORT=${BENCH_OTLP_PORT:-18318}
 ROWS_COUNT=${BENCH_ROWS_COUNT:-$((N / 2))}
 HTTP_PORT=${BENCH_HTTP_PORT:-18086}
@@ -349,7 +352,7 @@ fi
 if [[ " $PHASES " == *" mixed "* ]]; then
     say "c. worker: mixed saga of $N clients over SG US IN AU VN ID (fake Xendit)"
     fresh_db onboard_bench_mixed
-    "$BIN" fake-xendit --listen "127.0.0.1:$XENDIT_PORT" >"$OUT/fake-xendit.log" 2>&1 &
+    "$BIN" fake-xendit --listen "127.0.0.1:$XENDIT_PORT" --latency-ms "$XENDIT_LATENCY_MS" >"$OUT/fake-xendit.log" 2>&1 &
     FAKE=$!
     export ONBOARD__EMAIL__FILE_DIR=$MAIL/mail-mixed
     ONBOARD__XENDIT__BASE_URL=http://127.0.0.1:$XENDIT_PORT ONBOARD__XENDIT__SECRET_KEY=xnd_development_bench \
@@ -358,7 +361,7 @@ if [[ " $PHASES " == *" mixed "* ]]; then
     MIXED=$(json_num throughput_per_sec "$OUT/mixed.json")
     md "## c. Mixed onboarding saga, $N clients over the six seeded countries"
     md ""
-    md "A sixth of the clients are Indonesian: two Xendit customers each, at \`onboard fake-xendit\` on loopback with its default latency (0 ms)."
+    md "A sixth of the clients are Indonesian: two Xendit customers each, at \`onboard fake-xendit\` on loopback answering after $XENDIT_LATENCY_MS ms."
     md ""
     md "- **$(printf '%.0f' "$MIXED") onboardings/s** ($(json_num elapsed_seconds "$OUT/mixed.json") s, $(json_num missing_count "$OUT/mixed.json") without an outcome)"
     md "- latency publish -> completed (ms): p50 $(json_num p50_ms "$OUT/mixed.json"), p99 $(json_num p99_ms "$OUT/mixed.json")"

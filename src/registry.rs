@@ -91,24 +91,21 @@ pub struct Entry {
 
 impl Entry {
     fn one<T: DecideOne>() -> Entry {
-        Entry {
-            command_type: T::TYPE,
-            schema: T::SCHEMA,
-            refusal_event: Some(T::REFUSAL_EVENT),
-            read: read::<T>,
-            target: target::<T>,
-            run: Run::One(run_one::<T>),
-        }
+        Self::command::<T>(Run::One(run_one::<T>))
     }
 
     fn many<T: DecideMany>() -> Entry {
+        Self::command::<T>(Run::Many(run_many::<T>))
+    }
+
+    fn command<T: Command>(run: Run) -> Entry {
         Entry {
             command_type: T::TYPE,
             schema: T::SCHEMA,
             refusal_event: Some(T::REFUSAL_EVENT),
             read: read::<T>,
             target: target::<T>,
-            run: Run::Many(run_many::<T>),
+            run,
         }
     }
 

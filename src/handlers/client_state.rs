@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use super::body::{id, text};
 use super::client_update::FAILED;
 use super::lifecycle::lock_live_client;
-use super::{Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome, Target, with};
-use crate::messages::{CommandMeta, CommandType, OutgoingMessage};
+use super::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome, with};
+use crate::messages::{CommandMeta, OutgoingMessage};
 use crate::store;
 
 pub const DEACTIVATED: &str = "client.deactivated";
@@ -38,15 +38,7 @@ macro_rules! state_command {
             pub reason: Option<String>,
         }
 
-        impl Command for $name {
-            const TYPE: CommandType = CommandType::new($type);
-            const SCHEMA: &'static str = crate::schema!($type);
-            const REFUSAL_EVENT: &'static str = FAILED;
-
-            fn target(&self) -> Target {
-                Target::Client(self.client_id)
-            }
-        }
+        client_command!($name, $type, FAILED);
 
         impl DecideOne for $name {
             async fn decide(

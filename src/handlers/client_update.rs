@@ -14,13 +14,11 @@ use sqlx::Connection;
 
 use super::body::{PartnerGiven, Patch, id, opt_i64, text};
 use super::lifecycle::lock_live_client;
-use super::{
-    Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome, Target, external_id_in_use, with,
-};
+use super::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome, external_id_in_use, with};
 use crate::domain::new_client::COLUMN_WIDTHS;
 use crate::domain::profile::{self, PartnerRef};
 use crate::domain::{Client, Email};
-use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
+use crate::messages::{CommandMeta, OutgoingMessage, Refusal};
 use crate::store::{self, clients::ProfileUpdate};
 
 pub const UPDATED: &str = "client.updated";
@@ -59,15 +57,7 @@ pub struct ClientUpdate {
     pub external_id: Patch<String>,
 }
 
-impl Command for ClientUpdate {
-    const TYPE: CommandType = CommandType::new("client.update");
-    const SCHEMA: &'static str = crate::schema!("client.update");
-    const REFUSAL_EVENT: &'static str = FAILED;
-
-    fn target(&self) -> Target {
-        Target::Client(self.client_id)
-    }
-}
+client_command!(ClientUpdate, "client.update", FAILED);
 
 impl DecideOne for ClientUpdate {
     async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {

@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::body::{id, parsed};
 use super::lifecycle::lock_live_client;
-use super::{Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome, Target};
+use super::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome};
 use crate::domain::EkycStatus;
-use crate::messages::{CommandType, OutgoingMessage};
+use crate::messages::OutgoingMessage;
 use crate::store;
 
 pub const UPDATED: &str = "client.kyc_updated";
@@ -25,15 +25,7 @@ pub struct ClientKycUpdate {
     pub ekyc_status: EkycStatus,
 }
 
-impl Command for ClientKycUpdate {
-    const TYPE: CommandType = CommandType::new("client.kyc.update");
-    const SCHEMA: &'static str = crate::schema!("client.kyc.update");
-    const REFUSAL_EVENT: &'static str = FAILED;
-
-    fn target(&self) -> Target {
-        Target::Client(self.client_id)
-    }
-}
+client_command!(ClientKycUpdate, "client.kyc.update", FAILED);
 
 impl DecideOne for ClientKycUpdate {
     async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {

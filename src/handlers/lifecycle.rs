@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::{id, text};
-use super::{Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome, Target};
+use super::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome};
 use crate::configuration::Settings;
 use crate::domain::{LifecycleAction, decide};
-use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
+use crate::messages::{CommandMeta, OutgoingMessage, Refusal};
 use crate::store::{self, history::StatusChange};
 
 pub const REJECTED: &str = "client.transition_rejected";
@@ -31,15 +31,7 @@ macro_rules! transition {
             pub $note: Option<String>,
         }
 
-        impl Command for $name {
-            const TYPE: CommandType = CommandType::new($type);
-            const SCHEMA: &'static str = crate::schema!($type);
-            const REFUSAL_EVENT: &'static str = REJECTED;
-
-            fn target(&self) -> Target {
-                Target::Client(self.client_id)
-            }
-        }
+        client_command!($name, $type, REJECTED);
 
         impl DecideOne for $name {
             async fn decide(

@@ -12,6 +12,22 @@
 //! refuse, to retry later or that fails leaves nothing behind: its savepoint is rolled back,
 //! and its neighbours commit.
 
+/// `impl Command` for a command about one existing client (its body has `client_id`): the
+/// client is its target, locked with the batch's others before any command decides.
+macro_rules! client_command {
+    ($name:ident, $type:literal, $refusal_event:expr) => {
+        impl $crate::handlers::Command for $name {
+            const TYPE: $crate::messages::CommandType = $crate::messages::CommandType::new($type);
+            const SCHEMA: &'static str = $crate::schema!($type);
+            const REFUSAL_EVENT: &'static str = $refusal_event;
+
+            fn target(&self) -> $crate::handlers::Target {
+                $crate::handlers::Target::Client(self.client_id)
+            }
+        }
+    };
+}
+
 pub mod body;
 pub mod client_create;
 pub mod client_import;

@@ -14,7 +14,7 @@ use super::body::{id, opt_count};
 use super::client_update::FAILED;
 use super::lifecycle::lock_live_client;
 use super::queries::Answer;
-use super::{Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome, Query, Target};
+use super::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome, Query};
 use crate::domain::paging;
 use crate::domain::relation::{self, NewRelation, RelationPatch};
 use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
@@ -79,23 +79,9 @@ pub struct ClientRelationGet {
     pub relation_id: String,
 }
 
-macro_rules! relation_command {
-    ($name:ident, $type:literal) => {
-        impl Command for $name {
-            const TYPE: CommandType = CommandType::new($type);
-            const SCHEMA: &'static str = crate::schema!($type);
-            const REFUSAL_EVENT: &'static str = FAILED;
-
-            fn target(&self) -> Target {
-                Target::Client(self.client_id)
-            }
-        }
-    };
-}
-
-relation_command!(ClientRelationAdd, "client.relation.add");
-relation_command!(ClientRelationUpdate, "client.relation.update");
-relation_command!(ClientRelationRemove, "client.relation.remove");
+client_command!(ClientRelationAdd, "client.relation.add", FAILED);
+client_command!(ClientRelationUpdate, "client.relation.update", FAILED);
+client_command!(ClientRelationRemove, "client.relation.remove", FAILED);
 
 /// A relation id; one that is not a UUID names no relation.
 fn relation_id(given: &str) -> Option<Uuid> {

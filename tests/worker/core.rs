@@ -634,21 +634,7 @@ async fn two_batches_changing_the_same_clients_in_opposite_orders_never_deadlock
     // The second batch: B, then A.
     let y1 = app.publish(update(b, "B two")).await.unwrap();
     let y2 = app.publish(update(a, "A two")).await.unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while app
-        .count(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .await
-        == 0
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the second batch never waited for the first"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.wait_for_a_lock_wait("the second batch").await;
     release.notify_one();
 
     for id in [&x1, &second_of_first, &y1, &y2] {

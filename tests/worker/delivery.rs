@@ -543,21 +543,7 @@ async fn a_command_whose_commit_waited_on_a_lock_past_the_claim_is_announced_onc
     .unwrap();
     let id = app.create_client(&seed_sg_client()).await;
     // The batch is in its transaction, waiting for the counter.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while app
-        .count(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .await
-        == 0
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the batch never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.wait_for_a_lock_wait("the batch").await;
     // The wait itself is the case under test: three claim lengths.
     tokio::time::sleep(Duration::from_secs(3)).await;
     holder.rollback().await.unwrap();

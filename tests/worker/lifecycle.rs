@@ -594,21 +594,7 @@ async fn a_command_waits_for_the_lock_of_a_racing_one_and_decides_from_its_resul
     )
     .await;
     // The blacklist's batch is blocked on the client's row lock.
-    let deadline = std::time::Instant::now() + WAIT;
-    while app
-        .count(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .await
-        == 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the blacklist never waited on the lock"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    app.wait_for_a_lock_wait("the blacklist").await;
     release.notify_one();
 
     let approved = app.wait_for_any(&OUTCOMES, &approve).await;

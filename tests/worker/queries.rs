@@ -443,18 +443,7 @@ async fn with_every_query_stuck_commands_still_go_through_and_the_worker_still_s
         ask.reply_to = Some(replies.clone());
         app.publish(ask).await.unwrap();
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while app
-        .count(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .await
-        == 0
-    {
-        assert!(tokio::time::Instant::now() < deadline, "no query got stuck");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    app.wait_for_a_lock_wait("an instance.list query").await;
 
     let id = app.create_client(&seed_sg_client()).await;
     app.wait_for_event("client.created", Some(&id)).await;

@@ -461,6 +461,26 @@ impl TestApp {
             .message_count()
     }
 
+    /// Waits until a statement on this test's database waits for a lock (a batch blocked on
+    /// a row or a table the test, or another batch, holds); panics after [`WAIT`] naming `what`.
+    pub async fn wait_for_a_lock_wait(&self, what: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self
+            .count(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await
+            == 0
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} never waited for a lock"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }
