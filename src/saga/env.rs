@@ -109,7 +109,7 @@ impl Slots {
         Some(Slot {
             step,
             _permit: permit,
-            freed: self.freed.clone(),
+            freed: Some(self.freed.clone()),
         })
     }
 
@@ -119,22 +119,54 @@ impl Slots {
     }
 }
 
-/// Room for one step batch, held while it runs; freeing it wakes the sweeper.
+/// Room for one step batch, held while it runs; freeing it after a batch ran in it wakes the
+/// sweeper.
 #[derive(Debug)]
 pub struct Slot {
     step: Step,
     _permit: OwnedSemaphorePermit,
-    freed: Arc<Notify>,
+    /// Rung on drop; `None` once [`Slot::unused`] said nothing ran in it.
+    freed: Option<Arc<Notify>>,
 }
 
 impl Slot {
     pub fn step(&self) -> Step {
         self.step
     }
+
+    /// Gives the slot back without waking the sweeper: nothing ran in it, so nothing new
+    /// could be due because of it (the sweeper's own empty claims would otherwise wake it
+    /// again and again).
+    pub fn unused(mut self) {
+        self.freed = None;
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.freed.notify_one();
+        if let Some(freed) = &self.freed {
+            freed.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sweeper reserves a slot before it claims; when it finds nothing due, giving the
+    /// slot back must not wake it again (it once spun on its own empty claims: 20,000
+    /// statements for 2,000 onboardings). A slot a batch ran in does wake it.
+    #[tokio::test]
+    async fn only_a_slot_a_batch_ran_in_wakes_the_sweeper_when_freed() {
+        let slots = Slots::new(1);
+        let slot = slots.reserve(Step::WelcomeEmail).expect("room");
+        assert!(slots.reserve(Step::WelcomeEmail).is_none(), "one at a time");
+        slot.unused();
+        let mut woken = std::pin::pin!(slots.freed());
+        assert!(futures::poll!(woken.as_mut()).is_pending());
+        let slot = slots.reserve(Step::WelcomeEmail).expect("given back");
+        drop(slot);
+        assert!(futures::poll!(woken.as_mut()).is_ready());
     }
 }

@@ -264,8 +264,12 @@ async fn sweep(runner: Runner, stop: CancellationToken) {
                             break;
                         }
                     }
-                    Ok(_) => break,
+                    Ok(_) => {
+                        slot.unused();
+                        break;
+                    }
                     Err(e) => {
+                        slot.unused();
                         tracing::debug!(error = %e, "sweeper: could not take due sagas");
                         break;
                     }
