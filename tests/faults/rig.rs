@@ -70,10 +70,12 @@ impl Cluster {
         cluster
     }
 
-    /// A base port with the three AMQP ports and their distribution ports (+20000) free.
+    /// A base port with the three AMQP ports and their distribution ports (+20000) free, both
+    /// below Linux's ephemeral range (32768 and up): a port found free there can be taken by
+    /// any outgoing connection before the node binds it (seen: eaddrinuse at a node's start).
     fn free_base() -> u16 {
         for _ in 0..200 {
-            let base = 31_000 + (rand::random::<u16>() % 14_000);
+            let base = 10_000 + (rand::random::<u16>() % 2_700);
             let free = (0..3).all(|n| {
                 [base + n, base + n + 20_000]
                     .iter()

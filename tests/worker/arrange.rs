@@ -47,17 +47,23 @@ pub async fn clients(app: &mut TestApp, prefix: &str, n: usize) -> Vec<Made> {
 /// A value PostgreSQL refuses for some clients only, as a CHECK would (SQLSTATE 23514): every
 /// client whose email starts with `poison`.
 pub async fn refuse_poison_emails(app: &TestApp) {
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+    refuse_rows(app, "clients", "NEW.email LIKE 'poison%'").await;
+}
+
+/// Makes PostgreSQL refuse (SQLSTATE 23514, as a CHECK would) every row inserted into `table`
+/// for which `condition` (over `NEW`) holds.
+pub async fn refuse_rows(app: &TestApp, table: &str, condition: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION refuse_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
-             IF NEW.email LIKE 'poison%' THEN
+             IF {condition} THEN
                  RAISE EXCEPTION 'poisoned row' USING ERRCODE = 'check_violation';
              END IF;
              RETURN NEW;
          END $$;
-         CREATE TRIGGER refuse_poison BEFORE INSERT ON clients
-             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
-    )
+         CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table}
+             FOR EACH ROW EXECUTE FUNCTION refuse_{table}();"
+    )))
     .execute(&app.pool)
     .await
     .unwrap();

@@ -512,20 +512,7 @@ async fn a_command_that_fails_after_its_first_write_leaves_nothing_and_its_neigh
         arrange::set_state(&app, m.client_id, "PENDING", "APPROVED").await;
     }
     app.stop_worker().await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_poison_history() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF NEW.reason = 'poison' THEN
-                 RAISE EXCEPTION 'poisoned history' USING ERRCODE = 'check_violation';
-             END IF;
-             RETURN NEW;
-         END $$;
-         CREATE TRIGGER refuse_poison_history BEFORE INSERT ON client_status_history
-             FOR EACH ROW EXECUTE FUNCTION refuse_poison_history();",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    arrange::refuse_rows(&app, "client_status_history", "NEW.reason = 'poison'").await;
     let mut ids = Vec::new();
     for (m, reason) in made.iter().zip(["fine", "poison", "fine"]) {
         let body = json!({ "client_id": m.client_id, "reason": reason });
