@@ -183,6 +183,15 @@ fn run_query<'a, T: Query>(
 
 static ENTRIES: LazyLock<Vec<Entry>> = LazyLock::new(registered);
 
+/// The entries by routing key, built once: every delivery looks its type up here.
+static BY_NAME: LazyLock<std::collections::HashMap<&'static str, &'static Entry>> =
+    LazyLock::new(|| {
+        ENTRIES
+            .iter()
+            .map(|e| (e.command_type.as_str(), e))
+            .collect()
+    });
+
 /// Every registered type.
 pub fn entries() -> &'static [Entry] {
     &ENTRIES
@@ -195,17 +204,13 @@ pub fn command_types() -> Vec<CommandType> {
 
 /// The type a routing key names, if it is registered.
 pub fn type_of(routing_key: &str) -> Option<CommandType> {
-    ENTRIES
-        .iter()
-        .find(|e| e.command_type.as_str() == routing_key)
-        .map(|e| e.command_type)
+    BY_NAME.get(routing_key).map(|e| e.command_type)
 }
 
 /// The entry of a registered type.
 pub fn entry(command_type: CommandType) -> &'static Entry {
-    ENTRIES
-        .iter()
-        .find(|e| e.command_type == command_type)
+    BY_NAME
+        .get(command_type.as_str())
         .unwrap_or_else(|| panic!("{command_type} is not registered"))
 }
 

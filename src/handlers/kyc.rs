@@ -29,51 +29,47 @@ client_command!(ClientKycUpdate, "client.kyc.update", FAILED);
 
 impl DecideOne for ClientKycUpdate {
     async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
-        handle(cx, cmd).await
-    }
-}
-
-async fn handle(cx: &mut Cx<'_>, cmd: Cmd<'_, ClientKycUpdate>) -> Result<Decision, HandlerError> {
-    let client_id = cmd.body.client_id;
-    let to = cmd.body.ekyc_status;
-    let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
-        Ok(client) => client,
-        Err(decision) => return Ok(decision),
-    };
-    let from = client.ekyc_status;
-    // Admin users follow even when the client's status stays: they may have drifted.
-    let (updated, admin_users) = store::clients::set_ekyc(cx.conn, client_id, to).await?;
-    let changed = from != to;
-    if changed {
-        store::history::record_ekyc(
-            cx.conn,
-            cmd.meta,
-            client_id,
-            from.as_str(),
-            to.as_str(),
-            admin_users,
-        )
-        .await?;
-    }
-    let data = json!({
-        "client_id": client_id,
-        "client_code": updated.client_code,
-        "from_status": from,
-        "to_status": to,
-        "changed": changed,
-        "admin_users_updated": admin_users,
-        "client": updated,
-    });
-    let mut messages = vec![OutgoingMessage::event(cmd.meta, UPDATED, data)];
-    messages.extend(OutgoingMessage::reply(
-        cmd.meta,
-        UPDATED,
-        200,
-        json!({
-            "message": "eKYC status updated successfully",
+        let client_id = cmd.body.client_id;
+        let to = cmd.body.ekyc_status;
+        let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
+            Ok(client) => client,
+            Err(decision) => return Ok(decision),
+        };
+        let from = client.ekyc_status;
+        // Admin users follow even when the client's status stays: they may have drifted.
+        let (updated, admin_users) = store::clients::set_ekyc(cx.conn, client_id, to).await?;
+        let changed = from != to;
+        if changed {
+            store::history::record_ekyc(
+                cx.conn,
+                cmd.meta,
+                client_id,
+                from.as_str(),
+                to.as_str(),
+                admin_users,
+            )
+            .await?;
+        }
+        let data = json!({
+            "client_id": client_id,
+            "client_code": updated.client_code,
+            "from_status": from,
+            "to_status": to,
+            "changed": changed,
+            "admin_users_updated": admin_users,
             "client": updated,
-            "ekyc_status": to,
-        }),
-    ));
-    Ok(Decision::Done(Outcome::succeeded(messages)))
+        });
+        let mut messages = vec![OutgoingMessage::event(cmd.meta, UPDATED, data)];
+        messages.extend(OutgoingMessage::reply(
+            cmd.meta,
+            UPDATED,
+            200,
+            json!({
+                "message": "eKYC status updated successfully",
+                "client": updated,
+                "ekyc_status": to,
+            }),
+        ));
+        Ok(Decision::Done(Outcome::succeeded(messages)))
+    }
 }

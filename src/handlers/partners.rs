@@ -27,12 +27,6 @@ impl Command for PartnerCreate {
     const REFUSAL_EVENT: &'static str = FAILED;
 }
 
-impl DecideOne for PartnerCreate {
-    async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
-        create(cx, cmd).await
-    }
-}
-
 fn refused(cmd: Cmd<'_, PartnerCreate>, refusal: Refusal) -> Result<Decision, HandlerError> {
     let context = json!({
         "name": cmd.body.name,
@@ -43,30 +37,32 @@ fn refused(cmd: Cmd<'_, PartnerCreate>, refusal: Refusal) -> Result<Decision, Ha
     )))
 }
 
-async fn create(cx: &mut Cx<'_>, cmd: Cmd<'_, PartnerCreate>) -> Result<Decision, HandlerError> {
-    let Some(name) = text(Some(&cmd.body.name)) else {
-        // The schema requires a name of one character at least; blank is not a name.
-        return Ok(Decision::Failed(
-            "partner.create with a blank name passed its schema".into(),
+impl DecideOne for PartnerCreate {
+    async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
+        let Some(name) = text(Some(&cmd.body.name)) else {
+            // The schema requires a name of one character at least; blank is not a name.
+            return Ok(Decision::Failed(
+                "partner.create with a blank name passed its schema".into(),
+            ));
+        };
+        let parent = match cmd.body.parent_partner_id {
+            None => None,
+            Some(id) => match store::partners::get(cx.conn, id).await? {
+                Some(p) => Some(p),
+                None => return refused(cmd, Refusal::partner_not_found()),
+            },
+        };
+        let Some(partner) = store::partners::insert(cx.conn, &name, parent.as_ref()).await? else {
+            return refused(cmd, Refusal::partner_name_taken());
+        };
+        let data = json!({ "partner": partner });
+        let mut messages = vec![OutgoingMessage::event(cmd.meta, CREATED, data)];
+        messages.extend(OutgoingMessage::reply(
+            cmd.meta,
+            CREATED,
+            201,
+            json!({ "message": "Partner created successfully", "partner": partner }),
         ));
-    };
-    let parent = match cmd.body.parent_partner_id {
-        None => None,
-        Some(id) => match store::partners::get(cx.conn, id).await? {
-            Some(p) => Some(p),
-            None => return refused(cmd, Refusal::partner_not_found()),
-        },
-    };
-    let Some(partner) = store::partners::insert(cx.conn, &name, parent.as_ref()).await? else {
-        return refused(cmd, Refusal::partner_name_taken());
-    };
-    let data = json!({ "partner": partner });
-    let mut messages = vec![OutgoingMessage::event(cmd.meta, CREATED, data)];
-    messages.extend(OutgoingMessage::reply(
-        cmd.meta,
-        CREATED,
-        201,
-        json!({ "message": "Partner created successfully", "partner": partner }),
-    ));
-    Ok(Decision::Done(Outcome::succeeded(messages)))
+        Ok(Decision::Done(Outcome::succeeded(messages)))
+    }
 }

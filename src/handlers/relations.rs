@@ -99,154 +99,137 @@ fn refused(meta: &CommandMeta, refusal: Refusal, client_id: i32) -> Decision {
 
 impl DecideOne for ClientRelationAdd {
     async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
-        add(cx, cmd).await
-    }
-}
-
-async fn add(cx: &mut Cx<'_>, cmd: Cmd<'_, ClientRelationAdd>) -> Result<Decision, HandlerError> {
-    let client_id = cmd.body.client_id;
-    // What the body alone decides comes first: it needs no client.
-    let given = match relation::parse_all(cmd.body.relation.as_ref(), cmd.body.relations.as_deref())
-    {
-        Ok(given) if given.is_empty() => {
-            return Ok(Decision::Failed(
-                "neither relation nor relations although schemas/client.relation.add.json \
-                 requires one"
-                    .into(),
+        let client_id = cmd.body.client_id;
+        // What the body alone decides comes first: it needs no client.
+        let given =
+            match relation::parse_all(cmd.body.relation.as_ref(), cmd.body.relations.as_deref()) {
+                Ok(given) if given.is_empty() => {
+                    return Ok(Decision::Failed(
+                        "neither relation nor relations although schemas/client.relation.add.json \
+                     requires one"
+                            .into(),
+                    ));
+                }
+                Ok(given) => given,
+                Err(refusal) => return Ok(refused(cmd.meta, refusal, client_id)),
+            };
+        let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
+            Ok(client) => client,
+            Err(decision) => return Ok(decision),
+        };
+        if !relation::is_corporate(&client.client_type, client.identity.as_ref()) {
+            return Ok(refused(
+                cmd.meta,
+                Refusal::relations_corporate_only(),
+                client_id,
             ));
         }
-        Ok(given) => given,
-        Err(refusal) => return Ok(refused(cmd.meta, refusal, client_id)),
-    };
-    let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
-        Ok(client) => client,
-        Err(decision) => return Ok(decision),
-    };
-    if !relation::is_corporate(&client.client_type, client.identity.as_ref()) {
-        return Ok(refused(
+        let rows: Vec<(i32, &NewRelation)> = given.iter().map(|r| (client_id, r)).collect();
+        let added = store::relations::insert_many(cx.conn, &rows).await?;
+        let mut messages = vec![OutgoingMessage::event(
             cmd.meta,
-            Refusal::relations_corporate_only(),
-            client_id,
+            ADDED,
+            json!({
+                "client_id": client_id,
+                "client_code": client.client_code,
+                "relations": added,
+            }),
+        )];
+        messages.extend(OutgoingMessage::reply(
+            cmd.meta,
+            ADDED,
+            201,
+            json!({ "relations": added }),
         ));
+        Ok(Decision::Done(Outcome::succeeded(messages)))
     }
-    let rows: Vec<(i32, &NewRelation)> = given.iter().map(|r| (client_id, r)).collect();
-    let added = store::relations::insert_many(cx.conn, &rows).await?;
-    let mut messages = vec![OutgoingMessage::event(
-        cmd.meta,
-        ADDED,
-        json!({
-            "client_id": client_id,
-            "client_code": client.client_code,
-            "relations": added,
-        }),
-    )];
-    messages.extend(OutgoingMessage::reply(
-        cmd.meta,
-        ADDED,
-        201,
-        json!({ "relations": added }),
-    ));
-    Ok(Decision::Done(Outcome::succeeded(messages)))
 }
 
 impl DecideOne for ClientRelationUpdate {
     async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
-        update(cx, cmd).await
+        let client_id = cmd.body.client_id;
+        let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
+            Ok(client) => client,
+            Err(decision) => return Ok(decision),
+        };
+        let current = match relation_id(&cmd.body.relation_id) {
+            Some(id) => store::relations::get(cx.conn, client_id, id, true).await?,
+            None => None,
+        };
+        let Some(current) = current else {
+            return Ok(refused(cmd.meta, Refusal::relation_not_found(), client_id));
+        };
+        let before = current.as_new();
+        let given = RelationPatch {
+            relation: cmd.body.relation.as_ref(),
+            identity: cmd.body.identity.as_ref(),
+            profile: cmd.body.profile.as_ref(),
+        };
+        let after = match relation::patch(&before, given) {
+            Ok(after) => after,
+            Err(refusal) => return Ok(refused(cmd.meta, refusal, client_id)),
+        };
+        let changes = relation::changes(&before, &after);
+        if changes.is_empty() {
+            let reply =
+                OutgoingMessage::reply(cmd.meta, UPDATED, 200, json!({ "relation": current }));
+            return Ok(Decision::Done(Outcome::succeeded(
+                reply.into_iter().collect(),
+            )));
+        }
+        let updated = store::relations::update(cx.conn, current.relation_id, &after).await?;
+        let mut messages = vec![OutgoingMessage::event(
+            cmd.meta,
+            UPDATED,
+            json!({
+                "client_id": client_id,
+                "client_code": client.client_code,
+                "relation": updated,
+                "changes": changes,
+            }),
+        )];
+        messages.extend(OutgoingMessage::reply(
+            cmd.meta,
+            UPDATED,
+            200,
+            json!({ "relation": updated }),
+        ));
+        Ok(Decision::Done(Outcome::succeeded(messages)))
     }
-}
-
-async fn update(
-    cx: &mut Cx<'_>,
-    cmd: Cmd<'_, ClientRelationUpdate>,
-) -> Result<Decision, HandlerError> {
-    let client_id = cmd.body.client_id;
-    let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
-        Ok(client) => client,
-        Err(decision) => return Ok(decision),
-    };
-    let current = match relation_id(&cmd.body.relation_id) {
-        Some(id) => store::relations::get(cx.conn, client_id, id, true).await?,
-        None => None,
-    };
-    let Some(current) = current else {
-        return Ok(refused(cmd.meta, Refusal::relation_not_found(), client_id));
-    };
-    let before = current.as_new();
-    let given = RelationPatch {
-        relation: cmd.body.relation.as_ref(),
-        identity: cmd.body.identity.as_ref(),
-        profile: cmd.body.profile.as_ref(),
-    };
-    let after = match relation::patch(&before, given) {
-        Ok(after) => after,
-        Err(refusal) => return Ok(refused(cmd.meta, refusal, client_id)),
-    };
-    let changes = relation::changes(&before, &after);
-    if changes.is_empty() {
-        let reply = OutgoingMessage::reply(cmd.meta, UPDATED, 200, json!({ "relation": current }));
-        return Ok(Decision::Done(Outcome::succeeded(
-            reply.into_iter().collect(),
-        )));
-    }
-    let updated = store::relations::update(cx.conn, current.relation_id, &after).await?;
-    let mut messages = vec![OutgoingMessage::event(
-        cmd.meta,
-        UPDATED,
-        json!({
-            "client_id": client_id,
-            "client_code": client.client_code,
-            "relation": updated,
-            "changes": changes,
-        }),
-    )];
-    messages.extend(OutgoingMessage::reply(
-        cmd.meta,
-        UPDATED,
-        200,
-        json!({ "relation": updated }),
-    ));
-    Ok(Decision::Done(Outcome::succeeded(messages)))
 }
 
 impl DecideOne for ClientRelationRemove {
     async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
-        remove(cx, cmd).await
+        let client_id = cmd.body.client_id;
+        let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
+            Ok(client) => client,
+            Err(decision) => return Ok(decision),
+        };
+        let removed = match relation_id(&cmd.body.relation_id) {
+            Some(id) => store::relations::delete(cx.conn, client_id, id).await?,
+            None => None,
+        };
+        let Some(removed) = removed else {
+            return Ok(refused(cmd.meta, Refusal::relation_not_found(), client_id));
+        };
+        let mut messages = vec![OutgoingMessage::event(
+            cmd.meta,
+            REMOVED,
+            json!({
+                "client_id": client_id,
+                "client_code": client.client_code,
+                "relation_id": removed.relation_id,
+                "relation": removed,
+            }),
+        )];
+        messages.extend(OutgoingMessage::reply(
+            cmd.meta,
+            REMOVED,
+            200,
+            json!({ "message": "Relation removed successfully", "relation": removed }),
+        ));
+        Ok(Decision::Done(Outcome::succeeded(messages)))
     }
-}
-
-async fn remove(
-    cx: &mut Cx<'_>,
-    cmd: Cmd<'_, ClientRelationRemove>,
-) -> Result<Decision, HandlerError> {
-    let client_id = cmd.body.client_id;
-    let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
-        Ok(client) => client,
-        Err(decision) => return Ok(decision),
-    };
-    let removed = match relation_id(&cmd.body.relation_id) {
-        Some(id) => store::relations::delete(cx.conn, client_id, id).await?,
-        None => None,
-    };
-    let Some(removed) = removed else {
-        return Ok(refused(cmd.meta, Refusal::relation_not_found(), client_id));
-    };
-    let mut messages = vec![OutgoingMessage::event(
-        cmd.meta,
-        REMOVED,
-        json!({
-            "client_id": client_id,
-            "client_code": client.client_code,
-            "relation_id": removed.relation_id,
-            "relation": removed,
-        }),
-    )];
-    messages.extend(OutgoingMessage::reply(
-        cmd.meta,
-        REMOVED,
-        200,
-        json!({ "message": "Relation removed successfully", "relation": removed }),
-    ));
-    Ok(Decision::Done(Outcome::succeeded(messages)))
 }
 
 /// The client of a query, when it exists and is not deleted.

@@ -123,8 +123,7 @@ impl Tasks {
         self.sweep_stop.cancel();
         let _ = self.sweeper.await;
         self.runner.stopping.cancel();
-        let batches = std::mem::take(&mut *self.runner.batches.lock().expect("not poisoned"));
-        let mut batches = batches;
+        let mut batches = std::mem::take(&mut *self.runner.batches.lock().expect("not poisoned"));
         let all = async { while batches.join_next().await.is_some() {} };
         if tokio::time::timeout(bound, all).await.is_err() {
             tracing::warn!(

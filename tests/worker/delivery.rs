@@ -459,28 +459,17 @@ async fn a_correlations_later_event_waits_for_its_earlier_one() {
     app.finish().await;
 }
 
-/// Takes one message from a fresh server-named queue on a channel of its own.
+/// Takes one message from a fresh server-named queue, on a channel of its own.
 async fn one_delivery(app: &TestApp) -> (lapin::Channel, lapin::message::Delivery) {
     use futures::StreamExt;
-    use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+    use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
     use lapin::types::FieldTable;
+    let queue = app.reply_queue().await;
     let channel = app.connection.create_channel().await.unwrap();
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
     channel
         .basic_publish(
             "".into(),
-            queue.name().as_str().into(),
+            queue.as_str().into(),
             BasicPublishOptions::default(),
             b"{}",
             lapin::BasicProperties::default(),
@@ -489,7 +478,7 @@ async fn one_delivery(app: &TestApp) -> (lapin::Channel, lapin::message::Deliver
         .unwrap();
     let mut consumer = channel
         .basic_consume(
-            queue.name().as_str().into(),
+            queue.as_str().into(),
             "".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
