@@ -25,6 +25,8 @@ fn registered() -> Vec<Entry> {
         Entry::one::<instances::InstanceCreate>(),
         Entry::one::<instances::InstanceUpdateAlias>(),
         Entry::one::<instances::InstanceDelete>(),
+        Entry::one::<instances::InstanceDeactivate>(),
+        Entry::one::<instances::InstanceActivate>(),
         Entry::one::<lifecycle::ClientApprove>(),
         Entry::one::<lifecycle::ClientReject>(),
         Entry::one::<lifecycle::ClientBlacklist>(),
@@ -256,7 +258,7 @@ mod tests {
                 schema["$id"]
             );
         }
-        assert_eq!(command_types().len(), 26);
+        assert_eq!(command_types().len(), 28);
         let schemas = schemas();
         assert!(
             schemas

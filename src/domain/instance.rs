@@ -9,6 +9,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 
+use crate::domain::ClientStatus;
 use crate::messages::Refusal;
 
 /// The role of a client's administrators (`users.role`).
@@ -18,6 +19,15 @@ pub const ADMIN_ROLE: &str = "admin";
 pub const INSTANCE_CREATED_MESSAGE: &str = "Instance created successfully";
 pub const ALIAS_UPDATED_MESSAGE: &str = "✅ The alias was updated successfully";
 pub const INSTANCE_DELETED_MESSAGE: &str = "Instance deleted successfully";
+/// Ours: seed 000 names the statuses (ACTIVE, inactive) but documents no endpoint for them.
+pub const INSTANCE_DEACTIVATED_MESSAGE: &str = "Instance deactivated successfully";
+pub const INSTANCE_ACTIVATED_MESSAGE: &str = "Instance activated successfully";
+pub const INSTANCE_ALREADY_INACTIVE_MESSAGE: &str = "Instance is already inactive";
+pub const INSTANCE_ALREADY_ACTIVE_MESSAGE: &str = "Instance is already active";
+
+/// `instances.instance_status` values.
+pub const ACTIVE: &str = "ACTIVE";
+pub const INACTIVE: &str = "INACTIVE";
 
 /// The user a command names as its actor, as the worker knows them.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -27,6 +37,8 @@ pub struct Actor {
     pub role: String,
     /// Whether the actor's client is active (`client.deactivate` turns it off).
     pub client_active: bool,
+    /// The lifecycle state of the actor's client: a final one (REJECTED, EXITED) is view only.
+    pub client_status: ClientStatus,
 }
 
 impl Actor {
@@ -74,17 +86,23 @@ pub enum InstanceAction {
     Create,
     UpdateAlias,
     Delete,
+    /// `instance.deactivate` / `instance.activate`.
+    SetStatus,
     List,
 }
 
 impl InstanceAction {
-    /// The answer to an actor linked to no client. Each seed endpoint documented its own
-    /// text; the contract keeps two of them: "Client ID not found" (403) for create and
-    /// delete, "Client not found" (404) for rename and the list.
+    /// The answer to an actor linked to no client, each seed endpoint's own text: create
+    /// "Client ID not found" (403), delete "User not found or not linked to any client" (the
+    /// same code and status), rename "Client not found" (404), the list "Client not found for
+    /// this user." (the same code and status). (De)activation, which the seed does not
+    /// document, answers as rename does.
     fn unknown_actor(self) -> Refusal {
         match self {
-            InstanceAction::Create | InstanceAction::Delete => Refusal::client_id_not_found(),
-            InstanceAction::UpdateAlias | InstanceAction::List => Refusal::client_not_found(),
+            InstanceAction::Create => Refusal::client_id_not_found(),
+            InstanceAction::Delete => Refusal::user_not_linked(),
+            InstanceAction::UpdateAlias | InstanceAction::SetStatus => Refusal::client_not_found(),
+            InstanceAction::List => Refusal::client_not_found_for_user(),
         }
     }
 
@@ -95,12 +113,16 @@ impl InstanceAction {
 }
 
 /// Who may do `action`: an actor linked to a (live) client, and for changes an admin of an
-/// active one. Checked before the instance is looked at, so a non-admin learns nothing about
-/// instances. (The store finds no actor for the users of a deleted client.)
+/// active client that is not in a final state (seed 001: REJECTED and EXITED are view only).
+/// Checked before the instance is looked at, so a non-admin learns nothing about instances.
+/// (The store finds no actor for the users of a deleted client.)
 pub fn authorize(action: InstanceAction, actor: Option<Actor>) -> Result<Actor, Refusal> {
     let actor = actor.ok_or_else(|| action.unknown_actor())?;
     if action.needs_admin() && !actor.is_admin() {
         return Err(Refusal::access_denied());
+    }
+    if action.needs_admin() && actor.client_status.is_final() {
+        return Err(Refusal::client_read_only(actor.client_status.as_str()));
     }
     if action.needs_admin() && !actor.client_active {
         return Err(Refusal::client_inactive());
@@ -137,6 +159,7 @@ mod tests {
             client_id,
             role: role.into(),
             client_active: true,
+            client_status: ClientStatus::Active,
         }
     }
 
@@ -180,23 +203,23 @@ mod tests {
             Refusal::client_id_not_found()
         );
         assert_eq!(
-            authorize(Delete, None).unwrap_err(),
-            Refusal::client_id_not_found()
+            authorize(Delete, None).unwrap_err().message,
+            "User not found or not linked to any client"
         );
         assert_eq!(
             authorize(UpdateAlias, None).unwrap_err(),
             Refusal::client_not_found()
         );
         assert_eq!(
-            authorize(List, None).unwrap_err(),
-            Refusal::client_not_found()
+            authorize(List, None).unwrap_err().message,
+            "Client not found for this user."
         );
     }
 
     #[test]
     fn only_admins_change_instances_and_any_user_of_the_client_lists_them() {
         use InstanceAction::*;
-        for action in [Create, UpdateAlias, Delete] {
+        for action in [Create, UpdateAlias, Delete, SetStatus] {
             assert_eq!(
                 authorize(action, Some(actor(1, "member"))).unwrap_err(),
                 Refusal::access_denied()
@@ -216,6 +239,10 @@ mod tests {
         assert_eq!(
             owned(InstanceAction::Delete, &a, Some(instance(2))).unwrap_err(),
             Refusal::instance_not_found()
+        );
+        assert_eq!(
+            owned(InstanceAction::SetStatus, &a, Some(instance(2))).unwrap_err(),
+            Refusal::access_denied()
         );
         for action in [InstanceAction::UpdateAlias, InstanceAction::Delete] {
             assert_eq!(

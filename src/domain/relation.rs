@@ -48,11 +48,11 @@ pub fn parse_all(one: Option<&Value>, many: Option<&[Value]>) -> Result<Vec<NewR
     given(one, many)?.into_iter().map(normalize).collect()
 }
 
-/// Whether a client may have relations: its type is CORPORATE and its identity (when it has
-/// one) is not an individual's.
-pub fn is_corporate(client_type: &str, identity: Option<&Value>) -> bool {
-    client_type.eq_ignore_ascii_case("CORPORATE")
-        && identity.and_then(|i| i.get("type")).and_then(Value::as_str) != Some("individual")
+/// Whether a client may have relations: its identity is corporate (seed 004), whatever its
+/// `client_type` label says. A client without an identity (created before the profile
+/// existed) counts as corporate, as an absent identity does at creation.
+pub fn is_corporate(identity: Option<&Value>) -> bool {
+    identity.and_then(|i| i.get("type")).and_then(Value::as_str) != Some("individual")
 }
 
 fn kind(value: Option<&Value>) -> Result<String, Refusal> {
@@ -257,16 +257,9 @@ mod tests {
     }
 
     #[test]
-    fn corporate_clients_only() {
-        assert!(is_corporate("CORPORATE", None));
-        assert!(is_corporate(
-            "corporate",
-            Some(&json!({"type": "corporate"}))
-        ));
-        assert!(!is_corporate("INDIVIDUAL", None));
-        assert!(!is_corporate(
-            "CORPORATE",
-            Some(&json!({"type": "individual"}))
-        ));
+    fn the_identity_decides_not_the_client_type_label() {
+        assert!(is_corporate(None));
+        assert!(is_corporate(Some(&json!({"type": "corporate"}))));
+        assert!(!is_corporate(Some(&json!({"type": "individual"}))));
     }
 }

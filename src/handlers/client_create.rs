@@ -116,7 +116,7 @@ impl Profile {
         };
         let identity = profile::normalize_identity(body.identity.as_ref(), &new.client_alias)?;
         let relations = relation::parse_all(None, body.relations.as_deref())?;
-        if !relations.is_empty() && !relation::is_corporate(&new.client_type, Some(&identity)) {
+        if !relations.is_empty() && !relation::is_corporate(Some(&identity)) {
             return Err(Refusal::relations_corporate_only());
         }
         Ok(Profile {

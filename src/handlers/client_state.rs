@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::body::{id, text};
 use super::client_update::FAILED;
-use super::lifecycle::lock_live_client;
+use super::lifecycle::{lock_changeable_client, lock_live_client};
 use super::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome, with};
 use crate::messages::{CommandMeta, OutgoingMessage};
 use crate::store;
@@ -72,7 +72,12 @@ async fn handle(
     reason: Option<String>,
     wanted: Wanted,
 ) -> Result<Decision, HandlerError> {
-    let client = match lock_live_client(cx, meta, FAILED, client_id).await? {
+    // Erasure is honoured in any state; (de)activation is a change, refused in a final one.
+    let locked = match wanted {
+        Wanted::Deleted => lock_live_client(cx, meta, FAILED, client_id).await?,
+        Wanted::Active(_) => lock_changeable_client(cx, meta, FAILED, client_id).await?,
+    };
+    let client = match locked {
         Ok(client) => client,
         Err(decision) => return Ok(decision),
     };

@@ -1,6 +1,6 @@
-//! `instance.create`, `instance.update_alias`, `instance.delete`: an admin manages the
-//! instances of their own client (seed: Create Instance, Update Instance Alias, Delete
-//! Instance). Who may do what is `domain::instance`; this file runs it against the rows.
+//! `instance.create`, `instance.update_alias`, `instance.delete`, `instance.deactivate`,
+//! `instance.activate`: an admin manages the instances of their own client (seed: Create
+//! Instance, Update Instance Alias, Delete Instance, and "Status Tracking: Active/inactive"). Who may do what is `domain::instance`; this file runs it against the rows.
 //!
 //! Refusals, each with the seed's text and nothing changed, announced as
 //! `instance.command_failed`:
@@ -8,20 +8,22 @@
 //! | refusal                | when                                                         |
 //! | ---------------------- | ------------------------------------------------------------ |
 //! | INSTANCE_NAME_REQUIRED | create without a name (missing, null or blank)               |
-//! | ALIAS_REQUIRED         | rename without an alias                                      |
+//! | ALIAS_REQUIRED         | rename without an alias or without an instance id            |
 //! | CLIENT_ID_NOT_FOUND    | create or delete by a user linked to no client               |
-//! | CLIENT_NOT_FOUND       | rename by a user linked to no client                         |
-//! | ACCESS_DENIED          | a non-admin; a rename of another client's instance           |
+//! | CLIENT_NOT_FOUND       | rename or (de)activation by a user linked to no client       |
+//! | ACCESS_DENIED          | a non-admin; a rename or (de)activation of another's instance|
 //! | INSTANCE_NOT_FOUND     | no such instance; a delete of another client's instance      |
 //! | INSTANCE_NAME_TAKEN    | create with a name the client already uses (409)             |
+//! | CLIENT_READ_ONLY       | any change while the client is REJECTED or EXITED (409)      |
+//! | CLIENT_INACTIVE        | any change while the client is deactivated (409)             |
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::body::{id, text};
+use super::body::{id, opt_id, text};
 use super::{Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome, Target};
 use crate::domain::instance::{
-    ALIAS_UPDATED_MESSAGE, INSTANCE_CREATED_MESSAGE, INSTANCE_DELETED_MESSAGE, Instance,
+    self, ALIAS_UPDATED_MESSAGE, INSTANCE_CREATED_MESSAGE, INSTANCE_DELETED_MESSAGE, Instance,
     InstanceAction, authorize, owned,
 };
 use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
@@ -30,6 +32,8 @@ use crate::store;
 pub const CREATED: &str = "instance.created";
 pub const ALIAS_UPDATED: &str = "instance.alias_updated";
 pub const DELETED: &str = "instance.deleted";
+pub const DEACTIVATED: &str = "instance.deactivated";
+pub const ACTIVATED: &str = "instance.activated";
 pub const FAILED: &str = "instance.command_failed";
 
 /// `instance.create {actor_user_id, instance_name}`.
@@ -41,13 +45,14 @@ pub struct InstanceCreate {
     pub instance_name: Option<String>,
 }
 
-/// `instance.update_alias {actor_user_id, instance_id, alias}`.
+/// `instance.update_alias {actor_user_id, instance_id, alias}`. The seed answers a missing
+/// instance id like a missing alias, so the schema lets both through to the handler.
 #[derive(Debug, Deserialize)]
 pub struct InstanceUpdateAlias {
     #[serde(deserialize_with = "id")]
     pub actor_user_id: i32,
-    #[serde(deserialize_with = "id")]
-    pub instance_id: i32,
+    #[serde(default, deserialize_with = "opt_id")]
+    pub instance_id: Option<i32>,
     #[serde(default)]
     pub alias: Option<String>,
 }
@@ -60,6 +65,52 @@ pub struct InstanceDelete {
     #[serde(deserialize_with = "id")]
     pub instance_id: i32,
 }
+
+macro_rules! instance_status_command {
+    ($(#[$doc:meta])* $name:ident, $type:literal, $active:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Deserialize)]
+        pub struct $name {
+            #[serde(deserialize_with = "id")]
+            pub actor_user_id: i32,
+            #[serde(deserialize_with = "id")]
+            pub instance_id: i32,
+            #[serde(default)]
+            pub reason: Option<String>,
+        }
+
+        impl Command for $name {
+            const TYPE: CommandType = CommandType::new($type);
+            const SCHEMA: &'static str = crate::schema!($type);
+            const REFUSAL_EVENT: &'static str = FAILED;
+
+            fn target(&self) -> Target {
+                Target::ClientOf(self.actor_user_id)
+            }
+        }
+
+        impl DecideOne for $name {
+            async fn decide(
+                cx: &mut Cx<'_>,
+                cmd: Cmd<'_, Self>,
+            ) -> Result<Decision, HandlerError> {
+                let (actor, instance, reason) =
+                    (cmd.body.actor_user_id, cmd.body.instance_id, cmd.body.reason.as_deref());
+                set_status(cx, cmd.meta, actor, instance, text(reason), $active).await
+            }
+        }
+    };
+}
+
+instance_status_command!(
+    /// `instance.deactivate {actor_user_id, instance_id, reason?}`: the instance is kept,
+    /// INACTIVE.
+    InstanceDeactivate, "instance.deactivate", false
+);
+instance_status_command!(
+    /// `instance.activate {actor_user_id, instance_id, reason?}`: ACTIVE again.
+    InstanceActivate, "instance.activate", true
+);
 
 impl Command for InstanceCreate {
     const TYPE: CommandType = CommandType::new("instance.create");
@@ -150,13 +201,9 @@ impl DecideOne for InstanceCreate {
 impl DecideOne for InstanceUpdateAlias {
     async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
         let (actor_id, instance_id) = (cmd.body.actor_user_id, cmd.body.instance_id);
-        let Some(alias) = text(cmd.body.alias.as_deref()) else {
-            return refused(
-                cmd.meta,
-                actor_id,
-                Some(instance_id),
-                Refusal::alias_required(),
-            );
+        let (Some(alias), Some(instance_id)) = (text(cmd.body.alias.as_deref()), instance_id)
+        else {
+            return refused(cmd.meta, actor_id, instance_id, Refusal::alias_required());
         };
         let actor = store::instances::actor(cx.conn, actor_id).await?;
         let actor = match authorize(InstanceAction::UpdateAlias, actor) {
@@ -201,4 +248,56 @@ impl DecideOne for InstanceDelete {
             cmd.meta, actor_id, DELETED, &instance, 200, reply,
         ))
     }
+}
+
+/// `instance.deactivate` / `instance.activate`: asking for the status the instance already
+/// has is answered 200 with no event, like `client.deactivate`.
+async fn set_status(
+    cx: &mut Cx<'_>,
+    meta: &CommandMeta,
+    actor_id: i32,
+    instance_id: i32,
+    reason: Option<String>,
+    active: bool,
+) -> Result<Decision, HandlerError> {
+    let actor = store::instances::actor(cx.conn, actor_id).await?;
+    let actor = match authorize(InstanceAction::SetStatus, actor) {
+        Ok(actor) => actor,
+        Err(refusal) => return refused(meta, actor_id, Some(instance_id), refusal),
+    };
+    let found = store::instances::lock(cx.conn, instance_id).await?;
+    let instance = match owned(InstanceAction::SetStatus, &actor, found) {
+        Ok(instance) => instance,
+        Err(refusal) => return refused(meta, actor_id, Some(instance_id), refusal),
+    };
+    let (status, event_type, message, already) = if active {
+        let m = instance::INSTANCE_ACTIVATED_MESSAGE;
+        (
+            instance::ACTIVE,
+            ACTIVATED,
+            m,
+            instance::INSTANCE_ALREADY_ACTIVE_MESSAGE,
+        )
+    } else {
+        let m = instance::INSTANCE_DEACTIVATED_MESSAGE;
+        (
+            instance::INACTIVE,
+            DEACTIVATED,
+            m,
+            instance::INSTANCE_ALREADY_INACTIVE_MESSAGE,
+        )
+    };
+    if instance.instance_status.as_deref() == Some(status) {
+        let reply = json!({ "message": already, "instance": instance });
+        let reply = OutgoingMessage::reply(meta, event_type, 200, reply);
+        return Ok(Decision::Done(Outcome::succeeded(
+            reply.into_iter().collect(),
+        )));
+    }
+    let updated = store::instances::set_status(cx.conn, instance.instance_id, status).await?;
+    let data = json!({ "actor_user_id": actor_id, "instance": updated, "reason": reason });
+    let mut messages = vec![OutgoingMessage::event(meta, event_type, data)];
+    let reply = json!({ "message": message, "instance": updated });
+    messages.extend(OutgoingMessage::reply(meta, event_type, 200, reply));
+    Ok(Decision::Done(Outcome::succeeded(messages)))
 }

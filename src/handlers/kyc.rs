@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::{id, parsed};
-use super::lifecycle::lock_live_client;
+use super::lifecycle::lock_changeable_client;
 use super::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome};
 use crate::domain::EkycStatus;
 use crate::messages::OutgoingMessage;
@@ -31,7 +31,7 @@ impl DecideOne for ClientKycUpdate {
     async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
         let client_id = cmd.body.client_id;
         let to = cmd.body.ekyc_status;
-        let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
+        let client = match lock_changeable_client(cx, cmd.meta, FAILED, client_id).await? {
             Ok(client) => client,
             Err(decision) => return Ok(decision),
         };

@@ -197,6 +197,31 @@ pub(super) async fn lock_live_client(
     )
 }
 
+/// [`lock_live_client`] for a command that changes the client or what hangs off it
+/// (profile, relations, eKYC, activity): a client in a final state (REJECTED, EXITED) is view
+/// only (seed 001), refused CLIENT_READ_ONLY. `client.delete` does not go through here: an
+/// erasure request is honoured whatever the state.
+pub(super) async fn lock_changeable_client(
+    cx: &mut Cx<'_>,
+    meta: &CommandMeta,
+    failed_event: &str,
+    client_id: i32,
+) -> Result<Result<crate::domain::Client, Decision>, HandlerError> {
+    let client = match lock_live_client(cx, meta, failed_event, client_id).await? {
+        Ok(client) => client,
+        Err(decision) => return Ok(Err(decision)),
+    };
+    if client.client_status.is_final() {
+        return Ok(Err(Decision::Done(Outcome::refused_with(
+            meta,
+            failed_event,
+            Refusal::client_read_only(client.client_status.as_str()),
+            json!({ "client_id": client_id, "client_status": client.client_status }),
+        ))));
+    }
+    Ok(Ok(client))
+}
+
 /// A command about a deleted client: CLIENT_NOT_FOUND at once (it will not come back).
 fn deleted(meta: &CommandMeta, failed_event: &str, client_id: i32) -> Decision {
     Decision::Done(Outcome::refused_with(

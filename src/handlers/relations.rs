@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::body::{id, opt_count};
 use super::client_update::FAILED;
-use super::lifecycle::lock_live_client;
+use super::lifecycle::lock_changeable_client;
 use super::queries::Answer;
 use super::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome, Query};
 use crate::domain::paging;
@@ -113,11 +113,11 @@ impl DecideOne for ClientRelationAdd {
                 Ok(given) => given,
                 Err(refusal) => return Ok(refused(cmd.meta, refusal, client_id)),
             };
-        let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
+        let client = match lock_changeable_client(cx, cmd.meta, FAILED, client_id).await? {
             Ok(client) => client,
             Err(decision) => return Ok(decision),
         };
-        if !relation::is_corporate(&client.client_type, client.identity.as_ref()) {
+        if !relation::is_corporate(client.identity.as_ref()) {
             return Ok(refused(
                 cmd.meta,
                 Refusal::relations_corporate_only(),
@@ -148,7 +148,7 @@ impl DecideOne for ClientRelationAdd {
 impl DecideOne for ClientRelationUpdate {
     async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
         let client_id = cmd.body.client_id;
-        let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
+        let client = match lock_changeable_client(cx, cmd.meta, FAILED, client_id).await? {
             Ok(client) => client,
             Err(decision) => return Ok(decision),
         };
@@ -201,7 +201,7 @@ impl DecideOne for ClientRelationUpdate {
 impl DecideOne for ClientRelationRemove {
     async fn decide(cx: &mut Cx<'_>, cmd: Cmd<'_, Self>) -> Result<Decision, HandlerError> {
         let client_id = cmd.body.client_id;
-        let client = match lock_live_client(cx, cmd.meta, FAILED, client_id).await? {
+        let client = match lock_changeable_client(cx, cmd.meta, FAILED, client_id).await? {
             Ok(client) => client,
             Err(decision) => return Ok(decision),
         };

@@ -79,6 +79,21 @@ impl Refusal {
         Self::fixed("CLIENT_ID_NOT_FOUND", 403, "Client ID not found")
     }
 
+    /// `instance.delete` by a user linked to no client: seed 000's text for that endpoint,
+    /// under the code and status of the other endpoints' "Client ID not found".
+    pub fn user_not_linked() -> Refusal {
+        Self::fixed(
+            "CLIENT_ID_NOT_FOUND",
+            403,
+            "User not found or not linked to any client",
+        )
+    }
+
+    /// `instance.list` by a user linked to no client: seed 000's text for Get My Instances.
+    pub fn client_not_found_for_user() -> Refusal {
+        Self::fixed("CLIENT_NOT_FOUND", 404, "Client not found for this user.")
+    }
+
     pub fn access_denied() -> Refusal {
         Self::fixed(
             "ACCESS_DENIED",
@@ -109,7 +124,8 @@ impl Refusal {
         )
     }
 
-    /// `instance.update_alias` without an alias: the seed's text for that endpoint.
+    /// `instance.update_alias` without an alias or an instance id: the seed's text for that
+    /// endpoint.
     pub fn alias_required() -> Refusal {
         Self::fixed("ALIAS_REQUIRED", 400, "Alias and Instance ID are required.")
     }

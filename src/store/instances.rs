@@ -11,7 +11,7 @@ const INSTANCE_COLUMNS: &str = "instance_id, client_id, instance_name, client_al
 /// user, or the user or the client was deleted.
 pub async fn actor(conn: &mut PgConnection, user_id: i32) -> Result<Option<Actor>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT u.user_id, u.client_id, u.role, c.is_active AS client_active
+        "SELECT u.user_id, u.client_id, u.role, c.is_active AS client_active, c.client_status
          FROM users u JOIN clients c ON c.client_id = u.client_id
          WHERE u.user_id = $1 AND u.deleted_at IS NULL AND c.deleted_at IS NULL",
     )
@@ -64,6 +64,23 @@ pub async fn update_alias(
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(instance_id)
         .bind(alias)
+        .fetch_one(conn)
+        .await
+}
+
+/// Sets an instance's status (ACTIVE or INACTIVE).
+pub async fn set_status(
+    conn: &mut PgConnection,
+    instance_id: i32,
+    status: &str,
+) -> Result<Instance, sqlx::Error> {
+    let sql = format!(
+        "UPDATE instances SET instance_status = $2, updated_at = now() WHERE instance_id = $1
+         RETURNING {INSTANCE_COLUMNS}"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(instance_id)
+        .bind(status)
         .fetch_one(conn)
         .await
 }

@@ -166,7 +166,16 @@ async fn an_actor_linked_to_no_client_gets_each_endpoints_refusal() {
         json!({"actor_user_id": nobody, "instance_id": existing}),
         "CLIENT_ID_NOT_FOUND",
         403,
-        "Client ID not found",
+        "User not found or not linked to any client",
+    )
+    .await;
+    assert_refused(
+        &mut app,
+        "instance.deactivate",
+        json!({"actor_user_id": nobody, "instance_id": existing}),
+        "CLIENT_NOT_FOUND",
+        404,
+        "Client not found",
     )
     .await;
     app.finish().await;
@@ -267,15 +276,21 @@ async fn an_unknown_instance_is_not_found_for_rename_and_delete() {
 }
 
 #[tokio::test]
-async fn a_rename_without_an_alias_is_refused_with_the_seeds_text() {
+async fn a_rename_without_an_alias_or_an_instance_id_is_refused_with_the_seeds_text() {
     let mut app = spawn_app().await;
     let owner = arrange::client(&mut app, "owner@example.com").await;
     let api = instance(&mut app, owner, "API").await;
+    let mut bodies = Vec::new();
     for alias in [None, Some(Value::Null), Some(json!("")), Some(json!("  "))] {
         let mut body = json!({"actor_user_id": owner.admin_id, "instance_id": api});
         if let Some(alias) = alias {
             body["alias"] = alias;
         }
+        bodies.push(body);
+    }
+    // Without the instance id too (the seed's text names both; the schema lets it through).
+    bodies.push(json!({"actor_user_id": owner.admin_id, "alias": "Prod"}));
+    for body in bodies {
         assert_refused(
             &mut app,
             "instance.update_alias",
@@ -405,5 +420,136 @@ async fn the_owning_admin_renames_then_deletes_an_instance() {
         "Instance not found or does not belong to your client",
     )
     .await;
+    app.finish().await;
+}
+
+/// Sends an instance command with a reply queue; returns its id and its reply.
+async fn ask(app: &mut TestApp, routing_key: &str, body: Value) -> (String, Received) {
+    let replies = app.reply_queue().await;
+    let id = arrange::send(app, routing_key, body, Some(&replies)).await;
+    (id, app.take_from(&replies).await)
+}
+
+#[tokio::test]
+async fn the_owning_admin_deactivates_and_activates_an_instance_with_events() {
+    let mut app = spawn_app().await;
+    let owner = arrange::client(&mut app, "owner@example.com").await;
+    let other = arrange::client(&mut app, "other@example.com").await;
+    let api = instance(&mut app, owner, "API").await;
+    let body = json!({"actor_user_id": owner.admin_id, "instance_id": api, "reason": "paused"});
+
+    let (id, reply) = ask(&mut app, "instance.deactivate", body.clone()).await;
+    assert_eq!(arrange::status(&reply), Some(200), "{}", reply.body);
+    assert_eq!(
+        reply.body["message"],
+        json!("Instance deactivated successfully")
+    );
+    assert_eq!(reply.body["instance"]["instance_status"], json!("INACTIVE"));
+    let event = app.wait_for_event("instance.deactivated", Some(&id)).await;
+    assert_eq!(
+        event.body["data"]["instance"]["instance_status"],
+        json!("INACTIVE")
+    );
+    assert_eq!(event.body["data"]["reason"], json!("paused"));
+    assert_eq!(event.body["data"]["actor_user_id"], json!(owner.admin_id));
+
+    // The list shows it inactive.
+    let (_, listed) = ask(
+        &mut app,
+        "instance.list",
+        json!({"actor_user_id": owner.admin_id}),
+    )
+    .await;
+    assert_eq!(
+        listed.body["instances"][0]["instance_status"],
+        json!("INACTIVE")
+    );
+
+    // Again: 200, the same state, no event.
+    let (id, reply) = ask(&mut app, "instance.deactivate", body.clone()).await;
+    assert_eq!(arrange::status(&reply), Some(200));
+    assert_eq!(reply.body["message"], json!("Instance is already inactive"));
+    arrange::handled(&app, &id).await;
+    assert_eq!(
+        crate::profile::events_of(&app, &id).await,
+        0,
+        "no event for no change"
+    );
+
+    // Another client's admin may not.
+    assert_refused(
+        &mut app,
+        "instance.activate",
+        json!({"actor_user_id": other.admin_id, "instance_id": api}),
+        "ACCESS_DENIED",
+        403,
+        "Access denied. The instance is not yours.",
+    )
+    .await;
+
+    let (id, reply) = ask(
+        &mut app,
+        "instance.activate",
+        json!({"actor_user_id": owner.admin_id, "instance_id": api}),
+    )
+    .await;
+    assert_eq!(arrange::status(&reply), Some(200));
+    assert_eq!(
+        reply.body["message"],
+        json!("Instance activated successfully")
+    );
+    let event = app.wait_for_event("instance.activated", Some(&id)).await;
+    assert_eq!(
+        event.body["data"]["instance"]["instance_status"],
+        json!("ACTIVE")
+    );
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT instance_status FROM instances WHERE instance_id = $1")
+            .bind(api as i32)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(status.as_deref(), Some("ACTIVE"));
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_rejected_or_exited_clients_instances_are_view_only() {
+    let mut app = spawn_app().await;
+    for (n, state) in ["REJECTED", "EXITED"].into_iter().enumerate() {
+        let owner = arrange::client(&mut app, &format!("final{n}@example.com")).await;
+        let api = instance(&mut app, owner, "API").await;
+        arrange::set_state(&app, owner.client_id, state, "APPROVED").await;
+        let text = format!("Client can no longer be changed in state {state}.");
+        let admin = owner.admin_id;
+        for (key, body) in [
+            (
+                "instance.create",
+                json!({"actor_user_id": admin, "instance_name": "New"}),
+            ),
+            (
+                "instance.update_alias",
+                json!({"actor_user_id": admin, "instance_id": api, "alias": "x"}),
+            ),
+            (
+                "instance.delete",
+                json!({"actor_user_id": admin, "instance_id": api}),
+            ),
+            (
+                "instance.deactivate",
+                json!({"actor_user_id": admin, "instance_id": api}),
+            ),
+            (
+                "instance.activate",
+                json!({"actor_user_id": admin, "instance_id": api}),
+            ),
+        ] {
+            assert_refused(&mut app, key, body, "CLIENT_READ_ONLY", 409, &text).await;
+        }
+        // Reads still answer.
+        let (_, listed) = ask(&mut app, "instance.list", json!({"actor_user_id": admin})).await;
+        assert_eq!(arrange::status(&listed), Some(200));
+        assert_eq!(listed.body["instances"][0]["instance_id"], json!(api));
+    }
     app.finish().await;
 }

@@ -348,7 +348,10 @@ async fn instance_list_answers_the_actors_client_instances_with_client_facts() {
 
     let reply = ask(&app, "instance.list", json!({"actor_user_id": 999_999})).await;
     assert_eq!(arrange::status(&reply), Some(404));
-    assert_eq!(reply.body, json!({"error": "Client not found"}));
+    assert_eq!(
+        reply.body,
+        json!({"error": "Client not found for this user."})
+    );
     app.finish().await;
 }
 

@@ -374,3 +374,131 @@ fn the_new_event_schemas_accept_their_own_examples() {
     }
     assert!(checked >= 5, "{checked}");
 }
+
+#[tokio::test]
+async fn the_identity_decides_who_has_relations_not_the_client_type_label() {
+    let mut app = spawn_app().await;
+    // Labelled INDIVIDUAL, but a corporate identity: relations taken.
+    let labelled = create(
+        &mut app,
+        create_body(
+            "label@example.com",
+            "SG",
+            json!({"client_type": "INDIVIDUAL",
+                   "identity": {"type": "corporate", "legal_name": "Label Pte Ltd"},
+                   "relations": [person(1)]}),
+        ),
+    )
+    .await;
+    let added = add(
+        &mut app,
+        json!({"client_id": labelled["client_id"], "relation": person(2)}),
+    )
+    .await;
+    assert_eq!(names(&added), ["Person2"]);
+
+    // Labelled CORPORATE, but an individual identity: refused, on create and on add.
+    refused(
+        &mut app,
+        "client.create",
+        create_body(
+            "person@example.com",
+            "SG",
+            json!({"client_type": "CORPORATE",
+                   "identity": {"type": "individual", "given_name": "Ann", "family_name": "Lee"},
+                   "relations": [person(1)]}),
+        ),
+        (
+            "client.creation_failed",
+            "RELATIONS_CORPORATE_ONLY",
+            409,
+            "Only corporate clients can have relations.",
+        ),
+    )
+    .await;
+    let person_client = create(
+        &mut app,
+        create_body(
+            "person2@example.com",
+            "SG",
+            json!({"client_type": "CORPORATE",
+                   "identity": {"type": "individual", "given_name": "Ann", "family_name": "Lee"}}),
+        ),
+    )
+    .await;
+    refused(
+        &mut app,
+        "client.relation.add",
+        json!({"client_id": person_client["client_id"], "relation": person(3)}),
+        (
+            FAILED,
+            "RELATIONS_CORPORATE_ONLY",
+            409,
+            "Only corporate clients can have relations.",
+        ),
+    )
+    .await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_rejected_or_exited_client_is_view_only_but_can_still_be_erased() {
+    let mut app = spawn_app().await;
+    for (n, state) in ["REJECTED", "EXITED"].into_iter().enumerate() {
+        let client = create(
+            &mut app,
+            create_body(
+                &format!("viewonly{n}@example.com"),
+                "SG",
+                json!({"relations": [person(1)]}),
+            ),
+        )
+        .await;
+        let id = client["client_id"].clone();
+        let (_, list) = ask(&app, "client.relation.list", json!({"client_id": id})).await;
+        let relation_id = list.body["relations"][0]["id"].clone();
+        arrange::set_state(&app, id.as_i64().unwrap() as i32, state, "PENDING").await;
+        let text = format!("Client can no longer be changed in state {state}.");
+        for (key, body) in [
+            (
+                "client.update",
+                json!({"client_id": id, "phone": "+6533333333"}),
+            ),
+            (
+                "client.relation.add",
+                json!({"client_id": id, "relation": person(2)}),
+            ),
+            (
+                "client.relation.update",
+                json!({"client_id": id, "relation_id": relation_id, "relation": "shareholder"}),
+            ),
+            (
+                "client.relation.remove",
+                json!({"client_id": id, "relation_id": relation_id}),
+            ),
+            (
+                "client.kyc.update",
+                json!({"client_id": id, "ekyc_status": "APPROVED"}),
+            ),
+            ("client.deactivate", json!({"client_id": id})),
+            ("client.reactivate", json!({"client_id": id})),
+        ] {
+            let event = match key {
+                "client.kyc.update" => "client.kyc_update_failed",
+                _ => FAILED,
+            };
+            let data = refused(&mut app, key, body, (event, "CLIENT_READ_ONLY", 409, &text)).await;
+            assert_eq!(data["client_status"], json!(state), "{key}");
+        }
+        // Reads still answer.
+        let (_, got) = ask(&app, "client.get", json!({"client_id": id})).await;
+        assert_eq!(got.body["client"]["client_status"], json!(state));
+        let (_, list) = ask(&app, "client.relation.list", json!({"client_id": id})).await;
+        assert_eq!(list.body["total"], json!(1));
+        // Erasure is still taken.
+        let (msg, reply) = ask(&app, "client.delete", json!({"client_id": id})).await;
+        assert_eq!(arrange::status(&reply), Some(200), "{}", reply.body);
+        app.wait_for_event("client.deleted", Some(&msg)).await;
+    }
+    app.finish().await;
+}
