@@ -30,6 +30,8 @@ export ONBOARD__EMAIL__FILE_DIR=$DEMO/mail
 export ONBOARD__SOURCES__LEGACY__BASE_URL=http://127.0.0.1:8098
 export ONBOARD__SOURCES__LEGACY__TOKEN=demo-source-token
 export ONBOARD__HTTP__PORT=${ONBOARD_DEMO_HTTP_PORT:-8080}
+# The demo's webhook receiver listens on loopback, which production refuses as a target.
+export ONBOARD__WEBHOOKS__ALLOW_PRIVATE_ADDRESSES=true
 export RUST_LOG=${RUST_LOG:-info,lapin=warn,sqlx=warn}
 
 "$BIN" fake-xendit --listen 127.0.0.1:8099 >"$DEMO/fake-xendit.log" 2>&1 &

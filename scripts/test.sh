@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one command that runs every test: start (or reuse) PostgreSQL and RabbitMQ, export the
-# configuration the tests read, validate the AsyncAPI document (scripts/contract.sh, beside the
+# configuration the tests read, validate the AsyncAPI and OpenAPI documents (scripts/contract.sh, beside the
 # build: it is mostly an npm download the first time), run cargo test. Fails when either fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,7 +18,7 @@ status=0
 cargo test --all-targets --locked -- --test-threads=8 || status=$?
 
 if wait "$contract"; then
-    echo "[test] asyncapi.yaml is valid (scripts/contract.sh; log: .local/contract.log)"
+    echo "[test] asyncapi.yaml and openapi.yaml are valid (scripts/contract.sh; log: .local/contract.log)"
 else
     echo "[test] scripts/contract.sh failed:" >&2
     cat .local/contract.log >&2

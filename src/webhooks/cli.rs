@@ -112,6 +112,11 @@ pub async fn run(
             secret_file,
         } => {
             let url = super::check_url(&url).map_err(anyhow::Error::msg)?;
+            if !settings.webhooks.allow_private_addresses {
+                super::address::check_target(&url)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            }
             let secret = match (secret, &secret_file) {
                 (Some(s), _) => {
                     super::check_secret(&s).map_err(anyhow::Error::msg)?;

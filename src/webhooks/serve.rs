@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{WebhookSettings, body_of, matches};
+use super::{WebhookSettings, address, body_of, matches};
 use crate::broker::{self, Names, headers};
 use crate::configuration::Settings;
 use crate::messages::OutgoingMessage;
@@ -151,6 +151,10 @@ async fn feed_session(
                 continue;
             };
             let body = body.to_string();
+            let correlation_id = event
+                .get("correlation_id")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             let traceparent =
                 headers::get_str(delivery.properties.headers().as_ref(), headers::TRACEPARENT)
                     .filter(|t| crate::telemetry::parse_traceparent(t).is_some());
@@ -160,6 +164,7 @@ async fn feed_session(
                         endpoint_id: t.endpoint_id,
                         event_id,
                         event_type: event_type.to_string(),
+                        correlation_id: correlation_id.clone(),
                         body: body.clone(),
                         traceparent: traceparent.clone(),
                     });
@@ -188,12 +193,18 @@ async fn sender(
     settings: Arc<WebhookSettings>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
+    let mut http = reqwest::Client::builder()
         .user_agent(concat!("onboard-webhooks/", env!("CARGO_PKG_VERSION")))
         // An endpoint is where it was registered: a redirect is an answer, not a new target.
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_millis(settings.timeout_ms))
-        .build()?;
+        // Straight to the endpoint's own address, never through a proxy that resolves anew.
+        .no_proxy()
+        .timeout(Duration::from_millis(settings.timeout_ms));
+    if !settings.allow_private_addresses {
+        // The address connected to is the one checked (no DNS rebinding).
+        http = http.dns_resolver(Arc::new(address::PublicOnly));
+    }
+    let http = http.build()?;
     let slots = Arc::new(Semaphore::new(settings.in_flight.max(1)));
     let done = Arc::new(Notify::new());
     let lease = (settings.timeout_ms as f64 / 1000.0) + 5.0;
@@ -277,8 +288,21 @@ async fn attempt(pool: &PgPool, http: &reqwest::Client, settings: &WebhookSettin
     let id = d.event_id.to_string();
     let signature = standardwebhooks::Webhook::new(&d.secret)
         .and_then(|w| w.sign(&id, timestamp, d.body.as_bytes()));
+    // A literal address is not resolved, so it is checked here; names are checked by the
+    // resolver on the address it hands the connection.
+    let literal = reqwest::Url::parse(&d.url)
+        .ok()
+        .and_then(|u| address::literal(&u))
+        .filter(|ip| !settings.allow_private_addresses && !address::is_public(*ip));
+    let mut refused = None;
     let (status, error) = match signature {
         Err(e) => (None, Some(format!("cannot sign: {e}"))),
+        Ok(_) if literal.is_some() => {
+            let ip = literal.expect("checked");
+            let why = address::refusal(&ip.to_string(), ip);
+            refused = Some(why.clone());
+            (None, Some(why))
+        }
         Ok(signature) => {
             // The POST's own span when spans are exported (its traceparent then names it),
             // else the event's trace context as it came.
@@ -291,7 +315,13 @@ async fn attempt(pool: &PgPool, http: &reqwest::Client, settings: &WebhookSettin
             );
             crate::telemetry::set_parent(&span, d.traceparent.as_deref());
             let traceparent = crate::telemetry::traceparent_of(&span).or(d.traceparent.clone());
-            let mut request = http.post(&d.url).header("content-type", "application/json");
+            let mut request = http
+                .post(&d.url)
+                .header("content-type", "application/json")
+                .header("onboard-event-type", &d.event_type);
+            if let Some(correlation) = &d.correlation_id {
+                request = request.header("onboard-correlation-id", correlation);
+            }
             if let Some(tp) = traceparent {
                 request = request.header("traceparent", tp);
             }
@@ -312,6 +342,11 @@ async fn attempt(pool: &PgPool, http: &reqwest::Client, settings: &WebhookSettin
                     Some(r.status().as_u16() as i32),
                     Some(format!("answered {}", r.status())),
                 ),
+                Err(e) if address::non_public(&e).is_some() => {
+                    let why = address::non_public(&e).expect("checked");
+                    refused = Some(why.clone());
+                    (None, Some(why))
+                }
                 Err(e) if e.is_timeout() => (None, Some("no answer in time".into())),
                 Err(e) if e.is_connect() => (None, Some("connection refused or failed".into())),
                 Err(e) => (None, Some(e.without_url().to_string())),
@@ -320,7 +355,8 @@ async fn attempt(pool: &PgPool, http: &reqwest::Client, settings: &WebhookSettin
     };
     let next = if error.is_none() {
         db::Next::Delivered
-    } else if d.tries >= settings.max_attempts as i32 {
+    } else if refused.is_some() || d.tries >= settings.max_attempts as i32 {
+        // A refused address is refused at once, not retried for a day.
         db::Next::GiveUp
     } else {
         let wait = settings.delay_after(d.tries as u32);

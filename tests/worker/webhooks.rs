@@ -33,6 +33,9 @@ enum Mode {
 #[derive(Clone, Debug)]
 struct Request {
     id: String,
+    /// The `onboard-event-type` and `onboard-correlation-id` headers.
+    event_type: String,
+    correlation_id: Option<String>,
     body: Value,
     signed: bool,
     answered: u16,
@@ -71,12 +74,10 @@ impl Receiver {
 
     /// Event ids answered 2xx, by event type.
     fn delivered(&self, event_type: &str) -> Vec<String> {
-        let (module, kind) = event_type.split_once('.').unwrap();
         let mut ids: Vec<String> = self
             .requests()
             .into_iter()
-            .filter(|r| r.answered < 300)
-            .filter(|r| r.body["webhook"] == json!({"module": format!("{module}s"), "type": kind}))
+            .filter(|r| r.answered < 300 && r.event_type == event_type)
             .map(|r| r.id)
             .collect();
         ids.sort();
@@ -102,10 +103,15 @@ async fn receive(
         .unwrap_or_default()
         .to_string();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let traceparent = header("traceparent");
+    let event_type = header("onboard-event-type").unwrap_or_default();
+    let correlation_id = header("onboard-correlation-id");
     let answered = match mode {
         Mode::Ok => 200,
         Mode::FailFirst => {
@@ -123,6 +129,8 @@ async fn receive(
     };
     requests.lock().unwrap().push(Request {
         id,
+        event_type,
+        correlation_id,
         body,
         signed,
         answered,
@@ -131,10 +139,13 @@ async fn receive(
     StatusCode::from_u16(answered).unwrap()
 }
 
-/// `onboard webhooks ARGS` (the real binary) on the test's database; its stdout.
+/// `onboard webhooks ARGS` (the real binary) on the test's database; its stdout. The tests'
+/// receivers listen on loopback, so private addresses are allowed (as in the quick start).
 async fn webhooks_cli(app: &TestApp, args: &[&str], secret: Option<&str>) -> String {
     let mut cmd = onboard_bin(&app.settings);
-    cmd.arg("webhooks").args(args);
+    cmd.arg("webhooks")
+        .args(args)
+        .env("ONBOARD__WEBHOOKS__ALLOW_PRIVATE_ADDRESSES", "true");
     if let Some(s) = secret {
         cmd.env("ONBOARD_WEBHOOK_SECRET", s);
     }
@@ -167,6 +178,7 @@ async fn add(app: &TestApp, receiver: &Receiver, events: &[&str]) -> i64 {
 async fn serve(app: &TestApp, env: &[(&str, &str)]) -> tokio::process::Child {
     let mut cmd = onboard_bin(&app.settings);
     cmd.args(["webhooks", "serve"])
+        .env("ONBOARD__WEBHOOKS__ALLOW_PRIVATE_ADDRESSES", "true")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -240,12 +252,12 @@ async fn every_delivery_is_signed_and_an_endpoint_answering_500_then_200_gets_ea
     .await;
     for r in all.requests().iter().chain(flaky.requests().iter()) {
         assert!(r.signed, "a request whose signature did not verify: {r:?}");
-        assert_eq!(
-            r.body["event_id"],
-            json!(r.id),
+        assert!(
+            uuid::Uuid::parse_str(&r.id).is_ok(),
             "webhook-id is the event id"
         );
-        assert!(r.body["correlation_id"].is_string() && r.body["occurred_at"].is_string());
+        assert!(r.correlation_id.is_some(), "{r:?}");
+        assert_webhook_schema(&r.event_type, &r.body);
     }
     // Each POST carries the trace of the command behind its event: one trace per correlation.
     let mut traces: HashMap<String, String> = HashMap::new();
@@ -255,7 +267,7 @@ async fn every_delivery_is_signed_and_an_endpoint_answering_500_then_200_gets_ea
             .as_deref()
             .expect("a traceparent on every webhook");
         let (trace, _, _) = onboard::telemetry::parse_traceparent(tp).expect("a valid traceparent");
-        let correlation = r.body["correlation_id"].as_str().unwrap().to_string();
+        let correlation = r.correlation_id.clone().unwrap();
         let first = traces
             .entry(correlation)
             .or_insert_with(|| trace.to_string());
@@ -266,8 +278,21 @@ async fn every_delivery_is_signed_and_an_endpoint_answering_500_then_200_gets_ea
         .iter()
         .find(|r| r.body["webhook"]["type"] == "created")
         .unwrap();
+    // Seed 004's body: the client with the seed's keys, connect and metadata empty.
+    assert_eq!(first.event_type, "client.created");
     assert_eq!(first.body["webhook"]["module"], json!("clients"));
-    assert!(first.body["data"]["client"]["client_id"].is_number());
+    let keys: Vec<&String> = first.body.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["connect", "data", "metadata", "webhook"]);
+    let client = &first.body["data"]["client"];
+    assert!(client["id"].is_number());
+    assert!(client["clientNumber"].as_str().unwrap().starts_with("CL-"));
+    assert_eq!(client["status"], json!("pending"));
+    assert_eq!(client["profile"]["identityType"], json!("corporate"));
+    assert_eq!(client["fullName"], client["identity"]["legalName"]);
+    assert_eq!(
+        (&first.body["connect"], &first.body["metadata"]),
+        (&json!({}), &json!({}))
+    );
     assert!(
         all.requests()
             .iter()
@@ -402,4 +427,159 @@ async fn a_webhooks_process_killed_mid_delivery_loses_no_delivery() {
     })
     .await;
     let _ = second.start_kill();
+}
+
+/// Checks a webhook body against `schemas/webhooks/<event type>.json`, formats asserted.
+fn assert_webhook_schema(event_type: &str, body: &Value) {
+    let path = format!(
+        "{}/schemas/webhooks/{event_type}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")),
+    )
+    .unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{path} is not a valid schema: {e}"));
+    let errors: Vec<String> = validator
+        .iter_errors(body)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{event_type}: {errors:?}\n{body}");
+}
+
+fn schemas_in(dir: &str) -> Vec<(String, Value)> {
+    let dir = format!("{}/schemas/{dir}", env!("CARGO_MANIFEST_DIR"));
+    let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let name = p.file_stem().unwrap().to_string_lossy().to_string();
+            (
+                name,
+                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn every_event_type_has_a_webhook_schema_in_step_with_its_event_and_in_the_openapi_document() {
+    let openapi =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
+    let webhooks: std::collections::BTreeMap<String, Value> =
+        schemas_in("webhooks").into_iter().collect();
+    for (event_type, event) in schemas_in("events") {
+        let hook = webhooks
+            .get(&event_type)
+            .unwrap_or_else(|| panic!("no schemas/webhooks/{event_type}.json"));
+        assert!(
+            openapi.contains(&format!("./schemas/webhooks/{event_type}.json")),
+            "{event_type} is not in openapi.yaml's webhooks"
+        );
+        // The project's own types carry the event's data: the same schema, kept in step.
+        if !matches!(
+            event_type.as_str(),
+            "client.created" | "client.connection_created"
+        ) {
+            assert_eq!(
+                hook["properties"]["data"], event["properties"]["data"],
+                "{event_type}"
+            );
+            assert_eq!(hook.get("$defs"), event.get("$defs"), "{event_type}");
+        }
+        // What body_of makes of every example event is what its webhook schema describes.
+        for example in event["examples"].as_array().unwrap() {
+            let body = onboard::webhooks::body_of(example).unwrap();
+            assert_webhook_schema(&event_type, &body);
+        }
+    }
+    assert_eq!(
+        webhooks.len(),
+        schemas_in("events").len(),
+        "a webhook schema of no event"
+    );
+}
+
+#[tokio::test]
+async fn private_and_metadata_addresses_are_refused_at_add_and_at_every_delivery() {
+    let app = spawn_app().await;
+    let secret = onboard::webhooks::new_secret();
+    // `webhooks add` as production runs it (private addresses not allowed).
+    for url in [
+        "http://169.254.169.254/latest/meta-data",
+        "http://127.0.0.1:9000/hook",
+        "http://[::1]:9000/hook",
+        "http://10.0.0.7/hook",
+        "http://localhost:9000/hook",
+    ] {
+        let out = onboard_bin(&app.settings)
+            .args(["webhooks", "add", url, "--events", "*"])
+            .env("ONBOARD_WEBHOOK_SECRET", &secret)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url} was accepted");
+        assert!(
+            stderr.contains("not a public address") && stderr.contains("allow_private_addresses"),
+            "{url}: {stderr}"
+        );
+    }
+    assert_eq!(app.count("SELECT count(*) FROM webhook_endpoints").await, 0);
+
+    // Endpoints that were registered while private addresses were allowed (or whose name
+    // resolves elsewhere now): each delivery is refused on the address it would connect to,
+    // recorded with the reason, and not retried.
+    let receiver = Receiver::start(Mode::Ok).await;
+    let by_name = receiver.url.replace("127.0.0.1", "localhost");
+    add(&app, &receiver, &["client.created"]).await;
+    let args = ["add", by_name.as_str(), "--events", "client.created"];
+    webhooks_cli(&app, &args, Some(&receiver.secret)).await;
+    let mut server = serve(
+        &app,
+        &[
+            ("ONBOARD__WEBHOOKS__ALLOW_PRIVATE_ADDRESSES", "false"),
+            ("ONBOARD__WEBHOOKS__DELAYS_MS", "100"),
+        ],
+    )
+    .await;
+    onboard(&app, 1, "ssrf").await;
+    let deadline = Instant::now() + WAIT;
+    let log = loop {
+        let log: Value =
+            serde_json::from_str(&webhooks_cli(&app, &["deliveries", "--json"], None).await)
+                .unwrap();
+        let done = log.as_array().unwrap().len() == 2
+            && log
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["delivery"]["status"] == json!("failed"));
+        if done {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "deliveries not refused: {log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for d in log.as_array().unwrap() {
+        let attempts = d["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "refused once, not retried: {d}");
+        let error = attempts[0]["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("refused: ") && error.contains("not a public address"),
+            "{error}"
+        );
+        assert_eq!(attempts[0]["status_code"], Value::Null);
+    }
+    assert!(
+        receiver.requests().is_empty(),
+        "a private endpoint was called"
+    );
+    let _ = server.start_kill();
 }
