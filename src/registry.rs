@@ -418,7 +418,7 @@ mod tests {
         let schemas = schemas();
         let body = serde_json::json!({
             "email": 42,
-            "phone": "S3CRET-S3CRET-S3CRET-S3CRET",
+            "phone": "S3CRET-S3CRET-S3CRET-S3CRET-S3CRET-S3CRET",
             "surprise": "S3CRET",
         });
         let errors = schemas

@@ -29,6 +29,13 @@ pub struct Client {
     /// the profile existed.
     pub identity: Option<serde_json::Value>,
     pub address: Option<serde_json::Value>,
+    /// Seed 004's `fullName`, derived by the database from the identity (legal name, or given
+    /// and family name); `null` for clients created before the profile existed.
+    pub full_name: Option<String>,
+    /// Seed 003's free text.
+    pub description: Option<String>,
+    /// Seed 002's contact person: `{name, email, phone}`.
+    pub contact: Option<serde_json::Value>,
     /// The root of the direct partner's tree.
     #[sqlx(json(nullable))]
     pub partner: Option<PartnerRef>,

@@ -3,10 +3,12 @@
 
 pub mod client;
 pub mod client_code;
+pub mod country;
 pub mod instance;
 pub mod lifecycle;
 pub mod new_client;
 pub mod paging;
+pub mod phone;
 pub mod profile;
 pub mod psp;
 pub mod relation;

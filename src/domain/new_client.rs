@@ -54,7 +54,7 @@ pub struct NewClient {
     pub email: Email,
     pub client_alias: String,
     pub client_type: String,
-    /// Upper-cased ISO 3166 alpha-2 (or the 3-letter code the column allows).
+    /// Upper-cased ISO 3166-1 alpha-2.
     pub country_code: String,
     pub phone: String,
     pub client_status: ClientStatus,
@@ -63,6 +63,8 @@ pub struct NewClient {
 impl NewClient {
     /// The seed's rule: all five present and non-empty, else one refusal with one text.
     /// A malformed email gets the same answer: upstream clients know no other code for it.
+    /// Then the country must be an ISO 3166-1 alpha-2 code (INVALID_COUNTRY) and the phone a
+    /// number (INVALID_PHONE, stored in its canonical form: `domain::phone`).
     pub fn parse(given: ContactFields<'_>) -> Result<NewClient, Refusal> {
         let field = |value: Option<&str>| {
             value
@@ -80,11 +82,16 @@ impl NewClient {
             return Err(Refusal::validation_failed());
         };
         let email = Email::parse(&email).ok_or_else(Refusal::validation_failed)?;
+        let country_code = country.to_uppercase();
+        if !super::country::is_alpha2(&country_code) {
+            return Err(Refusal::invalid_country());
+        }
+        let phone = super::phone::normalize("phone", &phone)?;
         let new = NewClient {
             email,
             client_alias,
             client_type: client_type.to_uppercase(),
-            country_code: country.to_uppercase(),
+            country_code,
             phone,
             // The schema admits PENDING or nothing: every other state is the lifecycle's.
             client_status: ClientStatus::Pending,
@@ -172,8 +179,31 @@ mod tests {
         assert_eq!(err.message, "client_type must be at most 50 characters.");
         body["client_type"] = json!("x".repeat(50));
         assert!(parse(&body).is_ok());
+        // A country code that grows is no ISO code either.
         body["country_code"] = json!("\u{df}\u{df}g");
-        assert_eq!(parse(&body).unwrap_err().code, "VALUE_TOO_LONG");
+        assert_eq!(parse(&body).unwrap_err().code, "INVALID_COUNTRY");
+    }
+
+    #[test]
+    fn the_country_must_be_iso_alpha2_and_the_phone_is_stored_canonical() {
+        let mut body = full();
+        for bad in ["XX", "ZZ", "IDN", "U1"] {
+            body["country_code"] = json!(bad);
+            assert_eq!(
+                parse(&body).unwrap_err(),
+                Refusal::invalid_country(),
+                "{bad}"
+            );
+        }
+        body["country_code"] = json!("sg");
+        body["phone"] = json!("+62 812-3456-7890");
+        let new = parse(&body).unwrap();
+        assert_eq!(
+            (new.country_code.as_str(), new.phone.as_str()),
+            ("SG", "+6281234567890")
+        );
+        body["phone"] = json!("call me");
+        assert_eq!(parse(&body).unwrap_err().code, "INVALID_PHONE");
     }
 
     #[test]

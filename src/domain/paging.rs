@@ -8,8 +8,9 @@
 //! listing started is therefore served exactly once; one created meanwhile sorts before the
 //! first page and is simply not in this listing.
 //!
-//! The cursor is opaque to upstream: base64url of `v1:<page>:<created µs>:<client_id>`. The
-//! page number rides along only so replies can say which page they are.
+//! The cursor is opaque to upstream: base64url of `v1:<page>:<created µs>:<client_id>` for the
+//! default order, of `v2:<page>:<sort>:<order>:<client_id>:<key>` for the others (`sort`
+//! updated or alias). The page number rides along only so replies can say which page they are.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -31,6 +32,24 @@ pub fn take_skip(take: Option<u64>, skip: Option<u64>) -> (u64, u64) {
     )
 }
 
+/// Pages of `per_page` that `total` entries fill (0 for none), as seeds 003 and 004 answer.
+pub fn total_pages(total: i64, per_page: u64) -> u64 {
+    let total = u64::try_from(total).unwrap_or(0);
+    total.div_ceil(per_page.max(1))
+}
+
+/// What a take/skip reply says of its page: `take`, `skip`, `total`, and (seeds 003, 004)
+/// the page number and `total_pages`.
+pub fn offset_page(take: u64, skip: u64, total: i64) -> serde_json::Value {
+    serde_json::json!({
+        "take": take,
+        "skip": skip,
+        "total": total,
+        "page": skip / take.max(1) + 1,
+        "total_pages": total_pages(total, take),
+    })
+}
+
 /// The page size a query asked for, defaulted and capped.
 pub fn page_size(requested: Option<u64>) -> u32 {
     match requested {
@@ -39,25 +58,123 @@ pub fn page_size(requested: Option<u64>) -> u32 {
     }
 }
 
-/// Where the next page starts: strictly after this client.
+/// What `client.list` is ordered by; the client id breaks ties in the same direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SortKey {
+    #[default]
+    Created,
+    Updated,
+    Alias,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+/// An order of `client.list`: newest first unless asked otherwise; by alias, A to Z unless
+/// asked otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sort {
+    pub key: SortKey,
+    pub order: Order,
+}
+
+impl Sort {
+    pub fn new(key: Option<SortKey>, order: Option<Order>) -> Sort {
+        let key = key.unwrap_or_default();
+        let order = order.unwrap_or(match key {
+            SortKey::Alias => Order::Asc,
+            SortKey::Created | SortKey::Updated => Order::Desc,
+        });
+        Sort { key, order }
+    }
+
+    fn name(self) -> &'static str {
+        match self.key {
+            SortKey::Created => "created",
+            SortKey::Updated => "updated",
+            SortKey::Alias => "alias",
+        }
+    }
+
+    fn order_name(self) -> &'static str {
+        match self.order {
+            Order::Asc => "asc",
+            Order::Desc => "desc",
+        }
+    }
+
+    fn parse(name: &str, order: &str) -> Option<Sort> {
+        let key = match name {
+            "created" => SortKey::Created,
+            "updated" => SortKey::Updated,
+            "alias" => SortKey::Alias,
+            _ => return None,
+        };
+        let order = match order {
+            "asc" => Order::Asc,
+            "desc" => Order::Desc,
+            _ => return None,
+        };
+        Some(Sort { key, order })
+    }
+}
+
+impl Default for Sort {
+    fn default() -> Sort {
+        Sort::new(None, None)
+    }
+}
+
+/// The sort key of the last client served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyValue {
+    Time(DateTime<Utc>),
+    Text(String),
+}
+
+/// Where the next page starts: strictly after this client, in the listing's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
     /// The page the cursor leads to (1-based).
     pub page: u32,
-    pub created: DateTime<Utc>,
+    pub sort: Sort,
+    pub key: KeyValue,
     pub client_id: i32,
 }
 
-const VERSION: &str = "v1";
-
+/// `v1:<page>:<created µs>:<client_id>` for the default order (what earlier versions wrote);
+/// `v2:<page>:<sort>:<order>:<client_id>:<key>` for the others, the key last (an alias may
+/// hold colons).
 impl Cursor {
     pub fn encode(&self) -> String {
-        let raw = format!(
-            "{VERSION}:{}:{}:{}",
-            self.page,
-            self.created.timestamp_micros(),
-            self.client_id
-        );
+        let raw = match (&self.key, self.sort == Sort::default()) {
+            (KeyValue::Time(t), true) => {
+                format!(
+                    "v1:{}:{}:{}",
+                    self.page,
+                    t.timestamp_micros(),
+                    self.client_id
+                )
+            }
+            (key, _) => {
+                let key = match key {
+                    KeyValue::Time(t) => t.timestamp_micros().to_string(),
+                    KeyValue::Text(s) => s.clone(),
+                };
+                format!(
+                    "v2:{}:{}:{}:{}:{key}",
+                    self.page,
+                    self.sort.name(),
+                    self.sort.order_name(),
+                    self.client_id
+                )
+            }
+        };
         URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -65,27 +182,65 @@ impl Cursor {
     pub fn decode(token: &str) -> Option<Cursor> {
         let raw = URL_SAFE_NO_PAD.decode(token.trim()).ok()?;
         let raw = String::from_utf8(raw).ok()?;
-        let mut parts = raw.split(':');
-        if parts.next()? != VERSION {
-            return None;
-        }
-        let page: u32 = parts.next()?.parse().ok()?;
-        let micros: i64 = parts.next()?.parse().ok()?;
-        let client_id: i32 = parts.next()?.parse().ok()?;
-        if parts.next().is_some() || page < 2 || client_id < 1 {
-            return None;
-        }
-        Some(Cursor {
-            page,
-            created: DateTime::from_timestamp_micros(micros)?,
-            client_id,
-        })
+        let (version, rest) = raw.split_once(':')?;
+        let cursor = match version {
+            "v1" => {
+                let mut parts = rest.split(':');
+                let page: u32 = parts.next()?.parse().ok()?;
+                let micros: i64 = parts.next()?.parse().ok()?;
+                let client_id: i32 = parts.next()?.parse().ok()?;
+                if parts.next().is_some() {
+                    return None;
+                }
+                let key = KeyValue::Time(DateTime::from_timestamp_micros(micros)?);
+                Cursor {
+                    page,
+                    sort: Sort::default(),
+                    key,
+                    client_id,
+                }
+            }
+            "v2" => {
+                let mut parts = rest.splitn(5, ':');
+                let page: u32 = parts.next()?.parse().ok()?;
+                let sort = Sort::parse(parts.next()?, parts.next()?)?;
+                let client_id: i32 = parts.next()?.parse().ok()?;
+                let key = parts.next()?;
+                let key = match sort.key {
+                    SortKey::Alias => KeyValue::Text(key.to_string()),
+                    SortKey::Created | SortKey::Updated => {
+                        KeyValue::Time(DateTime::from_timestamp_micros(key.parse().ok()?)?)
+                    }
+                };
+                Cursor {
+                    page,
+                    sort,
+                    key,
+                    client_id,
+                }
+            }
+            _ => return None,
+        };
+        (cursor.page >= 2 && cursor.client_id >= 1).then_some(cursor)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_are_counted_as_the_seeds_do() {
+        assert_eq!(total_pages(0, 10), 0);
+        assert_eq!(total_pages(10, 10), 1);
+        assert_eq!(total_pages(11, 10), 2);
+        assert_eq!(total_pages(5, 0), 5);
+        let page = offset_page(10, 20, 35);
+        assert_eq!(
+            (page["page"].as_u64(), page["total_pages"].as_u64()),
+            (Some(3), Some(4))
+        );
+    }
 
     #[test]
     fn page_size_defaults_and_is_capped() {
@@ -101,10 +256,37 @@ mod tests {
         let created = DateTime::from_timestamp_micros(1_705_315_400_123_456).unwrap();
         let c = Cursor {
             page: 3,
-            created,
+            sort: Sort::default(),
+            key: KeyValue::Time(created),
             client_id: 42,
         };
+        assert!(
+            URL_SAFE_NO_PAD
+                .decode(c.encode())
+                .unwrap()
+                .starts_with(b"v1:")
+        );
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
+    }
+
+    #[test]
+    fn a_cursor_of_another_order_carries_it_and_its_key() {
+        let by_alias = Cursor {
+            page: 2,
+            sort: Sort::new(Some(SortKey::Alias), None),
+            key: KeyValue::Text("PT. Maju: & Co.".into()),
+            client_id: 7,
+        };
+        assert_eq!(by_alias.sort.order, Order::Asc);
+        assert_eq!(Cursor::decode(&by_alias.encode()), Some(by_alias));
+        let updated = DateTime::from_timestamp_micros(1_705_315_400_123_456).unwrap();
+        let by_updated = Cursor {
+            page: 4,
+            sort: Sort::new(Some(SortKey::Updated), Some(Order::Asc)),
+            key: KeyValue::Time(updated),
+            client_id: 9,
+        };
+        assert_eq!(Cursor::decode(&by_updated.encode()), Some(by_updated));
     }
 
     #[test]
@@ -119,7 +301,10 @@ mod tests {
         for bad in [
             "".to_string(),
             "not base64!".to_string(),
-            enc("v2:2:1:1"),
+            enc("v3:2:1:1"),
+            enc("v2:2:alias:up:1:x"),
+            enc("v2:2:name:asc:1:x"),
+            enc("v2:2:updated:asc:1:soon"),
             enc("v1:2:1"),
             enc("v1:2:1:1:9"),
             enc("v1:x:1:1"),

@@ -87,10 +87,11 @@ pub fn merge_patch(target: &Value, patch: &Value) -> Value {
 }
 
 /// The keys of each identity type, in the order answers show them.
-const CORPORATE_KEYS: [&str; 5] = [
+const CORPORATE_KEYS: [&str; 6] = [
     "type",
     "legal_name",
     "incorporation_date",
+    "corporation_type",
     "country",
     "identifications",
 ];
@@ -156,6 +157,48 @@ pub fn normalize_identity(given: Option<&Value>, client_alias: &str) -> Result<V
         *c = c.to_uppercase();
     }
     Ok(Value::Object(out))
+}
+
+/// The contact person of a client (seed 002's `contact`): `{name, email, phone}`, each trimmed
+/// and `null` where unset, the phone in its canonical form (`domain::phone`); `None` when
+/// nothing is given.
+pub fn normalize_contact(given: Option<&Value>) -> Result<Option<Value>, Refusal> {
+    let Some(given) = given.filter(|v| v.is_object()) else {
+        return Ok(None);
+    };
+    let mut out = Map::new();
+    for key in ["name", "email", "phone"] {
+        let value = match text(given, key) {
+            Some(phone) if key == "phone" => {
+                Value::String(crate::domain::phone::normalize("contact.phone", &phone)?)
+            }
+            Some(v) => Value::String(v),
+            None => Value::Null,
+        };
+        out.insert(key.into(), value);
+    }
+    Ok(out
+        .values()
+        .any(|v| !v.is_null())
+        .then_some(Value::Object(out)))
+}
+
+/// The client's full name (seed 004's `fullName`), as the database derives it too
+/// (`clients.full_name`): the legal name, or given and family name.
+pub fn full_name(identity: &Value) -> Option<String> {
+    if identity.get("type").and_then(Value::as_str) == Some("individual") {
+        let names: Vec<&str> = ["given_name", "family_name"]
+            .iter()
+            .filter_map(|k| identity.get(*k).and_then(Value::as_str))
+            .collect();
+        let joined = names.join(" ");
+        (!joined.trim().is_empty()).then(|| joined.trim().to_string())
+    } else {
+        identity
+            .get("legal_name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
 }
 
 /// An identity after a patch: merged (RFC 7396), then normalised for the type it ends with.
@@ -270,7 +313,8 @@ mod tests {
         let absent = normalize_identity(None, "Acme Ltd").unwrap();
         assert_eq!(
             absent,
-            json!({"type": "corporate", "legal_name": "Acme Ltd", "incorporation_date": null, "country": null, "identifications": []})
+            json!({"type": "corporate", "legal_name": "Acme Ltd", "incorporation_date": null,
+                   "corporation_type": null, "country": null, "identifications": []})
         );
         let named = normalize_identity(
             Some(&json!({"type": "corporate", "legal_name": "Acme Holdings", "country": "gb"})),

@@ -87,9 +87,13 @@ pub fn normalize_profile(given: Option<&Value>) -> Result<Value, Refusal> {
     let mut out = Map::new();
     out.insert("residential_address".into(), address.unwrap_or(Value::Null));
     for key in ["phone", "email"] {
-        let value = trimmed(given.and_then(|g| g.get(key)))
-            .map(Value::String)
-            .unwrap_or(Value::Null);
+        let value = match trimmed(given.and_then(|g| g.get(key))) {
+            Some(phone) if key == "phone" => {
+                Value::String(crate::domain::phone::normalize("profile.phone", &phone)?)
+            }
+            Some(v) => Value::String(v),
+            None => Value::Null,
+        };
         out.insert(key.into(), value);
     }
     Ok(Value::Object(out))

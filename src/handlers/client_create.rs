@@ -65,6 +65,18 @@ pub struct ClientCreate {
     /// Related people (normalised by `domain::relation`).
     #[serde(default)]
     pub relations: Option<Vec<Value>>,
+    /// Seed 002's `isActive`: true when absent.
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    /// Seed 002's contact person `{name, email, phone}`.
+    #[serde(default)]
+    pub contact: Option<Value>,
+    /// Seed 003's free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Seed 004's `corporationType`; the same as `identity.corporation_type`.
+    #[serde(default)]
+    pub corporation_type: Option<String>,
 }
 
 impl Command for ClientCreate {
@@ -103,6 +115,9 @@ struct Profile {
     resolved: Option<Resolved>,
     /// Related people (corporate clients only, at most 10).
     relations: Vec<NewRelation>,
+    is_active: bool,
+    description: Option<String>,
+    contact: Option<Value>,
 }
 
 impl Profile {
@@ -114,7 +129,21 @@ impl Profile {
             }
             None => None,
         };
-        let identity = profile::normalize_identity(body.identity.as_ref(), &new.client_alias)?;
+        let identity = match super::body::text(body.corporation_type.as_deref()) {
+            None => profile::normalize_identity(body.identity.as_ref(), &new.client_alias)?,
+            // The top-level field is the identity's, for senders that keep it beside the rest.
+            Some(kind) => {
+                let mut given = body.identity.clone().filter(Value::is_object);
+                let given = given.get_or_insert_with(|| json!({"type": "corporate"}));
+                if given.get("type").and_then(Value::as_str) == Some("individual") {
+                    return Err(Refusal::corporation_type_not_corporate());
+                }
+                if given.get("corporation_type").is_none_or(Value::is_null) {
+                    given["corporation_type"] = Value::String(kind);
+                }
+                profile::normalize_identity(Some(given), &new.client_alias)?
+            }
+        };
         let relations = relation::parse_all(None, body.relations.as_deref())?;
         if !relations.is_empty() && !relation::is_corporate(Some(&identity)) {
             return Err(Refusal::relations_corporate_only());
@@ -133,6 +162,9 @@ impl Profile {
                 .and_then(PartnerGiven::selector),
             resolved: None,
             relations,
+            is_active: body.is_active.unwrap_or(true),
+            description: super::body::text(body.description.as_deref()),
+            contact: profile::normalize_contact(body.contact.as_ref())?,
         })
     }
 }
@@ -316,6 +348,9 @@ async fn persist<'a>(
             identity: &a.profile.identity,
             address: a.profile.address.as_ref(),
             direct_partner_id: a.profile.resolved.as_ref().map(|r| r.direct.id),
+            is_active: a.profile.is_active,
+            description: a.profile.description.as_deref(),
+            contact: a.profile.contact.as_ref(),
         })
         .collect();
     let new_last = last + rows.len() as i32;

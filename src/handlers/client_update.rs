@@ -55,6 +55,12 @@ pub struct ClientUpdate {
     pub direct_partner: Patch<PartnerGiven>,
     #[serde(default)]
     pub external_id: Patch<String>,
+    /// Seed 003's description; `null` removes it.
+    #[serde(default)]
+    pub description: Patch<String>,
+    /// Seed 002's contact person, replaced whole; `null` removes it.
+    #[serde(default)]
+    pub contact: Patch<Value>,
 }
 
 client_command!(ClientUpdate, "client.update", FAILED);
@@ -87,6 +93,8 @@ struct Patched {
     address: Option<Value>,
     direct_partner: Option<PartnerRef>,
     external_id: Option<String>,
+    description: Option<String>,
+    contact: Option<Value>,
 }
 
 impl Patched {
@@ -101,11 +109,13 @@ impl Patched {
             address: client.address.clone(),
             direct_partner: client.direct_partner.clone(),
             external_id: client.external_id.clone(),
+            description: client.description.clone(),
+            contact: client.contact.clone(),
         }
     }
 
     /// The fields as answers show them, in the contract's order, for the change list.
-    fn fields(&self) -> [(&'static str, Value); 9] {
+    fn fields(&self) -> [(&'static str, Value); 11] {
         [
             ("client_alias", json!(self.client_alias)),
             ("client_type", json!(self.client_type)),
@@ -116,6 +126,8 @@ impl Patched {
             ("identity", json!(self.identity)),
             ("address", json!(self.address)),
             ("direct_partner", json!(self.direct_partner)),
+            ("description", json!(self.description)),
+            ("contact", json!(self.contact)),
         ]
     }
 }
@@ -142,6 +154,9 @@ fn contact_field(given: Option<&str>, field: &str) -> Result<Option<String>, Ref
     };
     if field == "client_type" {
         value = value.to_uppercase();
+    }
+    if field == "phone" {
+        value = crate::domain::phone::normalize("phone", &value)?;
     }
     if field == "email" {
         value = Email::parse(&value)
@@ -193,6 +208,16 @@ fn apply(body: &ClientUpdate, next: &mut Patched) -> Result<(), Refusal> {
             patch,
             &next.client_alias,
         )?);
+    }
+    match &body.description {
+        Patch::Absent => {}
+        Patch::Null => next.description = None,
+        Patch::Value(d) => next.description = text(Some(d.as_str())),
+    }
+    match &body.contact {
+        Patch::Absent => {}
+        Patch::Null => next.contact = None,
+        Patch::Value(c) => next.contact = profile::normalize_contact(Some(c))?,
     }
     match &body.address {
         Patch::Absent => {}
@@ -324,6 +349,8 @@ async fn handle(
         address: next.address.as_ref(),
         direct_partner_id: next.direct_partner.as_ref().map(|p| p.id),
         external_id: next.external_id.as_deref(),
+        description: next.description.as_deref(),
+        contact: next.contact.as_ref(),
     };
     // A savepoint: a unique violation (another client took the email or external id since
     // the check) must not spoil the batch's transaction.
@@ -399,26 +426,31 @@ mod tests {
         Patched {
             client_alias: "Acme".into(),
             client_type: "CORPORATE".into(),
-            phone: "+1".into(),
+            phone: "+10000000".into(),
             email: "a@acme.test".into(),
             metadata: Some(json!({"tier": "gold", "seats": 3})),
             identity: None,
             address: None,
             direct_partner: None,
             external_id: None,
+            description: None,
+            contact: None,
         }
     }
 
     #[test]
     fn only_the_fields_present_change_and_metadata_is_merged() {
         let mut next = client();
-        apply(&body(json!({"phone": " +62 ", "metadata": {"tier": "silver", "seats": null, "new": true}})),
+        apply(&body(json!({"phone": " +62 812-3456-7890 ", "metadata": {"tier": "silver", "seats": null, "new": true}})),
             &mut next,
         )
         .unwrap();
         let diff = changes(&client(), &next);
         assert_eq!(diff.len(), 2, "{diff:?}");
-        assert_eq!(diff["phone"], json!({"from": "+1", "to": "+62"}));
+        assert_eq!(
+            diff["phone"],
+            json!({"from": "+10000000", "to": "+6281234567890"})
+        );
         assert_eq!(
             diff["metadata"]["to"],
             json!({"tier": "silver", "new": true})
@@ -453,6 +485,8 @@ mod tests {
         let refusal =
             apply(&body(json!({"client_type": "x".repeat(51)})), &mut client()).unwrap_err();
         assert_eq!(refusal.code, "VALUE_TOO_LONG");
+        let refusal = apply(&body(json!({"phone": "12-34"})), &mut client()).unwrap_err();
+        assert_eq!(refusal.code, "INVALID_PHONE");
     }
 
     #[test]

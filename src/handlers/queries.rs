@@ -7,21 +7,23 @@
 //! Bodies:
 //! - `client.get`: 200 `{"client": {...}}`, the seed's client object with `created` and
 //!   `updated`; or 404 `{"error": "Client not found"}`.
-//! - `client.list`: 200 `{"clients": [...], "page", "page_size", "total", "next_cursor"}`:
+//! - `client.list`: 200 `{"clients": [...], "page", "page_size", "total", "total_pages",
+//!   "next_cursor"}` (or `take`/`skip` paging: `take`, `skip`, `total`, `page`, `total_pages`):
 //!   the array of "Get All Clients", newest first, one page of it, with the number of clients
 //!   matching the filters and the cursor of the next page (`null` on the last page). See
 //!   `domain::paging` for why the cursor and not `page` is the way to walk every page.
 //! - `instance.list`: 200 `{"instances": [...]}` as in "Get My Instances".
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 
 use super::body::{id, opt_count, opt_id, text};
-use super::{Body, HandlerError, Query};
+use super::{Body, HandlerError, Query, with};
 use crate::domain::ClientListItem;
 use crate::domain::instance::{InstanceAction, authorize};
-use crate::domain::paging::{self, Cursor};
+use crate::domain::paging::{self, Cursor, KeyValue, Order, Sort, SortKey};
 use crate::domain::profile::PartnerSelector;
 use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
 use crate::registry::RunQuery;
@@ -128,6 +130,62 @@ pub struct ClientList {
     pub take: Option<u64>,
     #[serde(default, deserialize_with = "opt_count")]
     pub skip: Option<u64>,
+    /// Matched case-insensitively anywhere in alias, legal or person's name, email, client
+    /// code and external id.
+    #[serde(default)]
+    pub q: Option<String>,
+    /// A date (`YYYY-MM-DD`, that day's start in UTC) or an RFC 3339 instant; inclusive.
+    #[serde(default, deserialize_with = "opt_instant")]
+    pub created_from: Option<Instant>,
+    /// A date (through that whole day) or an RFC 3339 instant; inclusive.
+    #[serde(default, deserialize_with = "opt_instant")]
+    pub created_to: Option<Instant>,
+    #[serde(default, deserialize_with = "opt_instant")]
+    pub updated_since: Option<Instant>,
+    #[serde(default)]
+    pub sort: Option<SortKey>,
+    #[serde(default)]
+    pub order: Option<Order>,
+}
+
+/// A bound of a date filter: a whole day, or an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instant {
+    Day(chrono::NaiveDate),
+    At(DateTime<Utc>),
+}
+
+impl Instant {
+    /// The first instant it covers.
+    fn start(self) -> DateTime<Utc> {
+        match self {
+            Instant::Day(d) => d.and_time(chrono::NaiveTime::MIN).and_utc(),
+            Instant::At(t) => t,
+        }
+    }
+
+    /// The first instant after it (a day's end; an instant's next microsecond).
+    fn end(self) -> DateTime<Utc> {
+        match self {
+            Instant::Day(d) => d.succ_opt().map_or(DateTime::<Utc>::MAX_UTC, |next| {
+                next.and_time(chrono::NaiveTime::MIN).and_utc()
+            }),
+            Instant::At(t) => t + chrono::Duration::microseconds(1),
+        }
+    }
+}
+
+fn opt_instant<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Instant>, D::Error> {
+    let Some(raw) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let raw = raw.trim();
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        return Ok(Some(Instant::Day(day)));
+    }
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| Some(Instant::At(t.with_timezone(&Utc))))
+        .map_err(|_| serde::de::Error::custom("not a date (YYYY-MM-DD) or an RFC 3339 instant"))
 }
 
 impl Query for ClientList {
@@ -171,27 +229,28 @@ async fn client_list(conn: &mut PgConnection, query: &ClientList) -> Result<Answ
         external_id: text(query.external_id.as_deref()),
         is_active: query.is_active,
         include_deleted: query.include_deleted.unwrap_or(false),
+        q: text(query.q.as_deref()),
+        created_from: query.created_from.map(Instant::start),
+        created_before: query.created_to.map(Instant::end),
+        updated_since: query.updated_since.map(Instant::start),
     };
+    let sort = Sort::new(query.sort, query.order);
     // take/skip (seed 002) beside page and cursor.
     if query.take.is_some() || query.skip.is_some() {
         let (take, skip) = paging::take_skip(query.take, query.skip);
-        let clients =
-            store::clients::list_clients(conn, &filter, PageStart::Offset(skip), take as i64)
-                .await?;
+        let start = PageStart::Offset(skip);
+        let clients = store::clients::list_clients(conn, &filter, sort, start, take as i64).await?;
         let total = store::clients::count_clients(conn, &filter).await?;
         let items: Vec<ClientListItem> = clients.iter().map(ClientListItem::from).collect();
-        return Ok(Answer::Found(json!({
-            "clients": items,
-            "take": take,
-            "skip": skip,
-            "total": total,
-        })));
+        let page = paging::offset_page(take, skip, total);
+        return Ok(Answer::Found(with(json!({ "clients": items }), page)));
     }
     let page_size = paging::page_size(query.page_size);
     let (start, page) = match text(query.cursor.as_deref()) {
+        // A cursor of another order would start the page in the wrong place.
         Some(token) => match Cursor::decode(&token) {
-            Some(c) => (PageStart::After(c.created, c.client_id), c.page),
-            None => return Ok(Answer::Refused(Refusal::invalid_cursor())),
+            Some(c) if c.sort == sort => (PageStart::After(c.key, c.client_id), c.page),
+            _ => return Ok(Answer::Refused(Refusal::invalid_cursor())),
         },
         None => {
             let page = query.page.unwrap_or(1).max(1);
@@ -202,7 +261,7 @@ async fn client_list(conn: &mut PgConnection, query: &ClientList) -> Result<Answ
     };
     // One more than the page holds says whether there is a next page.
     let mut clients =
-        store::clients::list_clients(conn, &filter, start, i64::from(page_size) + 1).await?;
+        store::clients::list_clients(conn, &filter, sort, start, i64::from(page_size) + 1).await?;
     let has_more = clients.len() > page_size as usize;
     clients.truncate(page_size as usize);
     let total = store::clients::count_clients(conn, &filter).await?;
@@ -210,7 +269,12 @@ async fn client_list(conn: &mut PgConnection, query: &ClientList) -> Result<Answ
         Some(last) if has_more => Some(
             Cursor {
                 page: page.saturating_add(1),
-                created: last.created,
+                sort,
+                key: match sort.key {
+                    SortKey::Created => KeyValue::Time(last.created),
+                    SortKey::Updated => KeyValue::Time(last.updated),
+                    SortKey::Alias => KeyValue::Text(last.client_alias.clone()),
+                },
                 client_id: last.client_id,
             }
             .encode(),
@@ -223,6 +287,7 @@ async fn client_list(conn: &mut PgConnection, query: &ClientList) -> Result<Answ
         "page": page,
         "page_size": page_size,
         "total": total,
+        "total_pages": paging::total_pages(total, u64::from(page_size)),
         "next_cursor": next_cursor,
     })))
 }
@@ -258,12 +323,8 @@ impl Query for PartnerList {
             i64::try_from(skip).unwrap_or(i64::MAX),
         )
         .await?;
-        Ok(Answer::Found(json!({
-            "partners": partners,
-            "take": take,
-            "skip": skip,
-            "total": total,
-        })))
+        let page = paging::offset_page(take, skip, total);
+        Ok(Answer::Found(with(json!({ "partners": partners }), page)))
     }
 }
 

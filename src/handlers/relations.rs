@@ -257,12 +257,11 @@ impl Query for ClientRelationList {
             i64::try_from(skip).unwrap_or(i64::MAX),
         )
         .await?;
-        Ok(Answer::Found(json!({
-            "relations": relations,
-            "take": take,
-            "skip": skip,
-            "total": total,
-        })))
+        let page = paging::offset_page(take, skip, total);
+        Ok(Answer::Found(super::with(
+            json!({ "relations": relations }),
+            page,
+        )))
     }
 }
 

@@ -16,6 +16,10 @@
 //! that is none of the four (the schemas already refuse it; this is the handler's own guard),
 //! and the texts of SOURCE_NOT_CONFIGURED and SOURCE_RECORD_NOT_FOUND (the contract names
 //! only their codes and statuses).
+//! From the seeds' remaining rules (issue 21): INVALID_PHONE (400), INVALID_COUNTRY (400),
+//! CORPORATION_TYPE_NOT_CORPORATE (400); seed 000's per-endpoint texts for an actor linked to
+//! no client ("User not found or not linked to any client" under CLIENT_ID_NOT_FOUND, "Client
+//! not found for this user." under CLIENT_NOT_FOUND).
 
 use serde::Serialize;
 
@@ -234,6 +238,37 @@ impl Refusal {
         }
     }
 
+    /// A phone number that is not 7 to 15 digits with an optional `+` once spaces, dashes,
+    /// dots and parentheses are removed (ours: the seeds give the format, not a code).
+    pub fn invalid_phone(field: &str) -> Refusal {
+        Refusal {
+            code: "INVALID_PHONE",
+            status: 400,
+            message: format!(
+                "{field} must be 7 to 15 digits, optionally after a +; spaces, dashes, dots and \
+                 parentheses are ignored."
+            ),
+        }
+    }
+
+    /// A `country_code` that is not an ISO 3166-1 alpha-2 code.
+    pub fn invalid_country() -> Refusal {
+        Self::fixed(
+            "INVALID_COUNTRY",
+            400,
+            "country_code must be an ISO 3166-1 alpha-2 code.",
+        )
+    }
+
+    /// `corporation_type` given for an individual identity.
+    pub fn corporation_type_not_corporate() -> Refusal {
+        Self::fixed(
+            "CORPORATION_TYPE_NOT_CORPORATE",
+            400,
+            "corporation_type applies to corporate identities only.",
+        )
+    }
+
     /// Metadata past its limits once merged (ours: the contract gives the limits, not a code).
     pub fn metadata_too_large() -> Refusal {
         Self::fixed(
@@ -327,6 +362,8 @@ impl Refusal {
             "RELATION_INVALID" => Self::relation_invalid(),
             "SOURCE_NOT_CONFIGURED" => Self::source_not_configured(),
             "SOURCE_RECORD_NOT_FOUND" => Self::source_record_not_found(),
+            "INVALID_COUNTRY" => Self::invalid_country(),
+            "CORPORATION_TYPE_NOT_CORPORATE" => Self::corporation_type_not_corporate(),
             _ => return None,
         })
     }

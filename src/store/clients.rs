@@ -3,13 +3,14 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
+use crate::domain::paging::{KeyValue, Order, Sort, SortKey};
 use crate::domain::{AdminUser, Client, ClientStatus, EkycStatus, NewClient, PspCandidate};
 
 /// A client row as `Client` reads it: the client's own columns (alias `c`) and its partners
 /// joined in (`dp` its direct partner, `rp` the root of that partner's tree).
 const CLIENT_COLUMNS: &str = "c.client_id, c.client_code, c.email, c.client_alias, c.client_type, \
      c.client_status, c.ekyc_status, c.country_code, c.psp_id, c.phone, c.external_id, c.metadata, \
-     c.identity, c.address, \
+     c.identity, c.address, c.full_name, c.description, c.contact, \
      CASE WHEN rp.partner_id IS NULL THEN NULL ELSE jsonb_build_object('id', rp.partner_id, 'name', rp.name) END AS partner, \
      CASE WHEN dp.partner_id IS NULL THEN NULL ELSE jsonb_build_object('id', dp.partner_id, 'name', dp.name) END AS direct_partner, \
      c.is_active, c.version, c.deleted_at, c.created, c.updated";
@@ -130,6 +131,9 @@ pub struct ClientRow<'a> {
     pub identity: &'a serde_json::Value,
     pub address: Option<&'a serde_json::Value>,
     pub direct_partner_id: Option<i32>,
+    pub is_active: bool,
+    pub description: Option<&'a str>,
+    pub contact: Option<&'a serde_json::Value>,
 }
 
 /// Inserts clients in one statement and moves the month's counter (locked by
@@ -155,14 +159,19 @@ pub async fn insert_clients(
     let identities: Vec<&serde_json::Value> = rows.iter().map(|r| r.identity).collect();
     let addresses: Vec<Option<&serde_json::Value>> = rows.iter().map(|r| r.address).collect();
     let partners: Vec<Option<i32>> = rows.iter().map(|r| r.direct_partner_id).collect();
+    let active: Vec<bool> = rows.iter().map(|r| r.is_active).collect();
+    let descriptions: Vec<Option<&str>> = rows.iter().map(|r| r.description).collect();
+    let contacts: Vec<Option<&serde_json::Value>> = rows.iter().map(|r| r.contact).collect();
     let sql = format!(
         "WITH bump AS (
              UPDATE client_code_counters SET last_value = $10 WHERE year_month = $9
          ), inserted AS (
              INSERT INTO clients (client_code, email, client_alias, client_type, client_status, country_code,
-                                  psp_id, phone, external_id, metadata, identity, address, direct_partner_id)
+                                  psp_id, phone, external_id, metadata, identity, address, direct_partner_id,
+                                  is_active, description, contact)
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                  $7::int[], $8::text[], $11::text[], $12::jsonb[], $13::jsonb[], $14::jsonb[], $15::int[])
+                                  $7::int[], $8::text[], $11::text[], $12::jsonb[], $13::jsonb[], $14::jsonb[], $15::int[],
+                                  $16::bool[], $17::text[], $18::jsonb[])
              ON CONFLICT DO NOTHING
              RETURNING *
          )
@@ -185,6 +194,9 @@ pub async fn insert_clients(
         .bind(&identities)
         .bind(&addresses)
         .bind(&partners)
+        .bind(&active)
+        .bind(&descriptions)
+        .bind(&contacts)
         .fetch_all(conn)
         .await
 }
@@ -442,6 +454,13 @@ pub struct ClientFilter {
     pub is_active: Option<bool>,
     /// Deleted clients are left out unless this is set.
     pub include_deleted: bool,
+    /// Lower-cased; matched anywhere in `clients.search_text` (alias, names, email, client
+    /// code, external id), through its trigram index.
+    pub q: Option<String>,
+    pub created_from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub created_before: Option<DateTime<Utc>>,
+    pub updated_since: Option<DateTime<Utc>>,
 }
 
 impl ClientFilter {
@@ -470,37 +489,76 @@ impl ClientFilter {
         if let Some(a) = self.is_active {
             q.push(" AND c.is_active = ").push_bind(a);
         }
+        if let Some(text) = &self.q {
+            q.push(" AND c.search_text LIKE ")
+                .push_bind(format!("%{}%", like_escaped(&text.to_lowercase())));
+        }
+        if let Some(t) = self.created_from {
+            q.push(" AND c.created >= ").push_bind(t);
+        }
+        if let Some(t) = self.created_before {
+            q.push(" AND c.created < ").push_bind(t);
+        }
+        if let Some(t) = self.updated_since {
+            q.push(" AND c.updated >= ").push_bind(t);
+        }
     }
+}
+
+/// `text` as a literal inside a LIKE pattern (`\` is LIKE's default escape).
+fn like_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Where a page of `client.list` starts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum PageStart {
     /// Skip this many clients (offset paging).
     Offset(u64),
-    /// Strictly after this `(created, client_id)` (keyset paging).
-    After(DateTime<Utc>, i32),
+    /// Strictly after this client's `(sort key, client_id)` (keyset paging).
+    After(KeyValue, i32),
 }
 
-/// One page of clients, newest first, the id breaking ties (index `clients_created` and the
-/// filtered ones of 0002).
+/// One page of clients in `sort`'s order, the id breaking ties in the same direction
+/// (indexes `clients_created`, `clients_updated`, `clients_alias` and the filtered ones of
+/// 0002).
 pub async fn list_clients(
     conn: &mut PgConnection,
     filter: &ClientFilter,
+    sort: Sort,
     start: PageStart,
     limit: i64,
 ) -> Result<Vec<Client>, sqlx::Error> {
+    let column = match sort.key {
+        SortKey::Created => "c.created",
+        SortKey::Updated => "c.updated",
+        SortKey::Alias => "c.client_alias",
+    };
+    let (after, direction) = match sort.order {
+        Order::Asc => (">", "ASC"),
+        Order::Desc => ("<", "DESC"),
+    };
     let mut q = QueryBuilder::new(select_from("clients"));
     filter.push_where(&mut q);
-    if let PageStart::After(created, client_id) = start {
-        q.push(" AND (c.created, c.client_id) < (")
-            .push_bind(created)
-            .push(", ")
-            .push_bind(client_id)
-            .push(")");
+    if let PageStart::After(key, client_id) = &start {
+        q.push(format!(" AND ({column}, c.client_id) {after} ("));
+        match key {
+            KeyValue::Time(t) => q.push_bind(*t),
+            KeyValue::Text(s) => q.push_bind(s.clone()),
+        };
+        q.push(", ").push_bind(*client_id).push(")");
     }
-    q.push(" ORDER BY c.created DESC, c.client_id DESC LIMIT ")
-        .push_bind(limit);
+    q.push(format!(
+        " ORDER BY {column} {direction}, c.client_id {direction} LIMIT "
+    ))
+    .push_bind(limit);
     if let PageStart::Offset(n) = start {
         q.push(" OFFSET ")
             .push_bind(i64::try_from(n).unwrap_or(i64::MAX));
@@ -562,6 +620,8 @@ pub struct ProfileUpdate<'a> {
     pub address: Option<&'a serde_json::Value>,
     pub direct_partner_id: Option<i32>,
     pub external_id: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub contact: Option<&'a serde_json::Value>,
 }
 
 /// Stores a client's profile as the caller decided it under [`lock_client`], one version on.
@@ -575,7 +635,7 @@ pub async fn update_profile(
              UPDATE clients
              SET client_alias = $2, client_type = $3, phone = $4, email = $5, metadata = $6,
                  identity = $7, address = $8, direct_partner_id = $9, external_id = $10,
-                 version = version + 1, updated = now()
+                 description = $11, contact = $12, version = version + 1, updated = now()
              WHERE client_id = $1
              RETURNING *
          ) {}",
@@ -592,6 +652,8 @@ pub async fn update_profile(
         .bind(u.address)
         .bind(u.direct_partner_id)
         .bind(u.external_id)
+        .bind(u.description)
+        .bind(u.contact)
         .fetch_one(conn)
         .await
 }

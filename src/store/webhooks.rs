@@ -32,6 +32,8 @@ pub struct Due {
     pub url: String,
     pub secret: String,
     pub event_id: Uuid,
+    pub event_type: String,
+    pub correlation_id: Option<String>,
     pub body: String,
     /// This attempt's number (1 for the first), as the log numbers it.
     pub attempts: i32,
@@ -153,6 +155,7 @@ pub struct NewDelivery {
     pub endpoint_id: i64,
     pub event_id: Uuid,
     pub event_type: String,
+    pub correlation_id: Option<String>,
     pub body: String,
     pub traceparent: Option<String>,
 }
@@ -169,9 +172,13 @@ pub async fn insert_deliveries(
     let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
     let bodies: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
     let traces: Vec<Option<&str>> = rows.iter().map(|r| r.traceparent.as_deref()).collect();
+    let correlations: Vec<Option<&str>> =
+        rows.iter().map(|r| r.correlation_id.as_deref()).collect();
     let done = sqlx::query(
-        "INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, body, traceparent)
-         SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[])
+        "INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, body, traceparent,
+                                         correlation_id)
+         SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                              $6::text[])
          ON CONFLICT (endpoint_id, event_id) DO NOTHING",
     )
     .bind(&endpoints)
@@ -179,6 +186,7 @@ pub async fn insert_deliveries(
     .bind(&types)
     .bind(&bodies)
     .bind(&traces)
+    .bind(&correlations)
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
@@ -207,7 +215,8 @@ pub async fn claim_due(
          SET leased_until = now() + make_interval(secs => $3), attempts = d.attempts + 1
          FROM due, webhook_endpoints e
          WHERE d.delivery_id = due.delivery_id AND e.endpoint_id = d.endpoint_id
-         RETURNING d.delivery_id, d.endpoint_id, e.url, e.secret, d.event_id, d.body, d.attempts,
+         RETURNING d.delivery_id, d.endpoint_id, e.url, e.secret, d.event_id, d.event_type,
+                   d.correlation_id, d.body, d.attempts,
                    d.attempts - d.attempts_before AS tries, d.traceparent",
     )
     .bind(busy)

@@ -163,7 +163,7 @@ async fn duplicate_email_is_refused_with_409() {
 async fn a_country_without_psp_or_without_fiat_psp_is_refused_with_its_own_text() {
     let mut app = spawn_app().await;
     let mut body = seed_sg_client();
-    body["country_code"] = json!("XX");
+    body["country_code"] = json!("FR");
     assert_refused(
         &mut app,
         body,
@@ -173,12 +173,12 @@ async fn a_country_without_psp_or_without_fiat_psp_is_refused_with_its_own_text(
     )
     .await;
 
-    sqlx::query("INSERT INTO psp_providers (psp_name, country_code, psp_type, priority) VALUES ('CryptoOnly', 'ZZ', 'CRYPTO_PSP', 1)")
+    sqlx::query("INSERT INTO psp_providers (psp_name, country_code, psp_type, priority) VALUES ('CryptoOnly', 'AQ', 'CRYPTO_PSP', 1)")
         .execute(&app.pool)
         .await
         .unwrap();
     let mut body = client_with_email("zz@example.com");
-    body["country_code"] = json!("ZZ");
+    body["country_code"] = json!("AQ");
     assert_refused(
         &mut app,
         body,

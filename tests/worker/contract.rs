@@ -218,7 +218,8 @@ async fn healthy_paths() -> Seen {
         .await;
     assert_eq!(status(&refused), 404, "{}", refused.body);
 
-    // Instances: create, rename, list, delete; a nameless one and a stranger's refused.
+    // Instances: create, rename, (de)activate, list, delete; a nameless one and a stranger's
+    // refused.
     let created = asker
         .ask(
             &app,
@@ -234,7 +235,17 @@ async fn healthy_paths() -> Seen {
             json!({"actor_user_id": admin, "instance_id": instance, "alias": "Shop"}),
             200,
         ),
+        (
+            "instance.deactivate",
+            json!({"actor_user_id": admin, "instance_id": instance, "reason": "paused"}),
+            200,
+        ),
         ("instance.list", json!({"actor_user_id": admin}), 200),
+        (
+            "instance.activate",
+            json!({"actor_user_id": admin, "instance_id": instance}),
+            200,
+        ),
         (
             "instance.delete",
             json!({"actor_user_id": admin, "instance_id": instance}),

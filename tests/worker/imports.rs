@@ -256,7 +256,7 @@ async fn a_file_of_5000_rows_imported_twice_creates_each_client_once_and_reports
                 conflicts += 1;
             }
         } else if i % 250 == 3 {
-            country = "ZZ";
+            country = "FR";
             no_psp += 1;
         } else if i == 4999 {
             metadata = "{broken".into();

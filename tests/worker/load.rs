@@ -39,7 +39,7 @@ async fn waiting_for_created_counts_refusals_as_outcomes_too() {
     // A country without a PSP: every command is refused, and that is its outcome.
     let mut options = Options::new(5);
     options.outcome = Outcome::Created;
-    options.countries = vec!["ZZ".into()];
+    options.countries = vec!["FR".into()];
     options.idle_timeout = WAIT;
     let report = load::run(&app.settings, &options).await.expect("load runs");
     assert_eq!(report.outcomes.get("client.creation_failed"), Some(&5));

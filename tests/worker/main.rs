@@ -19,6 +19,7 @@ mod profile;
 mod queries;
 mod relations;
 mod saga;
+mod seeds;
 #[path = "../common/smtp_sink.rs"]
 mod smtp_sink;
 mod support;

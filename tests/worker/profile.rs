@@ -196,7 +196,7 @@ async fn a_client_created_with_a_profile_carries_it_everywhere_and_is_found_by_e
     assert_eq!(
         plain["identity"],
         json!({"type": "corporate", "legal_name": "Singapore Tech Ltd", "incorporation_date": null,
-               "country": null, "identifications": []})
+               "corporation_type": null, "country": null, "identifications": []})
     );
     for field in [
         "external_id",
