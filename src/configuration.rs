@@ -353,6 +353,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "xendit.min_backoff_ms",
     "xendit.max_backoff_ms",
     "xendit.max_rate_limit_wait_ms",
+    "xendit.requests_per_minute",
     "email.smtp.host",
     "email.smtp.port",
     "email.smtp.tls",
@@ -705,6 +706,7 @@ mod tests {
             min_backoff_ms = 1
             max_backoff_ms = 1
             max_rate_limit_wait_ms = 1
+            requests_per_minute = 1
             [email.smtp]
             host = "localhost"
             port = 25
@@ -723,7 +725,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let loaded = loaded.unwrap_or_else(|e| panic!("{e}"));
         assert!(loaded.xendit.is_some() && loaded.email.smtp.is_some());
-        assert_eq!(OPTIONAL_KEYS.len(), 17);
+        assert_eq!(OPTIONAL_KEYS.len(), 18);
         // A misspelt optional key is found too, and so is a source's. (One at a time: a
         // misspelt required key also stops the reading, and what was not read yet is not
         // looked at.)

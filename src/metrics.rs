@@ -98,6 +98,7 @@ struct Inner {
     saga_fenced: Family<FencedLabels, Counter>,
     relay_rounds: Counter,
     batch_deadlocks: Counter,
+    xendit_key_refused: Counter,
     calls: Family<CallLabels, Counter>,
     call_seconds: HistogramFamily<CallLabels>,
 }
@@ -153,6 +154,7 @@ impl Metrics {
             saga_fenced: Family::default(),
             relay_rounds: Counter::default(),
             batch_deadlocks: Counter::default(),
+            xendit_key_refused: Counter::default(),
             calls: Family::default(),
             call_seconds: Family::new_with_constructor(latency_histogram),
         };
@@ -246,6 +248,11 @@ impl Metrics {
             "batch_deadlocks",
             "Command batches chosen as a deadlock's victim (retried at once): the clients a batch changes are locked in one order, so each one is a lock taken out of that order elsewhere",
             inner.batch_deadlocks.clone(),
+        );
+        r.register(
+            "xendit_key_refused",
+            "Xendit calls answered 401 or 403: the API key is wrong or lacks a permission (a configuration fault; the sagas wait for it, alert OnboardXenditKeyRefused)",
+            inner.xendit_key_refused.clone(),
         );
         r.register(
             "outbox_relay_rounds",
@@ -405,6 +412,11 @@ impl Metrics {
                 })
                 .inc_by(n as u64);
         }
+    }
+
+    /// Xendit refused our API key (401, 403).
+    pub fn xendit_key_refused(&self) {
+        self.inner.xendit_key_refused.inc();
     }
 
     /// Hook for outside calls: `service` `xendit` or `smtp`, `operation` e.g.

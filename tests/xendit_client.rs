@@ -116,7 +116,7 @@ async fn create_sends_basic_auth_api_version_idempotency_key_and_the_body() {
         .unwrap();
 
     assert_eq!(customer.id, "cust-1");
-    assert_eq!(customer.customer_type, CustomerType::Business);
+    assert_eq!(customer.kind(), Some(CustomerType::Business));
     let sent = requests(&server).await;
     assert_eq!(sent.len(), 1);
     let sent = &sent[0];
@@ -309,7 +309,7 @@ async fn api_validation_error_400_is_permanent_and_sent_once() {
 }
 
 #[tokio::test]
-async fn invalid_api_key_401_is_permanent_and_sent_once() {
+async fn invalid_api_key_401_is_a_refused_key_retried_later_uncounted_and_sent_once() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(xendit_error(
@@ -326,7 +326,11 @@ async fn invalid_api_key_401_is_permanent_and_sent_once() {
         .await
         .unwrap_err();
 
-    assert!(!error.is_transient(), "{error:?}");
+    assert!(matches!(error, XenditError::KeyRefused(_)), "{error:?}");
+    assert!(
+        error.is_transient() && !error.counts_as_attempt(),
+        "{error:?}"
+    );
     assert_eq!(error.error_code(), Some("INVALID_API_KEY"));
     assert_eq!(requests(&server).await.len(), 1);
 }
@@ -404,7 +408,7 @@ async fn a_long_rate_limit_reset_is_capped_at_max_rate_limit_wait() {
 }
 
 #[tokio::test]
-async fn rate_limit_429_on_every_attempt_is_transient() {
+async fn rate_limit_429_on_every_attempt_is_transient_and_not_counted() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(
@@ -420,7 +424,10 @@ async fn rate_limit_429_on_every_attempt_is_transient() {
         .await
         .unwrap_err();
 
-    assert!(error.is_transient(), "{error:?}");
+    assert!(
+        error.is_transient() && !error.counts_as_attempt(),
+        "{error:?}"
+    );
     assert_eq!(error.error_code(), Some("RATE_LIMIT_EXCEEDED"));
     assert_eq!(requests(&server).await.len(), 3);
 }
@@ -478,7 +485,7 @@ async fn a_refused_connection_is_transient() {
 }
 
 #[tokio::test]
-async fn a_success_with_an_unreadable_body_is_permanent() {
+async fn a_success_with_an_unreadable_body_is_looked_up_and_never_permanent() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "unexpected": true })))
@@ -486,17 +493,106 @@ async fn a_success_with_an_unreadable_body_is_permanent() {
         .await;
     let reference = reference_id("onboard", "client", 13);
 
+    // Not found yet: transient, counted (the retry's idempotency key gets the answer again).
     let error = client_for(&server)
         .create_customer(&business_request(&reference), &idempotency_key(&reference))
         .await
         .unwrap_err();
-
     assert!(
-        matches!(error, XenditError::UnexpectedBody { status: 200, .. }),
+        matches!(error, XenditError::UnreadableAnswer { status: 200, .. }),
         "{error:?}"
     );
-    assert!(!error.is_transient());
-    assert_eq!(requests(&server).await.len(), 1);
+    assert!(error.is_transient());
+    let sent = requests(&server).await;
+    assert_eq!(sent.len(), 2, "the create and a lookup");
+    assert_eq!(sent[1].method.as_str(), "GET");
+
+    // Found by its reference: the customer it created.
+    Mock::given(method("GET"))
+        .and(path("/customers"))
+        .and(query_param("reference_id", reference.as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"data": [business_customer("cust-13", &reference)], "has_more": false}),
+        ))
+        .mount(&server)
+        .await;
+    let customer = client_for(&server)
+        .create_customer(&business_request(&reference), &idempotency_key(&reference))
+        .await
+        .unwrap();
+    assert_eq!(customer.id, "cust-13");
+}
+
+#[tokio::test]
+async fn sparse_answers_as_the_sdks_allow_them_read_as_customers() {
+    let server = MockServer::start().await;
+    let reference = reference_id("onboard", "user", 14);
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "cust-14", "reference_id": reference, "type": "INDIVIDUAL",
+            "individual_detail": {"given_names": null, "surname": null},
+            "business_detail": {"business_type": "SOMETHING_XENDIT_ADDED"},
+            "email": null, "created": "not a date"
+        })))
+        .mount(&server)
+        .await;
+    let customer = client_for(&server)
+        .create_customer(&business_request(&reference), &idempotency_key(&reference))
+        .await
+        .unwrap();
+    assert_eq!(customer.id, "cust-14");
+    assert_eq!(customer.kind(), Some(CustomerType::Individual));
+}
+
+#[tokio::test]
+async fn a_lookups_400_not_found_error_is_not_found() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(xendit_error(
+            400,
+            "DATA_NOT_FOUND_ERROR",
+            "Customer not found",
+        ))
+        .mount(&server)
+        .await;
+    let found = client_for(&server)
+        .find_by_reference("onboard-client-15")
+        .await
+        .unwrap();
+    assert_eq!(found, None);
+}
+
+#[tokio::test]
+async fn our_rate_limit_holds_calls_to_the_keys_budget_and_says_so() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(business_customer("cust-16", "r")))
+        .mount(&server)
+        .await;
+    let settings = XenditSettings {
+        requests_per_minute: Some(2),
+        max_rate_limit_wait_ms: 50,
+        ..settings_for(server.uri())
+    };
+    let client = XenditClient::new(&settings).unwrap();
+    let request = business_request("r");
+    for _ in 0..2 {
+        client.create_customer(&request, "k").await.unwrap();
+    }
+    let error = client.create_customer(&request, "k").await.unwrap_err();
+    assert!(
+        matches!(error, XenditError::RateLimited { answer: None }),
+        "{error:?}"
+    );
+    assert!(error.is_transient() && !error.counts_as_attempt());
+    assert_eq!(requests(&server).await.len(), 2, "the third was not sent");
+    // Clones share the key's budget.
+    let error = client
+        .clone()
+        .create_customer(&request, "k")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, XenditError::RateLimited { .. }));
 }
 
 #[tokio::test]
@@ -530,10 +626,10 @@ async fn find_by_reference_reads_the_data_array() {
         .expect("the customer");
 
     assert_eq!(found.id, "cust-u1");
-    assert_eq!(found.customer_type, CustomerType::Individual);
+    assert_eq!(found.kind(), Some(CustomerType::Individual));
     assert_eq!(
         found.individual_detail.unwrap().given_names,
-        "Tech Company Ltd"
+        Some("Tech Company Ltd".to_string())
     );
 }
 
@@ -700,7 +796,7 @@ async fn an_individual_customer_is_sent_with_its_given_names() {
         .await
         .unwrap();
 
-    assert_eq!(customer.customer_type, CustomerType::Individual);
+    assert_eq!(customer.kind(), Some(CustomerType::Individual));
     let body: Value = requests(&server).await[0].body_json().unwrap();
     assert_eq!(body["type"], "INDIVIDUAL");
     assert_eq!(body["individual_detail"]["given_names"], "Tech Company Ltd");
@@ -955,7 +1051,7 @@ async fn the_client_gets_through_a_fake_that_fails_twice() {
         .await
         .unwrap();
 
-    assert_eq!(customer.customer_type, CustomerType::Individual);
+    assert_eq!(customer.kind(), Some(CustomerType::Individual));
     assert_eq!(fake_customers(&fake).await.len(), 1);
     // Both injected failures were spent on this call, so it did get through them.
     let mode: Value = reqwest::get(format!("{}/_fake/mode", fake.base_url))

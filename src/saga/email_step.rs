@@ -305,6 +305,7 @@ async fn record(env: &Env, jobs: &[SagaJob], sent: &[Sent]) -> Result<(), Handle
                 lease: job.lease(),
                 error: error.as_str(),
                 delay_seconds: services.delay_after(attempt).as_secs_f64(),
+                counted: true,
             }),
             Err((_, error)) => done.push((
                 job.lease(),

@@ -44,6 +44,9 @@ enum Fate {
         code: String,
         message: String,
         transient: bool,
+        /// Whether the try counts against the step's attempts (a rate limit or a refused key
+        /// does not: see `XenditError::counts_as_attempt`).
+        counted: bool,
     },
 }
 
@@ -108,6 +111,7 @@ async fn call(env: &Env, w: &Wanted) -> Fate {
             code: "XENDIT_NOT_CONFIGURED".into(),
             message: "No Xendit API key is configured for this worker.".into(),
             transient: false,
+            counted: true,
         };
     };
     let started = Instant::now();
@@ -116,6 +120,18 @@ async fn call(env: &Env, w: &Wanted) -> Fate {
         .await;
     let outcome = match &result {
         Ok(_) => "ok",
+        Err(XenditError::KeyRefused(answer)) => {
+            // Every Indonesian onboarding waits on this: loud, counted, alerted.
+            tracing::error!(
+                status = answer.status,
+                error_code = %answer.error_code,
+                "Xendit refused our API key: xendit.secret_key is wrong, revoked or lacks the \
+                 Customers permission; Xendit steps wait and retry until it is fixed"
+            );
+            env.metrics.xendit_key_refused();
+            "key_refused"
+        }
+        Err(XenditError::RateLimited { .. }) => "rate_limited",
         Err(e) if e.is_transient() => "retryable",
         Err(_) => "rejected",
     };
@@ -127,6 +143,7 @@ async fn call(env: &Env, w: &Wanted) -> Fate {
             code: e.error_code().unwrap_or(kind_of(&e)).to_string(),
             message: e.to_string(),
             transient: e.is_transient(),
+            counted: e.counts_as_attempt(),
         },
     }
 }
@@ -161,7 +178,17 @@ pub async fn run(env: &Env, jobs: Vec<SagaJob>) -> Result<Moved, HandlerError> {
     if jobs.is_empty() {
         return Ok((Vec::new(), None));
     }
-    let namespace = &env.services.settings.xendit_reference_namespace;
+    // The key's mode is part of the namespace: a test key's references and idempotency keys
+    // never meet a live key's, even on one Xendit account.
+    let namespace = match &env.services.xendit {
+        Some(xendit) => format!(
+            "{}-{}",
+            env.services.settings.xendit_reference_namespace,
+            xendit.mode()
+        ),
+        None => env.services.settings.xendit_reference_namespace.clone(),
+    };
+    let namespace = namespace.as_str();
     let wants: Vec<[Wanted; 2]> = jobs
         .iter()
         .map(|j| {
@@ -252,17 +279,37 @@ async fn record(
             Fate::Failed {
                 transient: true,
                 message,
+                counted,
                 ..
-            } => Some(message.as_str()),
+            } => Some((message.as_str(), *counted)),
             _ => None,
         });
-        if let Some(error) = transient
-            && attempt < budget
+        // A rate limit or a refused key is waited out whatever the attempts: giving up would
+        // lose the customers for a reason that is not theirs.
+        let uncounted = f.iter().any(|fate| {
+            matches!(
+                fate,
+                Fate::Failed {
+                    transient: true,
+                    counted: false,
+                    ..
+                }
+            )
+        });
+        if let Some((error, _)) = transient
+            && (attempt < budget || uncounted)
         {
+            let counted = !uncounted;
+            let delay = if counted {
+                attempt
+            } else {
+                job.attempts.max(1)
+            };
             later.push(Postpone {
                 lease: job.lease(),
                 error,
-                delay_seconds: env.services.delay_after(attempt).as_secs_f64(),
+                delay_seconds: env.services.delay_after(delay).as_secs_f64(),
+                counted,
             });
             continue;
         }

@@ -393,6 +393,8 @@ pub struct Postpone<'a> {
     pub lease: Lease,
     pub error: &'a str,
     pub delay_seconds: f64,
+    /// Whether this try counts against the step's attempts.
+    pub counted: bool,
 }
 
 pub async fn postpone_many(
@@ -408,14 +410,15 @@ pub async fn postpone_many(
     let (ids, epochs) = columns(&leases);
     let errors: Vec<&str> = later.iter().map(|p| p.error).collect();
     let delays: Vec<f64> = later.iter().map(|p| p.delay_seconds).collect();
+    let counted: Vec<bool> = later.iter().map(|p| p.counted).collect();
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "UPDATE onboarding_sagas s
-         SET attempts = s.attempts + 1, last_error = x.e,
+         SET attempts = s.attempts + x.counted::int, last_error = x.e,
              due_at = now() + make_interval(secs => x.delay),
              lease_owner = NULL, lease_until = NULL, lease_epoch = s.lease_epoch + 1,
              send_claim_epoch = NULL, send_claimed_at = NULL, updated_at = now()
-         FROM (SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::float8[])
-                 AS x(id, ep, e, delay) ORDER BY id) x
+         FROM (SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::float8[], $6::bool[])
+                 AS x(id, ep, e, delay, counted) ORDER BY id) x
          WHERE s.saga_id = x.id AND s.step = $5 AND {}
          RETURNING s.saga_id",
         fence.condition()
@@ -425,6 +428,7 @@ pub async fn postpone_many(
     .bind(&errors)
     .bind(&delays)
     .bind(step)
+    .bind(&counted)
     .fetch_all(conn)
     .await
 }

@@ -5,11 +5,15 @@
 //! outage comes back as a transient [`XenditError`] so the saga can retry through the delay queue
 //! without holding a worker.
 
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{RequestBuilder, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -63,6 +67,12 @@ pub struct XenditSettings {
     /// rather hand the message to the delay queue than sit idle.
     #[serde(default = "default_max_rate_limit_wait_ms")]
     pub max_rate_limit_wait_ms: u64,
+    /// Requests a minute this process sends with its key, at most (a client-side rate limit,
+    /// so a burst of Indonesian onboardings meets our limit, not Xendit's 429s). Unset: what
+    /// Xendit documents for the key's mode, 60 for a development (test) key and 600 for a
+    /// production one. Workers sharing a key share Xendit's limit: give each its share.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
 }
 
 fn default_base_url() -> String {
@@ -95,7 +105,24 @@ impl XenditSettings {
             min_backoff_ms: default_min_backoff_ms(),
             max_backoff_ms: default_max_backoff_ms(),
             max_rate_limit_wait_ms: default_max_rate_limit_wait_ms(),
+            requests_per_minute: None,
         }
+    }
+
+    /// The key's mode, `development` or `production` (Xendit's keys say which:
+    /// `xnd_development_...`, `xnd_production_...`; anything else is taken for development).
+    pub fn mode(&self) -> &'static str {
+        mode_of(self.secret_key.expose_secret())
+    }
+
+    /// The rate limit in force: the configured one, or Xendit's documented one for the mode.
+    pub fn requests_per_minute(&self) -> u32 {
+        self.requests_per_minute
+            .unwrap_or(match self.mode() {
+                "production" => 600,
+                _ => 60,
+            })
+            .max(1)
     }
 
     /// [`Self::timeout_ms`] as a duration.
@@ -106,6 +133,14 @@ impl XenditSettings {
     /// [`Self::max_rate_limit_wait_ms`] as a duration.
     pub fn max_rate_limit_wait(&self) -> Duration {
         Duration::from_millis(self.max_rate_limit_wait_ms)
+    }
+}
+
+fn mode_of(key: &str) -> &'static str {
+    if key.starts_with("xnd_production_") {
+        "production"
+    } else {
+        "development"
     }
 }
 
@@ -136,8 +171,12 @@ pub struct XenditClient {
     timeout: Duration,
     /// Pauses between attempts; its retry count is `max_attempts - 1`.
     backoff: ExponentialBuilder,
-    /// Cap on a pause asked for by `Rate-Limit-Reset`.
+    /// Cap on a pause asked for by `Rate-Limit-Reset`, or by our own rate limit.
     max_rate_limit_wait: Duration,
+    /// Our side of the key's rate limit; clones share it.
+    limiter: Arc<DefaultDirectRateLimiter>,
+    /// `development` or `production`, from the key.
+    mode: &'static str,
 }
 
 impl std::fmt::Debug for XenditClient {
@@ -180,6 +219,7 @@ impl XenditClient {
             .with_max_times(retries as usize)
             // Jitter keeps workers that failed together from retrying together.
             .with_jitter();
+        let per_minute = NonZeroU32::new(settings.requests_per_minute()).expect("at least 1");
         Ok(XenditClient {
             http,
             customers_url,
@@ -187,7 +227,33 @@ impl XenditClient {
             timeout,
             backoff,
             max_rate_limit_wait: settings.max_rate_limit_wait(),
+            limiter: Arc::new(RateLimiter::direct(Quota::per_minute(per_minute))),
+            mode: settings.mode(),
         })
+    }
+
+    /// The key's mode (`development` or `production`): part of every reference's namespace,
+    /// so a test key's customers and a live key's never share a `reference_id` or an
+    /// idempotency key.
+    pub fn mode(&self) -> &'static str {
+        self.mode
+    }
+
+    /// Waits for our rate limit to allow one more request, at most `max_rate_limit_wait`;
+    /// `Err` with the wait when that would be longer.
+    async fn take_turn(&self) -> Result<(), Duration> {
+        loop {
+            match self.limiter.check() {
+                Ok(()) => return Ok(()),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    if wait > self.max_rate_limit_wait {
+                        return Err(wait);
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
     }
 
     /// Creates the customer, or returns the one Xendit already has under `request.reference_id`.
@@ -215,7 +281,21 @@ impl XenditClient {
             })
             .await;
         match outcome {
-            Ok(answer) => answer.parse(),
+            Ok(answer) => match answer.parse::<Customer>() {
+                Ok(customer) => Ok(customer),
+                // Xendit said yes; what it said cannot be read. The customer exists, or will
+                // on a retry with the same key: find it, never record it as failed.
+                Err(unreadable) => {
+                    tracing::warn!(
+                        error = %unreadable,
+                        "Xendit's answer to a create could not be read; looking the customer up"
+                    );
+                    match self.find_by_reference(&request.reference_id).await? {
+                        Some(found) => Ok(found),
+                        None => Err(unreadable),
+                    }
+                }
+            },
             Err(CallFailed {
                 last: Failure::Api { answer, .. },
                 ..
@@ -257,10 +337,17 @@ impl XenditClient {
                     .into_iter()
                     .find(|customer| customer.reference_id == reference_id))
             }
+            // A 404, or a 400 `*_NOT_FOUND_ERROR` (Xendit's SDKs list `DATA_NOT_FOUND_ERROR`
+            // and `CUSTOMER_NOT_FOUND_ERROR` for lookups), means "no such customer".
             Err(CallFailed {
                 last: Failure::Api { answer, .. },
                 ..
-            }) if answer.status == StatusCode::NOT_FOUND.as_u16() => Ok(None),
+            }) if answer.status == StatusCode::NOT_FOUND.as_u16()
+                || (answer.status == StatusCode::BAD_REQUEST.as_u16()
+                    && answer.error_code.ends_with("_NOT_FOUND_ERROR")) =>
+            {
+                Ok(None)
+            }
             Err(failed) => Err(failed.into()),
         }
     }
@@ -274,7 +361,8 @@ impl XenditClient {
     ) -> Result<Answer, CallFailed> {
         let attempts = AtomicU32::new(0);
         let max_rate_limit_wait = self.max_rate_limit_wait;
-        let outcome = (|| {
+        let outcome = (|| async {
+            self.take_turn().await.map_err(Failure::Throttled)?;
             attempts.fetch_add(1, Ordering::Relaxed);
             let mut request = request()
                 .basic_auth(self.secret_key.expose_secret(), None::<&str>)
@@ -283,7 +371,7 @@ impl XenditClient {
             if let Some(tp) = crate::telemetry::current_traceparent() {
                 request = request.header("traceparent", tp);
             }
-            exchange(request)
+            exchange(request).await
         })
         .retry(self.backoff)
         .sleep(tokio::time::sleep)
@@ -353,7 +441,7 @@ struct Answer {
 
 impl Answer {
     fn parse<T: DeserializeOwned>(&self) -> Result<T, XenditError> {
-        serde_json::from_slice(&self.body).map_err(|source| XenditError::UnexpectedBody {
+        serde_json::from_slice(&self.body).map_err(|source| XenditError::UnreadableAnswer {
             status: self.status.as_u16(),
             source,
         })
@@ -393,6 +481,8 @@ enum Failure {
     },
     /// No usable answer: timeout, connection error, body cut off.
     Transport(reqwest::Error),
+    /// Not sent: our rate limit for the key would have made it wait this long.
+    Throttled(Duration),
 }
 
 impl Failure {
@@ -404,6 +494,8 @@ impl Failure {
             Failure::Transport(error) => {
                 error.is_timeout() || error.is_connect() || error.is_request() || error.is_body()
             }
+            // The saga tries again after its delay, when the window has room.
+            Failure::Throttled(_) => false,
         }
     }
 
@@ -423,6 +515,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Api { answer, .. } => write!(f, "{answer}"),
             Failure::Transport(error) => write!(f, "{error}"),
+            Failure::Throttled(wait) => write!(f, "our rate limit asks to wait {wait:?}"),
         }
     }
 }
@@ -438,11 +531,18 @@ struct CallFailed {
 impl From<CallFailed> for XenditError {
     fn from(CallFailed { last, attempts }: CallFailed) -> Self {
         match last {
+            Failure::Api { answer, .. } if answer.status == 429 => XenditError::RateLimited {
+                answer: Some(answer),
+            },
+            Failure::Api { answer, .. } if matches!(answer.status, 401 | 403) => {
+                XenditError::KeyRefused(answer)
+            }
             Failure::Api { answer, .. } if answer.is_retryable() => {
                 XenditError::Unavailable { answer, attempts }
             }
             Failure::Api { answer, .. } => XenditError::Rejected(answer),
             Failure::Transport(source) => XenditError::Unreachable { attempts, source },
+            Failure::Throttled(_) => XenditError::RateLimited { answer: None },
         }
     }
 }
@@ -472,6 +572,22 @@ mod tests {
         assert_eq!(settings.max_attempts, 3);
         assert_eq!(settings.timeout(), Duration::from_secs(10));
         assert_eq!(settings.secret_key.expose_secret(), "xnd_development_k");
+    }
+
+    #[test]
+    fn the_keys_mode_sets_the_default_rate_limit() {
+        let dev = XenditSettings::new("http://x", SecretString::from("xnd_development_k"));
+        assert_eq!((dev.mode(), dev.requests_per_minute()), ("development", 60));
+        let live = XenditSettings::new("http://x", SecretString::from("xnd_production_k"));
+        assert_eq!(
+            (live.mode(), live.requests_per_minute()),
+            ("production", 600)
+        );
+        let set = XenditSettings {
+            requests_per_minute: Some(5),
+            ..live
+        };
+        assert_eq!(set.requests_per_minute(), 5);
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! chars, `given_names` and `business_name` 1..=50 chars, `business_type` one of seven legal
 //! entity types, the business's country in `business_detail.business_domicile`.
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Longest `individual_detail.given_names` and `business_detail.business_name` Xendit accepts,
@@ -173,13 +172,14 @@ impl CustomerRequest {
         }
     }
 
-    /// The INDIVIDUAL customer for a client's admin user: `given_names` trimmed, at most 50 chars.
+    /// The INDIVIDUAL customer for a client's admin user: `given_names` reduced to what Xendit
+    /// accepts (see [`given_names`]), at most 50 chars.
     pub fn individual(reference_id: impl Into<String>, input: IndividualInput) -> Self {
         CustomerRequest {
             reference_id: reference_id.into(),
             customer_type: CustomerType::Individual,
             individual_detail: Some(IndividualDetail {
-                given_names: fit_name(&input.given_names),
+                given_names: given_names(&input.given_names),
                 surname: None,
             }),
             business_detail: None,
@@ -189,33 +189,61 @@ impl CustomerRequest {
     }
 }
 
-/// A customer as Xendit returns it. Fields we do not use (addresses, KYC documents, metadata,
-/// ...) are ignored, so new fields in Xendit's answers never break us.
+/// A customer as Xendit returns it, read as tolerantly as Xendit's own SDKs read it: only `id`,
+/// `reference_id` and `type` are required; every other field may be missing or `null`, a
+/// `business_type` this code does not know is kept as text, and fields we do not use
+/// (addresses, KYC documents, metadata, ...) are ignored, so new or sparse answers never turn
+/// a customer that exists at Xendit into a failure here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {
     /// Xendit's id, `cust-<uuid>`; what the rest of Xendit's API refers to.
     pub id: String,
     /// The `reference_id` we sent.
     pub reference_id: String,
-    /// INDIVIDUAL or BUSINESS.
+    /// `INDIVIDUAL` or `BUSINESS` (text: see [`Customer::kind`]).
     #[serde(rename = "type")]
-    pub customer_type: CustomerType,
-    /// Present for INDIVIDUAL customers.
+    pub customer_type: String,
     #[serde(default)]
-    pub individual_detail: Option<IndividualDetail>,
-    /// Present for BUSINESS customers.
+    pub individual_detail: Option<IndividualAnswer>,
     #[serde(default)]
-    pub business_detail: Option<BusinessDetail>,
-    /// Contact email, when one was given.
+    pub business_detail: Option<BusinessAnswer>,
     #[serde(default)]
     pub email: Option<String>,
-    /// Contact mobile number, when one was given.
     #[serde(default)]
     pub mobile_number: Option<String>,
-    /// When Xendit created the customer.
-    pub created: DateTime<Utc>,
-    /// When Xendit last changed the customer.
-    pub updated: DateTime<Utc>,
+    /// When Xendit created the customer (RFC 3339), when it says.
+    #[serde(default)]
+    pub created: Option<String>,
+    #[serde(default)]
+    pub updated: Option<String>,
+}
+
+impl Customer {
+    /// The customer's type, when it is one this code knows.
+    pub fn kind(&self) -> Option<CustomerType> {
+        serde_json::from_value(serde_json::Value::String(self.customer_type.clone())).ok()
+    }
+}
+
+/// `individual_detail` as Xendit answers it: every field optional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndividualAnswer {
+    #[serde(default)]
+    pub given_names: Option<String>,
+    #[serde(default)]
+    pub surname: Option<String>,
+}
+
+/// `business_detail` as Xendit answers it: every field optional, the type as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusinessAnswer {
+    #[serde(default)]
+    pub business_name: Option<String>,
+    /// One of [`BusinessType`]'s values today; kept as text so a new one reads.
+    #[serde(default)]
+    pub business_type: Option<String>,
+    #[serde(default)]
+    pub business_domicile: Option<String>,
 }
 
 /// Trims a name and cuts it to Xendit's limit, counting chars rather than bytes so an
@@ -241,11 +269,33 @@ fn contact_email(email: &str) -> Option<String> {
 /// Xendit's documented limit on `email`.
 pub const MAX_EMAIL_CHARS: usize = 50;
 
-/// Xendit wants E.164 (`+62...`) and also accepts local numbers. A number we cannot turn into
-/// E.164 without guessing its country is passed as given (trimmed): a guess could route an SMS
-/// to a stranger, an honest local number at worst fails Xendit's validation.
+/// What `individual_detail.given_names` falls back to when a name has nothing Xendit accepts.
+pub const GIVEN_NAMES_FALLBACK: &str = "Customer";
+
+/// `given_names` as Xendit's validation takes them: letters (any script), digits and single
+/// spaces (`PT. Maju & Co.` becomes `PT Maju Co`), at most 50 characters; when nothing is left,
+/// [`GIVEN_NAMES_FALLBACK`] rather than a customer refused for good.
+pub fn given_names(name: &str) -> String {
+    let kept: String = name
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .collect();
+    let words: Vec<&str> = kept.split_whitespace().collect();
+    let fitted = fit_name(&words.join(" "));
+    if fitted.is_empty() {
+        GIVEN_NAMES_FALLBACK.to_owned()
+    } else {
+        fitted
+    }
+}
+
+/// Xendit validates `mobile_number` as E.164 (`+` and 8 to 15 digits). Our phones are stored
+/// canonical (`domain::phone`); one written with its country code goes as it is, a local one
+/// (`0812...`) is left out rather than guessed into a country (a guess could route an SMS to a
+/// stranger) or sent to be refused, which would cost the client its customer.
 fn mobile_number(phone: &str) -> Option<String> {
-    non_empty(phone)
+    let canonical = crate::domain::phone::normalize("phone", phone).ok()?;
+    crate::domain::phone::e164(&canonical)
 }
 
 #[cfg(test)]
@@ -386,13 +436,48 @@ mod tests {
     }
 
     #[test]
-    fn phones_are_passed_as_given_and_never_invented() {
+    fn phones_go_in_e164_or_not_at_all() {
         assert_eq!(
-            mobile_number(" +628123456789 "),
-            Some("+628123456789".into())
+            mobile_number(" +62 812-3456-7890 "),
+            Some("+6281234567890".into())
         );
-        assert_eq!(mobile_number("08123456789"), Some("08123456789".into()));
+        assert_eq!(mobile_number("08123456789"), None, "never guessed");
+        assert_eq!(mobile_number("+1234"), None);
         assert_eq!(mobile_number("   "), None);
+    }
+
+    #[test]
+    fn given_names_keep_letters_digits_and_single_spaces() {
+        assert_eq!(given_names("PT. Maju & Co."), "PT Maju Co");
+        assert_eq!(given_names("  Siti   Nur-Aisyah 2 "), "Siti Nur Aisyah 2");
+        assert_eq!(given_names("Łukasz Żółć"), "Łukasz Żółć");
+        assert_eq!(given_names("&&& ..."), GIVEN_NAMES_FALLBACK);
+        assert_eq!(given_names(""), GIVEN_NAMES_FALLBACK);
+        assert_eq!(given_names(&"ab ".repeat(30)).chars().count(), 50);
+    }
+
+    #[test]
+    fn a_sparse_answer_or_an_unknown_business_type_still_reads() {
+        let sparse = json!({
+            "id": "cust-1", "reference_id": "r", "type": "INDIVIDUAL",
+            "individual_detail": {"given_names": null}
+        });
+        let customer: Customer = serde_json::from_value(sparse).unwrap();
+        assert_eq!(customer.kind(), Some(CustomerType::Individual));
+        assert_eq!(customer.individual_detail.unwrap().given_names, None);
+        let unknown = json!({
+            "id": "cust-2", "reference_id": "r", "type": "BUSINESS",
+            "business_detail": {"business_name": "X", "business_type": "LIMITED_LIABILITY_COMPANY"},
+            "created": null
+        });
+        let customer: Customer = serde_json::from_value(unknown).unwrap();
+        assert_eq!(
+            customer.business_detail.unwrap().business_type.as_deref(),
+            Some("LIMITED_LIABILITY_COMPANY")
+        );
+        assert!(
+            serde_json::from_value::<Customer>(json!({"id": "c", "type": "BUSINESS"})).is_err()
+        );
     }
 
     #[test]
@@ -440,16 +525,16 @@ mod tests {
         });
         let customer: Customer = serde_json::from_value(answer).unwrap();
         assert_eq!(customer.id, "cust-239c16f4-866d-43e8-9341-7badafbc019f");
-        assert_eq!(customer.customer_type, CustomerType::Business);
+        assert_eq!(customer.kind(), Some(CustomerType::Business));
         assert_eq!(customer.email.as_deref(), Some("customer@website.com"));
         assert_eq!(customer.mobile_number, None);
         assert_eq!(
-            customer.business_detail.unwrap().business_type,
-            Some(BusinessType::Corporation)
+            customer.business_detail.unwrap().business_type.as_deref(),
+            Some("CORPORATION")
         );
         assert_eq!(
-            customer.created.to_rfc3339(),
-            "2020-03-30T06:12:47.212+00:00"
+            customer.created.as_deref(),
+            Some("2020-03-30T06:12:47.212Z")
         );
     }
 }

@@ -1,15 +1,22 @@
 //! What can go wrong when we talk to Xendit, sorted by what the caller should do next.
 //!
-//! The saga needs one decision from an error: try again later (through the delay queue) or
-//! record the failure and move on. [`XenditError::is_transient`] answers it:
+//! The saga needs two decisions from an error: try again later (through the delay queue) or
+//! record the failure and move on ([`XenditError::is_transient`]), and whether the try counts
+//! against the step's attempts ([`XenditError::counts_as_attempt`]):
 //!
-//! | variant | when | transient |
-//! | --- | --- | --- |
-//! | [`XenditError::Unavailable`] | Xendit answered 5xx or 429 on every in-process attempt | yes |
-//! | [`XenditError::Unreachable`] | timeout, connection refused or reset, body cut off, on every attempt | yes |
-//! | [`XenditError::DuplicateNotFound`] | Xendit said "duplicate" but the lookup by `reference_id` found nothing | yes |
-//! | [`XenditError::Rejected`] | any other 4xx: `API_VALIDATION_ERROR`, 401 `INVALID_API_KEY`, 403, ... | no |
-//! | [`XenditError::UnexpectedBody`] | a 2xx whose body does not have the documented shape | no |
+//! | variant | when | transient | counted |
+//! | --- | --- | --- | --- |
+//! | [`XenditError::Unavailable`] | Xendit answered 5xx on every in-process attempt | yes | yes |
+//! | [`XenditError::Unreachable`] | timeout, connection refused or reset, body cut off, on every attempt | yes | yes |
+//! | [`XenditError::DuplicateNotFound`] | Xendit said "duplicate" but the lookup by `reference_id` found nothing | yes | yes |
+//! | [`XenditError::UnreadableAnswer`] | a 2xx whose body cannot be read, and no customer found under our `reference_id` | yes | yes |
+//! | [`XenditError::RateLimited`] | our own rate limit for the key, or Xendit's 429 on every attempt | yes | no |
+//! | [`XenditError::KeyRefused`] | 401 or 403: the key is wrong or lacks a permission (configuration) | yes | no |
+//! | [`XenditError::Rejected`] | any other 4xx: `API_VALIDATION_ERROR`, ... | no | - |
+//!
+//! No success of Xendit's is ever made a permanent failure here: a customer created at Xendit
+//! whose answer cannot be read is looked up by its `reference_id`, and if it cannot be found
+//! yet, the call is tried again later (with the same idempotency key).
 
 use std::fmt;
 
@@ -119,28 +126,44 @@ pub enum XenditError {
     /// Retrying the same request will not help: the request or the configuration must change.
     #[error("Xendit refused the request: {0}")]
     Rejected(ApiError),
-    /// Xendit answered with success but a body that does not have the documented shape.
-    /// Retrying gets the same body; this needs a code change, so it is permanent.
+    /// Xendit answered with success but a body that cannot be read, and no customer could be
+    /// found under our `reference_id`. Transient: the customer may well exist (the retry's
+    /// idempotency key gets its answer again, or the lookup finds it).
     #[error("Xendit answered {status} with a body we could not read")]
-    UnexpectedBody {
+    UnreadableAnswer {
         /// HTTP status of the answer.
         status: u16,
         /// Why the body did not parse.
         #[source]
         source: serde_json::Error,
     },
+    /// Our rate limit for this key (`xendit.requests_per_minute`) or Xendit's 429: tried again
+    /// later, not counted against the step's attempts.
+    #[error("Xendit's rate limit for this key was reached{}", answer.as_ref().map(|a| format!(" ({a})")).unwrap_or_default())]
+    RateLimited {
+        /// Xendit's 429, when it was Xendit that said so.
+        answer: Option<ApiError>,
+    },
+    /// 401 or 403: the key is wrong, revoked or lacks a permission. A configuration fault, not
+    /// the customer's: tried again later, not counted against the step's attempts, alerted.
+    #[error("Xendit refused our API key: {0} (a configuration fault: check xendit.secret_key)")]
+    KeyRefused(ApiError),
 }
 
 impl XenditError {
     /// `true` when retrying later (through the delay queue) may succeed; `false` when the request
     /// or the configuration must change first.
     pub fn is_transient(&self) -> bool {
-        match self {
-            XenditError::Unavailable { .. }
-            | XenditError::Unreachable { .. }
-            | XenditError::DuplicateNotFound { .. } => true,
-            XenditError::Rejected(_) | XenditError::UnexpectedBody { .. } => false,
-        }
+        !matches!(self, XenditError::Rejected(_))
+    }
+
+    /// Whether this try counts against the step's attempts: not when the limit is the rate of
+    /// calls or the configuration, which no number of tries of this customer changes.
+    pub fn counts_as_attempt(&self) -> bool {
+        !matches!(
+            self,
+            XenditError::RateLimited { .. } | XenditError::KeyRefused(_)
+        )
     }
 
     /// Xendit's answer behind this error, when there was one.
@@ -148,8 +171,10 @@ impl XenditError {
         match self {
             XenditError::Unavailable { answer, .. }
             | XenditError::DuplicateNotFound { answer, .. }
-            | XenditError::Rejected(answer) => Some(answer),
-            XenditError::Unreachable { .. } | XenditError::UnexpectedBody { .. } => None,
+            | XenditError::Rejected(answer)
+            | XenditError::KeyRefused(answer) => Some(answer),
+            XenditError::RateLimited { answer } => answer.as_ref(),
+            XenditError::Unreachable { .. } | XenditError::UnreadableAnswer { .. } => None,
         }
     }
 
@@ -230,12 +255,29 @@ mod tests {
     #[test]
     fn rejected_is_permanent_and_keeps_code_and_message() {
         let error = XenditError::Rejected(ApiError::from_answer(
+            400,
+            br#"{"error_code":"API_VALIDATION_ERROR","message":"type is required"}"#,
+        ));
+        assert!(!error.is_transient());
+        assert_eq!(error.error_code(), Some("API_VALIDATION_ERROR"));
+        assert_eq!(error.message(), Some("type is required"));
+    }
+
+    #[test]
+    fn a_refused_key_and_a_rate_limit_are_retried_without_counting() {
+        let refused = XenditError::KeyRefused(ApiError::from_answer(
             401,
             br#"{"error_code":"INVALID_API_KEY","message":"API key format is invalid"}"#,
         ));
-        assert!(!error.is_transient());
-        assert_eq!(error.error_code(), Some("INVALID_API_KEY"));
-        assert_eq!(error.message(), Some("API key format is invalid"));
+        assert!(refused.is_transient() && !refused.counts_as_attempt());
+        assert_eq!(refused.error_code(), Some("INVALID_API_KEY"));
+        let limited = XenditError::RateLimited { answer: None };
+        assert!(limited.is_transient() && !limited.counts_as_attempt());
+        let down = XenditError::Unavailable {
+            answer: ApiError::from_answer(503, b""),
+            attempts: 1,
+        };
+        assert!(down.counts_as_attempt());
     }
 
     #[test]

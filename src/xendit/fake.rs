@@ -2,15 +2,20 @@
 //! the same paths, headers and answer shapes as `api-version: 2020-10-31`, kept in memory.
 //!
 //! It behaves like Xendit where the saga depends on it:
-//! - `POST /customers` needs Basic auth (any key is accepted; none gives 401 `INVALID_API_KEY`),
-//!   answers a repeated `idempotency-key` with the first customer, refuses a reused
-//!   `reference_id` under another key with 409 `DUPLICATE_ERROR`, a reused key with another body
-//!   with 409 `IDEMPOTENCY_ERROR`, and a body without `type`, `reference_id` or the matching
-//!   detail with 400 `API_VALIDATION_ERROR`;
+//! - `POST /customers` needs Basic auth with a key of Xendit's shape (`xnd_development_...` or
+//!   `xnd_production_...`; anything else gives 401 `INVALID_API_KEY`), answers a repeated
+//!   `idempotency-key` with the first customer, refuses a reused `reference_id` under another
+//!   key with 409 `DUPLICATE_ERROR`, a reused key with another body with 409
+//!   `IDEMPOTENCY_ERROR`, and validates as Xendit does, with 400 `API_VALIDATION_ERROR`: the
+//!   required `type`, `reference_id` and matching detail, name lengths, `given_names` of letters,
+//!   digits and spaces only, `business_type` one of the seven values, `mobile_number` in E.164,
+//!   an `idempotency-key` of at most 100 characters;
 //! - `GET /customers?reference_id=` answers `{"data": [...], "has_more": false}`.
 //!
 //! And it can misbehave on demand, to exercise retries ([`FakeSettings`]): added latency, a
-//! failure status for the next N requests or a share of them, 429s with `Rate-Limit-Reset`.
+//! failure status for the next N requests or a share of them, 429s with `Rate-Limit-Reset`,
+//! creates whose answer is lost (the customer exists, the answer cannot be read), and answers
+//! as sparse as Xendit's SDK models allow (null names, a `business_type` added since).
 //! The switches are set at start and changed at runtime with `POST /_fake/mode` (a JSON object
 //! with any of [`FakeSettings`]' fields); `GET /_fake/mode` shows them, and `GET /_fake/customers`
 //! lists every customer created, oldest first.
@@ -51,6 +56,12 @@ pub struct FakeSettings {
     pub rate_limit_next: u32,
     /// `Rate-Limit-Reset` sent with those 429s, in seconds.
     pub rate_limit_reset_secs: f64,
+    /// Create the customer for this many of the next creates, then lose the answer: 200 with
+    /// a body cut off mid-way.
+    pub lose_next_answers: u32,
+    /// Answer as sparsely as the SDKs' models allow: `given_names` null, `business_type` a
+    /// value added after our code was written, no `created`.
+    pub sparse_answers: bool,
 }
 
 impl Default for FakeSettings {
@@ -62,6 +73,8 @@ impl Default for FakeSettings {
             fail_rate: 0.0,
             rate_limit_next: 0,
             rate_limit_reset_secs: 1.0,
+            lose_next_answers: 0,
+            sparse_answers: false,
         }
     }
 }
@@ -292,8 +305,9 @@ fn xendit_error(status: StatusCode, error_code: &str, message: &str) -> Response
         .into_response()
 }
 
-/// Whether the request carries Basic auth with a non-empty user name, as Xendit requires. Any
-/// key is accepted: the fake checks that the client authenticates, not which account it is.
+/// Whether the request carries Basic auth with a key of Xendit's shape (`xnd_development_` or
+/// `xnd_production_` and something after it), as Xendit requires. Any such key is accepted:
+/// the fake checks that the client authenticates, not which account it is.
 fn is_authenticated(headers: &HeaderMap) -> bool {
     headers
         .get(header::AUTHORIZATION)
@@ -301,9 +315,21 @@ fn is_authenticated(headers: &HeaderMap) -> bool {
         .and_then(|value| value.strip_prefix("Basic "))
         .and_then(|encoded| BASE64_STANDARD.decode(encoded.trim()).ok())
         .and_then(|decoded| String::from_utf8(decoded).ok())
-        .and_then(|pair| pair.split_once(':').map(|(user, _)| !user.is_empty()))
+        .and_then(|pair| pair.split_once(':').map(|(user, _)| is_key(user)))
         .unwrap_or(false)
 }
+
+fn is_key(key: &str) -> bool {
+    ["xnd_development_", "xnd_production_"]
+        .iter()
+        .any(|prefix| {
+            key.strip_prefix(prefix)
+                .is_some_and(|rest| !rest.is_empty())
+        })
+}
+
+/// Xendit's longest `idempotency-key`.
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 100;
 
 /// Xendit's answer to a request without a usable key.
 fn unauthenticated() -> Response {
@@ -339,6 +365,16 @@ async fn create_customer(
         .get("idempotency-key")
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
+    if idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS)
+    {
+        return xendit_error(
+            StatusCode::BAD_REQUEST,
+            "API_VALIDATION_ERROR",
+            "idempotency-key must be at most 100 characters",
+        );
+    }
     let reference_id = request["reference_id"]
         .as_str()
         .unwrap_or_default()
@@ -350,7 +386,8 @@ async fn create_customer(
         && let Some((first_request, index)) = store.by_idempotency_key.get(key)
     {
         return if *first_request == request {
-            (StatusCode::OK, Json(store.customers[*index].clone())).into_response()
+            let customer = store.customers[*index].clone();
+            answer(&mut store, customer)
         } else {
             xendit_error(
                 StatusCode::CONFLICT,
@@ -373,7 +410,43 @@ async fn create_customer(
     if let Some(key) = idempotency_key {
         store.by_idempotency_key.insert(key, (request, index));
     }
+    answer(&mut store, customer)
+}
+
+/// A create's 200, as the switches shape it: lost (cut off), sparse, or whole.
+fn answer(store: &mut Store, mut customer: Value) -> Response {
+    if store.settings.lose_next_answers > 0 {
+        store.settings.lose_next_answers -= 1;
+        let whole = customer.to_string();
+        let cut = &whole[..whole.len() / 2];
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            cut.to_owned(),
+        )
+            .into_response();
+    }
+    if store.settings.sparse_answers {
+        sparse(&mut customer);
+    }
     (StatusCode::OK, Json(customer)).into_response()
+}
+
+/// What the SDKs' models allow an answer to leave out or hold unknown values in.
+fn sparse(customer: &mut Value) {
+    if let Some(detail) = customer["individual_detail"].as_object_mut() {
+        detail.insert("given_names".into(), Value::Null);
+    }
+    if let Some(detail) = customer["business_detail"].as_object_mut() {
+        detail.insert(
+            "business_type".into(),
+            Value::String("LIMITED_LIABILITY_PARTNERSHIP".into()),
+        );
+    }
+    if let Some(fields) = customer.as_object_mut() {
+        fields.remove("created");
+        fields.remove("updated");
+    }
 }
 
 /// Query of `GET /customers`.
@@ -403,6 +476,12 @@ async fn find_customers(
         .by_reference
         .get(&reference_id)
         .map(|&index| store.customers[index].clone())
+        .map(|mut customer| {
+            if store.settings.sparse_answers {
+                sparse(&mut customer);
+            }
+            customer
+        })
         .into_iter()
         .collect();
     Json(json!({ "data": data, "has_more": false })).into_response()
@@ -438,8 +517,55 @@ async fn change_mode(
     Json(settings).into_response()
 }
 
-/// Xendit's required fields and length limits for `POST /customers`, as far as the saga uses them.
+/// `business_detail.business_type`'s values (Xendit's API reference and SDK models).
+const BUSINESS_TYPES: [&str; 7] = [
+    "CORPORATION",
+    "SOLE_PROPRIETOR",
+    "PARTNERSHIP",
+    "COOPERATIVE",
+    "TRUST",
+    "NON_PROFIT",
+    "GOVERNMENT",
+];
+
+/// E.164: `+`, a first digit that is not 0, 8 to 15 digits in all.
+fn is_e164(number: &str) -> bool {
+    number.strip_prefix('+').is_some_and(|digits| {
+        (8..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0')
+    })
+}
+
+/// Xendit's required fields, formats and length limits for `POST /customers`, as far as the
+/// saga uses them.
 fn validate(request: &Value) -> Result<(), String> {
+    if let Some(number) = request.get("mobile_number").filter(|v| !v.is_null())
+        && !number.as_str().is_some_and(is_e164)
+    {
+        return Err("mobile_number must be in E.164 format".to_owned());
+    }
+    if let Some(kind) = request["business_detail"]
+        .get("business_type")
+        .filter(|v| !v.is_null())
+        && !kind.as_str().is_some_and(|k| BUSINESS_TYPES.contains(&k))
+    {
+        return Err(format!(
+            "business_detail.business_type must be one of {}",
+            BUSINESS_TYPES.join(", ")
+        ));
+    }
+    if let Some(names) = request["individual_detail"]["given_names"].as_str()
+        && !names.chars().all(|c| c.is_alphanumeric() || c == ' ')
+    {
+        return Err(
+            "individual_detail.given_names must contain only letters, digits and spaces".to_owned(),
+        );
+    }
+    required(request)
+}
+
+fn required(request: &Value) -> Result<(), String> {
     let text = |value: &Value| value.as_str().map(|s| s.chars().count());
     match text(&request["reference_id"]) {
         None | Some(0) => return Err("reference_id is required".to_owned()),
@@ -528,6 +654,23 @@ mod tests {
     }
 
     #[test]
+    fn validation_is_xendits_on_formats_and_values() {
+        let individual = |names: &str, phone: Value| {
+            json!({"reference_id": "r", "type": "INDIVIDUAL",
+                   "individual_detail": {"given_names": names}, "mobile_number": phone})
+        };
+        assert!(validate(&individual("PT Maju Co", json!("+6281234567890"))).is_ok());
+        assert!(validate(&individual("PT. Maju & Co.", Value::Null)).is_err());
+        assert!(validate(&individual("Ann", json!("+62 812-3456-7890"))).is_err());
+        assert!(validate(&individual("Ann", json!("081234567890"))).is_err());
+        let business = json!({"reference_id": "r", "type": "BUSINESS",
+            "business_detail": {"business_name": "PT. Maju & Co.", "business_type": "PT"}});
+        assert!(validate(&business).unwrap_err().contains("business_type"));
+        assert!(is_key("xnd_development_x") && is_key("xnd_production_y"));
+        assert!(!is_key("xnd_development_") && !is_key("sk_live_x"));
+    }
+
+    #[test]
     fn what_our_builders_send_passes_the_fakes_validation() {
         let request = CustomerRequest::business(
             "onboard-client-1",
@@ -536,6 +679,15 @@ mod tests {
                 client_type: "CORPORATE".into(),
                 email: "admin@company.com".into(),
                 phone: "+628123456789".into(),
+            },
+        );
+        assert_eq!(validate(&serde_json::to_value(&request).unwrap()), Ok(()));
+        let request = crate::xendit::CustomerRequest::individual(
+            "onboard-user-1",
+            crate::xendit::IndividualInput {
+                given_names: "PT. Maju & Co.".into(),
+                email: "admin@maju.example".into(),
+                phone: "+62 812-3456-7890".into(),
             },
         );
         assert_eq!(validate(&serde_json::to_value(&request).unwrap()), Ok(()));

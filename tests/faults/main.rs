@@ -31,6 +31,8 @@ const XENDIT_KEY: &str = "xnd_development_faults_key";
 fn use_xendit(rig: &mut Rig, fake: &FakeXendit) {
     rig.worker_env("ONBOARD__XENDIT__BASE_URL", fake.url.clone());
     rig.worker_env("ONBOARD__XENDIT__SECRET_KEY", XENDIT_KEY);
+    // The fake has no rate limit; a development key's 60 a minute would pace the load instead.
+    rig.worker_env("ONBOARD__XENDIT__REQUESTS_PER_MINUTE", "1000000");
     rig.worker_env("ONBOARD__XENDIT__TIMEOUT_MS", "500");
     rig.worker_env("ONBOARD__XENDIT__MAX_ATTEMPTS", "2");
     rig.worker_env("ONBOARD__XENDIT__MIN_BACKOFF_MS", "50");

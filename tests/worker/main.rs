@@ -25,3 +25,4 @@ mod smtp_sink;
 mod support;
 mod traces;
 mod webhooks;
+mod xendit;

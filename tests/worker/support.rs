@@ -803,6 +803,8 @@ pub async fn mock_xendit(
     let mut x = onboard::xendit::XenditSettings::new(server.uri(), SecretString::from(XENDIT_KEY));
     x.max_attempts = 1;
     x.timeout_ms = 2_000;
+    // The mock has no rate limit to respect (tests/worker/xendit.rs tests ours).
+    x.requests_per_minute = Some(1_000_000);
     settings.xendit = Some(x);
     server
 }
