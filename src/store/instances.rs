@@ -57,15 +57,7 @@ pub async fn update_alias(
     instance_id: i32,
     alias: &str,
 ) -> Result<Instance, sqlx::Error> {
-    let sql = format!(
-        "UPDATE instances SET client_alias = $2, updated_at = now() WHERE instance_id = $1
-         RETURNING {INSTANCE_COLUMNS}"
-    );
-    sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(instance_id)
-        .bind(alias)
-        .fetch_one(conn)
-        .await
+    set(conn, instance_id, "client_alias", alias).await
 }
 
 /// Sets an instance's status (ACTIVE or INACTIVE).
@@ -74,13 +66,23 @@ pub async fn set_status(
     instance_id: i32,
     status: &str,
 ) -> Result<Instance, sqlx::Error> {
+    set(conn, instance_id, "instance_status", status).await
+}
+
+/// One column of an instance changed, `updated_at` with it.
+async fn set(
+    conn: &mut PgConnection,
+    instance_id: i32,
+    column: &'static str,
+    value: &str,
+) -> Result<Instance, sqlx::Error> {
     let sql = format!(
-        "UPDATE instances SET instance_status = $2, updated_at = now() WHERE instance_id = $1
+        "UPDATE instances SET {column} = $2, updated_at = now() WHERE instance_id = $1
          RETURNING {INSTANCE_COLUMNS}"
     );
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(instance_id)
-        .bind(status)
+        .bind(value)
         .fetch_one(conn)
         .await
 }

@@ -32,6 +32,23 @@ fn maju() -> Value {
     body
 }
 
+/// The Xendit step's outcome for `id`, which must be its customers created (not failed).
+async fn customers_created(app: &mut TestApp, id: &str) -> Received {
+    let outcome = app
+        .wait_for_any(
+            &["client.xendit_customers_created", "client.xendit_failed"],
+            id,
+        )
+        .await;
+    assert_eq!(
+        outcome.kind.as_deref(),
+        Some("client.xendit_customers_created"),
+        "{}",
+        outcome.body
+    );
+    outcome
+}
+
 async fn saga_row(app: &TestApp, correlation: &str) -> (String, i32, Option<String>) {
     sqlx::query_as(
         "SELECT step, attempts, last_error FROM onboarding_sagas WHERE correlation_id = $1",
@@ -54,18 +71,7 @@ async fn names_and_phones_xendit_would_refuse_get_customers_and_sparse_or_lost_a
     fake_xendit(&mut settings, state.clone(), XENDIT_KEY).await;
     let mut app = spawn_app_with(settings, database, Hooks::default()).await;
     let id = app.create_client(&maju()).await;
-    let created = app
-        .wait_for_any(
-            &["client.xendit_customers_created", "client.xendit_failed"],
-            &id,
-        )
-        .await;
-    assert_eq!(
-        created.kind.as_deref(),
-        Some("client.xendit_customers_created"),
-        "{}",
-        created.body
-    );
+    let created = customers_created(&mut app, &id).await;
     // One customer of each, though the first answer was lost.
     let customers = state.customers();
     assert_eq!(customers.len(), 2, "{customers:?}");
@@ -151,18 +157,7 @@ async fn a_rate_limit_longer_than_the_budget_still_ends_in_customers() {
     fake_xendit(&mut settings, state.clone(), XENDIT_KEY).await;
     let mut app = spawn_app_with(settings, database, Hooks::default()).await;
     let id = app.create_client(&seed_id_client()).await;
-    let outcome = app
-        .wait_for_any(
-            &["client.xendit_customers_created", "client.xendit_failed"],
-            &id,
-        )
-        .await;
-    assert_eq!(
-        outcome.kind.as_deref(),
-        Some("client.xendit_customers_created"),
-        "{}",
-        outcome.body
-    );
+    customers_created(&mut app, &id).await;
     assert_eq!(state.settings().rate_limit_next, 0, "every 429 was met");
     assert_eq!(state.customers().len(), 2);
     app.finish().await;
