@@ -42,6 +42,9 @@ pub struct Settings {
     /// `onboard webhooks serve`.
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    /// `onboard console`.
+    #[serde(default)]
+    pub console: crate::console::ConsoleSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -29,6 +29,7 @@
 
 pub mod broker;
 pub mod configuration;
+pub mod console;
 pub mod domain;
 pub mod email;
 pub mod fault;

@@ -72,6 +72,8 @@ enum Command {
     /// Traces: `receive` prints the spans an OTLP/HTTP exporter sends it (no collector needed).
     #[command(subcommand)]
     Traces(ops::traces::TracesCommand),
+    /// The operators' web console (`console.listen`), and `console users` to manage its users.
+    Console(onboard::console::cli::ConsoleArgs),
 }
 
 #[tokio::main]
@@ -93,6 +95,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::FakeSource(args) => onboard::sources::fake::run(args, wait_for_signal()).await,
+        Command::Console(args) => {
+            onboard::console::cli::run(settings, args, wait_for_signal()).await
+        }
         Command::Webhooks(command) => {
             onboard::webhooks::cli::run(settings, command, wait_for_signal()).await
         }

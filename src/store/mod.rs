@@ -2,6 +2,7 @@
 //! transaction the pipeline gives them.
 
 pub mod clients;
+pub mod console;
 pub mod dlq;
 pub mod email_logs;
 pub mod history;

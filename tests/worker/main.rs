@@ -4,6 +4,7 @@
 mod alerts;
 mod arrange;
 mod client_create;
+mod console;
 mod contract;
 mod core;
 mod delivery;

@@ -15,7 +15,7 @@ use crate::support::*;
 /// Makes every client insert fail, as a broken deploy or a bad migration would: a technical
 /// failure the worker retries, then dead-letters. The message varies per client, as real
 /// errors do, so grouping has something to normalize.
-async fn poison(app: &TestApp) {
+pub(crate) async fn poison(app: &TestApp) {
     sqlx::raw_sql(
         "CREATE FUNCTION block_clients() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
@@ -29,14 +29,14 @@ async fn poison(app: &TestApp) {
     .unwrap();
 }
 
-async fn cure(app: &TestApp) {
+pub(crate) async fn cure(app: &TestApp) {
     sqlx::raw_sql("DROP TRIGGER block_clients ON clients")
         .execute(&app.pool)
         .await
         .unwrap();
 }
 
-async fn wait_dead_lettered(app: &TestApp, n: usize) {
+pub(crate) async fn wait_dead_lettered(app: &TestApp, n: usize) {
     app.settled
         .wait_until(&format!("{n} dead-lettered"), |log| {
             log.iter()

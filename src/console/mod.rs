@@ -1,0 +1,122 @@
+//! `onboard console`: the operators' web console (DESIGN.md, "Operating it"), server-rendered,
+//! its own process against the worker's database and broker.
+//!
+//! This first part holds what every page stands on: users with roles (`viewer`, `operator`;
+//! [`cli`]), a login with server-side sessions in PostgreSQL and a limit on failed tries,
+//! CSRF tokens on every changing form, strict security headers ([`auth`]), and the pages for
+//! the overview and the dead letters, whose actions call the very functions the CLI calls
+//! (`ops::dlq`) ([`pages`]). Templates are askama's (compiled in, every value escaped);
+//! nothing loads from elsewhere.
+
+pub mod auth;
+pub mod cli;
+mod pages;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::configuration::Settings;
+
+/// `[console]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ConsoleSettings {
+    /// Where `onboard console` listens.
+    pub listen: SocketAddr,
+    /// Session cookies without `Secure`, for plain http on loopback only.
+    pub insecure_cookies: bool,
+    /// How long a session lasts from its login.
+    pub session_hours: u64,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            insecure_cookies: false,
+            session_hours: 12,
+        }
+    }
+}
+
+/// What every handler reaches.
+#[derive(Clone)]
+pub struct Console {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+}
+
+/// The console's routes.
+pub fn router(console: Console) -> Router {
+    let pages = Router::new()
+        .route("/", get(pages::overview))
+        .route("/dead-letters", get(pages::dead_letters))
+        .route("/dead-letters/{message_id}", get(pages::dead_letter))
+        .route("/dead-letters/{message_id}/replay", post(pages::replay))
+        .route("/dead-letters/{message_id}/purge", post(pages::purge))
+        .route("/logout", post(auth::logout))
+        .route_layer(axum::middleware::from_fn_with_state(
+            console.clone(),
+            auth::require_session,
+        ));
+    Router::new()
+        .merge(pages)
+        .route("/login", get(auth::login_form).post(auth::login))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/static/console.css", get(stylesheet))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(console)
+}
+
+async fn stylesheet() -> impl axum::response::IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../templates/console/console.css"),
+    )
+}
+
+/// The headers every answer carries: no inline or foreign script, no framing, no sniffing.
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Serves the console until `stop`.
+pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<()> {
+    let pool = crate::store::pool(&settings.database)?;
+    crate::store::migrate(&pool).await?;
+    let listen = settings.console.listen;
+    let console = Console {
+        pool,
+        settings: Arc::new(settings),
+    };
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "console listening");
+    axum::serve(
+        listener,
+        router(console).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! The console's pages and actions. Every action calls what the CLI calls (`ops::dlq`), so a
+//! replay from the browser is the replay of `onboard dlq replay`, audited the same way
+//! (`dlq_audit`, actor `console:<user>`, the address in its note).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use askama::Template;
+use axum::Extension;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::Console;
+use super::auth::{CsrfForm, internal, message, refusal_of_change};
+use crate::ops::dlq::{DeadLetter, Dlq, Group, MoveRequest, Selector};
+use crate::store;
+use crate::store::console::Session;
+
+/// Dead letters read for a page at most.
+const PAGE_LIMIT: usize = 500;
+
+fn render(page: impl Template) -> Response {
+    match page.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/overview.html")]
+struct Overview<'a> {
+    user: &'a str,
+    role: &'a str,
+    csrf_token: &'a str,
+    dead_letters: String,
+    outbox_pending: String,
+    outbox_oldest_seconds: String,
+    stuck_sagas: String,
+    disabled_endpoints: String,
+}
+
+/// A figure, or why it is missing.
+fn figure<T: std::fmt::Display, E: std::fmt::Display>(read: Result<T, E>) -> String {
+    match read {
+        Ok(v) => v.to_string(),
+        Err(e) => {
+            tracing::warn!(error = %e, "a console figure could not be read");
+            "unavailable".into()
+        }
+    }
+}
+
+pub async fn overview(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    let stuck_after = console.settings.saga.stuck_after_seconds as f64;
+    let (backlog, stuck, disabled, depth) = tokio::join!(
+        store::outbox::backlog(&console.pool),
+        store::sagas::count_stuck(&console.pool, stuck_after),
+        store::webhooks::count_disabled(&console.pool),
+        dead_letter_depth(&console),
+    );
+    let (pending, oldest) = match backlog {
+        Ok((p, o)) => (p.to_string(), format!("{o:.0}")),
+        Err(e) => (figure::<i64, _>(Err(e)), "unavailable".into()),
+    };
+    render(Overview {
+        user: &session.name,
+        role: &session.role,
+        csrf_token: &session.csrf_token,
+        dead_letters: figure(depth),
+        outbox_pending: pending,
+        outbox_oldest_seconds: oldest,
+        stuck_sagas: figure(stuck),
+        disabled_endpoints: figure(disabled),
+    })
+}
+
+async fn dead_letter_depth(console: &Console) -> anyhow::Result<u32> {
+    let dlq = Dlq::connect(&console.settings).await?;
+    let depth = dlq.list(&Selector::default(), 1).await.map(|l| l.depth);
+    dlq.close().await;
+    depth
+}
+
+#[derive(Template)]
+#[template(path = "console/dead_letters.html")]
+struct DeadLetters<'a> {
+    user: &'a str,
+    role: &'a str,
+    csrf_token: &'a str,
+    notice: Option<String>,
+    depth: u32,
+    groups: Vec<Group>,
+    letters: Vec<DeadLetter>,
+}
+
+pub async fn dead_letters(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let listing = async {
+        let dlq = Dlq::connect(&console.settings).await?;
+        let listing = dlq.list(&Selector::default(), PAGE_LIMIT).await;
+        dlq.close().await;
+        listing
+    }
+    .await;
+    let listing = match listing {
+        Ok(l) => l,
+        Err(e) => return internal(e),
+    };
+    render(DeadLetters {
+        user: &session.name,
+        role: &session.role,
+        csrf_token: &session.csrf_token,
+        notice: query.get("done").cloned(),
+        depth: listing.depth,
+        groups: crate::ops::dlq::group(&listing.letters),
+        letters: listing.letters,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "console/dead_letter.html")]
+struct DeadLetterPage<'a> {
+    user: &'a str,
+    role: &'a str,
+    csrf_token: &'a str,
+    message_id: &'a str,
+    letters: Vec<Shown>,
+}
+
+/// One dead letter as shown: masked, pretty JSON.
+struct Shown {
+    letter: DeadLetter,
+    headers: String,
+    body: String,
+    history: String,
+}
+
+pub async fn dead_letter(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+    Path(message_id): Path<String>,
+) -> Response {
+    let found = async {
+        let dlq = Dlq::connect(&console.settings).await?;
+        let found = dlq.show(&message_id, PAGE_LIMIT).await;
+        dlq.close().await;
+        found
+    }
+    .await;
+    let letters = match found {
+        Ok(l) if l.is_empty() => {
+            return message(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "No dead letter has this message id (it may have been replayed or purged).",
+            );
+        }
+        Ok(l) => l,
+        Err(e) => return internal(e),
+    };
+    let pretty = |v: serde_json::Value| serde_json::to_string_pretty(&v).unwrap_or_default();
+    let letters = letters
+        .into_iter()
+        .map(|letter| Shown {
+            headers: pretty(letter.masked_headers()),
+            body: pretty(letter.masked_body()),
+            history: pretty(serde_json::Value::Array(letter.history())),
+            letter,
+        })
+        .collect();
+    render(DeadLetterPage {
+        user: &session.name,
+        role: &session.role,
+        csrf_token: &session.csrf_token,
+        message_id: &message_id,
+        letters,
+    })
+}
+
+/// The request an action makes: this one message, audited under the console user.
+fn one(message_id: &str, session: &Session, peer: SocketAddr) -> MoveRequest {
+    let mut req = MoveRequest::new(Selector {
+        ids: vec![message_id.to_string()],
+        ..Default::default()
+    });
+    req.actor = Some(format!("console:{}", session.name));
+    req.note = Some(format!("from the console, address {}", peer.ip()));
+    req
+}
+
+/// Back to the list, saying what was done.
+fn done(text: &str) -> Response {
+    let query: String = url_encode(text);
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, format!("/dead-letters?done={query}"))],
+    )
+        .into_response()
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            b' ' => "+".into(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+pub async fn replay(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(message_id): Path<String>,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Response {
+    if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
+        return refused;
+    }
+    let req = one(&message_id, &session, peer);
+    let report = async {
+        let dlq = Dlq::connect(&console.settings).await?;
+        let report = dlq.replay(&console.pool, &req).await;
+        dlq.close().await;
+        report
+    }
+    .await;
+    match report {
+        Ok(r) => done(&format!(
+            "replayed {} of {} ({} failed)",
+            r.done.len(),
+            r.selected.len(),
+            r.failed.len()
+        )),
+        Err(e) => internal(e),
+    }
+}
+
+pub async fn purge(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(message_id): Path<String>,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Response {
+    if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
+        return refused;
+    }
+    let req = one(&message_id, &session, peer);
+    let report = async {
+        let dlq = Dlq::connect(&console.settings).await?;
+        // The operator confirmed by pressing the button on this one message.
+        let report = dlq.purge(&console.pool, &req, &mut |_| true).await;
+        dlq.close().await;
+        report
+    }
+    .await;
+    match report {
+        Ok(r) => done(&format!("purged {} of {}", r.done.len(), r.selected.len())),
+        Err(e) => internal(e),
+    }
+}
