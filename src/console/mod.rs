@@ -5,11 +5,13 @@
 //! [`cli`]), a login with server-side sessions in PostgreSQL and a limit on failed tries,
 //! CSRF tokens on every changing form, strict security headers ([`auth`]), and the pages for
 //! the overview and the dead letters, whose actions call the very functions the CLI calls
-//! (`ops::dlq`) ([`pages`]). Templates are askama's (compiled in, every value escaped);
+//! (`ops::dlq`) (`pages`), and the sagas, webhooks and audit pages, whose actions are
+//! `ops::actions`' (`operate`). Templates are askama's (compiled in, every value escaped);
 //! nothing loads from elsewhere.
 
 pub mod auth;
 pub mod cli;
+mod operate;
 mod pages;
 
 use std::net::SocketAddr;
@@ -61,6 +63,22 @@ pub fn router(console: Console) -> Router {
         .route("/dead-letters/{message_id}", get(pages::dead_letter))
         .route("/dead-letters/{message_id}/replay", post(pages::replay))
         .route("/dead-letters/{message_id}/purge", post(pages::purge))
+        .route("/sagas", get(operate::sagas))
+        .route("/sagas/{client_id}/retry", post(operate::retry_saga))
+        .route("/webhooks", get(operate::webhooks))
+        .route(
+            "/webhooks/{endpoint_id}/enable",
+            post(operate::enable_webhook),
+        )
+        .route(
+            "/webhooks/{endpoint_id}/disable",
+            post(operate::disable_webhook),
+        )
+        .route(
+            "/webhooks/deliveries/{delivery_id}/redeliver",
+            post(operate::redeliver),
+        )
+        .route("/audit", get(operate::audit))
         .route("/logout", post(auth::logout))
         .route_layer(axum::middleware::from_fn_with_state(
             console.clone(),

@@ -20,7 +20,7 @@ use crate::store::console::Session;
 /// Dead letters read for a page at most.
 const PAGE_LIMIT: usize = 500;
 
-fn render(page: impl Template) -> Response {
+pub(super) fn render(page: impl Template) -> Response {
     match page.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => internal(e),

@@ -2,6 +2,7 @@
 //! they cause), the dead-letter queue (list, group, show, replay, purge), loading the worker
 //! at volume to measure it, the bare ceiling it is measured against, and stuck sagas.
 
+pub mod actions;
 pub mod ceiling;
 pub mod dlq;
 pub mod import;

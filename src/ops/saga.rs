@@ -25,10 +25,25 @@ pub enum SagaCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make a client's saga due now (a worker's sweeper takes it within a sweep), unless it is
+    /// completed or a worker holds it. Recorded in the operators' audit.
+    Retry { client_id: i32 },
 }
 
 pub async fn run(settings: &Settings, command: SagaCommand) -> anyhow::Result<bool> {
     match command {
+        SagaCommand::Retry { client_id } => {
+            let pool = store::pool(&settings.database)?;
+            let actor = crate::ops::actions::Actor::cli();
+            if crate::ops::actions::retry_saga(&pool, &actor, client_id).await? {
+                println!("the saga of client {client_id} is due now");
+                Ok(true)
+            } else {
+                anyhow::bail!(
+                    "client {client_id} has no saga to retry (none, completed, or a worker holds it now)"
+                )
+            }
+        }
         SagaCommand::Stuck {
             older_than,
             limit,

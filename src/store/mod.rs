@@ -1,6 +1,7 @@
 //! All SQL lives here (and in `migrations/`). Handlers call these functions inside the
 //! transaction the pipeline gives them.
 
+pub mod audit;
 pub mod clients;
 pub mod console;
 pub mod dlq;

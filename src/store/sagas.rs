@@ -528,3 +528,38 @@ pub async fn count_stuck(pool: &PgPool, seconds: f64) -> Result<i64, sqlx::Error
     .fetch_one(pool)
     .await
 }
+
+/// Makes a client's saga due now (an operator's retry), unless it is completed or a worker
+/// holds it; whether it did.
+pub async fn retry_now(pool: &PgPool, client_id: i32) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE onboarding_sagas SET due_at = now(), updated_at = now()
+         WHERE client_id = $1 AND status <> 'completed'
+           AND (lease_until IS NULL OR lease_until < now())",
+    )
+    .bind(client_id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Sagas not completed that failed at least once or are stuck, for the console: the most
+/// recently changed first.
+pub async fn troubled(
+    pool: &PgPool,
+    stuck_seconds: f64,
+    limit: i64,
+) -> Result<Vec<Stuck>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT saga_id, client_id, step, attempts, last_error, due_at, lease_owner, updated_at
+         FROM onboarding_sagas
+         WHERE status <> 'completed'
+           AND (attempts > 0 OR last_error IS NOT NULL
+                OR due_at < now() - make_interval(secs => $1))
+         ORDER BY updated_at DESC LIMIT $2",
+    )
+    .bind(stuck_seconds)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::configuration::Settings;
+use crate::ops::actions::{self, Actor};
 use crate::store::{self, webhooks as db};
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -156,9 +157,12 @@ pub async fn run(
                 }
             }
         }
-        WebhooksCommand::Enable { id } => found(db::set_enabled(&pool, id, true, None).await?, id)?,
+        WebhooksCommand::Enable { id } => found(
+            actions::set_webhook_enabled(&pool, &Actor::cli(), id, true).await?,
+            id,
+        )?,
         WebhooksCommand::Disable { id } => found(
-            db::set_enabled(&pool, id, false, Some("disabled by an operator")).await?,
+            actions::set_webhook_enabled(&pool, &Actor::cli(), id, false).await?,
             id,
         )?,
         WebhooksCommand::Remove { id } => found(db::remove_endpoint(&pool, id).await?, id)?,
@@ -209,7 +213,10 @@ pub async fn run(
                 }
             }
         }
-        WebhooksCommand::Redeliver { id } => found(db::redeliver(&pool, id).await?, id)?,
+        WebhooksCommand::Redeliver { id } => found(
+            actions::redeliver_webhook(&pool, &Actor::cli(), id).await?,
+            id,
+        )?,
         WebhooksCommand::Serve
         | WebhooksCommand::Receive { .. }
         | WebhooksCommand::Bench { .. } => unreachable!("handled above"),

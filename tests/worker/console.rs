@@ -320,3 +320,131 @@ async fn a_viewer_sees_dead_letters_but_cannot_act_and_an_operator_replays_one_o
     assert!(note.unwrap_or_default().contains("127.0.0.1"));
     app.finish().await;
 }
+
+#[tokio::test]
+async fn sagas_and_webhooks_are_acted_on_through_the_clis_functions_and_every_action_is_audited() {
+    let mut app = spawn_app().await;
+    add_user(&app, "vic", "viewer", "viewer password").await;
+    add_user(&app, "ana", "operator", "operator password").await;
+    let id = app
+        .create_client(&client_with_email("late@example.com"))
+        .await;
+    let created = app.wait_for_event("client.created", Some(&id)).await;
+    let client_id = created.body["data"]["client"]["client_id"]
+        .as_i64()
+        .unwrap();
+    app.wait_for_event("client.onboarding_completed", Some(&id))
+        .await;
+    // No worker from here: the saga is set back to a failing email step, due in an hour.
+    app.stop_worker().await;
+    sqlx::query(
+        "UPDATE onboarding_sagas SET status = 'running', step = 'welcome_email', attempts = 2,
+             last_error = 'SMTP said 451', due_at = now() + interval '1 hour'
+         WHERE client_id = $1",
+    )
+    .bind(client_id as i32)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let receiver = "http://127.0.0.1:9/hook";
+    let out = onboard_bin(&app.settings)
+        .args(["webhooks", "add", receiver, "--events", "*"])
+        .env("ONBOARD__WEBHOOKS__ALLOW_PRIVATE_ADDRESSES", "true")
+        .env("ONBOARD_WEBHOOK_SECRET", onboard::webhooks::new_secret())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let console = Console::start(&app).await;
+
+    let (viewer, viewer_csrf) = console.login("vic", "viewer password").await;
+    let (status, _, page) = console.get("/sagas", Some(&viewer)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("SMTP said 451"), "{page}");
+    assert!(!page.contains("class=\"retry\""), "a viewer gets no button");
+    let retry = format!("/sagas/{client_id}/retry");
+    let viewer_cookie = format!("onboard_session={viewer}");
+    let (status, _, _) = console
+        .post(&retry, &viewer_cookie, &[("csrf_token", &viewer_csrf)])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (operator, csrf) = console.login("ana", "operator password").await;
+    let cookie = format!("onboard_session={operator}");
+    let (status, headers, _) = console
+        .post(&retry, &cookie, &[("csrf_token", &csrf)])
+        .await;
+    assert_eq!(
+        (status, headers[LOCATION].to_str().unwrap()),
+        (StatusCode::SEE_OTHER, "/sagas")
+    );
+    let due_now: bool =
+        sqlx::query_scalar("SELECT due_at <= now() FROM onboarding_sagas WHERE client_id = $1")
+            .bind(client_id as i32)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(due_now, "the retry made the saga due");
+    let (status, _, _) = console
+        .post("/sagas/999999/retry", &cookie, &[("csrf_token", &csrf)])
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The endpoint disabled from the console, then enabled from the CLI.
+    let (status, _, page) = console.get("/webhooks", Some(&operator)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(receiver));
+    let (status, _, _) = console
+        .post("/webhooks/1/disable", &cookie, &[("csrf_token", &csrf)])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (enabled, reason): (bool, Option<String>) = sqlx::query_as(
+        "SELECT enabled, disabled_reason FROM webhook_endpoints WHERE endpoint_id = 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (enabled, reason.as_deref()),
+        (false, Some("disabled by ana"))
+    );
+    let out = onboard_bin(&app.settings)
+        .args(["webhooks", "enable", "1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+
+    // One audit for both doors: who, from where, what, on what.
+    let (status, _, audit) = console.get("/audit", Some(&viewer)).await;
+    assert_eq!(status, StatusCode::OK);
+    for seen in [
+        "saga.retry",
+        "webhook.disable",
+        "webhook.enable",
+        "ana",
+        "127.0.0.1",
+    ] {
+        assert!(audit.contains(seen), "{seen} missing from {audit}");
+    }
+    let rows: Vec<(String, String, String, bool)> =
+        sqlx::query_as("SELECT actor, source, action, done FROM operator_actions ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let summary: Vec<(&str, &str, bool)> = rows
+        .iter()
+        .map(|(_, source, action, done)| (source.as_str(), action.as_str(), *done))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("console", "saga.retry", true),
+            ("console", "saga.retry", false),
+            ("console", "webhook.disable", true),
+            ("cli", "webhook.enable", true),
+        ]
+    );
+    assert_eq!(rows[0].0, "ana");
+    app.finish().await;
+}

@@ -1,0 +1,184 @@
+//! The console's sagas, webhooks and audit pages, and their actions: each action is
+//! `ops::actions`' (the CLI's too), recorded in the audit with the console user and address.
+
+use std::net::SocketAddr;
+
+use askama::Template;
+use axum::Extension;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::Console;
+use super::auth::{CsrfForm, internal, message, refusal_of_change};
+use super::pages::render;
+use crate::ops::actions::{self, Actor};
+use crate::store::{self, console::Session};
+
+/// Rows a list shows at most.
+const LIMIT: i64 = 200;
+
+fn actor(session: &Session, peer: SocketAddr) -> Actor {
+    Actor {
+        name: session.name.clone(),
+        source: "console",
+        address: Some(peer.ip().to_string()),
+    }
+}
+
+/// 303 back to `to`, or 404 when the action found nothing.
+fn after(done: Result<bool, sqlx::Error>, to: &str, what: &str) -> Response {
+    match done {
+        Ok(true) => (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response(),
+        Ok(false) => message(StatusCode::NOT_FOUND, "Nothing done", what),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/sagas.html")]
+struct Sagas<'a> {
+    user: &'a str,
+    role: &'a str,
+    csrf_token: &'a str,
+    sagas: Vec<store::sagas::Stuck>,
+}
+
+pub async fn sagas(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    let stuck_after = console.settings.saga.stuck_after_seconds as f64;
+    match store::sagas::troubled(&console.pool, stuck_after, LIMIT).await {
+        Ok(sagas) => render(Sagas {
+            user: &session.name,
+            role: &session.role,
+            csrf_token: &session.csrf_token,
+            sagas,
+        }),
+        Err(e) => internal(e),
+    }
+}
+
+pub async fn retry_saga(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(client_id): Path<i32>,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Response {
+    if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
+        return refused;
+    }
+    let done = actions::retry_saga(&console.pool, &actor(&session, peer), client_id).await;
+    after(
+        done,
+        "/sagas",
+        "This client has no saga to retry: none, completed, or a worker holds it now.",
+    )
+}
+
+#[derive(Template)]
+#[template(path = "console/webhooks.html")]
+struct Webhooks<'a> {
+    user: &'a str,
+    role: &'a str,
+    csrf_token: &'a str,
+    endpoints: Vec<store::webhooks::Endpoint>,
+    deliveries: Vec<store::webhooks::Delivery>,
+}
+
+pub async fn webhooks(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    let (endpoints, deliveries) = tokio::join!(
+        store::webhooks::endpoints(&console.pool),
+        store::webhooks::deliveries(&console.pool, false, None, LIMIT),
+    );
+    match (endpoints, deliveries) {
+        (Ok(endpoints), Ok(deliveries)) => render(Webhooks {
+            user: &session.name,
+            role: &session.role,
+            csrf_token: &session.csrf_token,
+            endpoints,
+            deliveries,
+        }),
+        (Err(e), _) | (_, Err(e)) => internal(e),
+    }
+}
+
+async fn set_enabled(
+    console: Console,
+    session: Session,
+    peer: SocketAddr,
+    endpoint_id: i64,
+    csrf: &str,
+    enabled: bool,
+) -> Response {
+    if let Some(refused) = refusal_of_change(&session, csrf) {
+        return refused;
+    }
+    let actor = actor(&session, peer);
+    let done = actions::set_webhook_enabled(&console.pool, &actor, endpoint_id, enabled).await;
+    after(done, "/webhooks", "No such webhook endpoint.")
+}
+
+pub async fn enable_webhook(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(endpoint_id): Path<i64>,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Response {
+    set_enabled(console, session, peer, endpoint_id, &form.csrf_token, true).await
+}
+
+pub async fn disable_webhook(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(endpoint_id): Path<i64>,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Response {
+    set_enabled(console, session, peer, endpoint_id, &form.csrf_token, false).await
+}
+
+pub async fn redeliver(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(delivery_id): Path<i64>,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Response {
+    if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
+        return refused;
+    }
+    let actor = actor(&session, peer);
+    let done = actions::redeliver_webhook(&console.pool, &actor, delivery_id).await;
+    after(done, "/webhooks", "No such webhook delivery.")
+}
+
+#[derive(Template)]
+#[template(path = "console/audit.html")]
+struct Audit<'a> {
+    user: &'a str,
+    role: &'a str,
+    csrf_token: &'a str,
+    entries: Vec<store::audit::Entry>,
+}
+
+pub async fn audit(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    match store::audit::recent(&console.pool, LIMIT).await {
+        Ok(entries) => render(Audit {
+            user: &session.name,
+            role: &session.role,
+            csrf_token: &session.csrf_token,
+            entries,
+        }),
+        Err(e) => internal(e),
+    }
+}
