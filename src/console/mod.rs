@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod cli;
+mod clients;
 mod operate;
 mod pages;
 
@@ -63,6 +64,8 @@ pub fn router(console: Console) -> Router {
         .route("/dead-letters/{message_id}", get(pages::dead_letter))
         .route("/dead-letters/{message_id}/replay", post(pages::replay))
         .route("/dead-letters/{message_id}/purge", post(pages::purge))
+        .route("/clients", get(clients::clients))
+        .route("/clients/{client_id}", get(clients::client))
         .route("/sagas", get(operate::sagas))
         .route("/sagas/{client_id}/retry", post(operate::retry_saga))
         .route("/webhooks", get(operate::webhooks))

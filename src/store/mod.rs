@@ -14,6 +14,7 @@ pub mod partners;
 pub mod relations;
 pub mod sagas;
 mod text_enum;
+pub mod timeline;
 pub mod webhooks;
 pub mod workers;
 pub mod xendit_customers;

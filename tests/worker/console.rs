@@ -415,6 +415,37 @@ async fn sagas_and_webhooks_are_acted_on_through_the_clis_functions_and_every_ac
         .unwrap();
     assert!(out.status.success());
 
+    // The client found by search, and what happened to it, newest first.
+    let (status, _, found) = console
+        .get("/clients?q=LATE%40example", Some(&viewer))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        found.contains(&format!("/clients/{client_id}\"")),
+        "{found}"
+    );
+    let (_, _, none) = console.get("/clients?q=%3Cnobody%3E", Some(&viewer)).await;
+    assert!(
+        !none.contains("/clients/") && !none.contains("<nobody>"),
+        "{none}"
+    );
+    let (status, _, timeline) = console
+        .get(&format!("/clients/{client_id}"), Some(&viewer))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for seen in [
+        "client.create",
+        "welcome email SENT",
+        "SMTP said 451",
+        "saga.retry by ana (console)",
+    ] {
+        assert!(timeline.contains(seen), "{seen} missing from {timeline}");
+    }
+    assert!(
+        timeline.find("saga.retry by ana").unwrap() < timeline.find("client.create").unwrap(),
+        "newest first"
+    );
+
     // One audit for both doors: who, from where, what, on what.
     let (status, _, audit) = console.get("/audit", Some(&viewer)).await;
     assert_eq!(status, StatusCode::OK);
