@@ -64,6 +64,11 @@ pub fn router(console: Console) -> Router {
         .route("/dead-letters/{message_id}", get(pages::dead_letter))
         .route("/dead-letters/{message_id}/replay", post(pages::replay))
         .route("/dead-letters/{message_id}/purge", post(pages::purge))
+        .route("/dead-letters/{message_id}/edit", post(pages::edit))
+        .route(
+            "/dead-letters/groups/{fingerprint}/replay",
+            post(pages::replay_group),
+        )
         .route("/clients", get(clients::clients))
         .route("/clients/{client_id}", get(clients::client))
         .route("/sagas", get(operate::sagas))

@@ -225,7 +225,30 @@ pub async fn replay(
     if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
         return refused;
     }
-    let req = one(&message_id, &session, peer);
+    move_and_say(&console, one(&message_id, &session, peer), "replayed").await
+}
+
+/// Replays every dead letter of one group (its fingerprint).
+pub async fn replay_group(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(fingerprint): Path<String>,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Response {
+    if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
+        return refused;
+    }
+    let mut req = one("", &session, peer);
+    req.selector = Selector {
+        group: Some(fingerprint),
+        ..Default::default()
+    };
+    move_and_say(&console, req, "replayed").await
+}
+
+/// Runs a replay and goes back to the list saying how it went.
+async fn move_and_say(console: &Console, req: MoveRequest, verb: &str) -> Response {
     let report = async {
         let dlq = Dlq::connect(&console.settings).await?;
         let report = dlq.replay(&console.pool, &req).await;
@@ -235,13 +258,72 @@ pub async fn replay(
     .await;
     match report {
         Ok(r) => done(&format!(
-            "replayed {} of {} ({} failed)",
+            "{verb} {} of {} ({} failed)",
             r.done.len(),
             r.selected.len(),
             r.failed.len()
         )),
         Err(e) => internal(e),
     }
+}
+
+#[derive(serde::Deserialize)]
+pub struct EditForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    body: String,
+}
+
+/// Edit-and-retry: the new body is checked against the command's schema first (its errors
+/// shown, nothing sent), then replayed under the dead letter's own message id; the audit keeps
+/// the original.
+pub async fn edit(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(message_id): Path<String>,
+    axum::Form(form): axum::Form<EditForm>,
+) -> Response {
+    if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
+        return refused;
+    }
+    let found = async {
+        let dlq = Dlq::connect(&console.settings).await?;
+        let found = dlq.show(&message_id, PAGE_LIMIT).await;
+        dlq.close().await;
+        found
+    }
+    .await;
+    let letter = match found {
+        Ok(mut l) if !l.is_empty() => l.remove(0),
+        Ok(_) => {
+            return message(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "No dead letter has this message id (it may have been replayed or purged).",
+            );
+        }
+        Err(e) => return internal(e),
+    };
+    let problems = match serde_json::from_str::<serde_json::Value>(&form.body) {
+        Err(e) => vec![format!("not JSON: {e}")],
+        Ok(value) => {
+            let schemas = crate::registry::schemas();
+            match schemas.type_of(&letter.command_type) {
+                None => vec![format!("{} is not a command type", letter.command_type)],
+                Some(t) => schemas.check(t, &value).err().unwrap_or_default(),
+            }
+        }
+    };
+    if !problems.is_empty() {
+        let text = format!("The new body was not sent: {}", problems.join("; "));
+        return message(StatusCode::BAD_REQUEST, "Body refused", &text);
+    }
+    let mut req = one(&message_id, &session, peer);
+    req.edited_body = Some(form.body.into_bytes());
+    req.note = req.note.map(|n| format!("{n}; edited and retried"));
+    move_and_say(&console, req, "edited and replayed").await
 }
 
 pub async fn purge(

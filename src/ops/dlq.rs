@@ -529,6 +529,9 @@ pub struct MoveRequest {
     /// Who, for the audit (default: the OS user).
     pub actor: Option<String>,
     pub note: Option<String>,
+    /// Edit-and-retry: replay this body instead of the dead letter's (one message id only).
+    /// The audit keeps the original body (masked) beside the selection.
+    pub edited_body: Option<Vec<u8>>,
 }
 
 impl MoveRequest {
@@ -540,6 +543,7 @@ impl MoveRequest {
             rate: None,
             actor: None,
             note: None,
+            edited_body: None,
         }
     }
 }
@@ -692,6 +696,9 @@ impl Dlq {
                 action.as_str()
             );
         }
+        if req.edited_body.is_some() && (action != Action::Replay || req.selector.ids.len() != 1) {
+            anyhow::bail!("an edited body replaces one message's: select exactly one message id");
+        }
         let limit = req.limit.clamp(1, MAX_LIMIT);
         let mut report = MoveReport {
             action: action.as_str().into(),
@@ -769,10 +776,19 @@ impl Dlq {
                     report.more_beyond_limit = false;
                 }
                 let letters: Vec<&DeadLetter> = movable.iter().map(|h| &h.letter).collect();
+                let mut messages = audit_messages(&letters);
+                if req.edited_body.is_some()
+                    && let Value::Array(entries) = &mut messages
+                {
+                    for (entry, letter) in entries.iter_mut().zip(&letters) {
+                        entry["edited"] = Value::Bool(true);
+                        entry["original_body"] = letter.masked_body();
+                    }
+                }
                 // The audit row comes first: without it nothing moves.
                 let id = match audit_id {
                     Some(id) => {
-                        store::dlq::add_messages(pool, id, &audit_messages(&letters)).await?;
+                        store::dlq::add_messages(pool, id, &messages).await?;
                         id
                     }
                     None => {
@@ -788,7 +804,7 @@ impl Dlq {
                                 note: req.note.as_deref(),
                                 queue: &self.names.dead_queue,
                                 selector: &selector,
-                                messages: &audit_messages(&letters),
+                                messages: &messages,
                                 selected: letters.len() as i32,
                             },
                         )
@@ -810,8 +826,16 @@ impl Dlq {
                     }
                     Action::Replay => {
                         let publisher = publisher.as_ref().expect("opened for replay");
-                        self.replay_pass(pool, id, publisher, &movable, &mut pacer, &mut report)
-                            .await?;
+                        let edited = req.edited_body.as_deref();
+                        self.replay_pass(
+                            (pool, id),
+                            publisher,
+                            &movable,
+                            edited,
+                            &mut pacer,
+                            &mut report,
+                        )
+                        .await?;
                     }
                 }
                 for h in &movable {
@@ -869,10 +893,10 @@ impl Dlq {
     /// of that id. Without a rate, copies go out in confirmed batches.
     async fn replay_pass(
         &self,
-        pool: &PgPool,
-        audit_id: i64,
+        (pool, audit_id): (&PgPool, i64),
         publisher: &Publisher,
         movable: &[&Held],
+        edited: Option<&[u8]>,
         pacer: &mut Option<tokio::time::Interval>,
         report: &mut MoveReport,
     ) -> anyhow::Result<()> {
@@ -913,7 +937,7 @@ impl Dlq {
                 .map(|(p, h)| Outgoing {
                     exchange: &self.names.commands_exchange,
                     routing_key: &h.letter.command_type,
-                    body: &h.letter.body,
+                    body: edited.unwrap_or(&h.letter.body),
                     properties: p.clone(),
                 })
                 .collect();

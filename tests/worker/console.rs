@@ -479,3 +479,107 @@ async fn sagas_and_webhooks_are_acted_on_through_the_clis_functions_and_every_ac
     assert_eq!(rows[0].0, "ana");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_broken_body_is_fixed_in_the_browser_checked_first_and_replayed_once_and_groups_replay_whole()
+ {
+    let mut app = spawn_app().await;
+    add_user(&app, "ana", "operator", "operator password").await;
+    // Dead-lettered while client inserts fail: one to edit, two replayed as a group.
+    poison(&app).await;
+    let edited_id = app.create_client(&client_with_email("typo@example")).await;
+    let mut group = Vec::new();
+    for i in 0..2 {
+        group.push(
+            app.create_client(&client_with_email(&format!("g{i}@example.com")))
+                .await,
+        );
+    }
+    wait_dead_lettered(&app, 3).await;
+    cure(&app).await;
+    let console = Console::start(&app).await;
+    let (operator, csrf) = console.login("ana", "operator password").await;
+    let cookie = format!("onboard_session={operator}");
+    let edit = format!("/dead-letters/{edited_id}/edit");
+
+    // A body its schema refuses is not sent: the errors are shown, the letter stays.
+    let (status, _, page) = console
+        .post(
+            &edit,
+            &cookie,
+            &[("csrf_token", &csrf), ("body", r#"{"email": 42}"#)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("/email: fails type"), "{page}");
+    let (status, _, _) = console
+        .post(
+            &edit,
+            &cookie,
+            &[("csrf_token", &csrf), ("body", "{not json")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, _, list) = console.get("/dead-letters", Some(&operator)).await;
+    assert!(list.contains(&edited_id), "nothing was sent");
+
+    // The fixed body goes out under the same message id, once.
+    let mut fixed = client_with_email("typo@example.com");
+    fixed["client_alias"] = serde_json::json!("Fixed Ltd");
+    let (status, headers, _) = console
+        .post(
+            &edit,
+            &cookie,
+            &[("csrf_token", &csrf), ("body", &fixed.to_string())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        headers[LOCATION]
+            .to_str()
+            .unwrap()
+            .contains("replayed+1+of+1")
+    );
+    let created = app.wait_for_event("client.created", Some(&edited_id)).await;
+    assert_eq!(
+        created.body["data"]["client"]["client_alias"],
+        serde_json::json!("Fixed Ltd")
+    );
+    let messages: serde_json::Value =
+        sqlx::query_scalar("SELECT messages FROM dlq_audit WHERE note LIKE '%edited%'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(messages[0]["message_id"], serde_json::json!(edited_id));
+    assert_eq!(
+        messages[0]["original_body"]["email"],
+        serde_json::json!("typo@example")
+    );
+
+    // The other two share a cause: one button replays the group.
+    let fingerprint: String = {
+        let (_, _, list) = console.get("/dead-letters", Some(&operator)).await;
+        let marker = "/dead-letters/groups/";
+        let at = list.find(marker).expect("a group form") + marker.len();
+        list[at..].split('/').next().unwrap().to_string()
+    };
+    let (status, headers, _) = console
+        .post(
+            &format!("/dead-letters/groups/{fingerprint}/replay"),
+            &cookie,
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        headers[LOCATION]
+            .to_str()
+            .unwrap()
+            .contains("replayed+2+of+2")
+    );
+    for id in &group {
+        app.wait_for_event("client.created", Some(id)).await;
+    }
+    assert_eq!(app.count("SELECT count(*) FROM clients").await, 3);
+    app.finish().await;
+}

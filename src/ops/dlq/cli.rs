@@ -127,6 +127,7 @@ fn request(select: &SelectArgs, change: &ChangeArgs, rate: Option<f64>) -> MoveR
         rate,
         actor: change.actor.clone(),
         note: change.note.clone(),
+        edited_body: None,
     }
 }
 
