@@ -7,7 +7,7 @@ CREATE TABLE operator_actions (
     -- console | cli
     source   TEXT        NOT NULL CHECK (source IN ('console', 'cli')),
     address  TEXT,
-    -- e.g. webhook.enable, webhook.disable, webhook.redeliver, saga.retry
+    -- e.g. webhook_endpoint.enable, webhook_endpoint.disable, webhook_delivery.redeliver, saga.retry
     action   TEXT        NOT NULL,
     -- what it was done to, e.g. {"endpoint_id": 3} or {"client_id": 42}
     subject  JSONB       NOT NULL,

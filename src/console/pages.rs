@@ -147,13 +147,7 @@ pub async fn dead_letter(
     Extension(session): Extension<Session>,
     Path(message_id): Path<String>,
 ) -> Response {
-    let found = async {
-        let dlq = Dlq::connect(&console.settings).await?;
-        let found = dlq.show(&message_id, PAGE_LIMIT).await;
-        dlq.close().await;
-        found
-    }
-    .await;
+    let found = letters_of(&console, &message_id).await;
     let letters = match found {
         Ok(l) if l.is_empty() => {
             return message(
@@ -182,6 +176,14 @@ pub async fn dead_letter(
         message_id: &message_id,
         letters,
     })
+}
+
+/// The dead letters of one message id.
+async fn letters_of(console: &Console, message_id: &str) -> anyhow::Result<Vec<DeadLetter>> {
+    let dlq = Dlq::connect(&console.settings).await?;
+    let found = dlq.show(message_id, PAGE_LIMIT).await;
+    dlq.close().await;
+    found
 }
 
 /// The request an action makes: this one message, audited under the console user.
@@ -288,13 +290,7 @@ pub async fn edit(
     if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
         return refused;
     }
-    let found = async {
-        let dlq = Dlq::connect(&console.settings).await?;
-        let found = dlq.show(&message_id, PAGE_LIMIT).await;
-        dlq.close().await;
-        found
-    }
-    .await;
+    let found = letters_of(&console, &message_id).await;
     let letter = match found {
         Ok(mut l) if !l.is_empty() => l.remove(0),
         Ok(_) => {

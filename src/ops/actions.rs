@@ -56,9 +56,9 @@ pub async fn set_webhook_enabled(
     let reason = (!enabled).then(|| format!("disabled by {}", actor.name));
     let done = store::webhooks::set_enabled(pool, endpoint_id, enabled, reason.as_deref()).await?;
     let action = if enabled {
-        "webhook.enable"
+        "webhook_endpoint.enable"
     } else {
-        "webhook.disable"
+        "webhook_endpoint.disable"
     };
     actor
         .record(pool, action, json!({ "endpoint_id": endpoint_id }), done)
@@ -76,7 +76,7 @@ pub async fn redeliver_webhook(
     actor
         .record(
             pool,
-            "webhook.redeliver",
+            "webhook_delivery.redeliver",
             json!({ "delivery_id": delivery_id }),
             done,
         )

@@ -451,8 +451,8 @@ async fn sagas_and_webhooks_are_acted_on_through_the_clis_functions_and_every_ac
     assert_eq!(status, StatusCode::OK);
     for seen in [
         "saga.retry",
-        "webhook.disable",
-        "webhook.enable",
+        "webhook_endpoint.disable",
+        "webhook_endpoint.enable",
         "ana",
         "127.0.0.1",
     ] {
@@ -472,8 +472,8 @@ async fn sagas_and_webhooks_are_acted_on_through_the_clis_functions_and_every_ac
         [
             ("console", "saga.retry", true),
             ("console", "saga.retry", false),
-            ("console", "webhook.disable", true),
-            ("cli", "webhook.enable", true),
+            ("console", "webhook_endpoint.disable", true),
+            ("cli", "webhook_endpoint.enable", true),
         ]
     );
     assert_eq!(rows[0].0, "ana");
