@@ -75,12 +75,8 @@ pub fn router(console: Console) -> Router {
         .route("/sagas/{client_id}/retry", post(operate::retry_saga))
         .route("/webhooks", get(operate::webhooks))
         .route(
-            "/webhooks/{endpoint_id}/enable",
-            post(operate::enable_webhook),
-        )
-        .route(
-            "/webhooks/{endpoint_id}/disable",
-            post(operate::disable_webhook),
+            "/webhooks/{endpoint_id}/{state}",
+            post(operate::set_webhook_state),
         )
         .route(
             "/webhooks/deliveries/{delivery_id}/redeliver",

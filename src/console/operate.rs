@@ -108,40 +108,31 @@ pub async fn webhooks(
     }
 }
 
-async fn set_enabled(
-    console: Console,
-    session: Session,
-    peer: SocketAddr,
-    endpoint_id: i64,
-    csrf: &str,
-    enabled: bool,
+/// `POST /webhooks/{endpoint_id}/enable` and `.../disable`.
+pub async fn set_webhook_state(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((endpoint_id, state)): Path<(i64, String)>,
+    axum::Form(form): axum::Form<CsrfForm>,
 ) -> Response {
-    if let Some(refused) = refusal_of_change(&session, csrf) {
+    let enabled = match state.as_str() {
+        "enable" => true,
+        "disable" => false,
+        _ => {
+            return message(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "Enable or disable only.",
+            );
+        }
+    };
+    if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
         return refused;
     }
     let actor = actor(&session, peer);
     let done = actions::set_webhook_enabled(&console.pool, &actor, endpoint_id, enabled).await;
     after(done, "/webhooks", "No such webhook endpoint.")
-}
-
-pub async fn enable_webhook(
-    State(console): State<Console>,
-    Extension(session): Extension<Session>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(endpoint_id): Path<i64>,
-    axum::Form(form): axum::Form<CsrfForm>,
-) -> Response {
-    set_enabled(console, session, peer, endpoint_id, &form.csrf_token, true).await
-}
-
-pub async fn disable_webhook(
-    State(console): State<Console>,
-    Extension(session): Extension<Session>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(endpoint_id): Path<i64>,
-    axum::Form(form): axum::Form<CsrfForm>,
-) -> Response {
-    set_enabled(console, session, peer, endpoint_id, &form.csrf_token, false).await
 }
 
 pub async fn redeliver(
