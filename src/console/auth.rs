@@ -5,7 +5,8 @@
 //!   and the session's own CSRF token.
 //! - Every page but `/login`, `/healthz` and the stylesheet needs a session ([`require_session`]:
 //!   303 to `/login` without one). Every change is a POST whose form carries the session's CSRF
-//!   token ([`refusal_of_change`]: 403 without the right one, and 403 for a viewer).
+//!   token ([`Change`], the extractor every action takes: 403 without the right one, and 403
+//!   for a viewer).
 //! - The login form carries a token of its own, checked against a cookie set with the form
 //!   (double submit), so a third-party page cannot log a browser in.
 //! - A wrong password and an unknown user get the same 401 page; from the sixth failed try in a
@@ -260,7 +261,7 @@ pub(super) fn forbidden(why: &str) -> Response {
 
 /// The 403 a change gets unless the form carries the session's CSRF token and the user is an
 /// operator; `None` when it may go ahead.
-pub fn refusal_of_change(session: &Session, csrf_token: &str) -> Option<Response> {
+fn refusal_of_change(session: &Session, csrf_token: &str) -> Option<Response> {
     if !same(&session.csrf_token, csrf_token) {
         return Some(forbidden(
             "The form's CSRF token is missing or wrong: reload the page.",
@@ -276,6 +277,43 @@ pub fn refusal_of_change(session: &Session, csrf_token: &str) -> Option<Response
 pub struct CsrfForm {
     #[serde(default)]
     pub csrf_token: String,
+}
+
+/// A form that carries the session's CSRF token.
+pub trait Csrf {
+    fn csrf_token(&self) -> &str;
+}
+
+impl Csrf for CsrfForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+}
+
+/// An operator's change: the session (put there by [`require_session`]) and the form, taken
+/// only when the form carries the session's CSRF token and the user is an operator (403
+/// otherwise). Every action handler takes one, so none can forget the check.
+pub struct Change<T>(pub Session, pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for Change<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Csrf + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let Some(session) = request.extensions().get::<Session>().cloned() else {
+            return Err(Redirect::to("/login").into_response());
+        };
+        let axum::Form(form) = axum::Form::<T>::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match refusal_of_change(&session, form.csrf_token()) {
+            Some(refused) => Err(refused),
+            None => Ok(Change(session, form)),
+        }
+    }
 }
 
 pub async fn logout(

@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::Console;
-use super::auth::{CsrfForm, internal, message, refusal_of_change};
+use super::auth::{Change, CsrfForm, internal, message};
 use super::pages::render;
 use crate::ops::actions::{self, Actor};
 use crate::store::{self, console::Session};
@@ -62,14 +62,10 @@ pub async fn sagas(
 
 pub async fn retry_saga(
     State(console): State<Console>,
-    Extension(session): Extension<Session>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(client_id): Path<i32>,
-    axum::Form(form): axum::Form<CsrfForm>,
+    Change(session, _): Change<CsrfForm>,
 ) -> Response {
-    if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
-        return refused;
-    }
     let done = actions::retry_saga(&console.pool, &actor(&session, peer), client_id).await;
     after(
         done,
@@ -111,10 +107,9 @@ pub async fn webhooks(
 /// `POST /webhooks/{endpoint_id}/enable` and `.../disable`.
 pub async fn set_webhook_state(
     State(console): State<Console>,
-    Extension(session): Extension<Session>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((endpoint_id, state)): Path<(i64, String)>,
-    axum::Form(form): axum::Form<CsrfForm>,
+    Change(session, _): Change<CsrfForm>,
 ) -> Response {
     let enabled = match state.as_str() {
         "enable" => true,
@@ -127,9 +122,6 @@ pub async fn set_webhook_state(
             );
         }
     };
-    if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
-        return refused;
-    }
     let actor = actor(&session, peer);
     let done = actions::set_webhook_enabled(&console.pool, &actor, endpoint_id, enabled).await;
     after(done, "/webhooks", "No such webhook endpoint.")
@@ -137,14 +129,10 @@ pub async fn set_webhook_state(
 
 pub async fn redeliver(
     State(console): State<Console>,
-    Extension(session): Extension<Session>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(delivery_id): Path<i64>,
-    axum::Form(form): axum::Form<CsrfForm>,
+    Change(session, _): Change<CsrfForm>,
 ) -> Response {
-    if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
-        return refused;
-    }
     let actor = actor(&session, peer);
     let done = actions::redeliver_webhook(&console.pool, &actor, delivery_id).await;
     after(done, "/webhooks", "No such webhook delivery.")

@@ -12,7 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::Console;
-use super::auth::{CsrfForm, internal, message, refusal_of_change};
+use super::auth::{Change, CsrfForm, internal, message};
 use crate::ops::dlq::{DeadLetter, Dlq, Group, MoveRequest, Selector};
 use crate::store;
 use crate::store::console::Session;
@@ -219,28 +219,20 @@ fn url_encode(text: &str) -> String {
 
 pub async fn replay(
     State(console): State<Console>,
-    Extension(session): Extension<Session>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(message_id): Path<String>,
-    axum::Form(form): axum::Form<CsrfForm>,
+    Change(session, _): Change<CsrfForm>,
 ) -> Response {
-    if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
-        return refused;
-    }
     move_and_say(&console, one(&message_id, &session, peer), "replayed").await
 }
 
 /// Replays every dead letter of one group (its fingerprint).
 pub async fn replay_group(
     State(console): State<Console>,
-    Extension(session): Extension<Session>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(fingerprint): Path<String>,
-    axum::Form(form): axum::Form<CsrfForm>,
+    Change(session, _): Change<CsrfForm>,
 ) -> Response {
-    if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
-        return refused;
-    }
     let mut req = one("", &session, peer);
     req.selector = Selector {
         group: Some(fingerprint),
@@ -277,19 +269,21 @@ pub struct EditForm {
     body: String,
 }
 
+impl super::auth::Csrf for EditForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+}
+
 /// Edit-and-retry: the new body is checked against the command's schema first (its errors
 /// shown, nothing sent), then replayed under the dead letter's own message id; the audit keeps
 /// the original.
 pub async fn edit(
     State(console): State<Console>,
-    Extension(session): Extension<Session>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(message_id): Path<String>,
-    axum::Form(form): axum::Form<EditForm>,
+    Change(session, form): Change<EditForm>,
 ) -> Response {
-    if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
-        return refused;
-    }
     let found = letters_of(&console, &message_id).await;
     let letter = match found {
         Ok(mut l) if !l.is_empty() => l.remove(0),
@@ -324,14 +318,10 @@ pub async fn edit(
 
 pub async fn purge(
     State(console): State<Console>,
-    Extension(session): Extension<Session>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(message_id): Path<String>,
-    axum::Form(form): axum::Form<CsrfForm>,
+    Change(session, _): Change<CsrfForm>,
 ) -> Response {
-    if let Some(refused) = refusal_of_change(&session, &form.csrf_token) {
-        return refused;
-    }
     let req = one(&message_id, &session, peer);
     let report = async {
         let dlq = Dlq::connect(&console.settings).await?;
