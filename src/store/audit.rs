@@ -49,8 +49,12 @@ pub async fn recent(pool: &PgPool, limit: i64) -> Result<Vec<Entry>, sqlx::Error
              FROM operator_actions
              UNION ALL
              SELECT started_at, actor, host, 'dlq.' || action,
-                    jsonb_build_object('selector', selector, 'message_ids', done_ids,
-                                       'note', note),
+                    jsonb_strip_nulls(jsonb_build_object(
+                        'selector', selector, 'message_ids', done_ids, 'note', note,
+                        -- edit-and-retry keeps the body as it was (masked) beside the message
+                        'original_bodies',
+                        (SELECT jsonb_agg(m -> 'original_body')
+                         FROM jsonb_array_elements(messages) m WHERE m ? 'original_body'))),
                     outcome
              FROM dlq_audit
          ) a ORDER BY at DESC LIMIT $1",

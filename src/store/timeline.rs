@@ -1,5 +1,7 @@
 //! A client's timeline for the console: what happened to it, newest first, from the tables
-//! that keep it by client (each read through an index on the client or a primary key).
+//! that keep it by client (each read through an index on the client or a primary key), and
+//! the events and webhook deliveries of the correlations of its commands (through the
+//! correlation indexes of migrations 0027 and 0028).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -8,7 +10,7 @@ use sqlx::PgPool;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Entry {
     pub at: DateTime<Utc>,
-    /// `command`, `status`, `ekyc`, `email`, `xendit`, `saga`, `operator`.
+    /// `command`, `status`, `ekyc`, `email`, `xendit`, `saga`, `event`, `webhook`, `operator`.
     pub kind: String,
     pub what: String,
 }
@@ -19,12 +21,39 @@ pub async fn of_client(
     limit: i64,
 ) -> Result<Vec<Entry>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT at, kind, what FROM (
+        "WITH commands AS (
+             SELECT message_id FROM onboarding_sagas WHERE client_id = $1
+             UNION SELECT message_id FROM client_status_history WHERE client_id = $1
+             UNION SELECT message_id FROM client_ekyc_history WHERE client_id = $1
+         ), received AS (
+             SELECT i.* FROM inbox i JOIN commands c ON c.message_id = i.message_id
+         ), events AS (
+             -- A correlation may span clients (an import's batch): only this client's events,
+             -- and those naming no client (a command's failure).
+             SELECT o.message_id, o.message_type, o.created_at, o.published_at
+             FROM outbox o
+             WHERE o.kind = 'event'
+               AND o.correlation_id IN (SELECT DISTINCT correlation_id FROM received)
+               AND coalesce(o.payload #>> '{data,client_id}',
+                            o.payload #>> '{data,client,client_id}', $1::text) = $1::text
+         )
+         SELECT at, kind, what FROM (
              SELECT i.received_at AS at, 'command' AS kind,
-                    i.command_type || ' ' || s.message_id || ': ' || i.outcome
+                    i.command_type || ' ' || i.message_id || ': ' || i.outcome
                     || coalesce(' ' || i.outcome_code, '') AS what
-             FROM onboarding_sagas s JOIN inbox i ON i.message_id = s.message_id
-             WHERE s.client_id = $1
+             FROM received i
+           UNION ALL
+             SELECT coalesce(e.published_at, e.created_at), 'event',
+                    e.message_type || ' ' || e.message_id
+                    || CASE WHEN e.published_at IS NULL THEN ' (not published yet)' ELSE ' published' END
+             FROM events e
+           UNION ALL
+             SELECT coalesce(d.delivered_at, d.created_at), 'webhook',
+                    d.event_type || ' to endpoint ' || d.endpoint_id || ': ' || d.status
+                    || ' after ' || d.attempts || ' attempt(s)'
+             FROM webhook_deliveries d
+             WHERE d.correlation_id IN (SELECT DISTINCT correlation_id FROM received)
+               AND d.event_id IN (SELECT message_id FROM events)
            UNION ALL
              SELECT h.occurred_at, 'status',
                     h.from_status || ' -> ' || h.to_status || ' by ' || h.action || ' '
