@@ -90,9 +90,9 @@ async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
             PROBE_TIMEOUT,
             store::sagas::count_stuck(&state.pool, state.stuck_after_seconds)
         ),
-        tokio::time::timeout(PROBE_TIMEOUT, store::webhooks::count_disabled(&state.pool)),
+        tokio::time::timeout(PROBE_TIMEOUT, store::webhooks::count_failing(&state.pool)),
     );
-    if let Ok(Ok(disabled)) = disabled {
+    if let Ok(Ok((_, disabled))) = disabled {
         m.set_webhook_endpoints_disabled(disabled);
     }
     if let Ok(Ok((pending, oldest))) = backlog {

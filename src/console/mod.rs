@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod cli;
 mod clients;
+mod figures;
 mod operate;
 mod pages;
 
@@ -37,6 +38,8 @@ pub struct ConsoleSettings {
     pub insecure_cookies: bool,
     /// How long a session lasts from its login.
     pub session_hours: u64,
+    /// How often the overview's figures are sampled (one sampler for every session).
+    pub sample_seconds: u64,
 }
 
 impl Default for ConsoleSettings {
@@ -45,6 +48,7 @@ impl Default for ConsoleSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             insecure_cookies: false,
             session_hours: 12,
+            sample_seconds: 10,
         }
     }
 }
@@ -54,6 +58,7 @@ impl Default for ConsoleSettings {
 pub struct Console {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
+    figures: figures::Figures,
 }
 
 /// The console's routes.
@@ -131,8 +136,15 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
     let console = Console {
         pool,
         settings: Arc::new(settings),
+        figures: figures::Figures::default(),
     };
     let listener = tokio::net::TcpListener::bind(listen).await?;
+    let sampler = tokio::spawn(figures::sample(
+        console.figures.clone(),
+        console.pool.clone(),
+        console.settings.clone(),
+        stop.clone(),
+    ));
     tracing::info!(address = %listener.local_addr()?, "console listening");
     axum::serve(
         listener,
@@ -140,5 +152,6 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
     )
     .with_graceful_shutdown(async move { stop.cancelled().await })
     .await?;
+    let _ = sampler.await;
     Ok(())
 }

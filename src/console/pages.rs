@@ -11,8 +11,8 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::Console;
 use super::auth::{Change, CsrfForm, internal, message};
+use super::{Console, figures};
 use crate::ops::dlq::{DeadLetter, Dlq, Group, MoveRequest, Selector};
 use crate::store;
 use crate::store::console::Session;
@@ -33,11 +33,20 @@ struct Overview<'a> {
     user: &'a str,
     role: &'a str,
     csrf_token: &'a str,
+    refresh_seconds: u64,
+    commands_queue: String,
     dead_letters: String,
+    depths_age: String,
+    commands_per_second: String,
+    refusals_per_minute: String,
+    dead_letters_per_minute: String,
     outbox_pending: String,
     outbox_oldest_seconds: String,
     stuck_sagas: String,
+    failing_endpoints: String,
     disabled_endpoints: String,
+    chart: figures::Chart,
+    chart_minutes: usize,
 }
 
 /// A figure, or why it is missing.
@@ -51,38 +60,60 @@ fn figure<T: std::fmt::Display, E: std::fmt::Display>(read: Result<T, E>) -> Str
     }
 }
 
+/// The overview: the sampler's last hour (no broker call per page) and three cheap counts.
 pub async fn overview(
     State(console): State<Console>,
     Extension(session): Extension<Session>,
 ) -> Response {
     let stuck_after = console.settings.saga.stuck_after_seconds as f64;
-    let (backlog, stuck, disabled, depth) = tokio::join!(
+    let (backlog, stuck, endpoints) = tokio::join!(
         store::outbox::backlog(&console.pool),
         store::sagas::count_stuck(&console.pool, stuck_after),
-        store::webhooks::count_disabled(&console.pool),
-        dead_letter_depth(&console),
+        store::webhooks::count_failing(&console.pool),
     );
     let (pending, oldest) = match backlog {
         Ok((p, o)) => (p.to_string(), format!("{o:.0}")),
         Err(e) => (figure::<i64, _>(Err(e)), "unavailable".into()),
     };
+    let (failing, disabled) = match endpoints {
+        Ok((f, d)) => (f.to_string(), d.to_string()),
+        Err(e) => (figure::<i64, _>(Err(e)), "unavailable".into()),
+    };
+    let snap = console.figures.snapshot();
+    let not_yet = || "not sampled yet".to_string();
+    let (commands_queue, dead_letters, depths_age) = match snap.depths {
+        Some((d, at)) => (
+            d.commands.to_string(),
+            d.dead.to_string(),
+            format!("{} s ago", (chrono::Utc::now() - at).num_seconds().max(0)),
+        ),
+        None => (not_yet(), not_yet(), not_yet()),
+    };
+    let last = snap.last();
     render(Overview {
         user: &session.name,
         role: &session.role,
         csrf_token: &session.csrf_token,
-        dead_letters: figure(depth),
+        // Not faster than every 5 s, whatever the sampling: a page that reloads under the
+        // operator's hand is hard to read.
+        refresh_seconds: console.settings.console.sample_seconds.max(5),
+        commands_queue,
+        dead_letters,
+        depths_age,
+        commands_per_second: last
+            .map_or_else(not_yet, |m| format!("{:.1}", m.commands() as f64 / 60.0)),
+        refusals_per_minute: last.map_or_else(not_yet, |m| m.refusals().to_string()),
+        dead_letters_per_minute: last
+            .and_then(|m| m.dead_lettered)
+            .map_or_else(not_yet, |n| n.to_string()),
         outbox_pending: pending,
         outbox_oldest_seconds: oldest,
         stuck_sagas: figure(stuck),
-        disabled_endpoints: figure(disabled),
+        failing_endpoints: failing,
+        disabled_endpoints: disabled,
+        chart: figures::Chart::of(&snap.minutes),
+        chart_minutes: figures::MINUTES,
     })
-}
-
-async fn dead_letter_depth(console: &Console) -> anyhow::Result<u32> {
-    let dlq = Dlq::connect(&console.settings).await?;
-    let depth = dlq.list(&Selector::default(), 1).await.map(|l| l.depth);
-    dlq.close().await;
-    depth
 }
 
 #[derive(Template)]
@@ -93,8 +124,20 @@ struct DeadLetters<'a> {
     csrf_token: &'a str,
     notice: Option<String>,
     depth: u32,
+    filtered: bool,
+    filters: Filters,
     groups: Vec<Group>,
     letters: Vec<DeadLetter>,
+}
+
+/// The dead-letters page's filter form, as given.
+struct Filters {
+    group: String,
+    command_type: String,
+    reason: String,
+    older_than: String,
+    newer_than: String,
+    error: Option<String>,
 }
 
 pub async fn dead_letters(
@@ -102,9 +145,41 @@ pub async fn dead_letters(
     Extension(session): Extension<Session>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    // The CLI's filters (`dlq list --group --type --reason --older-than --newer-than`).
+    let given = |name: &str| {
+        query
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let mut error = None;
+    let mut age = |field: &str, value: Option<String>| {
+        let v = value?;
+        crate::ops::dlq::parse_age(&v)
+            .map_err(|e| error = Some(format!("{field} \"{v}\": {e}")))
+            .ok()
+    };
+    let older_than = age("older than", given("older_than"));
+    let newer_than = age("newer than", given("newer_than"));
+    let filters = Filters {
+        group: given("group").unwrap_or_default(),
+        command_type: given("type").unwrap_or_default(),
+        reason: given("reason").unwrap_or_default(),
+        older_than: given("older_than").unwrap_or_default(),
+        newer_than: given("newer_than").unwrap_or_default(),
+        error,
+    };
+    let selector = Selector {
+        group: given("group"),
+        command_type: given("type"),
+        reason: given("reason"),
+        older_than,
+        newer_than,
+        ..Selector::default()
+    };
     let listing = async {
         let dlq = Dlq::connect(&console.settings).await?;
-        let listing = dlq.list(&Selector::default(), PAGE_LIMIT).await;
+        let listing = dlq.list(&selector, PAGE_LIMIT).await;
         dlq.close().await;
         listing
     }
@@ -119,6 +194,8 @@ pub async fn dead_letters(
         csrf_token: &session.csrf_token,
         notice: query.get("done").cloned(),
         depth: listing.depth,
+        filtered: !selector.is_empty(),
+        filters,
         groups: crate::ops::dlq::group(&listing.letters),
         letters: listing.letters,
     })

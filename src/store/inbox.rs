@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres};
 
 /// How a command ended, as the inbox records it.
@@ -180,4 +181,19 @@ pub async fn prune(pool: &PgPool, retention: Duration, limit: i64) -> Result<u64
     .execute(pool)
     .await?
     .rows_affected())
+}
+
+/// Commands received per minute and outcome since `since` (the console's chart), through the
+/// `inbox_received` index.
+pub async fn per_minute(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT date_trunc('minute', received_at), outcome, count(*)
+         FROM inbox WHERE received_at >= $1 GROUP BY 1, 2",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await
 }

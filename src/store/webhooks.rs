@@ -136,10 +136,16 @@ pub async fn remove_endpoint(pool: &PgPool, endpoint_id: i64) -> Result<bool, sq
 }
 
 /// Endpoints disabled (by an operator or for their failures), for `/metrics`.
-pub async fn count_disabled(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints WHERE NOT enabled")
-        .fetch_one(pool)
-        .await
+/// Endpoints failing (enabled, with deliveries given up since their last success) and
+/// disabled.
+pub async fn count_failing(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE enabled AND failed_in_a_row > 0),
+                count(*) FILTER (WHERE NOT enabled)
+         FROM webhook_endpoints",
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// The enabled endpoints and what they want.

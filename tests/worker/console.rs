@@ -13,7 +13,7 @@ use crate::ops::{cure, poison, wait_dead_lettered};
 use crate::support::*;
 
 /// `onboard console users add NAME --role ROLE`, the password on standard input.
-async fn add_user(app: &TestApp, name: &str, role: &str, password: &str) {
+pub(crate) async fn add_user(app: &TestApp, name: &str, role: &str, password: &str) {
     let mut child = onboard_bin(&app.settings)
         .args(["console", "users", "add", name, "--role", role])
         .stdin(Stdio::piped())
@@ -38,19 +38,20 @@ async fn add_user(app: &TestApp, name: &str, role: &str, password: &str) {
 }
 
 /// A running `onboard console` and a client that keeps no cookies and follows no redirect.
-struct Console {
-    base: String,
+pub(crate) struct Console {
+    pub(crate) base: String,
     http: reqwest::Client,
     _child: tokio::process::Child,
 }
 
 impl Console {
-    async fn start(app: &TestApp) -> Console {
+    pub(crate) async fn start(app: &TestApp) -> Console {
         let port = free_port();
         let child = onboard_bin(&app.settings)
             .arg("console")
             .env("ONBOARD__CONSOLE__LISTEN", format!("127.0.0.1:{port}"))
             .env("ONBOARD__CONSOLE__INSECURE_COOKIES", "true")
+            .env("ONBOARD__CONSOLE__SAMPLE_SECONDS", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
