@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The quick start: brings up PostgreSQL and RabbitMQ (Debian packages, no Docker), starts the
 # local fake of Xendit and the worker on a fresh demo database, publishes every sample command
-# in examples/ and prints the events and the reply each one produced. Run it again any time:
-# it starts from a clean demo database each time.
+# in examples/ and prints the events and the reply each one produced, with the operator console
+# running beside it (a demo operator; its address and login printed first). Run from a terminal,
+# it then keeps everything up until you press Enter, for the console; otherwise it stops. Run it
+# again any time: it starts from a clean demo database each time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
@@ -54,7 +56,15 @@ for _ in $(seq 1 60); do
 done
 "$BIN" worker >"$DEMO/worker.log" 2>&1 &
 WORKER=$!
+# The operator console, plain http on loopback, with a demo operator.
+export ONBOARD__CONSOLE__LISTEN=127.0.0.1:${ONBOARD_DEMO_CONSOLE_PORT:-8090}
+export ONBOARD__CONSOLE__INSECURE_COOKIES=true
+CONSOLE_PASSWORD=demo-operator-password
+printf '%s\n' "$CONSOLE_PASSWORD" | "$BIN" console users add demo --role operator >/dev/null
+"$BIN" console >"$DEMO/console.log" 2>&1 &
+CONSOLE=$!
 cleanup() {
+    kill -TERM "$CONSOLE" 2>/dev/null && wait "$CONSOLE" 2>/dev/null || true
     kill -TERM "$WORKER" 2>/dev/null && wait "$WORKER" 2>/dev/null || true
     kill -TERM "$HOOKS" 2>/dev/null && wait "$HOOKS" 2>/dev/null || true
     kill -TERM "$RECEIVER" 2>/dev/null && wait "$RECEIVER" 2>/dev/null || true
@@ -69,6 +79,13 @@ for _ in $(seq 1 60); do
     if ! kill -0 "$WORKER" 2>/dev/null; then echo "worker exited:"; tail -n 30 "$DEMO/worker.log"; exit 1; fi
     sleep 0.5
 done
+
+for _ in $(seq 1 60); do
+    curl -sf "http://$ONBOARD__CONSOLE__LISTEN/healthz" >/dev/null 2>&1 && break
+    kill -0 "$CONSOLE" 2>/dev/null || { echo "console exited:"; tail -n 20 "$DEMO/console.log"; exit 1; }
+    sleep 0.5
+done
+echo "==> operator console: http://$ONBOARD__CONSOLE__LISTEN/ (user demo, password $CONSOLE_PASSWORD)"
 
 for file in examples/*.json; do
     echo
@@ -101,3 +118,10 @@ echo
 echo "==> welcome emails written (open them with any mail client):"
 ls -1 "$DEMO/mail" 2>/dev/null | sed 's/^/     /' || true
 echo "==> worker log: $DEMO/worker.log"
+echo "==> console log: $DEMO/console.log"
+if [[ -t 0 ]]; then
+    echo
+    echo "==> the console is at http://$ONBOARD__CONSOLE__LISTEN/ (user demo, password $CONSOLE_PASSWORD):"
+    echo "    sample 06's letter waits in Dead letters. Press Enter to stop everything."
+    read -r _
+fi

@@ -8,7 +8,7 @@
 #                              eval "$(scripts/services.sh env)"
 #   scripts/services.sh tools  install what the tests use beside the services when missing:
 #                              promtool (Debian's prometheus package; its own service is
-#                              left stopped)
+#                              left stopped), chromium and chromedriver (chromium-driver)
 #
 # Data, logs and config live under <repo>/.local/. Ports: ONBOARD_PG_PORT (5432),
 # ONBOARD_AMQP_PORT (5672), ONBOARD_RABBITMQ_MGMT_PORT (15672). The management plugin is on by
@@ -174,28 +174,38 @@ ensure_installed() {
     say "installed ${want[*]}"
 }
 
-# promtool for the alert rules' tests. The package also brings a Prometheus service, which
-# this script stops and disables where systemd runs it: scripts/observe.sh starts its own.
+# What the tests use beside the services, from Debian's packages: promtool (package
+# prometheus) for the alert rules' tests, chromium and chromedriver (chromium-driver) for the
+# console's browser tests. The prometheus package also brings a Prometheus service, which this
+# script stops and disables where systemd runs it: scripts/observe.sh starts its own.
 ensure_tools() {
-    if command -v promtool >/dev/null; then
-        say "tools: promtool present ($(promtool --version 2>&1 | head -n 1))"
-        return 0
-    fi
-    command -v apt-get >/dev/null || die "please install promtool (Debian: prometheus): apt-get not found"
-    local log="$LOCAL/apt.log" install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus)
-    say "tools: installing prometheus (for promtool) with apt-get (log: $log)"
-    if ! apt_has_candidate prometheus; then
+    local want=() command package
+    for pair in promtool:prometheus chromium:chromium chromedriver:chromium-driver; do
+        command=${pair%%:*} package=${pair#*:}
+        if command -v "$command" >/dev/null; then
+            say "tools: $command present"
+        else
+            want+=("$package")
+        fi
+    done
+    ((${#want[@]})) || return 0
+    command -v apt-get >/dev/null || die "please install ${want[*]}: apt-get not found"
+    local log="$LOCAL/apt.log" install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${want[@]}")
+    say "tools: installing ${want[*]} with apt-get (log: $log)"
+    if ! apt_has_candidate "${want[@]}"; then
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$log" 2>&1 || { show_log "$log"; die "apt-get update failed"; }
     fi
     if ! as_root "${install[@]}" >>"$log" 2>&1; then
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$log" 2>&1 || { show_log "$log"; die "apt-get update failed"; }
-        as_root "${install[@]}" >>"$log" 2>&1 || { show_log "$log"; die "apt-get install prometheus failed"; }
+        as_root "${install[@]}" >>"$log" 2>&1 || { show_log "$log"; die "apt-get install ${want[*]} failed"; }
     fi
-    if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+    if [[ " ${want[*]} " == *" prometheus "* && -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
         as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
     fi
-    command -v promtool >/dev/null || die "prometheus installed but no promtool on PATH"
-    say "tools: promtool installed"
+    for pair in promtool:prometheus chromium:chromium chromedriver:chromium-driver; do
+        command -v "${pair%%:*}" >/dev/null || die "${pair#*:} installed but no ${pair%%:*} on PATH"
+    done
+    say "tools: installed ${want[*]}"
 }
 
 # ---------------------------------------------------------------------------------------------

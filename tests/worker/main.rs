@@ -3,6 +3,7 @@
 
 mod alerts;
 mod arrange;
+mod browser;
 mod client_create;
 mod console;
 mod contract;

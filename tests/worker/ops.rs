@@ -48,7 +48,7 @@ pub(crate) async fn wait_dead_lettered(app: &TestApp, n: usize) {
 }
 
 /// Whether `id` was handled exactly once (duplicates recognised by the inbox aside).
-fn handled_once(log: &[Settled], id: &str) -> bool {
+pub(crate) fn handled_once(log: &[Settled], id: &str) -> bool {
     log.iter()
         .filter(|s| s.message_id.as_deref() == Some(id) && s.disposition == Disposition::Handled)
         .count()
