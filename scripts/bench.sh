@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The benchmark, in one go, on this machine (broker, database and worker share it):
 #
-#   a. the ceilings: `onboard bench-ceiling` pre-publishes N messages to a quorum queue and
+#   a. the ceilings: `onboard-lab bench-ceiling` pre-publishes N messages to a quorum queue and
 #      consumes them with prefetch 200 and 16 handlers in flight, one PostgreSQL transaction of
 #      four inserts per message, then ack (the bare per-message ceiling); then the batched
 #      ceiling: the same four inserts for 128 messages per transaction as four multi-row
 #      statements, and the same with one shared counter row bumped per batch (client codes).
-#   b. the worker (release build) under `onboard load`: the full onboarding saga of N
+#   b. the worker (release build) under `onboard-lab load`: the full onboarding saga of N
 #      Singaporean clients (no Xendit; welcome emails written to files), on a fresh database;
 #      its ratio to the per-message ceiling; transactions and queue deliveries per onboarding.
 #   c. the mixed saga: N clients over all six seeded countries (a sixth are Indonesian, with
@@ -53,6 +53,7 @@ ADMIN_URL=$ONBOARD_TEST_DATABASE_URL
 echo "==> building onboard (release)" >&2
 cargo build --release --locked --quiet
 BIN=target/release/onboard
+LAB=target/release/onboard-lab   # load, bench-ceiling, fake-xendit, webhooks bench
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=.local/bench/$STAMP
@@ -167,13 +168,13 @@ stop_worker() {
 
 hwm_kb() { sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status"; }
 
-# Runs `onboard load` with the given flags against prefix $1, JSON to $2, sampling CPU.
+# Runs `onboard-lab load` with the given flags against prefix $1, JSON to $2, sampling CPU.
 # Sets CPU (the CPU line of the run).
 LOADER=""
 run_load() {
     local prefix=$1 out=$2; shift 2
     local a b
-    ONBOARD__BROKER__PREFIX=$prefix "$BIN" load --json --plot "${out%.json}.svg" "$@" >"$out" 2>>"$OUT/load.log" &
+    ONBOARD__BROKER__PREFIX=$prefix "$LAB" load --json --plot "${out%.json}.svg" "$@" >"$out" 2>>"$OUT/load.log" &
     LOADER=$!
     a=$(snap); b=$a
     while kill -0 "$LOADER" 2>/dev/null; do
@@ -211,11 +212,11 @@ drop_prefix() {
 
 CEILING="" SAGA="" MIXED="" BATCHED=""
 
-# Runs `onboard bench-ceiling` with the given flags, JSON to $1; sets RATE_OUT (messages/s)
+# Runs `onboard-lab bench-ceiling` with the given flags, JSON to $1; sets RATE_OUT (messages/s)
 # and CEILING_CPU (the CPU line of the run).
 run_ceiling() {
     local out=$1 a b; shift
-    "$BIN" bench-ceiling -n "$N" --json "$@" >"$out" &
+    "$LAB" bench-ceiling -n "$N" --json "$@" >"$out" &
     WORKER=$!
     a=$(snap); b=$a
     while kill -0 "$WORKER" 2>/dev/null; do sleep 0.25; kill -0 "$WORKER" 2>/dev/null && b=$(snap); done
@@ -282,7 +283,7 @@ if [[ " $PHASES " == *" saga "* ]]; then
     SAGA=$(json_num throughput_per_sec "$OUT/saga.json")
     md "## b. Full onboarding saga, $N Singaporean clients"
     md ""
-    md "Worker defaults (prefetch $(grep -m1 '^prefetch' config/default.toml | tr -dc 0-9), concurrency $(grep -m1 '^concurrency' config/default.toml | tr -dc 0-9), $(grep -m1 '^max_connections' config/default.toml | tr -dc 0-9) database connections); \`onboard load\` publishes as fast as the broker confirms and waits for each \`client.onboarding_completed\`."
+    md "Worker defaults (prefetch $(grep -m1 '^prefetch' config/default.toml | tr -dc 0-9), concurrency $(grep -m1 '^concurrency' config/default.toml | tr -dc 0-9), $(grep -m1 '^max_connections' config/default.toml | tr -dc 0-9) database connections); \`onboard-lab load\` publishes as fast as the broker confirms and waits for each \`client.onboarding_completed\`."
     md ""
     md "- **$(printf '%.0f' "$SAGA") onboardings/s** ($(json_num elapsed_seconds "$OUT/saga.json") s for $(json_num published "$OUT/saga.json") commands, $(json_num missing_count "$OUT/saga.json") without an outcome)"
     md "- latency publish -> completed (ms; the whole backlog is queued at once): p50 $(json_num p50_ms "$OUT/saga.json"), p95 $(json_num p95_ms "$OUT/saga.json"), p99 $(json_num p99_ms "$OUT/saga.json"), max $(json_num max_ms "$OUT/saga.json")"
@@ -352,7 +353,7 @@ fi
 if [[ " $PHASES " == *" mixed "* ]]; then
     say "c. worker: mixed saga of $N clients over SG US IN AU VN ID (fake Xendit)"
     fresh_db onboard_bench_mixed
-    "$BIN" fake-xendit --listen "127.0.0.1:$XENDIT_PORT" --latency-ms "$XENDIT_LATENCY_MS" >"$OUT/fake-xendit.log" 2>&1 &
+    "$LAB" fake-xendit --listen "127.0.0.1:$XENDIT_PORT" --latency-ms "$XENDIT_LATENCY_MS" >"$OUT/fake-xendit.log" 2>&1 &
     FAKE=$!
     export ONBOARD__EMAIL__FILE_DIR=$MAIL/mail-mixed
     # The fake has no rate limit; ours (60 a minute for a development key) would measure the
@@ -363,7 +364,7 @@ if [[ " $PHASES " == *" mixed "* ]]; then
     MIXED=$(json_num throughput_per_sec "$OUT/mixed.json")
     md "## c. Mixed onboarding saga, $N clients over the six seeded countries"
     md ""
-    md "A sixth of the clients are Indonesian: two Xendit customers each, at \`onboard fake-xendit\` on loopback answering after $XENDIT_LATENCY_MS ms."
+    md "A sixth of the clients are Indonesian: two Xendit customers each, at \`onboard-lab fake-xendit\` on loopback answering after $XENDIT_LATENCY_MS ms."
     md ""
     md "- **$(printf '%.0f' "$MIXED") onboardings/s** ($(json_num elapsed_seconds "$OUT/mixed.json") s, $(json_num missing_count "$OUT/mixed.json") without an outcome)"
     md "- latency publish -> completed (ms): p50 $(json_num p50_ms "$OUT/mixed.json"), p99 $(json_num p99_ms "$OUT/mixed.json")"
@@ -389,7 +390,7 @@ if [[ " $PHASES " == *" rss "* ]]; then
     drop_prefix "bench-$RUN-rss"
     md "## d. Worker memory with 10,000 commands in flight"
     md ""
-    md "Prefetch 10,000; \`onboard load --max-outstanding 10000\` keeps 10,000 commands open (published and without an outcome) at a time."
+    md "Prefetch 10,000; \`onboard-lab load --max-outstanding 10000\` keeps 10,000 commands open (published and without an outcome) at a time."
     md ""
     md "- **peak RSS (VmHWM) $((peak / 1024)) MB** (goal at most 150 MB); $((idle / 1024)) MB after start"
     md "- throughput meanwhile $(printf '%.0f' "$(json_num throughput_per_sec "$OUT/rss.json")") onboardings/s, $(json_num missing_count "$OUT/rss.json") without an outcome"
@@ -527,7 +528,7 @@ if [[ " $PHASES " == *" webhooks "* ]]; then
         say "g. webhooks bench $variant"
         # (No CPU split here: the bench's database sessions end with it, and /proc no longer
         # has what they used.)
-        line=$("$BIN" webhooks bench -n "$N" $variant 2>>"$OUT/webhooks-bench.log" | tail -n 1)
+        line=$("$LAB" webhooks bench -n "$N" $variant 2>>"$OUT/webhooks-bench.log" | tail -n 1)
         md "- $line"
         say "   $line"
     done

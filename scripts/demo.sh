@@ -17,6 +17,7 @@ rm -rf "$DEMO" && mkdir -p "$DEMO"
 echo "==> building onboard"
 cargo build --locked --quiet
 BIN=target/debug/onboard
+LAB=target/debug/onboard-lab   # the fakes and the webhook receiver
 
 # A database of its own, so the samples give the same answers on every run.
 DEMO_DB=onboard_demo
@@ -36,16 +37,16 @@ export ONBOARD__HTTP__PORT=${ONBOARD_DEMO_HTTP_PORT:-8080}
 export ONBOARD__WEBHOOKS__ALLOW_PRIVATE_ADDRESSES=true
 export RUST_LOG=${RUST_LOG:-info,lapin=warn,sqlx=warn}
 
-"$BIN" fake-xendit --listen 127.0.0.1:8099 >"$DEMO/fake-xendit.log" 2>&1 &
+"$LAB" fake-xendit --listen 127.0.0.1:8099 >"$DEMO/fake-xendit.log" 2>&1 &
 FAKE=$!
-"$BIN" fake-source --listen 127.0.0.1:8098 --records examples/source/legacy.json \
+"$LAB" fake-source --listen 127.0.0.1:8098 --records examples/source/legacy.json \
     --token "$ONBOARD__SOURCES__LEGACY__TOKEN" >"$DEMO/fake-source.log" 2>&1 &
 SOURCE=$!
 # A webhook endpoint for every event: a local receiver that checks each signature with the
 # endpoint's secret (written to a file by `webhooks add`, never printed), and the delivering
 # process, ready before the worker publishes anything.
 "$BIN" webhooks add http://127.0.0.1:8097/hook --events '*' --secret-file "$DEMO/webhook-secret"
-"$BIN" webhooks receive --listen 127.0.0.1:8097 --secret-file "$DEMO/webhook-secret" >"$DEMO/webhooks-received.log" 2>&1 &
+"$LAB" webhooks receive --listen 127.0.0.1:8097 --secret-file "$DEMO/webhook-secret" >"$DEMO/webhooks-received.log" 2>&1 &
 RECEIVER=$!
 "$BIN" webhooks serve >"$DEMO/webhooks.log" 2>&1 &
 HOOKS=$!

@@ -25,7 +25,11 @@
 //! - [`xendit`], [`email`]: the outside world of the saga's later steps; [`sources`]: the
 //!   systems `client.import` reads records from.
 //! - [`http`], [`metrics`], [`telemetry`], [`configuration`]: operating it.
-//! - [`ops`]: operator tools behind the CLI (publishing commands, the dead-letter queue).
+//! - [`ops`]: operator tools behind the CLI (publishing commands, the dead-letter queue), and
+//!   the lab's load generator and ceiling, which only `onboard-lab` calls; [`console`]: the
+//!   operators' web console; [`webhooks`]: endpoints, deliveries and the delivering process.
+//! - [`shutdown`]: SIGTERM/SIGINT for both binaries (`onboard`, and `onboard-lab` with the
+//!   fakes and benchmarks: `src/bin/onboard-lab.rs`).
 
 pub mod broker;
 pub mod configuration;
@@ -43,6 +47,7 @@ pub mod ops;
 pub mod outbox;
 pub mod registry;
 pub mod saga;
+pub mod shutdown;
 pub mod sources;
 pub mod store;
 pub mod telemetry;

@@ -1,10 +1,13 @@
-//! The `onboard` binary: a thin command line over the library.
+//! The `onboard` binary: a thin command line over the library, holding what runs in
+//! production and what operators run against it. The fakes and benchmarks are `onboard-lab`'s
+//! (`src/bin/onboard-lab.rs`).
 
 use std::io::Read;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use onboard::configuration::Settings;
+use onboard::shutdown::signalled;
 use onboard::worker::{Hooks, Worker};
 use onboard::{ops, store, telemetry};
 
@@ -48,24 +51,15 @@ enum Command {
         #[arg(long)]
         wait: Option<u64>,
     },
-    /// Serve a local fake of Xendit's Customers API (quick start, docker-compose).
-    FakeXendit(onboard::xendit::fake::FakeArgs),
-    /// Serve a local source system for `client.import` (quick start, tests): seed 004's client
-    /// records from a JSON file, behind a bearer token.
-    FakeSource(onboard::sources::fake::FakeSourceArgs),
     /// The dead-letter queue: list, groups, show, replay, purge, audit.
     #[command(subcommand)]
     Dlq(ops::dlq::cli::DlqCommand),
-    /// Publish N commands, wait for each one's outcome, print throughput and latency.
-    Load(ops::load::LoadArgs),
     /// Webhook endpoints, their deliveries, and `serve` (the process that delivers).
     #[command(subcommand)]
     Webhooks(onboard::webhooks::cli::WebhooksCommand),
     /// Create clients in bulk from a CSV or JSON-lines file; safe to run again on the same
     /// file. Exit status 2 when a row got no outcome.
     Import(ops::import::ImportArgs),
-    /// The bare ceiling for the benchmark: consume a quorum queue, four inserts, ack.
-    BenchCeiling(ops::ceiling::CeilingArgs),
     /// Onboarding sagas: `stuck` lists the ones no worker has taken (exit status 3 if any).
     #[command(subcommand)]
     Saga(ops::saga::SagaCommand),
@@ -90,16 +84,9 @@ async fn main() -> anyhow::Result<()> {
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Worker => run_worker(settings).await,
-        Command::FakeXendit(args) => {
-            onboard::xendit::fake::run(args, wait_for_signal()).await?;
-            Ok(())
-        }
-        Command::FakeSource(args) => onboard::sources::fake::run(args, wait_for_signal()).await,
-        Command::Console(args) => {
-            onboard::console::cli::run(settings, args, wait_for_signal()).await
-        }
+        Command::Console(args) => onboard::console::cli::run(settings, args, signalled()).await,
         Command::Webhooks(command) => {
-            onboard::webhooks::cli::run(settings, command, wait_for_signal()).await
+            onboard::webhooks::cli::run(settings, command, signalled()).await
         }
         Command::Import(args) => {
             if !ops::import::cli(&settings, args).await? {
@@ -107,14 +94,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Load(args) => {
-            // Exit status 2 when a command got no outcome, so scripts can tell.
-            if !ops::load::cli(&settings, args).await? {
-                std::process::exit(2);
-            }
-            Ok(())
-        }
-        Command::BenchCeiling(args) => ops::ceiling::cli(&settings, args).await,
         Command::Migrate { to } => {
             let pool = store::pool(&settings.database)?;
             let started = std::time::Instant::now();
@@ -166,7 +145,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq(command) => ops::dlq::cli::run(&settings, command).await,
-        Command::Traces(command) => ops::traces::run(command, wait_for_signal()).await,
+        Command::Traces(command) => ops::traces::run(command, signalled()).await,
         Command::Saga(command) => {
             if !ops::saga::run(&settings, command).await? {
                 std::process::exit(3);
@@ -187,19 +166,10 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     let worker = Worker::start(settings, Hooks::default()).await?;
     let shutdown = worker.shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signalled().await;
         tracing::info!("shutdown requested; draining");
         shutdown.cancel();
     });
     // Exits non-zero when the broker connection is lost for good, so a supervisor restarts it.
     worker.wait().await
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

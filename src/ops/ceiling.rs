@@ -1,4 +1,4 @@
-//! `onboard bench-ceiling`: the bare ceiling the worker is measured against.
+//! `onboard-lab bench-ceiling`: the bare ceiling the worker is measured against.
 //!
 //! What one message costs at the least on this machine, with nothing of the worker in it:
 //! N messages are pre-published to a quorum queue of their own, then consumed with prefetch
@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use crate::broker;
 use crate::configuration::Settings;
 
-/// `onboard bench-ceiling` flags.
+/// `onboard-lab bench-ceiling` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CeilingArgs {
     /// Messages to pre-publish and consume.
@@ -130,7 +130,7 @@ pub async fn run(settings: &Settings, args: &CeilingArgs) -> anyhow::Result<Ceil
     }
 
     let queue = format!("{}.ceiling", settings.broker.prefix);
-    let connection = broker::connect(&settings.broker, "onboard bench-ceiling").await?;
+    let connection = broker::connect(&settings.broker, "onboard-lab bench-ceiling").await?;
     let channel = connection.create_channel().await?;
     broker::topology::declare_quorum_queue(&channel, &queue).await?;
     channel
@@ -404,7 +404,7 @@ async fn batch_transaction(
     tx.commit().await
 }
 
-/// `onboard bench-ceiling`: runs and prints.
+/// `onboard-lab bench-ceiling`: runs and prints.
 pub async fn cli(settings: &Settings, args: CeilingArgs) -> anyhow::Result<()> {
     let report = run(settings, &args).await?;
     if args.json {

@@ -1,4 +1,4 @@
-//! `onboard load`: drives the worker the way upstream services do, at volume, and measures it.
+//! `onboard-lab load`: drives the worker the way upstream services do, at volume, and measures it.
 //!
 //! It subscribes first (a private queue bound to the events exchange), then publishes N
 //! commands, at a target rate or as fast as the broker confirms them (confirms pipelined, a
@@ -176,7 +176,7 @@ impl Report {
         self.outcomes.values().sum()
     }
 
-    /// The human summary `onboard load` prints.
+    /// The human summary `onboard-lab load` prints.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let publish_rate = rate(self.published, self.publish_seconds);
@@ -575,7 +575,7 @@ impl Session {
         options: &Options,
         scenario: Scenario,
     ) -> anyhow::Result<Session> {
-        let subscriber = broker::connect(&settings.broker, "onboard load (events)").await?;
+        let subscriber = broker::connect(&settings.broker, "onboard-lab load (events)").await?;
         let sub_channel = subscriber.create_channel().await?;
         let names = broker::declare(&sub_channel, settings).await?;
         // Only the outcomes, unless every event is wanted (or the phases' are many).
@@ -661,7 +661,7 @@ impl Session {
         };
 
         // Publishing: its own connection, so a burst of publishes never delays the events.
-        let publisher = broker::connect(&settings.broker, "onboard load (commands)").await?;
+        let publisher = broker::connect(&settings.broker, "onboard-lab load (commands)").await?;
         let channel = publisher.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -687,7 +687,7 @@ impl Session {
             .with_delivery_mode(2)
             .with_message_id(c.sent.message_id.as_str().into())
             .with_correlation_id(c.sent.message_id.as_str().into())
-            .with_app_id("onboard load".into());
+            .with_app_id("onboard-lab load".into());
         self.channel
             .basic_publish(
                 self.names.commands_exchange.as_str().into(),
@@ -884,7 +884,7 @@ fn progress_bar(options: &Options, len: usize, what: &str) -> ProgressBar {
     bar
 }
 
-/// What `onboard load` runs.
+/// What `onboard-lab load` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
     /// `client.create` spread over the countries.
@@ -897,7 +897,7 @@ pub enum Scenario {
     Instances,
 }
 
-/// `onboard load` flags.
+/// `onboard-lab load` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
     /// Commands to publish.
@@ -945,7 +945,7 @@ pub enum OutcomeArg {
     Completed,
 }
 
-/// `onboard load`: runs and prints. `Ok(false)` when a command got no outcome (or was never
+/// `onboard-lab load`: runs and prints. `Ok(false)` when a command got no outcome (or was never
 /// confirmed by the broker).
 pub async fn cli(settings: &Settings, args: LoadArgs) -> anyhow::Result<bool> {
     let mut options = Options::new(args.count);

@@ -1,4 +1,4 @@
-//! `onboard load --plot FILE.svg`: a load run as two charts in one SVG, for the people who
+//! `onboard-lab load --plot FILE.svg`: a load run as two charts in one SVG, for the people who
 //! load-test the service: commands published and outcomes per second over the run, and the
 //! distribution of the latency from publish to outcome.
 

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-/// Flags of `onboard fake-source`.
+/// Flags of `onboard-lab fake-source`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FakeSourceArgs {
     /// Address to serve on.
@@ -143,7 +143,7 @@ async fn reads(State(fake): State<FakeSource>) -> Json<Value> {
     Json(json!({ "reads": fake.lock().reads }))
 }
 
-/// Runs the fake as `onboard fake-source` does, until `shutdown`.
+/// Runs the fake as `onboard-lab fake-source` does, until `shutdown`.
 pub async fn run(
     args: FakeSourceArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,

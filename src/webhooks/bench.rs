@@ -1,4 +1,4 @@
-//! `onboard webhooks bench`: how fast events reach an endpoint that answers at once, alone or
+//! `onboard-lab webhooks bench`: how fast events reach an endpoint that answers at once, alone or
 //! beside one that never answers. Runs the real feed and sender in-process against the
 //! configured broker and database, under a broker prefix of its own.
 
@@ -56,7 +56,7 @@ pub async fn run(mut settings: Settings, events: usize, hanging: bool) -> anyhow
     }
 
     // The queue first, so no event published below is missed by the feed.
-    let connection = broker::connect(&settings.broker, "onboard webhooks bench").await?;
+    let connection = broker::connect(&settings.broker, "onboard-lab webhooks bench").await?;
     super::serve::declare_feed(&connection, &settings).await?;
     let names = Names::new(&settings.broker.prefix);
     let stop = CancellationToken::new();

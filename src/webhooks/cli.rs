@@ -57,6 +57,12 @@ pub enum WebhooksCommand {
     },
     /// Deliver events to the endpoints until SIGTERM/SIGINT.
     Serve,
+}
+
+/// `onboard-lab webhooks ...`: a local endpoint to try webhooks with, and the delivery
+/// benchmark (lab tools, not in the production binary).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum LabWebhooksCommand {
     /// A local endpoint for trying webhooks: checks each request's Standard Webhooks signature
     /// with the secret and prints one line per webhook (type, id, whether the signature holds).
     Receive {
@@ -77,23 +83,32 @@ pub enum WebhooksCommand {
     },
 }
 
+/// Runs one of the lab's subcommands.
+pub async fn run_lab(
+    settings: Settings,
+    command: LabWebhooksCommand,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    match command {
+        LabWebhooksCommand::Receive {
+            listen,
+            secret_file,
+        } => {
+            let secret = std::fs::read_to_string(secret_file)?.trim().to_string();
+            super::receive::run(listen, &secret, stop).await
+        }
+        LabWebhooksCommand::Bench { events, hanging } => {
+            super::bench::run(settings, events, hanging).await
+        }
+    }
+}
+
 /// Runs one of the subcommands.
 pub async fn run(
     settings: Settings,
     command: WebhooksCommand,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    if let WebhooksCommand::Receive {
-        listen,
-        secret_file,
-    } = &command
-    {
-        let secret = std::fs::read_to_string(secret_file)?.trim().to_string();
-        return super::receive::run(*listen, &secret, stop).await;
-    }
-    if let WebhooksCommand::Bench { events, hanging } = command {
-        return super::bench::run(settings, events, hanging).await;
-    }
     if let WebhooksCommand::Serve = command {
         let token = tokio_util::sync::CancellationToken::new();
         let cancel = token.clone();
@@ -217,9 +232,7 @@ pub async fn run(
             actions::redeliver_webhook(&pool, &Actor::cli(), id).await?,
             id,
         )?,
-        WebhooksCommand::Serve
-        | WebhooksCommand::Receive { .. }
-        | WebhooksCommand::Bench { .. } => unreachable!("handled above"),
+        WebhooksCommand::Serve => unreachable!("handled above"),
     }
     pool.close().await;
     Ok(())

@@ -1,4 +1,4 @@
-//! `onboard webhooks receive`: a local endpoint that checks signatures, for the quick start
+//! `onboard-lab webhooks receive`: a local endpoint that checks signatures, for the quick start
 //! and for anyone trying webhooks before their own endpoint exists.
 
 use std::future::Future;

@@ -174,7 +174,7 @@ pub async fn serve(
         .await
 }
 
-/// Flags of the fake-Xendit subcommand (e.g. `onboard fake-xendit`); flatten them into the
+/// Flags of the fake-Xendit subcommand (e.g. `onboard-lab fake-xendit`); flatten them into the
 /// binary's command line with `#[command(flatten)]` or use them as a subcommand's arguments.
 ///
 /// - `--listen <ADDR>`: address to serve on (default `127.0.0.1:8099`; `0.0.0.0:8099` in a

@@ -1,4 +1,4 @@
-//! `onboard load` against a real worker: every command gets its outcome, and the report says so.
+//! `onboard-lab load` against a real worker: every command gets its outcome, and the report says so.
 
 use onboard::ops::load::{self, Options, Outcome};
 
@@ -92,13 +92,13 @@ async fn the_instances_scenario_creates_renames_and_deletes_one_instance_per_adm
     app.finish().await;
 }
 
-/// Issue 13, item 7: `onboard load --plot` (the real binary) writes an SVG that parses, with
+/// Issue 13, item 7: `onboard-lab load --plot` (the real binary) writes an SVG that parses, with
 /// both charts: throughput over time (two lines) and the latency distribution (bars).
 #[tokio::test]
 async fn load_plot_writes_an_svg_with_the_throughput_and_the_latency_charts() {
     let app = spawn_app().await;
     let file = std::env::temp_dir().join(format!("onboard-plot-{}.svg", uuid::Uuid::new_v4()));
-    let out = onboard_bin(&app.settings)
+    let out = lab_bin(&app.settings)
         .args(["load", "-n", "30", "--timeout", "30", "--plot"])
         .arg(&file)
         .output()

@@ -497,7 +497,7 @@ async fn the_ceiling_benchmark_refuses_a_database_that_is_not_its_own_scratch_da
     let id = app.create_client(&seed_sg_client()).await;
     app.wait_for_event("client.created", Some(&id)).await;
     assert_eq!(app.count("SELECT count(*) FROM clients").await, 1);
-    let out = onboard_bin(&app.settings)
+    let out = lab_bin(&app.settings)
         .args(["bench-ceiling", "-n", "10"])
         .output()
         .await

@@ -898,7 +898,16 @@ pub fn emails(settings: &Settings) -> Vec<String> {
 /// The `onboard` binary, set up for this test's database, broker and prefix (for tests that
 /// run the tool or the worker as an operator would).
 pub fn onboard_bin(settings: &Settings) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_onboard"));
+    binary(env!("CARGO_BIN_EXE_onboard"), settings)
+}
+
+/// The `onboard-lab` binary (fakes, load, ceiling), set up as [`onboard_bin`] is.
+pub fn lab_bin(settings: &Settings) -> tokio::process::Command {
+    binary(env!("CARGO_BIN_EXE_onboard-lab"), settings)
+}
+
+fn binary(path: &str, settings: &Settings) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(path);
     cmd.env_remove("ONBOARD_CONFIG")
         .env(
             "ONBOARD__DATABASE__URL",
