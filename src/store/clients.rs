@@ -6,6 +6,11 @@ use sqlx::{PgConnection, Postgres, QueryBuilder};
 use crate::domain::paging::{KeyValue, Order, Sort, SortKey};
 use crate::domain::{AdminUser, Client, ClientStatus, EkycStatus, NewClient, PspCandidate};
 
+mod search;
+mod users;
+pub use search::{ClientFilter, ClientKey, PageStart, count_clients, find_client, list_clients};
+pub use users::{get_admin_user, get_admin_users, insert_admin_users, store_first_access};
+
 /// A client row as `Client` reads it: the client's own columns (alias `c`) and its partners
 /// joined in (`dp` its direct partner, `rp` the root of that partner's tree).
 const CLIENT_COLUMNS: &str = "c.client_id, c.client_code, c.email, c.client_alias, c.client_type, \
@@ -201,59 +206,6 @@ pub async fn insert_clients(
         .await
 }
 
-/// The admin users of freshly inserted clients, in one statement (seed: username = client
-/// alias, role admin, ACTIVE, eKYC as the client's), with what is stored of their first-access
-/// secret when it was made already. Rows whose email a user has meanwhile are skipped.
-pub async fn insert_admin_users(
-    conn: &mut PgConnection,
-    admins: &[(&Client, Option<&crate::email::StoredAccess>)],
-) -> Result<Vec<AdminUser>, sqlx::Error> {
-    let client_ids: Vec<i32> = admins.iter().map(|(c, _)| c.client_id).collect();
-    let names: Vec<&str> = admins
-        .iter()
-        .map(|(c, _)| c.client_alias.as_str())
-        .collect();
-    let emails: Vec<&str> = admins.iter().map(|(c, _)| c.email.as_str()).collect();
-    let phones: Vec<&str> = admins.iter().map(|(c, _)| c.phone.as_str()).collect();
-    let ekyc: Vec<EkycStatus> = admins.iter().map(|(c, _)| c.ekyc_status).collect();
-    let tokens: Vec<Option<&str>> = admins
-        .iter()
-        .map(|(_, a)| a.and_then(|a| a.activation_token_sha256.as_deref()))
-        .collect();
-    let expiries: Vec<Option<DateTime<Utc>>> = admins
-        .iter()
-        .map(|(_, a)| a.and_then(|a| a.activation_expires_at))
-        .collect();
-    let hashes: Vec<Option<&str>> = admins
-        .iter()
-        .map(|(_, a)| a.and_then(|a| a.password_hash.as_deref()))
-        .collect();
-    let must_change: Vec<bool> = admins
-        .iter()
-        .map(|(_, a)| a.is_some_and(|a| a.must_change_password))
-        .collect();
-    sqlx::query_as(
-        "INSERT INTO users (client_id, username, email, phone, role, user_status, ekyc_status,
-                            activation_token_sha256, activation_expires_at, password_hash, must_change_password)
-         SELECT c, n, e, p, 'admin', 'ACTIVE', k, t, x, h, m
-         FROM UNNEST($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::timestamptz[], $8::text[], $9::bool[]) AS v(c, n, e, p, k, t, x, h, m)
-         ON CONFLICT DO NOTHING
-         RETURNING user_id, client_id, username, email, phone, role, user_status, ekyc_status",
-    )
-    .bind(&client_ids)
-    .bind(&names)
-    .bind(&emails)
-    .bind(&phones)
-    .bind(&ekyc)
-    .bind(&tokens)
-    .bind(&expiries)
-    .bind(&hashes)
-    .bind(&must_change)
-    .fetch_all(conn)
-    .await
-}
-
 /// Clients by id, in any order.
 pub async fn get_clients(conn: &mut PgConnection, ids: &[i32]) -> Result<Vec<Client>, sqlx::Error> {
     let sql = format!("{} WHERE c.client_id = ANY($1)", select_from("clients"));
@@ -261,20 +213,6 @@ pub async fn get_clients(conn: &mut PgConnection, ids: &[i32]) -> Result<Vec<Cli
         .bind(ids)
         .fetch_all(conn)
         .await
-}
-
-/// Users by id, in any order.
-pub async fn get_admin_users(
-    conn: &mut PgConnection,
-    ids: &[i32],
-) -> Result<Vec<AdminUser>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT user_id, client_id, username, email, phone, role, user_status, ekyc_status
-         FROM users WHERE user_id = ANY($1)",
-    )
-    .bind(ids)
-    .fetch_all(conn)
-    .await
 }
 
 pub async fn get_client(
@@ -286,69 +224,6 @@ pub async fn get_client(
         .bind(client_id)
         .fetch_optional(conn)
         .await
-}
-
-pub async fn get_admin_user(
-    conn: &mut PgConnection,
-    user_id: i32,
-) -> Result<Option<AdminUser>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT user_id, client_id, username, email, phone, role, user_status, ekyc_status
-         FROM users WHERE user_id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(conn)
-    .await
-}
-
-/// Stores what the database keeps of admins' first-access secrets (hashes only), in one
-/// statement, for the sagas still held under the lease named with each (the saga rows are
-/// read, not locked); returns the sagas whose admin's secret was stored.
-pub async fn store_first_access(
-    conn: &mut PgConnection,
-    stored: &[(i32, crate::store::sagas::Lease, &crate::email::StoredAccess)],
-) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
-    if stored.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<i32> = stored.iter().map(|(id, _, _)| *id).collect();
-    let tokens: Vec<Option<&str>> = stored
-        .iter()
-        .map(|(_, _, a)| a.activation_token_sha256.as_deref())
-        .collect();
-    let expiries: Vec<Option<DateTime<Utc>>> = stored
-        .iter()
-        .map(|(_, _, a)| a.activation_expires_at)
-        .collect();
-    let hashes: Vec<Option<&str>> = stored
-        .iter()
-        .map(|(_, _, a)| a.password_hash.as_deref())
-        .collect();
-    let must_change: Vec<bool> = stored
-        .iter()
-        .map(|(_, _, a)| a.must_change_password)
-        .collect();
-    let sagas: Vec<uuid::Uuid> = stored.iter().map(|(_, l, _)| l.saga_id).collect();
-    let epochs: Vec<i64> = stored.iter().map(|(_, l, _)| l.epoch).collect();
-    sqlx::query_scalar(
-        "UPDATE users
-         SET activation_token_sha256 = v.t, activation_expires_at = v.x, password_hash = v.h,
-             must_change_password = v.m, updated_at = now()
-         FROM UNNEST($1::int[], $2::text[], $3::timestamptz[], $4::text[], $5::bool[],
-                     $6::uuid[], $7::int8[]) AS v(id, t, x, h, m, saga, ep)
-         JOIN onboarding_sagas s ON s.saga_id = v.saga AND s.lease_epoch = v.ep
-         WHERE users.user_id = v.id
-         RETURNING v.saga",
-    )
-    .bind(&ids)
-    .bind(&tokens)
-    .bind(&expiries)
-    .bind(&hashes)
-    .bind(&must_change)
-    .bind(&sagas)
-    .bind(&epochs)
-    .fetch_all(conn)
-    .await
 }
 
 /// Locks, until the transaction ends, the clients with these ids and the clients of these
@@ -440,173 +315,6 @@ pub async fn set_ekyc(
     .await?
     .rows_affected();
     Ok((client, admins))
-}
-
-/// The filters of `client.list`; `None` matches everything.
-#[derive(Debug, Clone, Default)]
-pub struct ClientFilter {
-    pub status: Option<String>,
-    pub country_code: Option<String>,
-    pub client_type: Option<String>,
-    /// Clients of this partner and of every partner below it.
-    pub partner_id: Option<i32>,
-    pub external_id: Option<String>,
-    pub is_active: Option<bool>,
-    /// Deleted clients are left out unless this is set.
-    pub include_deleted: bool,
-    /// Lower-cased; matched anywhere in `clients.search_text` (alias, names, email, client
-    /// code, external id), through its trigram index.
-    pub q: Option<String>,
-    pub created_from: Option<DateTime<Utc>>,
-    /// Exclusive.
-    pub created_before: Option<DateTime<Utc>>,
-    pub updated_since: Option<DateTime<Utc>>,
-}
-
-impl ClientFilter {
-    fn push_where(&self, q: &mut QueryBuilder<Postgres>) {
-        q.push(" WHERE true");
-        if !self.include_deleted {
-            q.push(" AND c.deleted_at IS NULL");
-        }
-        if let Some(s) = &self.status {
-            q.push(" AND c.client_status = ").push_bind(s.clone());
-        }
-        if let Some(c) = &self.country_code {
-            q.push(" AND c.country_code = ").push_bind(c.clone());
-        }
-        if let Some(t) = &self.client_type {
-            q.push(" AND c.client_type = ").push_bind(t.clone());
-        }
-        if let Some(p) = self.partner_id {
-            q.push(" AND c.direct_partner_id IN (SELECT partner_subtree(")
-                .push_bind(p)
-                .push("))");
-        }
-        if let Some(e) = &self.external_id {
-            q.push(" AND c.external_id = ").push_bind(e.clone());
-        }
-        if let Some(a) = self.is_active {
-            q.push(" AND c.is_active = ").push_bind(a);
-        }
-        if let Some(text) = &self.q {
-            q.push(" AND c.search_text LIKE ")
-                .push_bind(format!("%{}%", like_escaped(&text.to_lowercase())));
-        }
-        if let Some(t) = self.created_from {
-            q.push(" AND c.created >= ").push_bind(t);
-        }
-        if let Some(t) = self.created_before {
-            q.push(" AND c.created < ").push_bind(t);
-        }
-        if let Some(t) = self.updated_since {
-            q.push(" AND c.updated >= ").push_bind(t);
-        }
-    }
-}
-
-/// `text` as a literal inside a LIKE pattern (`\` is LIKE's default escape).
-fn like_escaped(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Where a page of `client.list` starts.
-#[derive(Debug, Clone)]
-pub enum PageStart {
-    /// Skip this many clients (offset paging).
-    Offset(u64),
-    /// Strictly after this client's `(sort key, client_id)` (keyset paging).
-    After(KeyValue, i32),
-}
-
-/// One page of clients in `sort`'s order, the id breaking ties in the same direction
-/// (indexes `clients_created`, `clients_updated`, `clients_alias` and the filtered ones of
-/// 0002).
-pub async fn list_clients(
-    conn: &mut PgConnection,
-    filter: &ClientFilter,
-    sort: Sort,
-    start: PageStart,
-    limit: i64,
-) -> Result<Vec<Client>, sqlx::Error> {
-    let column = match sort.key {
-        SortKey::Created => "c.created",
-        SortKey::Updated => "c.updated",
-        SortKey::Alias => "c.client_alias",
-    };
-    let (after, direction) = match sort.order {
-        Order::Asc => (">", "ASC"),
-        Order::Desc => ("<", "DESC"),
-    };
-    let mut q = QueryBuilder::new(select_from("clients"));
-    filter.push_where(&mut q);
-    if let PageStart::After(key, client_id) = &start {
-        q.push(format!(" AND ({column}, c.client_id) {after} ("));
-        match key {
-            KeyValue::Time(t) => q.push_bind(*t),
-            KeyValue::Text(s) => q.push_bind(s.clone()),
-        };
-        q.push(", ").push_bind(*client_id).push(")");
-    }
-    q.push(format!(
-        " ORDER BY {column} {direction}, c.client_id {direction} LIMIT "
-    ))
-    .push_bind(limit);
-    if let PageStart::Offset(n) = start {
-        q.push(" OFFSET ")
-            .push_bind(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-    q.build_query_as().fetch_all(conn).await
-}
-
-/// How many clients match the filters.
-pub async fn count_clients(
-    conn: &mut PgConnection,
-    filter: &ClientFilter,
-) -> Result<i64, sqlx::Error> {
-    let mut q = QueryBuilder::new("SELECT count(*) FROM clients c");
-    filter.push_where(&mut q);
-    q.build_query_scalar().fetch_one(conn).await
-}
-
-/// How a query names a client.
-#[derive(Debug, Clone)]
-pub enum ClientKey {
-    Id(i32),
-    Code(String),
-    ExternalId(String),
-}
-
-/// A client by id, code or external id; deleted ones only when `include_deleted` (the live
-/// one first when an external id was reused after a delete).
-pub async fn find_client(
-    conn: &mut PgConnection,
-    key: &ClientKey,
-    include_deleted: bool,
-) -> Result<Option<Client>, sqlx::Error> {
-    let (column, text_key, id_key) = match key {
-        ClientKey::Id(id) => ("c.client_id = $2", None, Some(*id)),
-        ClientKey::Code(code) => ("c.client_code = $1", Some(code.as_str()), None),
-        ClientKey::ExternalId(e) => ("c.external_id = $1", Some(e.as_str()), None),
-    };
-    let sql = format!(
-        "{} WHERE {column} AND ($3 OR c.deleted_at IS NULL)
-         ORDER BY c.deleted_at NULLS FIRST, c.client_id DESC LIMIT 1",
-        select_from("clients")
-    );
-    sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(text_key)
-        .bind(id_key)
-        .bind(include_deleted)
-        .fetch_optional(conn)
-        .await
 }
 
 /// What `client.update` may change, as it stands after the patch.
