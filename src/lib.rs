@@ -18,6 +18,7 @@
 //!   completion), carried on in the worker that created the client, swept up by any worker
 //!   when due.
 //! - [`fault`]: the one failure policy (transient or permanent).
+//! - [`key`]: the deployment's secret key in PostgreSQL, for the HMACs workers agree on.
 //! - [`observe`]: what observers see (how deliveries ended) and the test seams.
 //! - [`domain`]: business rules as plain functions (client code, PSP choice, lifecycle).
 //! - [`store`]: all SQL (inbox, outbox, clients, sagas, workers) and the embedded migrations.
