@@ -29,8 +29,8 @@
 //! - [`ops`]: operator tools behind the CLI (publishing commands, the dead-letter queue), and
 //!   the lab's load generator and ceiling, which only `onboard-lab` calls; [`console`]: the
 //!   operators' web console; [`webhooks`]: endpoints, deliveries and the delivering process.
-//! - [`shutdown`]: SIGTERM/SIGINT for both binaries (`onboard`, and `onboard-lab` with the
-//!   fakes and benchmarks: `src/bin/onboard-lab.rs`).
+//! - [`process`]: how both binaries run a command (settings, telemetry, SIGTERM/SIGINT):
+//!   `onboard`, and `onboard-lab` with the fakes and benchmarks (`src/bin/onboard-lab.rs`).
 
 pub mod broker;
 pub mod configuration;
@@ -46,9 +46,9 @@ pub mod metrics;
 pub mod observe;
 pub mod ops;
 pub mod outbox;
+pub mod process;
 pub mod registry;
 pub mod saga;
-pub mod shutdown;
 pub mod sources;
 pub mod store;
 pub mod telemetry;

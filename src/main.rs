@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use onboard::configuration::Settings;
-use onboard::shutdown::signalled;
+use onboard::process::signalled;
 use onboard::worker::{Hooks, Worker};
-use onboard::{ops, store, telemetry};
+use onboard::{ops, store};
 
 #[derive(Parser)]
 #[command(
@@ -73,12 +73,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load(cli.config.as_deref())?;
-    let telemetry = telemetry::init(&settings.log, &settings.telemetry)?;
-    let result = run(cli.command, settings).await;
-    // The spans still buffered go out before the process ends.
-    telemetry.shutdown();
-    result
+    onboard::process::run(cli.config.as_deref(), |settings| run(cli.command, settings)).await
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {

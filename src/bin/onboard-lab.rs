@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use onboard::configuration::Settings;
-use onboard::shutdown::signalled;
-use onboard::{ops, telemetry};
+use onboard::ops;
+use onboard::process::signalled;
 
 #[derive(Parser)]
 #[command(
@@ -41,11 +41,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load(cli.config.as_deref())?;
-    let telemetry = telemetry::init(&settings.log, &settings.telemetry)?;
-    let result = run(cli.command, settings).await;
-    telemetry.shutdown();
-    result
+    onboard::process::run(cli.config.as_deref(), |settings| run(cli.command, settings)).await
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
