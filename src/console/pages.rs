@@ -209,6 +209,7 @@ struct DeadLetterPage<'a> {
     csrf_token: &'a str,
     message_id: &'a str,
     letters: Vec<Shown>,
+    refused: Option<Refused>,
 }
 
 /// One dead letter as shown: masked, pretty JSON.
@@ -236,6 +237,22 @@ pub async fn dead_letter(
         Ok(l) => l,
         Err(e) => return internal(e),
     };
+    show_letters(&session, &message_id, letters, None)
+}
+
+/// A body an operator edited that was not sent, and why, shown again for correction.
+struct Refused {
+    body: String,
+    errors: String,
+}
+
+/// The dead letter page; with `refused`, 400 and the edited body kept in the form.
+fn show_letters(
+    session: &Session,
+    message_id: &str,
+    letters: Vec<DeadLetter>,
+    refused: Option<Refused>,
+) -> Response {
     let pretty = |v: serde_json::Value| serde_json::to_string_pretty(&v).unwrap_or_default();
     let letters = letters
         .into_iter()
@@ -246,13 +263,19 @@ pub async fn dead_letter(
             letter,
         })
         .collect();
-    render(DeadLetterPage {
+    let status = match refused {
+        Some(_) => StatusCode::BAD_REQUEST,
+        None => StatusCode::OK,
+    };
+    let page = render(DeadLetterPage {
         user: &session.name,
         role: &session.role,
         csrf_token: &session.csrf_token,
-        message_id: &message_id,
+        message_id,
         letters,
-    })
+        refused,
+    });
+    (status, page).into_response()
 }
 
 /// The dead letters of one message id.
@@ -362,8 +385,8 @@ pub async fn edit(
     Change(session, form): Change<EditForm>,
 ) -> Response {
     let found = letters_of(&console, &message_id).await;
-    let letter = match found {
-        Ok(mut l) if !l.is_empty() => l.remove(0),
+    let letters = match found {
+        Ok(l) if !l.is_empty() => l,
         Ok(_) => {
             return message(
                 StatusCode::NOT_FOUND,
@@ -377,15 +400,19 @@ pub async fn edit(
         Err(e) => vec![format!("not JSON: {e}")],
         Ok(value) => {
             let schemas = crate::registry::schemas();
-            match schemas.type_of(&letter.command_type) {
-                None => vec![format!("{} is not a command type", letter.command_type)],
+            let command_type = &letters[0].command_type;
+            match schemas.type_of(command_type) {
+                None => vec![format!("{command_type} is not a command type")],
                 Some(t) => schemas.check(t, &value).err().unwrap_or_default(),
             }
         }
     };
     if !problems.is_empty() {
-        let text = format!("The new body was not sent: {}", problems.join("; "));
-        return message(StatusCode::BAD_REQUEST, "Body refused", &text);
+        let refused = Refused {
+            errors: problems.join("; "),
+            body: form.body,
+        };
+        return show_letters(&session, &message_id, letters, Some(refused));
     }
     let mut req = one(&message_id, &session, peer);
     req.edited_body = Some(form.body.into_bytes());

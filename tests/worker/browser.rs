@@ -295,6 +295,11 @@ async fn an_operator_finds_why_an_onboarding_failed_fixes_the_message_and_replay
     browser.click("button#edit").await;
     let page = browser.text().await;
     assert!(page.contains("/email: fails type"), "{page}");
+    assert_eq!(
+        edit_form_body(&browser).await,
+        json!({"email": 42}),
+        "the refused body is kept in the form, to correct"
+    );
     browser.screenshot("edit-refused").await;
     assert_eq!(app.count("SELECT count(*) FROM dlq_audit").await, 0);
 
