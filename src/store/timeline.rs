@@ -84,6 +84,14 @@ pub async fn of_client(
                     a.action || ' by ' || a.actor || ' (' || a.source || ')'
                     || CASE WHEN a.done THEN '' ELSE ', found nothing' END
              FROM operator_actions a WHERE a.subject ->> 'client_id' = $1::text
+           UNION ALL
+             -- Dead letters of its commands replayed or purged, from either door (the audit
+             -- of operator moves is small: read whole).
+             SELECT d.started_at, 'operator',
+                    'dead letter ' || d.action || ' by ' || d.actor
+                    || coalesce(' (' || d.note || ')', '')
+             FROM dlq_audit d
+             WHERE d.done_ids && ARRAY(SELECT message_id FROM received)
          ) t ORDER BY at DESC LIMIT $2",
     )
     .bind(client_id)

@@ -361,6 +361,8 @@ async fn an_operator_finds_why_an_onboarding_failed_fixes_the_message_and_replay
         "client.created",
         "published",
         "welcome email SENT",
+        "dead letter replay by console:ana",
+        "edited and retried",
     ] {
         assert!(page.contains(seen), "{seen} missing from {page}");
     }
