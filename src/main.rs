@@ -3,7 +3,6 @@
 //! (`src/bin/onboard-lab.rs`).
 
 use std::io::Read;
-use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use onboard::configuration::Settings;
@@ -18,9 +17,8 @@ use onboard::{ops, store};
     about = "Onboards business clients from RabbitMQ commands"
 )]
 struct Cli {
-    /// Settings file layered over the defaults (environment variables ONBOARD__* override both).
-    #[arg(long, global = true, env = "ONBOARD_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    global: onboard::process::Global,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,7 +71,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    onboard::process::run(cli.config.as_deref(), |settings| run(cli.command, settings)).await
+    onboard::process::run(&cli.global, |settings| run(cli.command, settings)).await
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {

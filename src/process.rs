@@ -3,19 +3,27 @@
 //! signals that end the long-running ones.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::PathBuf;
 
 use crate::configuration::Settings;
 use crate::telemetry;
 
+/// The options every command of both binaries takes.
+#[derive(Debug, clap::Args)]
+pub struct Global {
+    /// Settings file layered over the defaults (environment variables ONBOARD__* override both).
+    #[arg(long, global = true, env = "ONBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
 /// Loads the settings (`--config` over the defaults, `ONBOARD__*` over both), sets up logs
 /// and traces, runs `command`, and flushes the spans still buffered.
-pub async fn run<F, Fut>(config: Option<&Path>, command: F) -> anyhow::Result<()>
+pub async fn run<F, Fut>(global: &Global, command: F) -> anyhow::Result<()>
 where
     F: FnOnce(Settings) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let settings = Settings::load(config)?;
+    let settings = Settings::load(global.config.as_deref())?;
     let telemetry = telemetry::init(&settings.log, &settings.telemetry)?;
     let result = command(settings).await;
     telemetry.shutdown();

@@ -1,8 +1,6 @@
 //! `onboard-lab`: the fakes and the benchmarks, kept out of the binary operators deploy. The
 //! quick start, `scripts/bench.sh`, docker-compose and the tests run them from here.
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 use onboard::configuration::Settings;
 use onboard::ops;
@@ -15,9 +13,8 @@ use onboard::process::signalled;
     about = "Fakes of the outside world and benchmarks for onboard (not for production)"
 )]
 struct Cli {
-    /// Settings file layered over the defaults (environment variables ONBOARD__* override both).
-    #[arg(long, global = true, env = "ONBOARD_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    global: onboard::process::Global,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,7 +38,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    onboard::process::run(cli.config.as_deref(), |settings| run(cli.command, settings)).await
+    onboard::process::run(&cli.global, |settings| run(cli.command, settings)).await
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {

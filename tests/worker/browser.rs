@@ -148,6 +148,33 @@ impl Browser {
         assert_eq!(self.path().await, "/", "{}", self.text().await);
     }
 
+    /// Reloads the overview until `check` accepts what `css`'s element says (text, or the
+    /// attribute `attr`), and returns it.
+    async fn overview_until(
+        &self,
+        css: &str,
+        attr: Option<&str>,
+        check: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.goto("/").await;
+            let element = self.client.find(Locator::Css(css)).await.unwrap();
+            let seen = match attr {
+                Some(a) => element.attr(a).await.unwrap().unwrap_or_default(),
+                None => element.text().await.unwrap(),
+            };
+            if check(&seen) {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the overview's {css} shows {seen}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// Saves what the browser shows as `target/console-screenshots/NAME.png`.
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
@@ -215,26 +242,9 @@ async fn an_operator_finds_why_an_onboarding_failed_fixes_the_message_and_replay
     browser.log_in("ana", "operator password").await;
 
     // The overview: the figures and the chart of the last hour, refreshing by itself.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        browser.goto("/").await;
-        let seen = browser
-            .client
-            .find(Locator::Id("dead-letters"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if seen == "2" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the overview shows {seen} dead letters"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    browser
+        .overview_until("#dead-letters", None, |seen| seen == "2")
+        .await;
     browser
         .client
         .find(Locator::Css("svg#chart polyline.commands"))
@@ -386,31 +396,14 @@ async fn an_operator_finds_why_an_onboarding_failed_fixes_the_message_and_replay
     }
 
     // Back on the overview, the chart has drawn the commands the replays caused.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        browser.goto("/").await;
-        let points = browser
-            .client
-            .find(Locator::Css("svg#chart polyline.commands"))
-            .await
-            .unwrap()
-            .attr("points")
-            .await
-            .unwrap()
-            .unwrap_or_default();
-        let above_zero = points
-            .split(' ')
-            .filter_map(|p| p.split_once(','))
-            .any(|(_, y)| y.parse::<i64>().is_ok_and(|y| y < 160));
-        if above_zero {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no command on the chart: {points}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    browser
+        .overview_until("svg#chart polyline.commands", Some("points"), |points| {
+            points
+                .split(' ')
+                .filter_map(|p| p.split_once(','))
+                .any(|(_, y)| y.parse::<i64>().is_ok_and(|y| y < 160))
+        })
+        .await;
     browser.screenshot("overview").await;
     browser.close().await;
     app.finish().await;
