@@ -27,7 +27,7 @@ enum Command {
     /// records from a JSON file, behind a bearer token.
     FakeSource(onboard::sources::fake::FakeSourceArgs),
     /// Publish N commands, wait for each one's outcome, print throughput and latency.
-    Load(ops::load::LoadArgs),
+    Load(ops::load_cli::LoadArgs),
     /// The bare ceiling for the benchmark: consume a quorum queue, four inserts, ack.
     BenchCeiling(ops::ceiling::CeilingArgs),
     /// A local webhook endpoint (`receive`) and the delivery benchmark (`bench`).
@@ -50,7 +50,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::FakeSource(args) => onboard::sources::fake::run(args, signalled()).await,
         Command::Load(args) => {
             // Exit status 2 when a command got no outcome, so scripts can tell.
-            if !ops::load::cli(&settings, args).await? {
+            if !ops::load_cli::cli(&settings, args).await? {
                 std::process::exit(2);
             }
             Ok(())

@@ -27,12 +27,10 @@ use tokio::sync::{Notify, Semaphore};
 use crate::broker;
 use crate::configuration::Settings;
 
-mod cli;
 mod commands;
 mod report;
 mod session;
 
-pub use cli::{LoadArgs, OutcomeArg, Scenario, cli};
 pub use commands::client_create_commands;
 use report::*;
 pub use report::{Latency, Report, Seen, Sent};
@@ -44,6 +42,19 @@ pub const SEEDED_COUNTRIES: [&str; 6] = ["SG", "US", "IN", "AU", "VN", "ID"];
 /// Events that end a command, whatever is waited for.
 pub const REFUSED: &str = "client.creation_failed";
 pub const REJECTED: &str = "command.rejected";
+
+/// What `onboard-lab load` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// `client.create` spread over the countries.
+    Create,
+    /// Creates the clients, then per client: client.kyc.update (APPROVED), client.approve,
+    /// client.record_first_transaction; one report per command type.
+    Lifecycle,
+    /// Creates the clients, then each admin: instance.create, instance.update_alias,
+    /// instance.delete; one report per command type.
+    Instances,
+}
 
 /// Which event counts as a `client.create`'s outcome (refusals and rejections always do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

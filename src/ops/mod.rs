@@ -7,6 +7,7 @@ pub mod ceiling;
 pub mod dlq;
 pub mod import;
 pub mod load;
+pub mod load_cli;
 pub mod plot;
 pub mod publish;
 pub mod saga;

@@ -1,19 +1,11 @@
-//! `onboard-lab load`'s flags, and the command that runs them and prints.
+//! `onboard-lab load`'s flags, and the command that runs them, prints the reports and draws
+//! them ([`crate::ops::plot`]): the front of [`crate::ops::load`], which knows neither.
 
-use super::*;
+use std::time::Duration;
 
-/// What `onboard-lab load` runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Scenario {
-    /// `client.create` spread over the countries.
-    Create,
-    /// Creates the clients, then per client: client.kyc.update (APPROVED), client.approve,
-    /// client.record_first_transaction; one report per command type.
-    Lifecycle,
-    /// Creates the clients, then each admin: instance.create, instance.update_alias,
-    /// instance.delete; one report per command type.
-    Instances,
-}
+use crate::configuration::Settings;
+use crate::ops::load::{Options, Outcome, Scenario, run_scenario};
+use crate::ops::plot;
 
 /// `onboard-lab load` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -89,7 +81,7 @@ pub async fn cli(settings: &Settings, args: LoadArgs) -> anyhow::Result<bool> {
             } else {
                 path.with_extension(format!("{}.svg", i + 1))
             };
-            crate::ops::plot::draw(report, &file)?;
+            plot::draw(report, &file)?;
             eprintln!("plot: {}", file.display());
         }
     }
