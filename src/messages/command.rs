@@ -4,34 +4,11 @@ use std::fmt;
 
 use serde_json::Value;
 
+pub use super::names::{CommandType, truncate};
 use super::schema::Schemas;
 
 /// Bodies larger than this are refused unread: no command of the contract comes near it.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
-
-/// A routing key the worker accepts on the commands exchange: the `TYPE` of one command or
-/// query implementation (`handlers::Command`, `handlers::Query`). The registry
-/// (`crate::registry`) is where the names meet their code; which names exist is whatever it
-/// registers, and [`Schemas::type_of`] tells a routing key's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CommandType(&'static str);
-
-impl CommandType {
-    /// The type named `name` (an implementation's `TYPE`).
-    pub const fn new(name: &'static str) -> CommandType {
-        CommandType(name)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        self.0
-    }
-}
-
-impl fmt::Display for CommandType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
-    }
-}
 
 /// A delivery as the broker layer hands it over: plain data, no AMQP types.
 #[derive(Debug, Clone, Default)]
@@ -189,14 +166,6 @@ fn nul_at(value: &Value, path: &mut String) -> Option<String> {
             found
         }),
         _ => None,
-    }
-}
-
-/// Cuts hostile input short for messages, on a char boundary.
-pub fn truncate(s: &str, max_chars: usize) -> String {
-    match s.char_indices().nth(max_chars) {
-        Some((idx, _)) => format!("{}…", &s[..idx]),
-        None => s.to_string(),
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod command;
 pub mod contract;
 pub mod event;
+pub mod names;
 pub mod schema;
 
 pub use command::{Checked, CommandMeta, CommandType, IncomingMessage, Rejection, parse};

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use jsonschema::Validator;
 use serde_json::Value;
 
-use super::command::{CommandType, truncate};
+use super::names::{CommandType, truncate};
 
 /// The compiled command schemas, by routing key. Built once per worker and shared; checking
 /// is read-only.
