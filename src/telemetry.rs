@@ -23,7 +23,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::configuration::{LogFormat, LogSettings, TelemetrySettings};
+use serde::Deserialize;
 
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
@@ -259,6 +259,50 @@ pub fn parse_traceparent(header: &str) -> Option<(&str, &str, &str)> {
         && parent_id.bytes().any(|b| b != b'0')
         && hex(flags, 2);
     valid.then_some((trace_id, parent_id, flags))
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+/// OpenTelemetry spans over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TelemetrySettings {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`: spans are posted to
+    /// `<it>/v1/traces` (a URL that already ends in `/v1/traces` is used as it is). Unset or
+    /// empty: the standard `OTEL_EXPORTER_OTLP_*ENDPOINT` variables, and without those no span
+    /// is exported and none of the export's spans is even made.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` the spans carry.
+    pub service_name: String,
+    /// The share of new traces kept (0.0-1.0). A command whose `traceparent` says sampled is
+    /// always followed, one that says not sampled never (parent-based sampling).
+    pub sample_ratio: f64,
+    /// How long one export may take before it is given up (spans are then dropped, never
+    /// waited for by the worker).
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            otlp_endpoint: None,
+            service_name: "onboard".into(),
+            sample_ratio: 1.0,
+            export_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
 }
 
 #[cfg(test)]
