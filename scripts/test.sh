@@ -9,6 +9,9 @@ scripts/services.sh up
 scripts/services.sh tools
 eval "$(scripts/services.sh env)"
 export RUST_BACKTRACE=1
+# One build from scratch (CI) gains nothing from incremental compilation's caches, which double
+# the size of target/; a developer can set CARGO_INCREMENTAL=1 for their own loop.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 mkdir -p .local
 scripts/contract.sh >.local/contract.log 2>&1 &

@@ -1,4 +1,4 @@
-//! A tiny SMTP server for tests (tests/email.rs and the worker suite include this file):
+//! A tiny SMTP server for tests (the adapters and worker suites include this file):
 //! greets, accepts every message, keeps what it received, and can be told to refuse, stall or
 //! take its time.
 #![allow(dead_code)]

@@ -13,17 +13,30 @@
 //! cut (every connection dropped, new ones refused) and restored, so the servers other test
 //! runs share keep running. Cases run one at a time; this binary runs after the others.
 //!
+//! The suite also holds the faults that need a server of their own or the real binary's
+//! signals: `broker_restart` (a private RabbitMQ node per test, restarted and stopped for
+//! good), `pg_restart` (a private PostgreSQL cluster restarted under load) and `signals`
+//! (SIGTERM with commands in flight).
+//!
 //! Run: `cargo test --test faults -- --nocapture` (services from `scripts/services.sh up`).
 
+mod broker_restart;
+mod pg_restart;
 mod rig;
+mod signals;
+#[path = "../worker/support.rs"]
+#[allow(dead_code)]
+mod support;
 
 use std::time::Duration;
 
 use onboard::ops::load::{Report, SEEDED_COUNTRIES};
 use rig::{Cluster, Expect, FakeXendit, Rig, SmtpSink, commands};
 
-/// One case at a time: they share two cores with the broker and the database.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// One case at a time: they share two cores with the broker and the database. A case takes it
+/// to write; the private-broker restarts, which only load their own node, take it to read and
+/// so run beside each other but beside nothing else.
+static ONE_AT_A_TIME: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 const XENDIT_KEY: &str = "xnd_development_faults_key";
 
@@ -56,7 +69,7 @@ async fn finish_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_sigkilled_mid_run_and_restarted_three_times() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = ONE_AT_A_TIME.write().await;
     let n = commands(300, 3000);
     let mut rig = Rig::new("worker_sigkilled_3_times").await;
     let fake = FakeXendit::start().await;
@@ -84,7 +97,7 @@ async fn worker_sigkilled_mid_run_and_restarted_three_times() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_consume_at_once_and_one_is_killed() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = ONE_AT_A_TIME.write().await;
     let n = commands(300, 3000);
     let mut rig = Rig::new("two_workers_one_killed").await;
     let fake = FakeXendit::start().await;
@@ -109,7 +122,7 @@ async fn two_workers_consume_at_once_and_one_is_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_goes_away_twice_mid_run() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = ONE_AT_A_TIME.write().await;
     let n = commands(300, 3000);
     let mut rig = Rig::new("broker_gone_twice").await;
     rig.spawn_worker();
@@ -133,7 +146,7 @@ async fn the_broker_goes_away_twice_mid_run() {
 /// load: the worker follows the cluster, and every command has exactly one outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_nodes_stop_one_after_another_mid_run() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = ONE_AT_A_TIME.write().await;
     let n = commands(600, 3000) as i64;
     let cluster = Cluster::up().await;
     let mut rig = Rig::on_cluster("cluster_nodes_stop", &cluster).await;
@@ -169,7 +182,7 @@ async fn cluster_nodes_stop_one_after_another_mid_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_goes_away_mid_run() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = ONE_AT_A_TIME.write().await;
     let n = commands(300, 3000);
     let mut rig = Rig::new("database_gone").await;
     rig.spawn_worker();
@@ -189,7 +202,7 @@ async fn the_database_goes_away_mid_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xendit_answers_500s_then_times_out_for_a_while() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = ONE_AT_A_TIME.write().await;
     let n = commands(150, 1500);
     let mut rig = Rig::new("xendit_500s_and_timeouts").await;
     let fake = FakeXendit::start().await;
@@ -222,7 +235,7 @@ async fn xendit_answers_500s_then_times_out_for_a_while() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_refuses_connections_for_a_while() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = ONE_AT_A_TIME.write().await;
     let n = commands(200, 2000);
     let mut rig = Rig::new("smtp_refusing").await;
     let mut sink = SmtpSink::reserve().await;

@@ -662,7 +662,7 @@ pub async fn spawn_app_behind_db_proxy(
 }
 
 /// A TCP port free on loopback right now (for a private server a test boots:
-/// tests/broker_restart.rs, tests/pg_restart.rs).
+/// the fault suite's broker_restart and pg_restart).
 #[allow(dead_code)]
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -922,8 +922,8 @@ fn binary(path: &str, settings: &Settings) -> tokio::process::Command {
 }
 
 /// Deletes a test's broker objects and drops its database, for tests that ran the worker as
-/// a separate process (and so have no [`TestApp`] to `finish`): tests/signals.rs and
-/// tests/broker_restart.rs, which include this file.
+/// a separate process (and so have no [`TestApp`] to `finish`): the fault suite's signals and
+/// broker_restart, which include this file.
 #[allow(dead_code)]
 pub async fn remove_test_objects(settings: &Settings, database: &str) {
     if let Ok(connection) = Connection::connect(
@@ -1003,7 +1003,7 @@ pub fn assert_event_schema(event: &Value) {
 
 /// Publishes `n` `client.create` commands (emails `<tag><i>@example.com`) to the commands
 /// exchange of `prefix` at `url`, each confirmed by the broker; their message ids. For the
-/// tests that run the worker as a process of its own (tests/signals.rs, tests/broker_restart.rs).
+/// tests that run the worker as a process of its own (the fault suite's signals and broker_restart).
 #[allow(dead_code)]
 pub async fn publish_creates(url: &str, prefix: &str, n: usize, tag: &str) -> Vec<String> {
     let connection = Connection::connect(url, ConnectionProperties::default())

@@ -7,10 +7,6 @@
 //! deletes its data whether the test passes or panics. Needs the `rabbitmq-server` package
 //! (what `scripts/services.sh up` installs); as root the node runs as the `rabbitmq` user.
 
-#[path = "worker/support.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -22,7 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use support::*;
+use crate::support::*;
 
 const RABBITMQ_BIN: &str = "/usr/lib/rabbitmq/bin";
 
@@ -309,6 +305,7 @@ async fn settings_on(broker: &PrivateBroker) -> (Settings, String) {
 
 #[tokio::test]
 async fn the_worker_resumes_after_rabbitmq_restarts_and_processes_what_is_published_after() {
+    let _one = crate::ONE_AT_A_TIME.read().await;
     let broker = PrivateBroker::start().await;
     let (mut settings, database) = settings_on(&broker).await;
     settings.broker.reconnect_max_delay_ms = 1_000;
@@ -383,6 +380,7 @@ async fn the_worker_resumes_after_rabbitmq_restarts_and_processes_what_is_publis
 
 #[tokio::test]
 async fn the_worker_exits_non_zero_when_rabbitmq_does_not_come_back() {
+    let _one = crate::ONE_AT_A_TIME.read().await;
     let broker = PrivateBroker::start().await;
     let (mut settings, database) = settings_on(&broker).await;
     settings.broker.reconnect_attempts = 3;
@@ -431,6 +429,7 @@ async fn ready(worker: &WorkerProc) -> bool {
 /// `ONBOARD_RESTART_RUNS` sets the number of restarts (default 3; the issue asks 20 of 20).
 #[tokio::test]
 async fn the_worker_resumes_within_10_s_after_every_restart_under_load() {
+    let _one = crate::ONE_AT_A_TIME.read().await;
     let runs: usize = std::env::var("ONBOARD_RESTART_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -543,6 +542,7 @@ fn queue_messages(broker: &PrivateBroker, queue: &str) -> Option<u64> {
 /// and once the alarm clears the events go out.
 #[tokio::test]
 async fn a_memory_alarm_blocks_publishing_but_not_consuming() {
+    let _one = crate::ONE_AT_A_TIME.read().await;
     let broker = PrivateBroker::start().await;
     let (settings, database) = settings_on(&broker).await;
     let pool = sqlx::PgPool::connect(settings.database.url.expose_secret())

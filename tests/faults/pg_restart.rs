@@ -6,10 +6,6 @@
 //! port) from the same Debian package, so the server every other test shares is not touched.
 //! A drop guard stops it and deletes its data.
 
-#[path = "worker/support.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,7 +14,7 @@ use lapin::{Connection, ConnectionProperties};
 use onboard::worker::{Hooks, Worker};
 use secrecy::{ExposeSecret, SecretString};
 
-use support::*;
+use crate::support::*;
 
 fn pg_bin() -> PathBuf {
     std::fs::read_dir("/usr/lib/postgresql")
@@ -149,6 +145,7 @@ async fn count(pool: &sqlx::PgPool, sql: &'static str) -> Option<i64> {
 
 #[tokio::test]
 async fn postgres_restarted_under_load_loses_nothing_and_duplicates_nothing() {
+    let _one = crate::ONE_AT_A_TIME.write().await;
     let pg = PrivatePostgres::start();
     let (mut settings, database) = test_settings().await;
     settings.database.url = SecretString::from(pg.url("postgres"));

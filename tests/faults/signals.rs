@@ -1,11 +1,6 @@
 //! The real binary under a supervisor's signals: SIGTERM while commands are in flight drains
 //! them and exits 0 within the bound; what it did not finish goes to the next worker, and
-//! every command is processed once. Its own test binary, because it runs worker processes
-//! and holds database locks for seconds.
-
-#[path = "worker/support.rs"]
-#[allow(dead_code)]
-mod support;
+//! every command is processed once. Runs alone (it holds database locks for seconds).
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -21,7 +16,7 @@ use sqlx::{Connection as _, PgConnection};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
-use support::*;
+use crate::support::*;
 
 const COMMANDS: usize = 20;
 /// Commands per batch; two batches in flight, and a prefetch of both.
@@ -225,6 +220,7 @@ async fn finish_with_next_worker(settings: &Settings, pool: &sqlx::PgPool, ids: 
 
 #[tokio::test]
 async fn sigterm_with_commands_in_flight_drains_them_and_exits_zero_within_the_bound() {
+    let _one = crate::ONE_AT_A_TIME.write().await;
     let (settings, database) = test_settings().await;
     let url = settings.database.url.expose_secret().to_string();
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
@@ -292,6 +288,7 @@ async fn sigterm_with_commands_in_flight_drains_them_and_exits_zero_within_the_b
 
 #[tokio::test]
 async fn handlers_that_outlast_the_bound_are_left_to_the_next_worker_and_processed_once() {
+    let _one = crate::ONE_AT_A_TIME.write().await;
     let (settings, database) = test_settings().await;
     let url = settings.database.url.expose_secret().to_string();
     let pool = sqlx::PgPool::connect(&url).await.unwrap();

@@ -19,9 +19,7 @@ use rand::{CryptoRng, Rng, SeedableRng};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 
-#[path = "common/smtp_sink.rs"]
-mod smtp_sink;
-use smtp_sink::{SinkScript, SmtpSink};
+use crate::smtp_sink::{SinkScript, SmtpSink};
 
 // ---------------------------------------------------------------------------------------------
 // The temporary password: length, classes, and no visible bias.
