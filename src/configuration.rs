@@ -12,8 +12,11 @@ use serde::Deserialize;
 use crate::email::EmailSettings;
 use crate::sources::SourceSettings;
 pub use crate::telemetry::{LogFormat, LogSettings, TelemetrySettings};
-use crate::webhooks::WebhookSettings;
 use crate::xendit::XenditSettings;
+
+mod processes;
+
+pub use processes::{ConsoleSettings, WebhookSettings};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -45,7 +48,7 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     /// `onboard console`.
     #[serde(default)]
-    pub console: crate::console::ConsoleSettings,
+    pub console: ConsoleSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,7 +98,7 @@ pub struct BrokerSettings {
     /// once declared.
     #[serde(default)]
     pub replicated_queues: bool,
-    /// Prefix of every exchange and queue name (see [`crate::broker::Names`]).
+    /// Prefix of every exchange and queue name (see `broker::Names`).
     pub prefix: String,
     /// basic.qos prefetch count for the commands consumer.
     pub prefetch: u16,

@@ -1,6 +1,6 @@
-//! Prometheus metrics, served on `/metrics` by [`crate::http`].
+//! Prometheus metrics, served on `/metrics` by the health server (http.rs).
 //!
-//! One [`Metrics`] per worker, cloned into the [`crate::worker::Context`] so that any module can
+//! One [`Metrics`] per worker, cloned into the worker's `Context` so that any module can
 //! count what it does. Label values are always ours (command types the contract knows, step
 //! and service names from code), never raw input: a hostile routing key becomes `unknown`
 //! instead of a new time series.
@@ -14,6 +14,7 @@
 //! - hooks for later work: [`Metrics::observe_saga_step`] and [`Metrics::observe_call`]
 //!   (Xendit, SMTP), and [`Metrics::register`] for anything else.
 
+use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +26,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
+use crate::messages::CommandType;
 use crate::observe::{Disposition, HandlerResult, Hooks, Settled};
 
 /// Latency buckets in seconds, 1 ms to 30 s: a handler is a transaction or two, a saga step
@@ -77,6 +79,8 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 type F64Gauge = Gauge<f64, AtomicU64>;
 
 struct Inner {
+    /// The command types the worker registers: the only `type` label values besides `unknown`.
+    known: HashSet<&'static str>,
     registry: Mutex<Registry>,
     received: Family<TypeLabels, Counter>,
     acked: Family<TypeLabels, Counter>,
@@ -109,30 +113,18 @@ pub struct Metrics {
     inner: Arc<Inner>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
     }
 }
 
-/// The label for a routing key: a command type the contract knows, or `unknown`.
-pub fn type_label(routing_key: &str) -> String {
-    match crate::registry::type_of(routing_key) {
-        Some(t) => t.as_str().to_string(),
-        None => "unknown".to_string(),
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// Metrics for a worker that accepts the command types `known` (the registry's).
+    pub fn new(known: impl IntoIterator<Item = CommandType>) -> Metrics {
         let mut registry = Registry::with_prefix("onboard");
         let inner = Inner {
+            known: known.into_iter().map(CommandType::as_str).collect(),
             registry: Mutex::new(Registry::default()),
             received: Family::default(),
             acked: Family::default(),
@@ -303,11 +295,19 @@ impl Metrics {
         out
     }
 
+    /// The label for a routing key: a command type the worker knows, or `unknown`.
+    fn type_label(&self, routing_key: &str) -> String {
+        match self.inner.known.get(routing_key) {
+            Some(known) => known.to_string(),
+            None => "unknown".to_string(),
+        }
+    }
+
     pub fn received(&self, routing_key: &str) {
         self.inner
             .received
             .get_or_create(&TypeLabels {
-                r#type: type_label(routing_key),
+                r#type: self.type_label(routing_key),
             })
             .inc();
     }
@@ -329,7 +329,7 @@ impl Metrics {
         code: Option<&str>,
         took: Duration,
     ) {
-        let r#type = type_label(routing_key);
+        let r#type = self.type_label(routing_key);
         self.inner
             .handler_seconds
             .get_or_create(&HandlerLabels {
@@ -351,7 +351,7 @@ impl Metrics {
     /// Counts how a delivery was settled.
     pub fn settled(&self, routing_key: &str, disposition: Disposition) {
         let labels = TypeLabels {
-            r#type: type_label(routing_key),
+            r#type: self.type_label(routing_key),
         };
         let family = match disposition {
             Disposition::Handled => &self.inner.acked,
@@ -474,7 +474,7 @@ mod tests {
 
     #[test]
     fn counts_appear_by_type_and_unknown_types_do_not_make_new_series() {
-        let m = Metrics::new();
+        let m = Metrics::new([CommandType::new("client.create")]);
         m.received("client.create");
         m.received("client.teleport");
         m.received("../../etc/passwd");
@@ -526,7 +526,7 @@ mod tests {
 
     #[test]
     fn the_in_flight_gauge_follows_its_guards() {
-        let m = Metrics::new();
+        let m = Metrics::new([CommandType::new("client.create")]);
         let a = m.in_flight();
         let b = m.in_flight();
         assert!(m.encode().contains("onboard_messages_in_flight 2"));
@@ -537,7 +537,7 @@ mod tests {
 
     #[test]
     fn hooks_for_saga_steps_and_outside_calls_and_extra_metrics_are_exported() {
-        let m = Metrics::new();
+        let m = Metrics::new([CommandType::new("client.create")]);
         m.observe_saga_step("xendit", "completed", Duration::from_millis(120));
         m.observe_call("smtp", "send", "ok", Duration::from_millis(40));
         let extra: Counter = Counter::default();

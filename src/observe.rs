@@ -1,14 +1,14 @@
 //! What observers of a worker see, and the seams through which tests watch or freeze it.
 //!
-//! A leaf module: the worker reports here, and [`crate::metrics`] and the tests listen here,
+//! A leaf module: the worker reports here, and the metrics and the tests listen here,
 //! so neither needs the worker's internals (and the worker does not need them).
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+use crate::domain::saga::Step;
 use crate::messages::CommandMeta;
-use crate::saga::Step;
 
 /// How a delivery ended in this worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,6 +15,7 @@ use crate::handlers::{
     client_create, client_import, client_state, client_update, instances, kyc, lifecycle, partners,
     queries, relations,
 };
+pub use crate::handlers::{RunMany, RunOne, RunQuery};
 use crate::messages::{CommandMeta, CommandType, Schemas};
 
 /// Every command and query, by implementation.
@@ -50,23 +51,6 @@ fn registered() -> Vec<Entry> {
         Entry::query::<relations::ClientRelationGet>(),
     ]
 }
-
-/// Decides one command of a type in the batch's transaction.
-pub type RunOne = for<'a, 'b> fn(
-    &'a mut Cx<'b>,
-    &'a CommandMeta,
-    &'a Body,
-) -> BoxFuture<'a, Result<Decision, HandlerError>>;
-
-/// Decides a slice of commands of a type in the batch's transaction; one decision each.
-pub type RunMany = for<'a, 'b> fn(
-    &'a mut Cx<'b>,
-    &'a [(&'a CommandMeta, &'a Body)],
-) -> BoxFuture<'a, Result<Vec<Decision>, HandlerError>>;
-
-/// Reads what a query asks for, in a read-only snapshot.
-pub type RunQuery =
-    for<'a> fn(&'a mut PgConnection, &'a Body) -> BoxFuture<'a, Result<Answer, HandlerError>>;
 
 /// How a type is run.
 #[derive(Clone, Copy)]

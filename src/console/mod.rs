@@ -22,36 +22,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::routing::{get, post};
-use serde::Deserialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::Settings;
-
-/// `[console]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct ConsoleSettings {
-    /// Where `onboard console` listens.
-    pub listen: SocketAddr,
-    /// Session cookies without `Secure`, for plain http on loopback only.
-    pub insecure_cookies: bool,
-    /// How long a session lasts from its login.
-    pub session_hours: u64,
-    /// How often the overview's figures are sampled (one sampler for every session).
-    pub sample_seconds: u64,
-}
-
-impl Default for ConsoleSettings {
-    fn default() -> Self {
-        ConsoleSettings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
-            insecure_cookies: false,
-            session_hours: 12,
-            sample_seconds: 10,
-        }
-    }
-}
 
 /// What every handler reaches.
 #[derive(Clone)]

@@ -9,8 +9,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 
+use super::refusal::Refusal;
 use crate::domain::ClientStatus;
-use crate::messages::Refusal;
 
 /// The role of a client's administrators (`users.role`).
 pub const ADMIN_ROLE: &str = "admin";

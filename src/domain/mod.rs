@@ -11,6 +11,7 @@ pub mod paging;
 pub mod phone;
 pub mod profile;
 pub mod psp;
+pub mod refusal;
 pub mod relation;
 pub mod saga;
 
@@ -22,3 +23,4 @@ pub use lifecycle::{
 };
 pub use new_client::{Email, NewClient};
 pub use psp::{PspCandidate, choose_psp};
+pub use refusal::Refusal;

@@ -2,7 +2,7 @@
 //! are present, trimmed and usable.
 
 use super::ClientStatus;
-use crate::messages::Refusal;
+use super::refusal::Refusal;
 
 /// The widths of the columns the fields land in (`clients`, and `users` for the admin), in
 /// characters, as PostgreSQL counts them. Checked after trimming and upper-casing, which can

@@ -5,7 +5,7 @@
 //! (E.164's longest) with an optional leading `+`. Anything else is refused with
 //! INVALID_PHONE rather than stored in a form a PSP or a person cannot dial.
 
-use crate::messages::Refusal;
+use super::refusal::Refusal;
 
 /// The canonical form of `raw`, or INVALID_PHONE naming `field`.
 pub fn normalize(field: &str, raw: &str) -> Result<String, Refusal> {

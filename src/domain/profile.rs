@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::messages::Refusal;
+use super::refusal::Refusal;
 
 /// At most this many metadata keys.
 pub const METADATA_MAX_KEYS: usize = 50;

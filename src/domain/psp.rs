@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::messages::Refusal;
+use super::refusal::Refusal;
 
 /// A PSP row for the client's country, as the store reads it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

@@ -1,5 +1,6 @@
 //! The outcome codes, statuses and texts upstream clients already depend on (DESIGN.md,
-//! "Outcomes and errors"). One table, so a handler cannot misspell a contract text.
+//! "Outcomes and errors"). One table, so a handler cannot misspell a contract text. A business
+//! rule's answer, so it lives with the rules (the domain), and `messages` re-exports it.
 //!
 //! Codes beyond DESIGN.md's table: INSTANCE_NAME_TAKEN (409, a name the client already uses),
 //! ALIAS_REQUIRED (400, the seed's "Alias and Instance ID are required."), INVALID_CURSOR
@@ -23,7 +24,7 @@
 
 use serde::Serialize;
 
-use crate::domain::lifecycle;
+use super::lifecycle;
 
 /// A business refusal: the command was understood and said no to. It is an outcome, not a
 /// failure of the worker: recorded, announced, replied to and acked.

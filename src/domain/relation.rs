@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::profile::{merge_patch, normalize_address, normalize_identity, trimmed};
-use crate::messages::Refusal;
+use super::refusal::Refusal;
 
 /// What a person can be to the client.
 pub const KINDS: [&str; 4] = [

@@ -80,7 +80,8 @@ pub struct ClientCreate {
 }
 
 impl Command for ClientCreate {
-    const TYPE: CommandType = CommandType::new("client.create");
+    /// `client.create`: the command that starts a saga.
+    const TYPE: CommandType = crate::saga::ORIGIN_TYPE;
     const SCHEMA: &'static str = crate::schema!("client.create");
     const REFUSAL_EVENT: &'static str = FAILED;
 }

@@ -3,7 +3,7 @@
 //! once at the edge), the client it changes, and how it is decided: one at a time
 //! ([`DecideOne`]) or a slice at once with a few multi-row statements ([`DecideMany`],
 //! `client.create`). Queries are [`Query`] implementations. The registry
-//! (`crate::registry`) lists the implementations; everything it knows about a type (its
+//! (registry.rs, above the handlers) lists the implementations; everything it knows about a type (its
 //! name, its schema, dispatch) is read from them.
 //!
 //! A handler decides inside the transaction of the batch its commands arrived in, in a
@@ -43,6 +43,8 @@ pub mod relations;
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
+
+use futures::future::BoxFuture;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -134,6 +136,23 @@ impl<T> Copy for Cmd<'_, T> {}
 
 /// A typed body whose type only the registry knows (it made it, and it alone reads it back).
 pub type Body = Box<dyn Any + Send + Sync>;
+
+/// Decides one command of a type in the batch's transaction.
+pub type RunOne = for<'a, 'b> fn(
+    &'a mut Cx<'b>,
+    &'a CommandMeta,
+    &'a Body,
+) -> BoxFuture<'a, Result<Decision, HandlerError>>;
+
+/// Decides a slice of commands of a type in the batch's transaction; one decision each.
+pub type RunMany = for<'a, 'b> fn(
+    &'a mut Cx<'b>,
+    &'a [(&'a CommandMeta, &'a Body)],
+) -> BoxFuture<'a, Result<Vec<Decision>, HandlerError>>;
+
+/// Reads what a query asks for, in a read-only snapshot.
+pub type RunQuery =
+    for<'a> fn(&'a mut PgConnection, &'a Body) -> BoxFuture<'a, Result<Answer, HandlerError>>;
 
 /// A command on its way through the worker: what every command has, and its body, read.
 #[derive(Debug)]

@@ -20,13 +20,12 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 
 use super::body::{id, opt_count, opt_id, text};
-use super::{Body, HandlerError, Query, with};
+use super::{Body, HandlerError, Query, RunQuery, with};
 use crate::domain::ClientListItem;
 use crate::domain::instance::{InstanceAction, authorize};
 use crate::domain::paging::{self, Cursor, KeyValue, Order, Sort, SortKey};
 use crate::domain::profile::PartnerSelector;
 use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
-use crate::registry::RunQuery;
 use crate::store::{self, clients::ClientFilter, clients::ClientKey, clients::PageStart};
 
 /// A query's answer before it becomes a reply.

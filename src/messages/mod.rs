@@ -5,12 +5,11 @@
 //! tested and fuzzed.
 
 pub mod command;
-pub mod contract;
 pub mod event;
 pub mod names;
 pub mod schema;
 
+pub use crate::domain::Refusal;
 pub use command::{Checked, CommandMeta, CommandType, IncomingMessage, Rejection, parse};
-pub use contract::Refusal;
 pub use event::{EventEnvelope, OutgoingKind, OutgoingMessage};
 pub use schema::Schemas;

@@ -5,7 +5,7 @@ use std::fmt;
 
 /// A routing key the worker accepts on the commands exchange: the `TYPE` of one command or
 /// query implementation (`handlers::Command`, `handlers::Query`). The registry
-/// (`crate::registry`) is where the names meet their code; which names exist is whatever it
+/// (registry.rs) is where the names meet their code; which names exist is whatever it
 /// registers, and `Schemas::type_of` tells a routing key's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CommandType(&'static str);

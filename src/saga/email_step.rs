@@ -31,12 +31,16 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use super::env::{Env, Slot};
+use super::env::Env;
+use super::job::SagaJob;
 use super::lease::Keeper;
+use super::step::Moved;
 use super::step::{Fresh, commit, with_snapshots};
-use super::{SagaJob, Step, completion_messages};
+use crate::domain::saga::Step;
+use crate::domain::{AdminUser, Client, completion_body};
 use crate::email::{AccessMode, FirstAccess, StoredAccess, WelcomeEmail};
 use crate::fault::HandlerError;
+use crate::messages::CommandMeta;
 use crate::messages::OutgoingMessage;
 use crate::observe;
 use crate::store::{
@@ -50,9 +54,6 @@ pub const FAILED: &str = "client.welcome_email_failed";
 
 /// How one send went: `Err((transient, reason))`.
 type Sent = Result<(), (bool, String)>;
-
-/// What a step returns: the sagas that moved on to the next step, and the slot they run it in.
-pub type Moved = (Vec<SagaJob>, Option<Slot>);
 
 pub async fn run(env: &Env, jobs: Vec<SagaJob>) -> Result<Moved, HandlerError> {
     let jobs = with_snapshots(env, jobs).await?;
@@ -387,4 +388,26 @@ async fn record(env: &Env, jobs: &[SagaJob], sent: &[Sent]) -> Result<(), Handle
         }
     }
     commit(env, uow).await
+}
+
+pub const COMPLETED: &str = "client.onboarding_completed";
+
+/// Completion's messages: `client.onboarding_completed` (the seed's 201 body, with the email
+/// outcome and the saga id) and the reply to the original `client.create`, when it asked.
+pub fn completion_messages(
+    origin: &CommandMeta,
+    saga_id: uuid::Uuid,
+    client: &Client,
+    admin: &AdminUser,
+    data: &Value,
+) -> Vec<OutgoingMessage> {
+    let body = completion_body(client, admin, data);
+    let mut event_data = body.clone();
+    event_data["saga_id"] = json!(saga_id);
+    if let Some(email) = data.get("welcome_email") {
+        event_data["welcome_email"] = email.clone();
+    }
+    let mut out = vec![OutgoingMessage::event(origin, COMPLETED, event_data)];
+    out.extend(OutgoingMessage::reply(origin, COMPLETED, 201, body));
+    out
 }

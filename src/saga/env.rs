@@ -10,7 +10,8 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
-use super::{Services, Step};
+use super::services::Services;
+use crate::domain::saga::Step;
 use crate::fault::HandlerError;
 use crate::metrics::Metrics;
 use crate::observe::Hooks;
@@ -31,7 +32,7 @@ pub struct Env {
     /// Sagas per step batch.
     pub batch_size: usize,
     /// In-process attempts of a step's transaction before the step is given up and its
-    /// sagas are given back (see [`super::runner`]).
+    /// sagas are given back (see the runner).
     pub db_attempts: usize,
     /// Room for step batches.
     pub slots: Slots,

@@ -10,11 +10,13 @@ use uuid::Uuid;
 use crate::domain::saga::Step;
 use crate::domain::{AdminUser, Client};
 use crate::email::FirstAccess;
-use crate::handlers::client_create::ClientCreate;
-use crate::messages::CommandMeta;
+use crate::messages::{CommandMeta, CommandType};
 use crate::store::sagas::{Lease, Saga};
 
 use super::env::Slot;
+
+/// The command that starts every saga (`client.create`'s handler takes its type from here).
+pub const ORIGIN_TYPE: CommandType = CommandType::new("client.create");
 
 #[derive(Debug, Clone)]
 pub struct SagaJob {
@@ -42,7 +44,7 @@ pub struct SagaJob {
     /// start or the move to the email step, when this worker had room to send at once).
     pub send_claimed: bool,
     /// The slot its first step runs in, reserved by the `client.create` batch that started
-    /// it; [`super::Runner::start`] takes it.
+    /// it; the runner's `start` takes it.
     pub slot: Option<Arc<Slot>>,
     /// The step's span in the command's trace (disabled unless traces are exported): the
     /// outside calls made for this saga run inside it.
@@ -79,7 +81,7 @@ impl SagaJob {
             step: saga.step,
             attempts: saga.attempts,
             origin: CommandMeta {
-                command_type: <ClientCreate as crate::handlers::Command>::TYPE,
+                command_type: ORIGIN_TYPE,
                 message_id: saga.message_id,
                 correlation_id: saga.correlation_id,
                 reply_to: saga.reply_to,

@@ -29,7 +29,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::env::{Env, Slot, Slots};
-use super::{SagaJob, Step, email_step, xendit_step};
+use super::job::SagaJob;
+use super::{email_step, xendit_step};
+use crate::domain::saga::Step;
 use crate::observe;
 use crate::store::{self, sagas::Lease};
 

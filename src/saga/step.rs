@@ -2,13 +2,16 @@
 //! database, make sure the worker still holds a batch's sagas before calling anyone, commit
 //! its record and publish what it said.
 
-use super::SagaJob;
-use super::env::Env;
+use super::env::{Env, Slot};
+use super::job::SagaJob;
 use crate::domain::saga::Step;
 use crate::domain::{AdminUser, Client};
 use crate::fault::HandlerError;
 use crate::store::{self, sagas::Lease};
 use crate::uow::UnitOfWork;
+
+/// What a step returns: the sagas that moved on to the next step, and the slot they run it in.
+pub type Moved = (Vec<SagaJob>, Option<Slot>);
 
 /// Fills in the client and admin of sagas taken from the database (two reads for the batch).
 /// A saga whose rows are gone is dropped (its client was deleted; the saga went with it).

@@ -13,11 +13,11 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use super::email_step::Moved;
 use super::env::Env;
+use super::job::SagaJob;
 use super::lease::Keeper;
-use super::step::{Fresh, commit, still_held, with_snapshots};
-use super::{SagaJob, Step};
+use super::step::{Fresh, Moved, commit, still_held, with_snapshots};
+use crate::domain::saga::Step;
 use crate::domain::{AdminUser, Client};
 use crate::fault::HandlerError;
 use crate::messages::OutgoingMessage;

@@ -22,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{WebhookSettings, address, body_of, matches};
+use super::{address, body_of, matches};
 use crate::broker::{self, Names, headers};
 use crate::configuration::Settings;
+use crate::configuration::WebhookSettings;
 use crate::messages::OutgoingMessage;
 use crate::store::{self, webhooks as db};
 

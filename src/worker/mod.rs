@@ -90,7 +90,7 @@ impl Worker {
     pub async fn start(settings: Settings, hooks: Hooks) -> anyhow::Result<Worker> {
         let settings = Arc::new(settings);
         let shutdown = CancellationToken::new();
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(crate::registry::command_types());
         let hooks = metrics.observing(hooks);
         let pool = store::pool(&settings.database)?;
         let worker_id = Uuid::new_v4();
