@@ -212,6 +212,17 @@ pub struct RetrySettings {
     pub max_attempts: u32,
 }
 
+impl RetrySettings {
+    /// The in-process retries of one delivery (and of a saga step's transactions).
+    pub fn immediate(&self) -> crate::fault::Backoff {
+        crate::fault::Backoff::new(
+            Duration::from_millis(self.immediate_initial_ms),
+            Duration::from_millis(self.immediate_max_ms),
+            self.immediate_attempts,
+        )
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct LifecycleSettings {
     /// Refuse `client.approve` (EKYC_NOT_APPROVED) unless the client's eKYC is APPROVED.

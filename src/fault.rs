@@ -12,6 +12,47 @@
 //! Errors this module does not recognise count as transient: a missing table after a botched
 //! deploy is fixed by the next deploy, and the delay queues give it that chance.
 
+use std::time::Duration;
+
+use backon::ExponentialBuilder;
+
+/// How an operation is tried again at once, in process: delays growing from `min` to `max`,
+/// with jitter (workers that failed together do not retry together), `attempts` tries in all,
+/// the first included. Every in-process retry in the crate is built from one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub min: Duration,
+    pub max: Duration,
+    pub attempts: usize,
+}
+
+impl Backoff {
+    pub const fn new(min: Duration, max: Duration, attempts: usize) -> Backoff {
+        Backoff { min, max, attempts }
+    }
+
+    /// The policy for `backon`'s `retry`.
+    pub fn policy(&self) -> ExponentialBuilder {
+        self.builder()
+            .with_max_times(self.attempts.saturating_sub(1))
+    }
+
+    /// The same delays, tried however many times fit in `budget` of waiting (for work that
+    /// must be done before a deadline, not after a number of tries).
+    pub fn within(&self, budget: Duration) -> ExponentialBuilder {
+        self.builder()
+            .with_max_times(usize::MAX)
+            .with_total_delay(Some(budget))
+    }
+
+    fn builder(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min)
+            .with_max_delay(self.max.max(self.min))
+            .with_jitter()
+    }
+}
+
 /// What a failure means for the message that met it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {

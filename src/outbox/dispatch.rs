@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::relay::publish_rows;
 use crate::broker::{Names, Publisher};
+use crate::messages::OutgoingMessage;
 use crate::store::{
     self,
     outbox::{OutboxRow, WriterClaim},
@@ -60,6 +61,25 @@ impl Dispatcher {
     /// dispatcher's own).
     pub async fn begin_on(&self, pool: &PgPool) -> Result<UnitOfWork, sqlx::Error> {
         UnitOfWork::begin(pool, Some(self.claim)).await
+    }
+
+    /// Commits `uow` and publishes what it said at once: the end of every unit of work that
+    /// says something.
+    pub async fn commit(&self, uow: UnitOfWork) -> Result<(), sqlx::Error> {
+        let said = uow.commit().await?;
+        self.dispatch(said).await;
+        Ok(())
+    }
+
+    /// Says `messages` in a transaction of their own (an announcement that goes with no other
+    /// change), then publishes them.
+    pub async fn announce(
+        &self,
+        messages: impl IntoIterator<Item = OutgoingMessage>,
+    ) -> Result<(), sqlx::Error> {
+        let mut uow = self.begin().await?;
+        uow.say(messages);
+        self.commit(uow).await
     }
 
     /// Publishes `rows` (in order, with confirms) and marks the confirmed ones published.

@@ -35,7 +35,7 @@ use super::env::Env;
 use super::job::SagaJob;
 use super::lease::Keeper;
 use super::step::Moved;
-use super::step::{Fresh, commit, with_snapshots};
+use super::step::{Fresh, with_snapshots};
 use crate::domain::saga::Step;
 use crate::domain::{AdminUser, Client, completion_body};
 use crate::email::{AccessMode, FirstAccess, StoredAccess, WelcomeEmail};
@@ -184,7 +184,7 @@ pub async fn complete_only(env: &Env, jobs: Vec<SagaJob>) -> Result<Moved, Handl
                 &data,
             ));
         }
-        commit(env, uow).await
+        Ok(env.outbox.commit(uow).await?)
     })
     .await?;
     Ok((Vec::new(), None))
@@ -387,7 +387,7 @@ async fn record(env: &Env, jobs: &[SagaJob], sent: &[Sent]) -> Result<(), Handle
             ));
         }
     }
-    commit(env, uow).await
+    Ok(env.outbox.commit(uow).await?)
 }
 
 pub const COMPLETED: &str = "client.onboarding_completed";

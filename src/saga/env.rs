@@ -3,16 +3,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use sqlx::PgPool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use super::services::Services;
 use crate::domain::saga::Step;
-use crate::fault::HandlerError;
+use crate::fault::{Backoff, HandlerError};
 use crate::metrics::Metrics;
 use crate::observe::Hooks;
 use crate::outbox::Dispatcher;
@@ -31,9 +31,9 @@ pub struct Env {
     pub metrics: Metrics,
     /// Sagas per step batch.
     pub batch_size: usize,
-    /// In-process attempts of a step's transaction before the step is given up and its
+    /// In-process retries of a step's transaction before the step is given up and its
     /// sagas are given back (see the runner).
-    pub db_attempts: usize,
+    pub db: Backoff,
     /// Room for step batches.
     pub slots: Slots,
 }
@@ -45,12 +45,7 @@ impl Env {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, HandlerError>>,
     {
-        let policy = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_secs(2))
-            .with_max_times(self.db_attempts.saturating_sub(1))
-            .with_jitter();
-        f.retry(policy)
+        f.retry(self.db.policy())
             .when(HandlerError::retry_at_once)
             .notify(|e, wait| tracing::warn!(error = %e, ?wait, "{what} failed; retrying"))
             .await
@@ -70,13 +65,7 @@ impl Env {
         Fut: std::future::Future<Output = Result<T, HandlerError>>,
     {
         let budget = deadline.saturating_duration_since(Instant::now());
-        let policy = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_secs(2))
-            .with_max_times(usize::MAX)
-            .with_total_delay(Some(budget))
-            .with_jitter();
-        f.retry(policy)
+        f.retry(self.db.within(budget))
             .when(HandlerError::retry_at_once)
             .notify(|e, wait| tracing::warn!(error = %e, ?wait, "{what} failed; retrying"))
             .await

@@ -8,7 +8,6 @@ use crate::domain::saga::Step;
 use crate::domain::{AdminUser, Client};
 use crate::fault::HandlerError;
 use crate::store::{self, sagas::Lease};
-use crate::uow::UnitOfWork;
 
 /// What a step returns: the sagas that moved on to the next step, and the slot they run it in.
 pub type Moved = (Vec<SagaJob>, Option<Slot>);
@@ -108,11 +107,4 @@ pub async fn still_held(
         .collect();
     env.metrics.saga_fenced(step.as_str(), before - jobs.len());
     Ok(jobs)
-}
-
-/// Commits a step's unit of work and publishes what it said.
-pub async fn commit(env: &Env, uow: UnitOfWork) -> Result<(), HandlerError> {
-    let rows = uow.commit().await?;
-    env.outbox.dispatch(rows).await;
-    Ok(())
 }

@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::env::Env;
 use super::job::SagaJob;
 use super::lease::Keeper;
-use super::step::{Fresh, Moved, commit, still_held, with_snapshots};
+use super::step::{Fresh, Moved, still_held, with_snapshots};
 use crate::domain::saga::Step;
 use crate::domain::{AdminUser, Client};
 use crate::fault::HandlerError;
@@ -408,6 +408,6 @@ async fn record(
             next.push(job);
         }
     }
-    commit(env, uow).await?;
+    env.outbox.commit(uow).await?;
     Ok(next)
 }

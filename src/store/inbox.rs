@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, Postgres};
 
 /// How a command ended, as the inbox records it.
@@ -30,6 +31,19 @@ impl InboxOutcome {
             InboxOutcome::Rejected => "rejected",
         }
     }
+}
+
+/// The hash the inbox keeps of a message, what repeats of a message id are compared by: its
+/// type (or routing key) and its body's bytes. A command's body is hashed in canonical form
+/// (keys sorted, no spaces; see the worker's batch), so re-serialising the same JSON does not
+/// make it another command; a rejected message's body as it arrived.
+pub fn body_hash(command_type: &str, body: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(command_type.as_bytes())
+        .chain_update([0x1f])
+        .chain_update(body)
+        .finalize()
+        .into()
 }
 
 /// One command to claim.

@@ -17,19 +17,18 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use futures::future::BoxFuture;
 use lapin::message::Delivery;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::Context;
-use super::failure::{self, Failure};
+use super::failure::{self, Failure, announce_failed, failed_messages};
 use crate::broker::ack;
-use crate::fault::{Fault, HandlerError};
+use crate::fault::{Backoff, Fault, HandlerError};
 use crate::handlers::{Body, Cx, Decision, Received, Target, refusal_messages};
-use crate::messages::{Checked, CommandMeta, IncomingMessage, OutgoingMessage, Refusal};
+use crate::messages::{Checked, CommandMeta, IncomingMessage, Refusal};
 use crate::metrics::InFlight;
 use crate::observe::{self, Disposition, HandlerResult};
 use crate::registry::{Entry, Run, RunMany, RunOne};
@@ -39,7 +38,6 @@ use crate::uow::UnitOfWork;
 
 mod settle;
 use settle::*;
-pub use settle::{FAILED_EVENT, announce_exhausted};
 
 /// A command delivery on its way through a batch.
 pub struct Item {
@@ -57,11 +55,8 @@ pub struct Item {
 /// The hash the inbox keeps of a command: its type and its body in canonical form (keys
 /// sorted, no spaces), so re-serialising the same JSON does not make it another command.
 pub fn command_hash(cmd: &Checked) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(cmd.meta.command_type.as_str().as_bytes());
-    hasher.update([0x1f]);
-    hasher.update(serde_json::to_vec(&cmd.body).expect("JSON values serialise"));
-    hasher.finalize().into()
+    let body = serde_json::to_vec(&cmd.body).expect("JSON values serialise");
+    store::inbox::body_hash(cmd.meta.command_type.as_str(), &body)
 }
 
 /// How one command of a batch ended.
@@ -198,14 +193,8 @@ async fn try_hard(
     items: &[Item],
     which: &[usize],
 ) -> Result<Attempted, HandlerError> {
-    let r = &ctx.settings.retry;
-    let policy = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(r.immediate_initial_ms))
-        .with_max_delay(Duration::from_millis(r.immediate_max_ms))
-        .with_max_times(r.immediate_attempts.saturating_sub(1))
-        .with_jitter();
     (|| attempt(ctx, items, which))
-        .retry(policy)
+        .retry(ctx.settings.retry.immediate().policy())
         .when(HandlerError::retry_at_once)
         .notify(|e, wait| {
             if e.is_deadlock() {
@@ -518,18 +507,14 @@ fn answer_may_be_lost(e: &sqlx::Error) -> bool {
 /// whether transaction `xid` committed; false when it did not or nobody could say.
 async fn committed_after_all(ctx: &Context, xid: i64) -> bool {
     struct NotKnown;
-    let policy = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(2))
-        .with_max_times(10)
-        .with_jitter();
+    const ASKING: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2), 11);
     (|| async {
         match store::txid_committed(&ctx.pool, xid).await {
             Ok(Some(committed)) => Ok(committed),
             Ok(None) | Err(_) => Err(NotKnown),
         }
     })
-    .retry(policy)
+    .retry(ASKING.policy())
     .await
     .unwrap_or(false)
 }

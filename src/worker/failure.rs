@@ -8,12 +8,13 @@ use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
 
 use super::Context;
-use super::batch::announce_exhausted;
 use crate::broker::headers::{self, string};
 use crate::broker::publisher::Outgoing;
 use crate::broker::{Delivered, PublishError, ack, requeue};
 use crate::messages::command::truncate;
-use crate::messages::{CommandMeta, IncomingMessage};
+use serde_json::json;
+
+use crate::messages::{CommandMeta, IncomingMessage, OutgoingMessage, Refusal};
 use crate::observe::Disposition;
 
 /// Why a message is dead-lettered.
@@ -162,21 +163,12 @@ pub async fn retry_later(
                 Delivered::Returned { reply_text } => Err(PublishError::Unroutable(reply_text)),
             })
     };
-    match result {
-        Ok(()) => {
-            let handed_on = if exhausted {
-                Disposition::DeadLettered
-            } else {
-                Disposition::RetryScheduled
-            };
-            handed_on.if_acked(ack(delivery).await)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "could not hand the message on; returning it to the queue");
-            requeue(delivery).await;
-            Disposition::Requeued
-        }
-    }
+    let handed_on = if exhausted {
+        Disposition::DeadLettered
+    } else {
+        Disposition::RetryScheduled
+    };
+    hand_on(delivery, result, handed_on).await
 }
 
 /// Copies the delivery to the dead-letter queue, then acks it; when the copy cannot be made,
@@ -189,12 +181,74 @@ pub async fn dead_letter_and_ack(
     failure: Failure,
     reason: &str,
 ) -> Disposition {
-    match dead_letter(ctx, delivery, msg, failure, reason).await {
-        Ok(()) => Disposition::DeadLettered.if_acked(ack(delivery).await),
+    let copied = dead_letter(ctx, delivery, msg, failure, reason).await;
+    hand_on(delivery, copied, Disposition::DeadLettered).await
+}
+
+/// Acks the delivery once its copy (`copied`: a delayed retry or a dead letter) is confirmed,
+/// as `handed_on`; when the copy could not be made, hands the delivery back to the broker.
+async fn hand_on(
+    delivery: &Delivery,
+    copied: Result<(), PublishError>,
+    handed_on: Disposition,
+) -> Disposition {
+    match copied {
+        Ok(()) => handed_on.if_acked(ack(delivery).await),
         Err(e) => {
-            tracing::error!(error = %e, "could not dead-letter; returning it to the queue");
+            tracing::error!(error = %e, "could not hand the message on; returning it to the queue");
             requeue(delivery).await;
             Disposition::Requeued
         }
+    }
+}
+
+pub const FAILED_EVENT: &str = "command.failed";
+
+/// `command.failed` (and the error reply): the command was set aside for an operator. The
+/// reason is ours (a SQLSTATE, a field name), never a value of the command.
+pub fn failed_messages(ctx: &Context, meta: &CommandMeta, reason: &str) -> Vec<OutgoingMessage> {
+    let refusal = Refusal::internal_error();
+    let data = json!({
+        "message_id": meta.message_id,
+        "command_type": meta.command_type.as_str(),
+        "code": refusal.code,
+        "status": refusal.status,
+        "message": refusal.message,
+        "reason": reason,
+        "dead_letter_queue": ctx.names.dead_queue,
+    });
+    let mut messages = vec![OutgoingMessage::event(meta, FAILED_EVENT, data)];
+    messages.extend(OutgoingMessage::reply(
+        meta,
+        FAILED_EVENT,
+        refusal.status,
+        refusal.error_body(),
+    ));
+    messages
+}
+
+/// Announces (`command.failed`, and the reply when asked) a command set aside, in a
+/// transaction of its own.
+pub async fn announce_failed(
+    ctx: &Context,
+    meta: &CommandMeta,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    ctx.outbox
+        .announce(failed_messages(ctx, meta, reason))
+        .await
+}
+
+/// Best effort: announces that a command's retries ran out (the database may be what is
+/// down, so this may not get through; the dead letter is there either way).
+pub async fn announce_exhausted(
+    ctx: &Context,
+    msg: &IncomingMessage,
+    meta: Option<&CommandMeta>,
+    reason: &str,
+) {
+    let Some(meta) = meta else { return };
+    if let Err(e) = announce_failed(ctx, meta, reason).await {
+        tracing::warn!(error = %e, routing_key = %msg.routing_key, "could not announce command.failed for an exhausted command");
     }
 }

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use futures::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -37,6 +37,11 @@ pub use crate::observe::{Disposition, Hooks, Settled};
 use crate::saga::{self, Runner};
 use crate::{http, outbox, registry, store};
 use pipeline::Route;
+
+/// How long a starting worker waits for the database, its key and the broker (about two
+/// minutes each, then it exits for its supervisor).
+const AT_START: crate::fault::Backoff =
+    crate::fault::Backoff::new(Duration::from_millis(200), Duration::from_secs(5), 31);
 
 /// What every batch and task of the worker shares.
 pub struct Context {
@@ -95,12 +100,8 @@ impl Worker {
         let pool = store::pool(&settings.database)?;
         let worker_id = Uuid::new_v4();
 
-        let wait = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(5))
-            .with_max_times(30);
         (|| store::migrate(&pool))
-            .retry(wait)
+            .retry(AT_START.policy())
             .notify(|e, d| {
                 tracing::warn!(error = %e, url = %redact_url(&settings.database.url), "database not ready; retrying in {d:?}")
             })
@@ -109,7 +110,7 @@ impl Worker {
         // Like the migrations, retried: a database slow to answer at start is not a reason to
         // exit (seen under a loaded test run: one pool timeout here stopped the worker).
         let key = (|| DeploymentKey::load(&pool))
-            .retry(wait)
+            .retry(AT_START.policy())
             .notify(|e, d| {
                 tracing::warn!(error = %e, "deployment key not readable yet; retrying in {d:?}")
             })
@@ -119,7 +120,7 @@ impl Worker {
         let mut names = None;
         for name in ["onboard worker (consume)", "onboard worker (publish)"] {
             let (connection, node) = (|| broker::connect_node(&settings.broker, name, 0))
-                .retry(wait)
+                .retry(AT_START.policy())
                 .notify(|e, d| {
                     let nodes: Vec<_> = settings.broker.nodes().into_iter().map(redact_url).collect();
                     tracing::warn!(error = %e, nodes = ?nodes, "broker not ready; retrying in {d:?}")
@@ -165,7 +166,11 @@ impl Worker {
             outbox: dispatcher.clone(),
             metrics: metrics.clone(),
             batch_size: settings.worker.batch_size.max(1),
-            db_attempts: settings.retry.immediate_attempts.max(1) + 2,
+            // Two tries more than a delivery's: a step given up is a saga set back.
+            db: crate::fault::Backoff {
+                attempts: settings.retry.immediate_attempts.max(1) + 2,
+                ..settings.retry.immediate()
+            },
             slots: saga::Slots::new(settings.saga.steps_in_flight),
         }));
         let sagas = Arc::new(std::sync::Mutex::new(Some(saga_tasks)));

@@ -3,10 +3,9 @@
 //! that fails them: announced (`command.rejected`, and the error reply when asked), then
 //! dead-lettered with its reason, then acked.
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use lapin::message::Delivery;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::Context;
@@ -177,15 +176,6 @@ pub fn route(ctx: &Context, delivery: Delivery) -> Route {
     }
 }
 
-fn immediate_backoff(ctx: &Context) -> ExponentialBuilder {
-    let r = &ctx.settings.retry;
-    ExponentialBuilder::default()
-        .with_min_delay(std::time::Duration::from_millis(r.immediate_initial_ms))
-        .with_max_delay(std::time::Duration::from_millis(r.immediate_max_ms))
-        .with_max_times(r.immediate_attempts.saturating_sub(1))
-        .with_jitter()
-}
-
 /// A malformed message: its rejection is recorded first (inbox row and `command.rejected`,
 /// and the error reply when asked for), then it is dead-lettered with its reason, then acked.
 /// While the database is down the rejection cannot be recorded, so the message waits in the
@@ -200,7 +190,7 @@ pub async fn reject(ctx: &Context, delivery: Delivery, msg: IncomingMessage, rej
         .filter(|s| !s.is_empty());
     tracing::warn!(reason = %rejection, "message rejected");
     let recorded = (|| record_rejection(ctx, &msg, message_id, &rejection))
-        .retry(immediate_backoff(ctx))
+        .retry(ctx.settings.retry.immediate().policy())
         .when(crate::fault::retry_at_once)
         .await;
     let disposition = match recorded {
@@ -267,12 +257,7 @@ async fn record_rejection(
     }
     let mut uow = ctx.outbox.begin_on(&ctx.query_pool).await?;
     if let Some(id) = message_id {
-        let hash: [u8; 32] = Sha256::new()
-            .chain_update(msg.routing_key.as_bytes())
-            .chain_update([0x1f])
-            .chain_update(&msg.body)
-            .finalize()
-            .into();
+        let hash = crate::store::inbox::body_hash(&msg.routing_key, &msg.body);
         if !crate::store::inbox::record_rejected(
             uow.conn(),
             id,
@@ -287,7 +272,5 @@ async fn record_rejection(
         }
     }
     uow.say(messages);
-    let said = uow.commit().await?;
-    ctx.outbox.dispatch(said).await;
-    Ok(())
+    ctx.outbox.commit(uow).await
 }

@@ -2,7 +2,7 @@
 //! No inbox, no outbox, no events: a query changes nothing, so there is nothing to make
 //! atomic with its answer. A query without `reply_to` never gets here: it is rejected.
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use tracing::Instrument;
 
 use super::Context;
@@ -20,12 +20,7 @@ pub async fn answer(ctx: &Context, item: Item) {
         unreachable!("only queries are answered here");
     };
     let started = std::time::Instant::now();
-    let r = &ctx.settings.retry;
-    let policy = ExponentialBuilder::default()
-        .with_min_delay(std::time::Duration::from_millis(r.immediate_initial_ms))
-        .with_max_delay(std::time::Duration::from_millis(r.immediate_max_ms))
-        .with_max_times(r.immediate_attempts.saturating_sub(1))
-        .with_jitter();
+    let policy = ctx.settings.retry.immediate().policy();
     let handle = crate::export_span!(
         "handle",
         otel.name = %format!("handle {}", item.cmd.meta.command_type.as_str())

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 
 use super::customer::{Customer, CustomerRequest};
 use super::error::{ApiError, XenditError};
+use crate::fault::Backoff;
 
 /// The Customers API version we speak: the first that knows BUSINESS customers. Sent on every
 /// request so a change of the account's default version cannot change the shapes under us.
@@ -211,14 +212,12 @@ impl XenditClient {
             .build()
             .map_err(SettingsError::HttpClient)?;
         let retries = settings.max_attempts.max(1) - 1;
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(settings.min_backoff_ms))
-            .with_max_delay(Duration::from_millis(
-                settings.max_backoff_ms.max(settings.min_backoff_ms),
-            ))
-            .with_max_times(retries as usize)
-            // Jitter keeps workers that failed together from retrying together.
-            .with_jitter();
+        let backoff = Backoff::new(
+            Duration::from_millis(settings.min_backoff_ms),
+            Duration::from_millis(settings.max_backoff_ms),
+            retries as usize + 1,
+        )
+        .policy();
         let per_minute = NonZeroU32::new(settings.requests_per_minute()).expect("at least 1");
         Ok(XenditClient {
             http,

@@ -1,64 +1,7 @@
 //! How each command of a batch ends once its transaction did: acked, or dead-lettered with
-//! `command.failed` announced, and what observers are told.
+//! `command.failed` announced (`failure`), and what observers are told.
 
 use super::*;
-
-pub const FAILED_EVENT: &str = "command.failed";
-
-/// `command.failed` (and the error reply): the command was set aside for an operator. The
-/// reason is ours (a SQLSTATE, a field name), never a value of the command.
-pub(super) fn failed_messages(
-    ctx: &Context,
-    meta: &CommandMeta,
-    reason: &str,
-) -> Vec<OutgoingMessage> {
-    let refusal = Refusal::internal_error();
-    let data = json!({
-        "message_id": meta.message_id,
-        "command_type": meta.command_type.as_str(),
-        "code": refusal.code,
-        "status": refusal.status,
-        "message": refusal.message,
-        "reason": reason,
-        "dead_letter_queue": ctx.names.dead_queue,
-    });
-    let mut messages = vec![OutgoingMessage::event(meta, FAILED_EVENT, data)];
-    messages.extend(OutgoingMessage::reply(
-        meta,
-        FAILED_EVENT,
-        refusal.status,
-        refusal.error_body(),
-    ));
-    messages
-}
-
-/// Announces (`command.failed`, and the reply when asked) a command set aside, in a
-/// transaction of its own.
-pub(super) async fn announce_failed(
-    ctx: &Context,
-    meta: &CommandMeta,
-    reason: &str,
-) -> Result<(), sqlx::Error> {
-    let mut uow = ctx.outbox.begin().await?;
-    uow.say(failed_messages(ctx, meta, reason));
-    let said = uow.commit().await?;
-    ctx.outbox.dispatch(said).await;
-    Ok(())
-}
-
-/// Best effort: announces that a command's retries ran out (the database may be what is
-/// down, so this may not get through; the dead letter is there either way).
-pub async fn announce_exhausted(
-    ctx: &Context,
-    msg: &IncomingMessage,
-    meta: Option<&CommandMeta>,
-    reason: &str,
-) {
-    let Some(meta) = meta else { return };
-    if let Err(e) = announce_failed(ctx, meta, reason).await {
-        tracing::warn!(error = %e, routing_key = %msg.routing_key, "could not announce command.failed for an exhausted command");
-    }
-}
 
 /// Carries the sagas on, then acks what is done and hands on what is not. The sagas go
 /// first: they need only the commit, and an ack can wait on a channel the broker session is
