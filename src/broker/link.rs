@@ -191,7 +191,7 @@ impl Link {
         let nodes = self.settings.broker.nodes();
         let current = self.node() % nodes.len();
         for i in (0..nodes.len()).map(|k| (current + k) % nodes.len()) {
-            if super::accepts(nodes[i]).await {
+            if super::connect::accepts(nodes[i]).await {
                 return true;
             }
         }
@@ -203,7 +203,8 @@ impl Link {
     async fn replace(&self) -> anyhow::Result<bool> {
         let opened = tokio::time::timeout(OPEN_TIMEOUT, async {
             let (connection, node) =
-                super::connect_node(&self.settings.broker, &self.name, self.node()).await?;
+                super::connect::connect_node(&self.settings.broker, &self.name, self.node())
+                    .await?;
             super::topology::declare_on(&connection, &self.settings).await?;
             let slots: Vec<_> = self
                 .publishers

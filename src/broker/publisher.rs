@@ -37,7 +37,7 @@ pub struct Outgoing<'a> {
 }
 
 /// A confirm-mode channel. Cheap to clone; lapin multiplexes publishes and their confirms.
-/// The channel sits in a slot that [`super::Link`] refills when it replaces a stuck session,
+/// The channel sits in a slot that `Link` (link.rs) refills when it replaces a stuck session,
 /// so every clone publishes on the new channel from then on.
 #[derive(Clone)]
 pub struct Publisher {

@@ -1,4 +1,4 @@
-//! The settings of the two processes besides the worker that read the whole [`Settings`]
+//! The settings of the two processes besides the worker that read the whole `Settings`
 //! (`onboard console` and `onboard webhooks`): their sections are defined here, beside the
 //! rest, so that configuration does not import the modules that import it.
 
@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-#[cfg(doc)]
-use super::Settings;
-use super::millis_list;
+use super::millis::millis_list;
 
 /// `[console]`.
 #[derive(Debug, Clone, Deserialize)]

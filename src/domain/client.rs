@@ -5,8 +5,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::lifecycle::{ClientStatus, EkycStatus};
 use super::profile::PartnerRef;
-use super::{ClientStatus, EkycStatus};
 
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Client {

@@ -1,7 +1,7 @@
 //! The body of `client.create`, parsed: once a [`NewClient`] exists, its five contract fields
 //! are present, trimmed and usable.
 
-use super::ClientStatus;
+use super::lifecycle::ClientStatus;
 use super::refusal::Refusal;
 
 /// The widths of the columns the fields land in (`clients`, and `users` for the admin), in

@@ -56,7 +56,7 @@ impl RenderError {
 }
 
 impl WelcomeEmail<'_> {
-    /// The message to hand to [`super::Mailer::send`]: `from` and `subject` come from the
+    /// The message to hand to `Mailer::send`: `from` and `subject` come from the
     /// settings, `To` is the admin (name and address), the body is text plus HTML.
     pub fn message(&self, from: &Mailbox, subject: &str) -> Result<Message, RenderError> {
         let address =

@@ -3,7 +3,7 @@
 //! only after the broker confirmed.
 //!
 //! In normal operation the worker that wrote a row publishes it right after its commit
-//! ([`super::Dispatcher`]), under the claim it made with the insert; the relay takes only rows
+//! (the dispatcher, dispatch.rs), under the claim it made with the insert; the relay takes only rows
 //! with no claim or an expired one: those of a worker that died between commit and publish
 //! (its claim ran out, `outbox.dispatch_grace_ms` after the insert), a publish that failed
 //! (its claim was given back), rows that wait for an earlier row of their correlation, and

@@ -258,7 +258,7 @@ impl XenditClient {
     /// Creates the customer, or returns the one Xendit already has under `request.reference_id`.
     ///
     /// `idempotency_key` must be the same on every retry of the same saga step (use
-    /// [`super::idempotency_key`]): Xendit then answers a repeat with the first customer instead
+    /// [`super::ids::idempotency_key`]): Xendit then answers a repeat with the first customer instead
     /// of creating a second. After Xendit forgets the key (24 hours) a repeat is refused as a
     /// duplicate reference, and the existing customer is fetched by `reference_id` instead.
     #[tracing::instrument(

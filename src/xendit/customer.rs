@@ -134,7 +134,7 @@ pub struct BusinessDetail {
 /// [`CustomerRequest::individual`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CustomerRequest {
-    /// Our own id for the customer, unique per Xendit account; see [`super::reference_id`].
+    /// Our own id for the customer, unique per Xendit account; see [`super::ids::reference_id`].
     pub reference_id: String,
     /// INDIVIDUAL or BUSINESS; decides which detail object Xendit requires.
     #[serde(rename = "type")]
