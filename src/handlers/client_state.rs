@@ -123,12 +123,12 @@ async fn handle(
         "version": updated.version,
         "client": updated,
     });
-    let mut messages = vec![OutgoingMessage::event(meta, event_type, with(event, extra))];
-    messages.extend(OutgoingMessage::reply(
+    let messages = OutgoingMessage::event_and_reply(
         meta,
         event_type,
+        with(event, extra),
         200,
         json!({ "message": message, "client": updated }),
-    ));
+    );
     Ok(Decision::Done(Outcome::succeeded(messages)))
 }

@@ -389,13 +389,13 @@ async fn handle(
         "version": updated.version,
         "client": updated,
     });
-    let mut messages = vec![OutgoingMessage::event(meta, UPDATED, data)];
-    messages.extend(OutgoingMessage::reply(
+    let messages = OutgoingMessage::event_and_reply(
         meta,
         UPDATED,
+        data,
         200,
         json!({ "message": "Client updated successfully", "client": updated }),
-    ));
+    );
     Ok(Decision::Done(Outcome::succeeded(messages)))
 }
 

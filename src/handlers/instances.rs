@@ -170,8 +170,7 @@ fn succeeded(
         "actor_user_id": actor_user_id,
         "instance": instance,
     });
-    let mut messages = vec![OutgoingMessage::event(meta, event_type, data)];
-    messages.extend(OutgoingMessage::reply(meta, event_type, status, reply));
+    let messages = OutgoingMessage::event_and_reply(meta, event_type, data, status, reply);
     Decision::Done(Outcome::succeeded(messages))
 }
 

@@ -59,17 +59,17 @@ impl DecideOne for ClientKycUpdate {
             "admin_users_updated": admin_users,
             "client": updated,
         });
-        let mut messages = vec![OutgoingMessage::event(cmd.meta, UPDATED, data)];
-        messages.extend(OutgoingMessage::reply(
+        let messages = OutgoingMessage::event_and_reply(
             cmd.meta,
             UPDATED,
+            data,
             200,
             json!({
                 "message": "eKYC status updated successfully",
                 "client": updated,
                 "ekyc_status": to,
             }),
-        ));
+        );
         Ok(Decision::Done(Outcome::succeeded(messages)))
     }
 }

@@ -169,13 +169,13 @@ async fn handle(
         "details": details,
         "client": updated,
     });
-    let mut messages = vec![OutgoingMessage::event(meta, event_type, data)];
-    messages.extend(OutgoingMessage::reply(
+    let messages = OutgoingMessage::event_and_reply(
         meta,
         event_type,
+        data,
         200,
         json!({ "message": success_message(action), "client": updated }),
-    ));
+    );
     Ok(Decision::Done(Outcome::succeeded(messages)))
 }
 

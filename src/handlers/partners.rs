@@ -56,13 +56,13 @@ impl DecideOne for PartnerCreate {
             return refused(cmd, Refusal::partner_name_taken());
         };
         let data = json!({ "partner": partner });
-        let mut messages = vec![OutgoingMessage::event(cmd.meta, CREATED, data)];
-        messages.extend(OutgoingMessage::reply(
+        let messages = OutgoingMessage::event_and_reply(
             cmd.meta,
             CREATED,
+            data,
             201,
             json!({ "message": "Partner created successfully", "partner": partner }),
-        ));
+        );
         Ok(Decision::Done(Outcome::succeeded(messages)))
     }
 }

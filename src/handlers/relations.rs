@@ -126,7 +126,7 @@ impl DecideOne for ClientRelationAdd {
         }
         let rows: Vec<(i32, &NewRelation)> = given.iter().map(|r| (client_id, r)).collect();
         let added = store::relations::insert_many(cx.conn, &rows).await?;
-        let mut messages = vec![OutgoingMessage::event(
+        let messages = OutgoingMessage::event_and_reply(
             cmd.meta,
             ADDED,
             json!({
@@ -134,13 +134,9 @@ impl DecideOne for ClientRelationAdd {
                 "client_code": client.client_code,
                 "relations": added,
             }),
-        )];
-        messages.extend(OutgoingMessage::reply(
-            cmd.meta,
-            ADDED,
             201,
             json!({ "relations": added }),
-        ));
+        );
         Ok(Decision::Done(Outcome::succeeded(messages)))
     }
 }
@@ -178,7 +174,7 @@ impl DecideOne for ClientRelationUpdate {
             )));
         }
         let updated = store::relations::update(cx.conn, current.relation_id, &after).await?;
-        let mut messages = vec![OutgoingMessage::event(
+        let messages = OutgoingMessage::event_and_reply(
             cmd.meta,
             UPDATED,
             json!({
@@ -187,13 +183,9 @@ impl DecideOne for ClientRelationUpdate {
                 "relation": updated,
                 "changes": changes,
             }),
-        )];
-        messages.extend(OutgoingMessage::reply(
-            cmd.meta,
-            UPDATED,
             200,
             json!({ "relation": updated }),
-        ));
+        );
         Ok(Decision::Done(Outcome::succeeded(messages)))
     }
 }
@@ -212,7 +204,7 @@ impl DecideOne for ClientRelationRemove {
         let Some(removed) = removed else {
             return Ok(refused(cmd.meta, Refusal::relation_not_found(), client_id));
         };
-        let mut messages = vec![OutgoingMessage::event(
+        let messages = OutgoingMessage::event_and_reply(
             cmd.meta,
             REMOVED,
             json!({
@@ -221,13 +213,9 @@ impl DecideOne for ClientRelationRemove {
                 "relation_id": removed.relation_id,
                 "relation": removed,
             }),
-        )];
-        messages.extend(OutgoingMessage::reply(
-            cmd.meta,
-            REMOVED,
             200,
             json!({ "message": "Relation removed successfully", "relation": removed }),
-        ));
+        );
         Ok(Decision::Done(Outcome::succeeded(messages)))
     }
 }

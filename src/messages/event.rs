@@ -139,6 +139,20 @@ impl OutgoingMessage {
 
     /// The answer to `meta`'s `reply_to`, if it asked for one: the seed's REST body, with the
     /// HTTP-like status in the `status` header.
+    /// An outcome as most commands say it: the event, and the reply to the command when it
+    /// asked for one (`reply_to`), under the same type.
+    pub fn event_and_reply(
+        meta: &CommandMeta,
+        event_type: &str,
+        data: Value,
+        status: u16,
+        reply: Value,
+    ) -> Vec<OutgoingMessage> {
+        let mut messages = vec![OutgoingMessage::event(meta, event_type, data)];
+        messages.extend(OutgoingMessage::reply(meta, event_type, status, reply));
+        messages
+    }
+
     pub fn reply(
         meta: &CommandMeta,
         outcome_type: &str,

@@ -407,7 +407,5 @@ pub fn completion_messages(
     if let Some(email) = data.get("welcome_email") {
         event_data["welcome_email"] = email.clone();
     }
-    let mut out = vec![OutgoingMessage::event(origin, COMPLETED, event_data)];
-    out.extend(OutgoingMessage::reply(origin, COMPLETED, 201, body));
-    out
+    OutgoingMessage::event_and_reply(origin, COMPLETED, event_data, 201, body)
 }

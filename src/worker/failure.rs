@@ -217,14 +217,13 @@ pub fn failed_messages(ctx: &Context, meta: &CommandMeta, reason: &str) -> Vec<O
         "reason": reason,
         "dead_letter_queue": ctx.names.dead_queue,
     });
-    let mut messages = vec![OutgoingMessage::event(meta, FAILED_EVENT, data)];
-    messages.extend(OutgoingMessage::reply(
+    OutgoingMessage::event_and_reply(
         meta,
         FAILED_EVENT,
+        data,
         refusal.status,
         refusal.error_body(),
-    ));
-    messages
+    )
 }
 
 /// Announces (`command.failed`, and the reply when asked) a command set aside, in a
