@@ -26,7 +26,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::Console;
+use super::state::Console;
 use crate::store::console::{self as db, Session};
 
 const SESSION_COOKIE: &str = "onboard_session";

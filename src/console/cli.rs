@@ -91,7 +91,7 @@ pub async fn run(
             stop.await;
             cancel.cancel();
         });
-        return super::run(settings, token).await;
+        return super::server::run(settings, token).await;
     };
     let pool = store::pool(&settings.database)?;
     store::migrate(&pool).await?;

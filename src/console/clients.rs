@@ -9,9 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::Console;
 use super::auth::{internal, message};
 use super::pages::render;
+use super::state::Console;
 use crate::domain::Client;
 use crate::domain::paging::Sort;
 use crate::store::{

@@ -9,9 +9,9 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::Console;
 use super::auth::{Change, CsrfForm, internal, message};
 use super::pages::render;
+use super::state::Console;
 use crate::ops::actions::{self, Actor};
 use crate::store::{self, console::Session};
 

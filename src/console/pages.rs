@@ -12,7 +12,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::auth::{Change, CsrfForm, internal, message};
-use super::{Console, figures};
+use super::figures;
+use super::state::Console;
 use crate::ops::dlq::{DeadLetter, Dlq, Group, MoveRequest, Selector};
 use crate::store;
 use crate::store::console::Session;

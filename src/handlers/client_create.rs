@@ -18,7 +18,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::body::PartnerGiven;
-use super::{Cmd, Command, Cx, DecideMany, Decision, HandlerError, Outcome, external_id_in_use};
+use super::handler::{
+    Cmd, Command, Cx, DecideMany, Decision, HandlerError, Outcome, external_id_in_use,
+};
 use crate::domain::new_client::ContactFields;
 use crate::domain::profile::{self, PartnerSelector};
 use crate::domain::relation::{self, NewRelation};

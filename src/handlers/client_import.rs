@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::body::PartnerGiven;
 use super::client_create::{ClientCreate, FAILED};
-use super::{Cmd, Command, Cx, DecideMany, Decision, HandlerError, Outcome, with};
+use super::handler::{Cmd, Command, Cx, DecideMany, Decision, HandlerError, Outcome, with};
 use crate::messages::event::{OutgoingKind, derived_id};
 use crate::messages::{CommandType, OutgoingMessage, Refusal};
 use crate::sources::{SourceError, Sources, map_record};

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use super::body::{id, text};
 use super::client_update::FAILED;
+use super::handler::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome, with};
 use super::lifecycle::{lock_changeable_client, lock_live_client};
-use super::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome, with};
 use crate::messages::{CommandMeta, OutgoingMessage};
 use crate::store;
 

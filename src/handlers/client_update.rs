@@ -13,8 +13,10 @@ use serde_json::{Map, Value, json};
 use sqlx::Connection;
 
 use super::body::{PartnerGiven, Patch, id, opt_i64, text};
+use super::handler::{
+    Cmd, Cx, DecideOne, Decision, HandlerError, Outcome, external_id_in_use, with,
+};
 use super::lifecycle::lock_live_client;
-use super::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome, external_id_in_use, with};
 use crate::domain::new_client::COLUMN_WIDTHS;
 use crate::domain::profile::{self, PartnerRef};
 use crate::domain::{Client, Email};

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::{id, opt_id, text};
-use super::{Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome, Target};
+use super::handler::{Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome, Target};
 use crate::domain::instance::{
     self, ALIAS_UPDATED_MESSAGE, INSTANCE_CREATED_MESSAGE, INSTANCE_DELETED_MESSAGE, Instance,
     InstanceAction, authorize, owned,

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::{id, parsed};
+use super::handler::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome};
 use super::lifecycle::lock_changeable_client;
-use super::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome};
 use crate::domain::EkycStatus;
 use crate::messages::OutgoingMessage;
 use crate::store;

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::{id, text};
-use super::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome};
+use super::handler::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome};
 use crate::configuration::Settings;
 use crate::domain::{LifecycleAction, decide};
 use crate::messages::{CommandMeta, OutgoingMessage, Refusal};

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::{opt_id, text};
-use super::{Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome};
+use super::handler::{Cmd, Command, Cx, DecideOne, Decision, HandlerError, Outcome};
 use crate::messages::{CommandType, OutgoingMessage, Refusal};
 use crate::store;
 

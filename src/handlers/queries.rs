@@ -16,23 +16,17 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 
 use super::body::{id, opt_count, opt_id, text};
-use super::{Body, HandlerError, Query, RunQuery, with};
+use super::handler::{Answer, Body, HandlerError, Query, RunQuery, with};
 use crate::domain::ClientListItem;
 use crate::domain::instance::{InstanceAction, authorize};
 use crate::domain::paging::{self, Cursor, KeyValue, Order, Sort, SortKey};
 use crate::domain::profile::PartnerSelector;
 use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
 use crate::store::{self, clients::ClientFilter, clients::ClientKey, clients::PageStart};
-
-/// A query's answer before it becomes a reply.
-pub enum Answer {
-    Found(Value),
-    Refused(Refusal),
-}
 
 /// Runs a query and returns its reply (the pipeline has made sure there is a `reply_to`).
 pub async fn answer(

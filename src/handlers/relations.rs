@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use super::body::{id, opt_count};
 use super::client_update::FAILED;
+use super::handler::Answer;
+use super::handler::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome, Query};
 use super::lifecycle::lock_changeable_client;
-use super::queries::Answer;
-use super::{Cmd, Cx, DecideOne, Decision, HandlerError, Outcome, Query};
 use crate::domain::paging;
 use crate::domain::relation::{self, NewRelation, RelationPatch};
 use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
@@ -246,7 +246,7 @@ impl Query for ClientRelationList {
         )
         .await?;
         let page = paging::offset_page(take, skip, total);
-        Ok(Answer::Found(super::with(
+        Ok(Answer::Found(super::handler::with(
             json!({ "relations": relations }),
             page,
         )))

@@ -23,7 +23,7 @@ use lapin::message::Delivery;
 use serde_json::json;
 use tracing::Instrument;
 
-use super::Context;
+use super::context::Context;
 use super::failure::{self, Failure, announce_failed, failed_messages};
 use crate::broker::ack;
 use crate::fault::{Backoff, Fault, HandlerError};

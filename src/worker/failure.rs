@@ -7,7 +7,7 @@ use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
 
-use super::Context;
+use super::context::Context;
 use crate::broker::headers::{self, string};
 use crate::broker::publisher::Outgoing;
 use crate::broker::{Delivered, PublishError, ack, requeue};

@@ -10,6 +10,7 @@
 //! ```
 
 pub mod batch;
+mod context;
 pub mod failure;
 pub mod pipeline;
 pub mod query;
@@ -28,45 +29,20 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::broker::{self, Names, Publisher};
+use crate::broker::{self, Names};
 use crate::configuration::{Settings, redact_url};
 use crate::key::DeploymentKey;
-use crate::messages::Schemas;
 use crate::metrics::Metrics;
 pub use crate::observe::{Disposition, Hooks, Settled};
-use crate::saga::{self, Runner};
+use crate::saga::{self};
 use crate::{http, outbox, registry, store};
+pub use context::Context;
 use pipeline::Route;
 
 /// How long a starting worker waits for the database, its key and the broker (about two
 /// minutes each, then it exits for its supervisor).
 const AT_START: crate::fault::Backoff =
     crate::fault::Backoff::new(Duration::from_millis(200), Duration::from_secs(5), 31);
-
-/// What every batch and task of the worker shares.
-pub struct Context {
-    pub settings: Arc<Settings>,
-    pub pool: PgPool,
-    /// Queries' and rejections' own connections (`database.query_connections`).
-    pub query_pool: PgPool,
-    pub names: Names,
-    pub schemas: Schemas,
-    /// Publishes retries, dead letters and query answers (the relay has its own channel).
-    pub publisher: Publisher,
-    /// Publishes what a committed transaction wrote to the outbox.
-    pub outbox: Arc<outbox::Dispatcher>,
-    /// Runs the sagas a batch started, once it committed (in the slots it reserved).
-    pub runner: Runner,
-    /// This worker, as saga leases name it.
-    pub worker_id: Uuid,
-    pub hooks: Hooks,
-    /// Counters and histograms served on `/metrics`.
-    pub metrics: Metrics,
-    /// Signs and checks the attempt count of retry copies; derives first-access secrets.
-    pub key: DeploymentKey,
-    /// The systems `client.import` reads records from.
-    pub sources: crate::sources::Sources,
-}
 
 /// A running worker.
 pub struct Worker {

@@ -8,8 +8,8 @@ use lapin::message::Delivery;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::Context;
 use super::batch::{Item, command_hash};
+use super::context::Context;
 use super::failure::{self, Failure};
 use crate::broker::headers;
 use crate::handlers::Received;

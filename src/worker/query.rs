@@ -5,8 +5,8 @@
 use backon::Retryable;
 use tracing::Instrument;
 
-use super::Context;
 use super::batch::Item;
+use super::context::Context;
 use super::failure::{self, Failure};
 use crate::broker::{Delivered, ack};
 use crate::fault::{Fault, HandlerError};
