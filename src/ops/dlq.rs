@@ -37,6 +37,7 @@
 pub mod cli;
 mod fingerprint;
 mod letter;
+mod limits;
 mod mask;
 mod moves;
 mod select;
@@ -44,41 +45,28 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use lapin::Acker;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection};
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use chrono::Utc;
+use lapin::options::BasicAckOptions;
+use lapin::{BasicProperties, Connection};
+use serde_json::Value;
 use sqlx::PgPool;
 
 pub use fingerprint::{fingerprint, normalize};
 pub use letter::DeadLetter;
+pub use limits::{DEFAULT_LIMIT, MAX_LIMIT};
 pub use mask::{is_secret_key, mask_json, mask_text};
 use moves::*;
 pub use moves::{MoveReport, MoveRequest, os_user};
 pub use select::{Group, Listing, Selector, group, parse_age};
 use snapshot::{Held, Snapshot};
 
-use crate::broker::headers::{self, string, table_to_json};
 use crate::broker::publisher::Outgoing;
 use crate::broker::{self, Delivered, Names, Publisher};
 use crate::configuration::Settings;
 use crate::store;
-
-/// Default and largest snapshot: what one run holds unacked at most.
-pub const DEFAULT_LIMIT: usize = 10_000;
-pub const MAX_LIMIT: usize = u16::MAX as usize;
-
-/// How long the snapshot waits for the next message before taking what it has.
-const IDLE: Duration = Duration::from_secs(2);
 
 /// The dead-letter queue of one deployment (one `broker.prefix`).
 pub struct Dlq {

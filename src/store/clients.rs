@@ -1,34 +1,15 @@
 //! Clients, their admin users, PSPs and the client-code counter.
 
-use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Postgres, QueryBuilder};
+use sqlx::PgConnection;
 
-use crate::domain::paging::{KeyValue, Order, Sort, SortKey};
-use crate::domain::{AdminUser, Client, ClientStatus, EkycStatus, NewClient, PspCandidate};
+use crate::domain::{Client, ClientStatus, EkycStatus, NewClient, PspCandidate};
 
+mod columns;
 mod search;
 mod users;
+use columns::select_from;
 pub use search::{ClientFilter, ClientKey, PageStart, count_clients, find_client, list_clients};
 pub use users::{get_admin_user, get_admin_users, insert_admin_users, store_first_access};
-
-/// A client row as `Client` reads it: the client's own columns (alias `c`) and its partners
-/// joined in (`dp` its direct partner, `rp` the root of that partner's tree).
-const CLIENT_COLUMNS: &str = "c.client_id, c.client_code, c.email, c.client_alias, c.client_type, \
-     c.client_status, c.ekyc_status, c.country_code, c.psp_id, c.phone, c.external_id, c.metadata, \
-     c.identity, c.address, c.full_name, c.description, c.contact, \
-     CASE WHEN rp.partner_id IS NULL THEN NULL ELSE jsonb_build_object('id', rp.partner_id, 'name', rp.name) END AS partner, \
-     CASE WHEN dp.partner_id IS NULL THEN NULL ELSE jsonb_build_object('id', dp.partner_id, 'name', dp.name) END AS direct_partner, \
-     c.is_active, c.version, c.deleted_at, c.created, c.updated";
-
-/// `SELECT` of [`CLIENT_COLUMNS`] from `source` (a table or a CTE), aliased `c`, with the
-/// partners joined.
-fn select_from(source: &str) -> String {
-    format!(
-        "SELECT {CLIENT_COLUMNS} FROM {source} c
-         LEFT JOIN partners dp ON dp.partner_id = c.direct_partner_id
-         LEFT JOIN partners rp ON rp.partner_id = dp.root_partner_id"
-    )
-}
 
 /// Every PSP configured for these countries, with its country (the choice between them is
 /// `domain::choose_psp`).

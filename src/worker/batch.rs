@@ -19,61 +19,25 @@ use std::time::{Duration, Instant};
 
 use backon::Retryable;
 use futures::future::BoxFuture;
-use lapin::message::Delivery;
 use serde_json::json;
 use tracing::Instrument;
 
 use super::context::Context;
-use super::failure::{self, Failure, announce_failed, failed_messages};
-use crate::broker::ack;
+use super::failure::{announce_failed, failed_messages};
 use crate::fault::{Backoff, Fault, HandlerError};
-use crate::handlers::{Body, Cx, Decision, Received, Target, refusal_messages};
-use crate::messages::{Checked, CommandMeta, IncomingMessage, Refusal};
-use crate::metrics::InFlight;
-use crate::observe::{self, Disposition, HandlerResult};
+use crate::handlers::{Body, Cx, Decision, Target, refusal_messages};
+use crate::messages::{CommandMeta, Refusal};
+use crate::observe::{self, HandlerResult};
 use crate::registry::{Entry, Run, RunMany, RunOne};
-use crate::saga::SagaJob;
 use crate::store::{self, inbox::Claim, inbox::InboxOutcome, outbox::OutboxRow};
 use crate::uow::UnitOfWork;
 
+mod item;
 mod settle;
-use settle::*;
 
-/// A command delivery on its way through a batch.
-pub struct Item {
-    pub delivery: Delivery,
-    pub msg: IncomingMessage,
-    pub cmd: Received,
-    pub entry: &'static Entry,
-    /// SHA-256 of the command (type and canonical body): what the inbox compares repeats by.
-    pub hash: [u8; 32],
-    /// The message's span: every line about it carries its ids.
-    pub span: tracing::Span,
-    pub in_flight: InFlight,
-}
-
-/// The hash the inbox keeps of a command: its type and its body in canonical form (keys
-/// sorted, no spaces), so re-serialising the same JSON does not make it another command.
-pub fn command_hash(cmd: &Checked) -> [u8; 32] {
-    let body = serde_json::to_vec(&cmd.body).expect("JSON values serialise");
-    store::inbox::body_hash(cmd.meta.command_type.as_str(), &body)
-}
-
-/// How one command of a batch ended.
-#[derive(Debug)]
-enum End {
-    Done {
-        result: HandlerResult,
-        code: Option<&'static str>,
-        sagas: Vec<SagaJob>,
-    },
-    /// Its message id was already handled, for this same command.
-    Duplicate,
-    /// Its message id was already handled, for another command: refused, nothing changed.
-    KeyReused,
-    RetryLater(String),
-    Failed(String),
-}
+use item::End;
+pub use item::{Item, command_hash};
+use settle::settle;
 
 /// Reads an import's record from its source system (outside any transaction and any batch:
 /// a stage of its own, bounded by `worker.source_calls_in_flight`) and keeps what came of it

@@ -1,6 +1,20 @@
 //! One dead letter as read from the queue: what its headers and the broker's say.
 
-use super::*;
+use super::fingerprint::fingerprint;
+use super::mask::mask_json;
+use super::mask::mask_text;
+use crate::broker::headers;
+use crate::broker::headers::string;
+use crate::broker::headers::table_to_json;
+use chrono::DateTime;
+use chrono::Utc;
+use lapin::BasicProperties;
+use lapin::types::AMQPValue;
+use lapin::types::FieldTable;
+use serde::Serialize;
+use serde_json::Map;
+use serde_json::Value;
+use serde_json::json;
 
 /// Headers of a dead letter's failure that a replayed copy does not carry: the copy starts
 /// afresh, and fails (if it does) with its own history.

@@ -1,6 +1,12 @@
 //! What `replay` and `purge` are asked and report, and what their audit row keeps.
 
-use super::*;
+use super::letter::DeadLetter;
+use super::limits::DEFAULT_LIMIT;
+use super::select::Selector;
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::json;
+use std::collections::BTreeMap;
 
 /// What `replay` and `purge` were asked to do.
 #[derive(Debug, Clone)]

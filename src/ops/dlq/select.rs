@@ -1,7 +1,14 @@
 //! Which dead letters an operator means (`--group`, `--type`, `--reason`, ages), and the
 //! listing and grouping of what was found.
 
-use super::*;
+use super::fingerprint::normalize;
+use super::letter::DeadLetter;
+use chrono::DateTime;
+use chrono::Utc;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::time::Duration;
 
 /// Which dead letters a command applies to. Every given criterion must hold; nothing given
 /// selects everything for `list` and `groups`, and nothing for `replay` and `purge` unless

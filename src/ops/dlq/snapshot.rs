@@ -1,7 +1,18 @@
 //! Reading without taking: the messages the broker lends until released (see the module
 //! documentation of `ops::dlq`).
 
-use super::*;
+use super::letter::DeadLetter;
+use super::limits::IDLE;
+use super::limits::MAX_LIMIT;
+use futures::StreamExt;
+use lapin::Acker;
+use lapin::Channel;
+use lapin::Connection;
+use lapin::options::BasicCancelOptions;
+use lapin::options::BasicConsumeOptions;
+use lapin::options::BasicQosOptions;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
 
 /// A dead letter held unacked by a snapshot.
 pub(super) struct Held {

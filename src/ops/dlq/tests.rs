@@ -1,3 +1,9 @@
+use crate::broker::headers;
+use crate::broker::headers::string;
+use chrono::DateTime;
+use lapin::types::AMQPValue;
+use lapin::types::FieldTable;
+
 use super::*;
 
 fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {

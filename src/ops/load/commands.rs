@@ -1,6 +1,9 @@
 //! The commands a run publishes: unique, valid `client.create` bodies over the countries.
 
-use super::*;
+use super::options::Options;
+use super::options::SEEDED_COUNTRIES;
+use super::report::Sent;
+use serde_json::json;
 
 /// The `client.create` bodies of a run: unique emails (run id and index), spread over the
 /// countries round-robin, valid for the schema and the handler.

@@ -1,6 +1,7 @@
 //! What a load run saw: each command sent, each outcome seen, the latencies, the report.
 
-use super::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// One command of the run, as published.
 #[derive(Debug, Clone, Serialize)]

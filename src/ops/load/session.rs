@@ -1,7 +1,36 @@
 //! The broker side of a run: the subscriber bound before anything is published, and the
 //! confirm-mode publisher shared by every phase.
 
-use super::*;
+use super::options::Options;
+use super::options::Scenario;
+use super::phase::Phase;
+use super::phase::PhaseReport;
+use super::phase::Planned;
+use super::phase::Shared;
+use super::report::Latency;
+use super::report::Report;
+use super::report::Seen;
+use super::report::rate;
+use crate::broker;
+use crate::configuration::Settings;
+use futures::StreamExt;
+use indicatif::ProgressBar;
+use indicatif::ProgressDrawTarget;
+use indicatif::ProgressStyle;
+use lapin::BasicProperties;
+use lapin::Confirmation;
+use lapin::PublisherConfirm;
+use lapin::options::BasicConsumeOptions;
+use lapin::options::BasicPublishOptions;
+use lapin::options::ConfirmSelectOptions;
+use lapin::types::FieldTable;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
+use tokio::sync::Notify;
+use tokio::sync::Semaphore;
 
 /// The broker side of a run: the subscriber (bound before anything is published) and the
 /// confirm-mode publishing channel, shared by every phase.

@@ -1,6 +1,11 @@
 //! `client.list` and `client.get`: filters, sorts, both pagings, and look-ups by key.
 
-use super::*;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
+
+use super::columns::select_from;
+use crate::domain::Client;
+use crate::domain::paging::{KeyValue, Order, Sort, SortKey};
 
 /// The filters of `client.list`; `None` matches everything.
 #[derive(Debug, Clone, Default)]

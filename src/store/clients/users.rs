@@ -1,6 +1,9 @@
 //! Clients' admin users: inserted with their clients, read back, and their first access.
 
-use super::*;
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use crate::domain::{AdminUser, Client, EkycStatus};
 
 /// The admin users of freshly inserted clients, in one statement (seed: username = client
 /// alias, role admin, ACTIVE, eKYC as the client's), with what is stored of their first-access

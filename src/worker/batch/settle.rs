@@ -1,7 +1,16 @@
 //! How each command of a batch ends once its transaction did: acked, or dead-lettered with
 //! `command.failed` announced (`failure`), and what observers are told.
 
-use super::*;
+use std::time::{Duration, Instant};
+
+use lapin::message::Delivery;
+use tracing::Instrument;
+
+use super::item::{End, Item};
+use crate::broker::ack;
+use crate::observe::{self, Disposition, HandlerResult};
+use crate::worker::context::Context;
+use crate::worker::failure::{self, Failure};
 
 /// Carries the sagas on, then acks what is done and hands on what is not. The sagas go
 /// first: they need only the commit, and an ack can wait on a channel the broker session is

@@ -1,7 +1,8 @@
 //! What the fake refuses as Xendit does (400 `API_VALIDATION_ERROR`), and the customer it
 //! stores for a valid request.
 
-use super::*;
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
 
 /// `business_detail.business_type`'s values (Xendit's API reference and SDK models).
 pub(super) const BUSINESS_TYPES: [&str; 7] = [
