@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use sqlx::PgPool;
 
 #[derive(Clone)]
 pub struct DeploymentKey(Arc<Vec<u8>>);
@@ -16,13 +15,6 @@ pub struct DeploymentKey(Arc<Vec<u8>>);
 impl DeploymentKey {
     pub fn new(bytes: Vec<u8>) -> DeploymentKey {
         DeploymentKey(Arc::new(bytes))
-    }
-
-    pub async fn load(pool: &PgPool) -> Result<DeploymentKey, sqlx::Error> {
-        let bytes: Vec<u8> = sqlx::query_scalar("SELECT key FROM header_key WHERE id = 1")
-            .fetch_one(pool)
-            .await?;
-        Ok(DeploymentKey::new(bytes))
     }
 
     /// HMAC-SHA256 with the key over `parts`, each followed by a 0x1f separator so that no

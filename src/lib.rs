@@ -3,26 +3,33 @@
 //!
 //! # Layout (follow a message)
 //!
+//! Arrows run one way, from a message's arrival down to [`store`] and [`domain`]: no two
+//! modules import each other, directly or around a circle. A parent module only declares and
+//! re-exports its children, which import each other and never their parent.
+//!
 //! - [`broker`]: connect (automatic recovery), declare the topology, publish with confirms.
 //! - [`worker`]: consume; [`worker::pipeline`] checks each delivery; commands gather into
-//!   batches that [`worker::batch`] runs as one [`uow`] and acks after commit, or
-//!   [`worker::failure`] sends them to a delay queue or the dead-letter queue. Queries skip
-//!   the transaction: [`worker::query`] answers them straight to `reply_to`.
+//!   batches that [`worker::batch`] runs as one unit of work ([`store::uow`]) and acks after
+//!   commit, or [`worker::failure`] sends them to a delay queue or the dead-letter queue (and
+//!   announces `command.failed`). Queries skip the transaction: [`worker::query`] answers them
+//!   straight to `reply_to`.
 //! - [`registry`]: command type → schema, kind (command or query), handler.
-//! - [`messages`]: the contract: command parsing and schema checks, event and reply envelopes,
-//!   the error table.
-//! - [`uow`]: the unit of work of commands and saga steps: inbox first, effects, outbox,
-//!   commit.
-//! - [`handlers`]: one file per command; each decides inside its batch's transaction.
+//! - [`messages`]: the contract: command parsing and schema checks, event and reply envelopes.
+//! - [`handlers`]: one file per command (`handlers/handler.rs`: what a handler is); each
+//!   decides inside its batch's transaction.
 //! - [`saga`]: the create-client saga's later steps (Xendit customers, welcome email,
 //!   completion), carried on in the worker that created the client, swept up by any worker
 //!   when due.
 //! - [`fault`]: the one failure policy (transient or permanent).
 //! - [`key`]: the deployment's secret key in PostgreSQL, for the HMACs workers agree on.
 //! - [`observe`]: what observers see (how deliveries ended) and the test seams.
-//! - [`domain`]: business rules as plain functions (client code, PSP choice, lifecycle).
-//! - [`store`]: all SQL (inbox, outbox, clients, sagas, workers) and the embedded migrations.
-//! - [`outbox`]: the relay that publishes what handlers wrote, after commit.
+//! - [`domain`]: business rules as plain functions (client code, PSP choice, lifecycle) and
+//!   the contract's refusals, codes and texts ([`domain::refusal`]).
+//! - [`store`]: all SQL (inbox, outbox, clients, sagas, workers, the ceiling's tables), the
+//!   embedded migrations, and the unit of work of commands and saga steps ([`store::uow`]:
+//!   inbox first, effects, outbox, commit); no transaction is begun outside it.
+//! - [`outbox`]: publishing what a unit of work wrote: at once by the worker that committed it
+//!   ([`outbox::dispatch`]), else by any worker's relay ([`outbox::relay`]).
 //! - [`xendit`], [`email`]: the outside world of the saga's later steps; [`sources`]: the
 //!   systems `client.import` reads records from.
 //! - [`http`], [`metrics`], [`telemetry`], [`configuration`]: operating it.
@@ -52,7 +59,6 @@ pub mod saga;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
-pub mod uow;
 pub mod webhooks;
 pub mod worker;
 pub mod xendit;

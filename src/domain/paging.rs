@@ -25,11 +25,49 @@ pub const DEFAULT_TAKE: u64 = 10;
 
 /// `take`/`skip` paging (seed 002) of a query: `take` defaulted and capped, `skip` 0 when
 /// absent.
-pub fn take_skip(take: Option<u64>, skip: Option<u64>) -> (u64, u64) {
+fn take_skip(take: Option<u64>, skip: Option<u64>) -> (u64, u64) {
     (
         take.unwrap_or(DEFAULT_TAKE).min(MAX_PAGE_SIZE as u64),
         skip.unwrap_or(0),
     )
+}
+
+/// A take/skip page a list query asked for (seeds 002-004): `take` entries (defaulted and
+/// capped) after the first `skip`. Every take/skip list reads and answers through one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offset {
+    pub take: u64,
+    pub skip: u64,
+}
+
+impl Offset {
+    pub fn asked(take: Option<u64>, skip: Option<u64>) -> Offset {
+        let (take, skip) = take_skip(take, skip);
+        Offset { take, skip }
+    }
+
+    /// `LIMIT` of the page's statement.
+    pub fn limit(&self) -> i64 {
+        i64::try_from(self.take).unwrap_or(i64::MAX)
+    }
+
+    /// `OFFSET` of the page's statement.
+    pub fn offset(&self) -> i64 {
+        i64::try_from(self.skip).unwrap_or(i64::MAX)
+    }
+
+    /// The answer: `{<key>: items}` and what the page says of itself ([`offset_page`]).
+    pub fn answer(&self, key: &str, items: impl serde::Serialize, total: i64) -> serde_json::Value {
+        let mut answer = serde_json::Map::new();
+        answer.insert(
+            key.to_string(),
+            serde_json::to_value(items).expect("list items serialise"),
+        );
+        if let serde_json::Value::Object(page) = offset_page(self.take, self.skip, total) {
+            answer.extend(page);
+        }
+        serde_json::Value::Object(answer)
+    }
 }
 
 /// Pages of `per_page` that `total` entries fill (0 for none), as seeds 003 and 004 answer.

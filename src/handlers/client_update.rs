@@ -10,7 +10,6 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sqlx::Connection;
 
 use super::body::{PartnerGiven, Patch, id, opt_i64, text};
 use super::handler::{
@@ -354,16 +353,10 @@ async fn handle(
         description: next.description.as_deref(),
         contact: next.contact.as_ref(),
     };
-    // A savepoint: a unique violation (another client took the email or external id since
-    // the check) must not spoil the batch's transaction.
-    let mut savepoint = cx.conn.begin().await?;
-    let updated = match store::clients::update_profile(&mut savepoint, client_id, &update).await {
-        Ok(updated) => {
-            savepoint.commit().await?;
-            updated
-        }
+    // Another client may have taken the email or external id since the check.
+    let updated = match store::clients::update_profile(cx.conn, client_id, &update).await {
+        Ok(updated) => updated,
         Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-            savepoint.rollback().await?;
             return Ok(match db.constraint() {
                 Some("clients_external_id_key") => {
                     let external = next.external_id.as_deref().unwrap_or_default();

@@ -20,7 +20,7 @@ use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 
 use super::body::{id, opt_count, opt_id, text};
-use super::handler::{Answer, Body, HandlerError, Query, RunQuery, with};
+use super::handler::{Answer, Body, HandlerError, Query, RunQuery};
 use crate::domain::ClientListItem;
 use crate::domain::instance::{InstanceAction, authorize};
 use crate::domain::paging::{self, Cursor, KeyValue, Order, Sort, SortKey};
@@ -230,13 +230,13 @@ async fn client_list(conn: &mut PgConnection, query: &ClientList) -> Result<Answ
     let sort = Sort::new(query.sort, query.order);
     // take/skip (seed 002) beside page and cursor.
     if query.take.is_some() || query.skip.is_some() {
-        let (take, skip) = paging::take_skip(query.take, query.skip);
-        let start = PageStart::Offset(skip);
-        let clients = store::clients::list_clients(conn, &filter, sort, start, take as i64).await?;
+        let page = paging::Offset::asked(query.take, query.skip);
+        let start = PageStart::Offset(page.skip);
+        let clients =
+            store::clients::list_clients(conn, &filter, sort, start, page.limit()).await?;
         let total = store::clients::count_clients(conn, &filter).await?;
         let items: Vec<ClientListItem> = clients.iter().map(ClientListItem::from).collect();
-        let page = paging::offset_page(take, skip, total);
-        return Ok(Answer::Found(with(json!({ "clients": items }), page)));
+        return Ok(Answer::Found(page.answer("clients", items, total)));
     }
     let page_size = paging::page_size(query.page_size);
     let (start, page) = match text(query.cursor.as_deref()) {
@@ -308,16 +308,10 @@ impl Query for PartnerList {
             },
             None => None,
         };
-        let (take, skip) = paging::take_skip(query.take, query.skip);
-        let (partners, total) = store::partners::list(
-            conn,
-            under,
-            take as i64,
-            i64::try_from(skip).unwrap_or(i64::MAX),
-        )
-        .await?;
-        let page = paging::offset_page(take, skip, total);
-        Ok(Answer::Found(with(json!({ "partners": partners }), page)))
+        let page = paging::Offset::asked(query.take, query.skip);
+        let (partners, total) =
+            store::partners::list(conn, under, page.limit(), page.offset()).await?;
+        Ok(Answer::Found(page.answer("partners", partners, total)))
     }
 }
 

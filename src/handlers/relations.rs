@@ -237,19 +237,10 @@ impl Query for ClientRelationList {
         let Some(client_id) = live_client(conn, query.client_id).await? else {
             return Ok(Answer::Refused(Refusal::client_not_found()));
         };
-        let (take, skip) = paging::take_skip(query.take, query.skip);
-        let (relations, total) = store::relations::list(
-            conn,
-            client_id,
-            take as i64,
-            i64::try_from(skip).unwrap_or(i64::MAX),
-        )
-        .await?;
-        let page = paging::offset_page(take, skip, total);
-        Ok(Answer::Found(super::handler::with(
-            json!({ "relations": relations }),
-            page,
-        )))
+        let page = paging::Offset::asked(query.take, query.skip);
+        let (relations, total) =
+            store::relations::list(conn, client_id, page.limit(), page.offset()).await?;
+        Ok(Answer::Found(page.answer("relations", relations, total)))
     }
 }
 

@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::broker;
 use crate::configuration::Settings;
+use crate::store;
 
 /// `onboard-lab bench-ceiling` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -65,41 +66,10 @@ pub struct CeilingReport {
     pub messages_per_sec: f64,
 }
 
-/// The four tables, created when missing and emptied before each run, in a scratch database
-/// of the ceiling's own ([`refuse_foreign_database`]).
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS ceiling_inbox (message_id TEXT PRIMARY KEY, command_type TEXT NOT NULL,
-        correlation_id TEXT NOT NULL, outcome TEXT NOT NULL, received_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-    "CREATE TABLE IF NOT EXISTS ceiling_clients (client_id SERIAL PRIMARY KEY, email TEXT NOT NULL,
-        client_alias TEXT NOT NULL, country_code TEXT NOT NULL, created TIMESTAMPTZ NOT NULL DEFAULT now())",
-    "CREATE UNIQUE INDEX IF NOT EXISTS ceiling_clients_email ON ceiling_clients (lower(email))",
-    "CREATE TABLE IF NOT EXISTS ceiling_users (user_id SERIAL PRIMARY KEY, client_id INTEGER NOT NULL
-        REFERENCES ceiling_clients (client_id), email TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-    "CREATE UNIQUE INDEX IF NOT EXISTS ceiling_users_email ON ceiling_users (lower(email))",
-    "CREATE TABLE IF NOT EXISTS ceiling_outbox (id BIGSERIAL PRIMARY KEY, message_id UUID NOT NULL UNIQUE,
-        routing_key TEXT NOT NULL, payload JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-        published_at TIMESTAMPTZ)",
-    "CREATE TABLE IF NOT EXISTS ceiling_counter (name TEXT PRIMARY KEY, last_value INTEGER NOT NULL)",
-    "TRUNCATE ceiling_counter, ceiling_outbox, ceiling_users, ceiling_clients, ceiling_inbox",
-];
-
 /// The ceiling creates and truncates tables: it runs only in a database that holds nothing
 /// but its own (`ceiling_*`), never in one the worker or anyone else keeps data in.
 async fn refuse_foreign_database(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    let (database, foreign): (String, Vec<String>) = sqlx::query_as(
-        "SELECT current_database(),
-                COALESCE(array_agg(c.relname::text ORDER BY c.relname)
-                         FILTER (WHERE c.relname IS NOT NULL), '{}')
-         FROM (SELECT 1) one
-         LEFT JOIN pg_class c
-           ON c.relkind IN ('r', 'p', 'v', 'm', 'f')
-          AND c.relnamespace NOT IN (SELECT oid FROM pg_namespace
-                                     WHERE nspname IN ('pg_catalog', 'information_schema')
-                                        OR nspname LIKE 'pg\\_%')
-          AND c.relname NOT LIKE 'ceiling\\_%'",
-    )
-    .fetch_one(pool)
-    .await?;
+    let (database, foreign) = store::ceiling::tables_not_its_own(pool).await?;
     if !foreign.is_empty() {
         let shown: Vec<&str> = foreign.iter().take(5).map(String::as_str).collect();
         anyhow::bail!(
@@ -125,9 +95,7 @@ pub async fn run(settings: &Settings, args: &CeilingArgs) -> anyhow::Result<Ceil
         .connect(settings.database.url.expose_secret())
         .await?;
     refuse_foreign_database(&pool).await?;
-    for statement in SCHEMA {
-        sqlx::query(*statement).execute(&pool).await?;
-    }
+    store::ceiling::create_tables(&pool).await?;
 
     let queue = format!("{}.ceiling", settings.broker.prefix);
     let connection = broker::connect(&settings.broker, "onboard-lab bench-ceiling").await?;
@@ -219,7 +187,7 @@ pub async fn run(settings: &Settings, args: &CeilingArgs) -> anyhow::Result<Ceil
             let counter = args.counter;
             tokio::spawn(async move {
                 loop {
-                    match batch_transaction(&pool, &batch, counter).await {
+                    match store::ceiling::batch_transaction(&pool, &batch, counter).await {
                         Ok(()) => break,
                         Err(e) => {
                             tracing::warn!(error = %e, "ceiling batch failed; retrying");
@@ -251,7 +219,7 @@ pub async fn run(settings: &Settings, args: &CeilingArgs) -> anyhow::Result<Ceil
         let extras = (args.notify, args.counter);
         tokio::spawn(async move {
             loop {
-                match one_transaction(&pool, &delivery.data, extras).await {
+                match store::ceiling::one_transaction(&pool, &delivery.data, extras).await {
                     Ok(()) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "ceiling transaction failed; retrying");
@@ -286,122 +254,6 @@ pub async fn run(settings: &Settings, args: &CeilingArgs) -> anyhow::Result<Ceil
             0.0
         },
     })
-}
-
-async fn one_transaction(
-    pool: &sqlx::PgPool,
-    body: &[u8],
-    (notify, counter): (bool, bool),
-) -> Result<(), sqlx::Error> {
-    let body: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let email = body["email"].as_str().unwrap_or("?").to_string();
-    let message_id = uuid::Uuid::new_v4();
-    let mut tx = pool.begin().await?;
-    if counter {
-        sqlx::query(
-            "INSERT INTO ceiling_counter AS c (name, last_value) VALUES ('clients', 1)
-             ON CONFLICT (name) DO UPDATE SET last_value = c.last_value + 1",
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    sqlx::query(
-        "INSERT INTO ceiling_inbox (message_id, command_type, correlation_id, outcome)
-         VALUES ($1, 'client.create', $1, 'succeeded')",
-    )
-    .bind(message_id.to_string())
-    .execute(&mut *tx)
-    .await?;
-    let client_id: i32 = sqlx::query_scalar(
-        "INSERT INTO ceiling_clients (email, client_alias, country_code) VALUES ($1, $2, 'SG')
-         RETURNING client_id",
-    )
-    .bind(&email)
-    .bind(body["client_alias"].as_str().unwrap_or("?"))
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query("INSERT INTO ceiling_users (client_id, email) VALUES ($1, $2)")
-        .bind(client_id)
-        .bind(&email)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO ceiling_outbox (message_id, routing_key, payload) VALUES ($1, 'client.created', $2)",
-    )
-    .bind(message_id)
-    .bind(&body)
-    .execute(&mut *tx)
-    .await?;
-    if notify {
-        sqlx::query("SELECT pg_notify('onboard_ceiling', '')")
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await
-}
-
-/// The four inserts of a whole batch as four multi-row statements, in one transaction, the
-/// inbox first with `ON CONFLICT DO NOTHING RETURNING` as the worker claims it; with
-/// `counter`, one bump of the shared counter row for the batch.
-async fn batch_transaction(
-    pool: &sqlx::PgPool,
-    batch: &[lapin::message::Delivery],
-    counter: bool,
-) -> Result<(), sqlx::Error> {
-    let mut ids = Vec::with_capacity(batch.len());
-    let mut emails = Vec::with_capacity(batch.len());
-    let mut aliases = Vec::with_capacity(batch.len());
-    let mut bodies = Vec::with_capacity(batch.len());
-    for d in batch {
-        let body: serde_json::Value = serde_json::from_slice(&d.data).unwrap_or_default();
-        ids.push(uuid::Uuid::new_v4());
-        emails.push(body["email"].as_str().unwrap_or("?").to_string());
-        aliases.push(body["client_alias"].as_str().unwrap_or("?").to_string());
-        bodies.push(body);
-    }
-    let texts: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-    let mut tx = pool.begin().await?;
-    let claimed: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO ceiling_inbox (message_id, command_type, correlation_id, outcome)
-         SELECT m, 'client.create', m, 'succeeded' FROM UNNEST($1::text[]) AS x(m) ORDER BY m
-         ON CONFLICT DO NOTHING RETURNING message_id",
-    )
-    .bind(&texts)
-    .fetch_all(&mut *tx)
-    .await?;
-    if counter {
-        sqlx::query(
-            "INSERT INTO ceiling_counter AS c (name, last_value) VALUES ('clients', $1)
-             ON CONFLICT (name) DO UPDATE SET last_value = c.last_value + $1",
-        )
-        .bind(claimed.len() as i32)
-        .execute(&mut *tx)
-        .await?;
-    }
-    let client_ids: Vec<i32> = sqlx::query_scalar(
-        "INSERT INTO ceiling_clients (email, client_alias, country_code)
-         SELECT e, a, 'SG' FROM UNNEST($1::text[], $2::text[]) AS x(e, a) RETURNING client_id",
-    )
-    .bind(&emails)
-    .bind(&aliases)
-    .fetch_all(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO ceiling_users (client_id, email) SELECT * FROM UNNEST($1::int[], $2::text[])",
-    )
-    .bind(&client_ids)
-    .bind(&emails)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO ceiling_outbox (message_id, routing_key, payload)
-         SELECT m, 'client.created', p FROM UNNEST($1::uuid[], $2::jsonb[]) AS x(m, p)",
-    )
-    .bind(&ids)
-    .bind(&bodies)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
 }
 
 /// `onboard-lab bench-ceiling`: runs and prints.

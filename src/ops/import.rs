@@ -279,19 +279,11 @@ async fn outcomes(
     pool: &sqlx::PgPool,
     ids: &[String],
 ) -> Result<HashMap<String, RowOutcome>, sqlx::Error> {
-    let mut found = HashMap::new();
-    for chunk in ids.chunks(5_000) {
-        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
-            "SELECT message_id, outcome, outcome_code FROM inbox WHERE message_id = ANY($1)",
-        )
-        .bind(chunk)
-        .fetch_all(pool)
-        .await?;
-        for (id, outcome, code) in rows {
-            found.insert(id, RowOutcome { outcome, code });
-        }
-    }
-    Ok(found)
+    Ok(crate::store::inbox::outcomes(pool, ids)
+        .await?
+        .into_iter()
+        .map(|(id, (outcome, code))| (id, RowOutcome { outcome, code }))
+        .collect())
 }
 
 fn progress(len: usize) -> ProgressBar {

@@ -18,11 +18,11 @@ use uuid::Uuid;
 use super::relay::publish_rows;
 use crate::broker::{Names, Publisher};
 use crate::messages::OutgoingMessage;
+use crate::store::uow::UnitOfWork;
 use crate::store::{
     self,
     outbox::{OutboxRow, WriterClaim},
 };
-use crate::uow::UnitOfWork;
 
 /// Publishes freshly committed outbox rows. Cheap to share.
 pub struct Dispatcher {

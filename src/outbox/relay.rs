@@ -152,15 +152,14 @@ async fn relay_batch(
     names: &Names,
     limit: i64,
 ) -> Result<usize, RelayError> {
-    let mut tx = pool.begin().await?;
-    let rows = store::outbox::claim(&mut tx, limit).await?;
+    let round = store::outbox::claim_round(pool, limit).await?;
+    let rows = round.rows.clone();
     if rows.is_empty() {
-        tx.commit().await?;
+        round.finish(&[]).await?;
         return Ok(0);
     }
     let sent = publish_rows(publisher, names, &rows).await;
-    store::outbox::mark_published(&mut tx, &sent.published).await?;
-    tx.commit().await?;
+    round.finish(&sent.published).await?;
     if let Some(first) = sent.first_error {
         let _ = store::outbox::mark_failed(pool, &sent.failed, &first).await;
         // Backing off is for a broker that takes nothing. A row that fails on its own

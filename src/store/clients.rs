@@ -1,6 +1,6 @@
 //! Clients, their admin users, PSPs and the client-code counter.
 
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 
 use crate::domain::{Client, ClientStatus, EkycStatus, NewClient, PspCandidate};
 
@@ -314,11 +314,15 @@ pub struct ProfileUpdate<'a> {
 }
 
 /// Stores a client's profile as the caller decided it under [`lock_client`], one version on.
+///
+/// In a savepoint: a unique violation (another client took the email or external id since the
+/// caller checked) is returned without spoiling the caller's transaction.
 pub async fn update_profile(
     conn: &mut PgConnection,
     client_id: i32,
     u: &ProfileUpdate<'_>,
 ) -> Result<Client, sqlx::Error> {
+    let mut savepoint = conn.begin().await?;
     let sql = format!(
         "WITH updated AS (
              UPDATE clients
@@ -330,7 +334,7 @@ pub async fn update_profile(
          ) {}",
         select_from("updated")
     );
-    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let updated = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(client_id)
         .bind(u.client_alias)
         .bind(u.client_type)
@@ -343,8 +347,18 @@ pub async fn update_profile(
         .bind(u.external_id)
         .bind(u.description)
         .bind(u.contact)
-        .fetch_one(conn)
-        .await
+        .fetch_one(&mut *savepoint)
+        .await;
+    match updated {
+        Ok(client) => {
+            savepoint.commit().await?;
+            Ok(client)
+        }
+        Err(e) => {
+            savepoint.rollback().await?;
+            Err(e)
+        }
+    }
 }
 
 /// Deactivates or reactivates a client, one version on.

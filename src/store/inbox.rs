@@ -46,6 +46,26 @@ pub fn body_hash(command_type: &str, body: &[u8]) -> [u8; 32] {
         .into()
 }
 
+/// The outcome and outcome code the inbox has for each of `ids` that it has.
+pub async fn outcomes(
+    pool: &PgPool,
+    ids: &[String],
+) -> Result<HashMap<String, (String, Option<String>)>, sqlx::Error> {
+    let mut found = HashMap::new();
+    for chunk in ids.chunks(5_000) {
+        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT message_id, outcome, outcome_code FROM inbox WHERE message_id = ANY($1)",
+        )
+        .bind(chunk)
+        .fetch_all(pool)
+        .await?;
+        for (id, outcome, code) in rows {
+            found.insert(id, (outcome, code));
+        }
+    }
+    Ok(found)
+}
+
 /// One command to claim.
 #[derive(Debug, Clone)]
 pub struct Claim<'a> {

@@ -2,6 +2,7 @@
 //! transaction the pipeline gives them.
 
 pub mod audit;
+pub mod ceiling;
 pub mod clients;
 pub mod console;
 pub mod dlq;
@@ -15,6 +16,7 @@ pub mod relations;
 pub mod sagas;
 mod text_enum;
 pub mod timeline;
+pub mod uow;
 pub mod webhooks;
 pub mod workers;
 pub mod xendit_customers;
@@ -84,6 +86,14 @@ pub async fn migrate_to(
 }
 
 /// Whether the database answers a trivial query (for `/readyz`).
+/// The deployment's secret key (migration 0015's `header_key`; see `key.rs`).
+pub async fn deployment_key(pool: &PgPool) -> Result<crate::key::DeploymentKey, sqlx::Error> {
+    let bytes: Vec<u8> = sqlx::query_scalar("SELECT key FROM header_key WHERE id = 1")
+        .fetch_one(pool)
+        .await?;
+    Ok(crate::key::DeploymentKey::new(bytes))
+}
+
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query_scalar::<_, i32>("SELECT 1")
         .fetch_one(pool)

@@ -177,6 +177,28 @@ pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>
         .collect())
 }
 
+/// A relay's round: rows claimed by a transaction that holds them (no other relay takes them)
+/// until [`Round::finish`] marks the published ones and commits.
+pub struct Round {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    pub rows: Vec<OutboxRow>,
+}
+
+/// Claims up to `limit` rows for a relay round (see [`claim`]).
+pub async fn claim_round(pool: &PgPool, limit: i64) -> Result<Round, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let rows = claim(&mut tx, limit).await?;
+    Ok(Round { tx, rows })
+}
+
+impl Round {
+    /// Marks `published` (rows of this round) published and ends the round.
+    pub async fn finish(mut self, published: &[i64]) -> Result<(), sqlx::Error> {
+        mark_published(&mut self.tx, published).await?;
+        self.tx.commit().await
+    }
+}
+
 pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());

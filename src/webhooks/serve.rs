@@ -172,9 +172,8 @@ async fn feed_session(
                 }
             }
         }
-        let mut tx = pool.begin().await?;
-        db::insert_deliveries(&mut tx, &rows).await?;
-        tx.commit().await?;
+        // One statement: committed on its own.
+        db::insert_deliveries(&mut *pool.acquire().await?, &rows).await?;
         // Only now: the rows are there for the sender, whatever happens to this process.
         for delivery in &batch {
             if !broker::ack(delivery).await {

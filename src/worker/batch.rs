@@ -29,8 +29,8 @@ use crate::handlers::{Body, Cx, Decision, Target, refusal_messages};
 use crate::messages::{CommandMeta, Refusal};
 use crate::observe::{self, HandlerResult};
 use crate::registry::{Entry, Run, RunMany, RunOne};
+use crate::store::uow::UnitOfWork;
 use crate::store::{self, inbox::Claim, inbox::InboxOutcome, outbox::OutboxRow};
-use crate::uow::UnitOfWork;
 
 mod item;
 mod settle;

@@ -31,7 +31,6 @@ use uuid::Uuid;
 
 use crate::broker::{self, Names};
 use crate::configuration::{Settings, redact_url};
-use crate::key::DeploymentKey;
 use crate::metrics::Metrics;
 pub use crate::observe::{Disposition, Hooks, Settled};
 use crate::saga::{self};
@@ -85,7 +84,7 @@ impl Worker {
 
         // Like the migrations, retried: a database slow to answer at start is not a reason to
         // exit (seen under a loaded test run: one pool timeout here stopped the worker).
-        let key = (|| DeploymentKey::load(&pool))
+        let key = (|| store::deployment_key(&pool))
             .retry(AT_START.policy())
             .notify(|e, d| {
                 tracing::warn!(error = %e, "deployment key not readable yet; retrying in {d:?}")

@@ -474,7 +474,7 @@ async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
 #[tokio::test]
 async fn the_database_tells_whether_a_transaction_committed_after_its_answer_was_lost() {
     use onboard::store::txid_committed;
-    use onboard::uow::UnitOfWork;
+    use onboard::store::uow::UnitOfWork;
     let app = spawn_app().await;
     let mut committed = UnitOfWork::begin(&app.pool, None).await.unwrap();
     let xid = committed.txid().await.unwrap();

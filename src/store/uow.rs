@@ -6,12 +6,11 @@ use std::collections::HashSet;
 
 use sqlx::{PgConnection, PgPool};
 
+use super::inbox::{self, Claim};
+use super::outbox::{self, OutboxRow, WriterClaim};
 use crate::messages::OutgoingMessage;
-use crate::store::{
-    self, Tx,
-    inbox::Claim,
-    outbox::{OutboxRow, WriterClaim},
-};
+
+type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
 
 pub struct UnitOfWork {
     tx: Tx,
@@ -41,17 +40,17 @@ impl UnitOfWork {
         &mut self.tx
     }
 
-    /// Claims message ids before anything else happens (see [`store::inbox::claim`]);
+    /// Claims message ids before anything else happens (see [`inbox::claim`]);
     /// returns the ones claimed now. The rest were handled before.
     pub async fn claim(&mut self, claims: &[Claim<'_>]) -> Result<HashSet<String>, sqlx::Error> {
         if claims.is_empty() {
             return Ok(HashSet::new());
         }
-        store::inbox::claim(&mut self.tx, claims).await
+        inbox::claim(&mut self.tx, claims).await
     }
 
     /// The transaction's id (assigned now if it has written nothing yet), to ask
-    /// [`store::txid_committed`] whether it committed when the answer to COMMIT was lost.
+    /// `store::txid_committed` whether it committed when the answer to COMMIT was lost.
     pub async fn txid(&mut self) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT txid_current()")
             .fetch_one(&mut *self.tx)
@@ -94,7 +93,7 @@ impl UnitOfWork {
     /// caller to publish at once (`outbox::Dispatcher`).
     pub async fn commit(mut self) -> Result<Vec<OutboxRow>, sqlx::Error> {
         let said = std::mem::take(&mut self.said);
-        let rows = store::outbox::insert(&mut self.tx, said, self.claim).await?;
+        let rows = outbox::insert(&mut self.tx, said, self.claim).await?;
         self.tx.commit().await?;
         Ok(rows)
     }
