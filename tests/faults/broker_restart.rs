@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 use lapin::{Connection, ConnectionProperties};
 use onboard::configuration::Settings;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::*;
 
@@ -220,16 +218,10 @@ impl Drop for PrivateBroker {
     }
 }
 
-struct WorkerProc {
-    child: tokio::process::Child,
-    log: Arc<Mutex<Vec<String>>>,
-    http: String,
-}
-
-async fn start_worker(settings: &Settings) -> WorkerProc {
-    let mut child = onboard_bin(settings)
+async fn start_worker(settings: &Settings) -> WorkerProcess {
+    let mut command = onboard_bin(settings);
+    command
         .arg("worker")
-        .env("ONBOARD__LOG__FORMAT", "json")
         .env(
             "ONBOARD__BROKER__RECONNECT_ATTEMPTS",
             settings.broker.reconnect_attempts.to_string(),
@@ -237,39 +229,8 @@ async fn start_worker(settings: &Settings) -> WorkerProc {
         .env(
             "ONBOARD__BROKER__RECONNECT_MAX_DELAY_MS",
             settings.broker.reconnect_max_delay_ms.to_string(),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log: Arc<Mutex<Vec<String>>> = Arc::default();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let sink = log.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let deadline = Instant::now() + WAIT;
-    let http = loop {
-        let started = log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["message"] == "worker started");
-        if let Some(v) = started {
-            break v["http"].as_str().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "{:?}", log.lock().unwrap());
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "{:?}",
-            log.lock().unwrap()
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    WorkerProc { child, log, http }
+    WorkerProcess::start(command).await
 }
 
 async fn publish(url: &str, settings: &Settings, n: usize, tag: &str) {
@@ -415,7 +376,7 @@ async fn processed(pool: &sqlx::PgPool) -> i64 {
         .unwrap()
 }
 
-async fn ready(worker: &WorkerProc) -> bool {
+async fn ready(worker: &WorkerProcess) -> bool {
     match reqwest::get(format!("http://{}/readyz", worker.http)).await {
         Ok(r) => r.status().is_success(),
         Err(_) => false,

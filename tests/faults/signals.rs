@@ -2,8 +2,6 @@
 //! them and exits 0 within the bound; what it did not finish goes to the next worker, and
 //! every command is processed once. Runs alone (it holds database locks for seconds).
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lapin::options::QueueDeclareOptions;
@@ -13,7 +11,6 @@ use onboard::configuration::Settings;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use sqlx::{Connection as _, PgConnection};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
 use crate::support::*;
@@ -22,14 +19,9 @@ const COMMANDS: usize = 20;
 /// Commands per batch; two batches in flight, and a prefetch of both.
 const BATCH_SIZE: usize = 4;
 
-/// A worker process and the log lines it wrote.
-struct Proc {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-async fn start_worker(settings: &Settings, shutdown_timeout_ms: u64) -> Proc {
-    let mut child = onboard_bin(settings)
+async fn start_worker(settings: &Settings, shutdown_timeout_ms: u64) -> WorkerProcess {
+    let mut command = onboard_bin(settings);
+    command
         .arg("worker")
         // Two batches of four commands in flight at most: two transactions to block. The
         // long linger makes a batch wait for its fourth command (the test publishes all 20 at
@@ -41,40 +33,8 @@ async fn start_worker(settings: &Settings, shutdown_timeout_ms: u64) -> Proc {
         .env(
             "ONBOARD__WORKER__SHUTDOWN_TIMEOUT_MS",
             shutdown_timeout_ms.to_string(),
-        )
-        .env("ONBOARD__LOG__FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the onboard binary starts");
-    let log: Arc<Mutex<Vec<String>>> = Arc::default();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let sink = log.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let deadline = Instant::now() + WAIT;
-    while !log
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("worker started"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "worker did not start: {:?}",
-            log.lock().unwrap()
         );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "worker exited: {:?}",
-            log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Proc { child, log }
+    WorkerProcess::start(command).await
 }
 
 fn sigterm(child: &Child) {

@@ -901,6 +901,64 @@ pub fn onboard_bin(settings: &Settings) -> tokio::process::Command {
     binary(env!("CARGO_BIN_EXE_onboard"), settings)
 }
 
+/// A worker running as a process of its own (an `onboard worker` from [`onboard_bin`]), and
+/// the JSON log lines it wrote to stderr.
+#[allow(dead_code)]
+pub struct WorkerProcess {
+    pub child: tokio::process::Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+    /// Its health server's address, as its "worker started" line says.
+    pub http: String,
+}
+
+#[allow(dead_code)]
+impl WorkerProcess {
+    /// Spawns `command` with JSON logs on a pipe and waits for its "worker started" line;
+    /// panics with what it logged when it exits first or does not start within [`WAIT`].
+    pub async fn start(mut command: tokio::process::Command) -> WorkerProcess {
+        let mut child = command
+            .env("ONBOARD__LOG__FORMAT", "json")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the onboard binary starts");
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            child.stderr.take().unwrap(),
+        ));
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + WAIT;
+        let http = loop {
+            let started = log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["message"] == "worker started");
+            if let Some(v) = started {
+                break v["http"].as_str().unwrap_or_default().to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker did not start: {:?}",
+                log.lock().unwrap()
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "worker exited: {:?}",
+                log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        WorkerProcess { child, log, http }
+    }
+}
+
 /// The `onboard-lab` binary (fakes, load, ceiling), set up as [`onboard_bin`] is.
 pub fn lab_bin(settings: &Settings) -> tokio::process::Command {
     binary(env!("CARGO_BIN_EXE_onboard-lab"), settings)
