@@ -80,18 +80,30 @@ pub async fn dead_letter(
             (headers::ATTEMPT, AMQPValue::LongLongInt(msg.attempt as i64)),
         ],
     );
+    copy(ctx, &ctx.names.dead_exchange, delivery, msg, props).await
+}
+
+/// Publishes a copy of the delivery (a retry or a dead letter) to one of our own exchanges,
+/// confirmed. The retry and dead-letter queues are part of our own topology: a copy the broker
+/// could not route is an outage, not a success.
+async fn copy(
+    ctx: &Context,
+    exchange: &str,
+    delivery: &Delivery,
+    msg: &IncomingMessage,
+    properties: BasicProperties,
+) -> Result<(), PublishError> {
     let delivered = ctx
         .publisher
         .publish(Outgoing {
-            exchange: &ctx.names.dead_exchange,
+            exchange,
             routing_key: &msg.routing_key,
             body: &delivery.data,
-            properties: props,
+            properties,
         })
         .await?;
     match delivered {
         Delivered::Routed => Ok(()),
-        // The dead-letter queue is part of our own topology: its absence is an outage.
         Delivered::Returned { reply_text } => Err(PublishError::Unroutable(reply_text)),
     }
 }
@@ -150,18 +162,7 @@ pub async fn retry_later(
                 (headers::FIRST_FAILED_AT, string(&first_failed)),
             ],
         );
-        ctx.publisher
-            .publish(Outgoing {
-                exchange: &exchange,
-                routing_key: &msg.routing_key,
-                body: &delivery.data,
-                properties: props,
-            })
-            .await
-            .and_then(|d| match d {
-                Delivered::Routed => Ok(()),
-                Delivered::Returned { reply_text } => Err(PublishError::Unroutable(reply_text)),
-            })
+        copy(ctx, &exchange, delivery, msg, props).await
     };
     let handed_on = if exhausted {
         Disposition::DeadLettered
