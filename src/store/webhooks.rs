@@ -41,6 +41,9 @@ pub struct Due {
     pub tries: i32,
     /// The event's trace context, sent on as the request's `traceparent`.
     pub traceparent: Option<String>,
+    /// How much of the lease was left when the claim returned, by the database's clock (the
+    /// sender turns it into a deadline on its own monotonic clock: no skew between the two).
+    pub lease_left_ms: i64,
 }
 
 impl std::fmt::Debug for Due {
@@ -200,6 +203,12 @@ pub async fn insert_deliveries(
 
 /// Leases up to `limit` due deliveries of enabled endpoints not in `busy`, counting the
 /// attempt now (a sender that dies mid-call has still spent it).
+///
+/// The lease starts when the rows are taken (`clock_timestamp()`), not when the statement
+/// began (`now()`): a claim that waited on a lock would otherwise hand out leases already run
+/// out, and the next claim would take the same deliveries again. The attempt number the claim
+/// sets is the holder's fencing token: [`give_back`] and [`record_attempt`] change a delivery
+/// only while its number is still theirs.
 pub async fn claim_due(
     pool: &PgPool,
     busy: &[i64],
@@ -218,12 +227,15 @@ pub async fn claim_due(
              FOR UPDATE OF d SKIP LOCKED
          )
          UPDATE webhook_deliveries d
-         SET leased_until = now() + make_interval(secs => $3), attempts = d.attempts + 1
+         SET leased_until = clock_timestamp() + make_interval(secs => $3),
+             attempts = d.attempts + 1
          FROM due, webhook_endpoints e
          WHERE d.delivery_id = due.delivery_id AND e.endpoint_id = d.endpoint_id
          RETURNING d.delivery_id, d.endpoint_id, e.url, e.secret, d.event_id, d.event_type,
                    d.correlation_id, d.body, d.attempts,
-                   d.attempts - d.attempts_before AS tries, d.traceparent",
+                   d.attempts - d.attempts_before AS tries, d.traceparent,
+                   (extract(epoch FROM d.leased_until - clock_timestamp()) * 1000)::bigint
+                       AS lease_left_ms",
     )
     .bind(busy)
     .bind(limit)
@@ -242,16 +254,22 @@ pub async fn leased_per_endpoint(pool: &PgPool) -> Result<Vec<(i64, i64)>, sqlx:
     .await
 }
 
-/// Returns leased deliveries unsent, their attempt not spent.
-pub async fn give_back(pool: &PgPool, delivery_ids: &[i64]) -> Result<(), sqlx::Error> {
-    if delivery_ids.is_empty() {
+/// Returns leased deliveries unsent, their attempt not spent; a delivery claimed again since
+/// (its lease ran out) is the new holder's and stays as it is.
+pub async fn give_back(pool: &PgPool, leased: &[&Due]) -> Result<(), sqlx::Error> {
+    if leased.is_empty() {
         return Ok(());
     }
+    let ids: Vec<i64> = leased.iter().map(|d| d.delivery_id).collect();
+    let attempts: Vec<i32> = leased.iter().map(|d| d.attempts).collect();
     sqlx::query(
-        "UPDATE webhook_deliveries SET leased_until = NULL, attempts = attempts - 1
-         WHERE delivery_id = ANY($1)",
+        "UPDATE webhook_deliveries d SET leased_until = NULL, attempts = d.attempts - 1
+         FROM UNNEST($1::bigint[], $2::int[]) AS held (delivery_id, attempts)
+         WHERE d.delivery_id = held.delivery_id AND d.attempts = held.attempts
+           AND d.status = 'pending'",
     )
-    .bind(delivery_ids)
+    .bind(&ids)
+    .bind(&attempts)
     .execute(pool)
     .await?;
     Ok(())
@@ -280,9 +298,20 @@ pub struct Disabled {
     pub failed_in_a_row: i32,
 }
 
+/// What [`record_attempt`] did.
+#[derive(Debug)]
+pub enum Recorded {
+    /// The delivery moved on as `next` said; `Some` when its endpoint was disabled just now.
+    Applied(Option<Disabled>),
+    /// The attempt is logged, but the delivery was claimed again meanwhile (this holder's
+    /// lease ran out): its state is the new holder's to set, and is left alone.
+    Superseded,
+}
+
 /// Records an attempt and what follows, in one transaction; when the delivery is given up
 /// and the endpoint has now failed `disable_after` deliveries in a row, disables it and
-/// queues `announce` (with its data) in the outbox, and says so.
+/// queues `announce` (with its data) in the outbox, and says so. The delivery changes only
+/// while `due.attempts` is still its attempt number (see [`claim_due`]).
 pub async fn record_attempt(
     pool: &PgPool,
     due: &Due,
@@ -290,7 +319,7 @@ pub async fn record_attempt(
     next: Next,
     disable_after: i32,
     announce: impl FnOnce(&Disabled) -> crate::messages::OutgoingMessage,
-) -> Result<Option<Disabled>, sqlx::Error> {
+) -> Result<Recorded, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, error, duration_ms)
@@ -303,39 +332,38 @@ pub async fn record_attempt(
     .bind(answered.duration_ms)
     .execute(&mut *tx)
     .await?;
+    let (status, next_attempt_at) = match next {
+        Next::Delivered => ("delivered", None),
+        Next::RetryAt(at) => ("pending", Some(at)),
+        Next::GiveUp => ("failed", None),
+    };
+    let moved = sqlx::query(
+        "UPDATE webhook_deliveries
+         SET status = $3, leased_until = NULL,
+             delivered_at = CASE WHEN $3 = 'delivered' THEN now() ELSE delivered_at END,
+             next_attempt_at = coalesce($4, next_attempt_at)
+         WHERE delivery_id = $1 AND attempts = $2 AND status = 'pending'",
+    )
+    .bind(due.delivery_id)
+    .bind(due.attempts)
+    .bind(status)
+    .bind(next_attempt_at)
+    .execute(&mut *tx)
+    .await?;
+    if moved.rows_affected() == 0 {
+        tx.commit().await?;
+        return Ok(Recorded::Superseded);
+    }
     let mut disabled = None;
     match next {
         Next::Delivered => {
-            sqlx::query(
-                "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(),
-                 leased_until = NULL WHERE delivery_id = $1",
-            )
-            .bind(due.delivery_id)
-            .execute(&mut *tx)
-            .await?;
             sqlx::query("UPDATE webhook_endpoints SET failed_in_a_row = 0 WHERE endpoint_id = $1")
                 .bind(due.endpoint_id)
                 .execute(&mut *tx)
                 .await?;
         }
-        Next::RetryAt(at) => {
-            sqlx::query(
-                "UPDATE webhook_deliveries SET next_attempt_at = $2, leased_until = NULL
-                 WHERE delivery_id = $1",
-            )
-            .bind(due.delivery_id)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-        }
+        Next::RetryAt(_) => {}
         Next::GiveUp => {
-            sqlx::query(
-                "UPDATE webhook_deliveries SET status = 'failed', leased_until = NULL
-                 WHERE delivery_id = $1",
-            )
-            .bind(due.delivery_id)
-            .execute(&mut *tx)
-            .await?;
             let row: Option<(String, i32)> = sqlx::query_as(
                 "UPDATE webhook_endpoints SET failed_in_a_row = failed_in_a_row + 1,
                      enabled = CASE WHEN failed_in_a_row + 1 >= $2 THEN false ELSE enabled END,
@@ -365,7 +393,7 @@ pub async fn record_attempt(
         }
     }
     tx.commit().await?;
-    Ok(disabled)
+    Ok(Recorded::Applied(disabled))
 }
 
 pub async fn deliveries(

@@ -231,12 +231,25 @@ async fn sender(
             }
             continue;
         }
+        let claimed = Instant::now();
         for d in due {
+            let lease_ends = claimed + Duration::from_millis(d.lease_left_ms.max(0) as u64);
             let permit = slots.clone().acquire_owned().await?;
             let (pool, http, settings, done) =
                 (pool.clone(), http.clone(), settings.clone(), done.clone());
             tasks.spawn(async move {
-                attempt(&pool, &http, &settings, d).await;
+                // An attempt that could outlast its lease is not begun: another sender may
+                // take the delivery when the lease runs out, and the endpoint would get it
+                // twice at once. The lease runs out and the delivery is claimed again.
+                let timeout = Duration::from_millis(settings.timeout_ms);
+                if Instant::now() + timeout >= lease_ends {
+                    tracing::warn!(
+                        delivery_id = d.delivery_id,
+                        "a webhook delivery's lease ran short before its attempt began; left for the next claim"
+                    );
+                } else {
+                    attempt(&pool, &http, &settings, d).await;
+                }
                 drop(permit);
                 done.notify_one();
             });
@@ -274,10 +287,10 @@ async fn claim(
             *n += 1;
             keep.push(d);
         } else {
-            back.push(d.delivery_id);
+            back.push(d);
         }
     }
-    db::give_back(pool, &back).await?;
+    db::give_back(pool, &back.iter().collect::<Vec<_>>()).await?;
     Ok(keep)
 }
 
@@ -391,12 +404,17 @@ async fn attempt(pool: &PgPool, http: &reqwest::Client, settings: &WebhookSettin
     )
     .await;
     match recorded {
-        Ok(Some(disabled)) => tracing::warn!(
+        Ok(db::Recorded::Applied(Some(disabled))) => tracing::warn!(
             endpoint_id = disabled.endpoint_id,
             failed_in_a_row = disabled.failed_in_a_row,
             "webhook endpoint disabled: its deliveries keep failing"
         ),
-        Ok(None) => {}
+        Ok(db::Recorded::Applied(None)) => {}
+        Ok(db::Recorded::Superseded) => tracing::warn!(
+            delivery_id = d.delivery_id,
+            attempt = d.attempts,
+            "a webhook attempt outlasted its lease; the delivery's next holder decides what follows"
+        ),
         // The lease runs out and the delivery is tried again: at least once.
         Err(e) => {
             tracing::warn!(error = %e, delivery_id = d.delivery_id, "could not record a webhook attempt")

@@ -583,3 +583,124 @@ async fn private_and_metadata_addresses_are_refused_at_add_and_at_every_delivery
     );
     let _ = server.start_kill();
 }
+
+/// The sender's lease, raced for real in the store: a claim held back by a lock still gets a
+/// whole lease (measured from when it took the rows, so no second claim takes the same
+/// delivery meanwhile), and a holder whose lease ran out and was claimed again changes
+/// nothing with its late record or give-back: the new holder's outcome is the one that stands.
+#[tokio::test]
+async fn a_webhook_lease_counts_from_the_claim_and_a_stale_holder_changes_nothing() {
+    use onboard::store::webhooks as db;
+    let app = spawn_app().await;
+    let endpoint = db::add_endpoint(
+        &app.pool,
+        "http://127.0.0.1:9/hook",
+        &["*".into()],
+        &onboard::webhooks::new_secret(),
+    )
+    .await
+    .unwrap();
+    let event_id = uuid::Uuid::new_v4();
+    let row = db::NewDelivery {
+        endpoint_id: endpoint,
+        event_id,
+        event_type: "client.created".into(),
+        correlation_id: None,
+        body: "{}".into(),
+        traceparent: None,
+    };
+    let mut conn = app.pool.acquire().await.unwrap();
+    assert_eq!(db::insert_deliveries(&mut conn, &[row]).await.unwrap(), 1);
+    drop(conn);
+
+    // A claim that waits 1.5 s on a lock for a lease of 1 s. Its statement is prepared on its
+    // one connection first (an endpoint that is not there is busy), so that the wait falls in
+    // the execution, as it does for a sender that has claimed before, not in the preparing.
+    let claimer = onboard::store::pool_of(&app.settings.database, 1).unwrap();
+    assert!(
+        db::claim_due(&claimer, &[endpoint], 10, 1.0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE webhook_deliveries IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(async move { db::claim_due(&claimer, &[], 10, 1.0).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!waiting.is_finished(), "the claim did not wait on the lock");
+    blocker.commit().await.unwrap();
+    let first = waiting.await.unwrap().unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0].lease_left_ms > 500,
+        "a lease that began when the claim did: {} ms left",
+        first[0].lease_left_ms
+    );
+    let again = db::claim_due(&app.pool, &[], 10, 1.0).await.unwrap();
+    assert!(
+        again.is_empty(),
+        "a second claim took a delivery under lease: {again:?}"
+    );
+
+    // Holder A's lease runs out; B claims the delivery; A's late record and give-back are fenced.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let a = db::claim_due(&app.pool, &[], 10, 0.2)
+        .await
+        .unwrap()
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = db::claim_due(&app.pool, &[], 10, 30.0)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((a.attempts, b.attempts), (2, 3));
+    let refused = db::Answered {
+        status_code: None,
+        error: Some("refused: test"),
+        duration_ms: 1,
+    };
+    let late = db::record_attempt(&app.pool, &a, refused, db::Next::GiveUp, 1, |_| {
+        unreachable!("a stale holder disabled the endpoint")
+    })
+    .await
+    .unwrap();
+    assert!(matches!(late, db::Recorded::Superseded), "{late:?}");
+    db::give_back(&app.pool, &[&a]).await.unwrap();
+    let (status, attempts, leased): (String, i32, bool) = sqlx::query_as(
+        "SELECT status, attempts, leased_until > now() FROM webhook_deliveries WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), attempts, leased), ("pending", 3, true));
+
+    let delivered = db::Answered {
+        status_code: Some(200),
+        error: None,
+        duration_ms: 1,
+    };
+    let done = db::record_attempt(&app.pool, &b, delivered, db::Next::Delivered, 1, |_| {
+        unreachable!("a delivery disabled the endpoint")
+    })
+    .await
+    .unwrap();
+    assert!(matches!(done, db::Recorded::Applied(None)), "{done:?}");
+    let log = db::attempts(&app.pool, &[b.delivery_id]).await.unwrap();
+    assert_eq!(log.len(), 2, "both attempts are in the log");
+    let (status, failed_in_a_row, enabled): (String, i32, bool) = sqlx::query_as(
+        "SELECT d.status, e.failed_in_a_row, e.enabled FROM webhook_deliveries d
+         JOIN webhook_endpoints e USING (endpoint_id) WHERE d.event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), failed_in_a_row, enabled),
+        ("delivered", 0, true)
+    );
+}
