@@ -138,6 +138,8 @@ pub async fn insert_many(
 
 /// Leases up to `limit` sagas due at `step` to `owner`, oldest due first, each under a new
 /// epoch; sagas another sweeper is taking at the same moment are skipped, not waited for.
+/// The lease counts from when the rows are taken (`clock_timestamp()`), not from the
+/// statement's start, so a claim that waited does not hand out a lease already running out.
 pub async fn claim_due(
     pool: &PgPool,
     owner: Uuid,
@@ -147,8 +149,9 @@ pub async fn claim_due(
 ) -> Result<Vec<Saga>, sqlx::Error> {
     let sql = format!(
         "UPDATE onboarding_sagas s
-         SET lease_owner = $1, lease_until = now() + make_interval(secs => $2),
-             due_at = now() + make_interval(secs => $2), lease_epoch = s.lease_epoch + 1,
+         SET lease_owner = $1, lease_until = clock_timestamp() + make_interval(secs => $2),
+             due_at = clock_timestamp() + make_interval(secs => $2),
+             lease_epoch = s.lease_epoch + 1,
              updated_at = now()
          FROM (SELECT saga_id FROM onboarding_sagas
                WHERE status <> 'completed' AND due_at <= now() AND step = $4
@@ -200,8 +203,8 @@ pub async fn renew(
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "WITH {HELD}
          UPDATE onboarding_sagas s
-         SET lease_until = now() + make_interval(secs => $4),
-             due_at = now() + make_interval(secs => $4),
+         SET lease_until = clock_timestamp() + make_interval(secs => $4),
+             due_at = clock_timestamp() + make_interval(secs => $4),
              send_claimed_at = CASE WHEN s.send_claim_epoch = s.lease_epoch
                                     THEN now() ELSE s.send_claimed_at END
          FROM held WHERE s.saga_id = held.saga_id
