@@ -14,7 +14,7 @@ use axum::response::{Html, IntoResponse, Response};
 use super::auth::{Change, CsrfForm, internal, message};
 use super::figures;
 use super::state::Console;
-use crate::ops::dlq::{DeadLetter, Dlq, Group, MoveRequest, Selector};
+use crate::ops::dlq::{DeadLetter, Dlq, Group, MoveRequest, Selector, edit_problems};
 use crate::store;
 use crate::store::console::Session;
 
@@ -397,17 +397,7 @@ pub async fn edit(
         }
         Err(e) => return internal(e),
     };
-    let problems = match serde_json::from_str::<serde_json::Value>(&form.body) {
-        Err(e) => vec![format!("not JSON: {e}")],
-        Ok(value) => {
-            let schemas = crate::registry::schemas();
-            let command_type = &letters[0].command_type;
-            match schemas.type_of(command_type) {
-                None => vec![format!("{command_type} is not a command type")],
-                Some(t) => schemas.check(t, &value).err().unwrap_or_default(),
-            }
-        }
-    };
+    let problems = edit_problems(&letters[0].command_type, &form.body);
     if !problems.is_empty() {
         let refused = Refused {
             errors: problems.join("; "),

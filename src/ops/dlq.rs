@@ -68,6 +68,22 @@ use crate::broker::{self, Delivered, Names, Publisher};
 use crate::configuration::Settings;
 use crate::store;
 
+/// What keeps `body` from being replayed as a corrected body of a dead `command_type`: not
+/// JSON, or its command's schema's errors. Empty when it may be sent. Edit-and-retry checks
+/// this first, from the console and from `onboard dlq edit`, and sends nothing otherwise.
+pub fn edit_problems(command_type: &str, body: &str) -> Vec<String> {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Err(e) => vec![format!("not JSON: {e}")],
+        Ok(value) => {
+            let schemas = crate::registry::schemas();
+            match schemas.type_of(command_type) {
+                None => vec![format!("{command_type} is not a command type")],
+                Some(t) => schemas.check(t, &value).err().unwrap_or_default(),
+            }
+        }
+    }
+}
+
 /// The dead-letter queue of one deployment (one `broker.prefix`).
 pub struct Dlq {
     connection: Connection,

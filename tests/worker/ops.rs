@@ -520,3 +520,75 @@ async fn the_ceiling_benchmark_refuses_a_database_that_is_not_its_own_scratch_da
     assert_eq!(app.count("SELECT count(*) FROM clients").await, 1);
     app.finish().await;
 }
+
+/// `onboard dlq edit`, the CLI's door to the console's edit-and-retry (one `edit_problems`,
+/// one replay): a body its command's schema refuses is not sent and the letter stays; the
+/// fixed body, read from standard input, goes out under the same message id and is handled
+/// once; the audit names who, why, and keeps the original body.
+#[tokio::test]
+async fn a_broken_body_is_fixed_from_the_cli_checked_first_and_replayed_once() {
+    use tokio::io::AsyncWriteExt;
+    let mut app = spawn_app().await;
+    let dead = app.names().dead_queue;
+    poison(&app).await;
+    let id = app.create_client(&client_with_email("typo@example")).await;
+    wait_dead_lettered(&app, 1).await;
+    cure(&app).await;
+
+    let refused = std::env::temp_dir().join(format!("onboard-edit-{id}.json"));
+    std::fs::write(&refused, r#"{"email": 42}"#).unwrap();
+    let out = onboard_bin(&app.settings)
+        .args(["dlq", "edit", &id, "--body", refused.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("was not sent") && stderr.contains("/email: fails type"),
+        "{stderr}"
+    );
+    depth_settles(&app, &dead, 1).await;
+    let _ = std::fs::remove_file(&refused);
+
+    let mut fixed = client_with_email("typo@example.com");
+    fixed["client_alias"] = json!("Fixed Ltd");
+    let mut edit = onboard_bin(&app.settings)
+        .args(["dlq", "edit", &id, "--body", "-", "--actor", "bob"])
+        .args(["--note", "TICKET-7", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = edit.stdin.take().unwrap();
+    stdin.write_all(fixed.to_string().as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = edit.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["done"], json!([id]));
+
+    let created = app.wait_for_event("client.created", Some(&id)).await;
+    assert_eq!(
+        created.body["data"]["client"]["client_alias"],
+        json!("Fixed Ltd")
+    );
+    depth_settles(&app, &dead, 0).await;
+    app.settled
+        .wait_until("the edited command handled", |log| handled_once(log, &id))
+        .await;
+    let audit = run_json(&app, &["dlq", "audit", "--json"]).await;
+    assert_eq!(audit[0]["action"], json!("replay"));
+    assert_eq!(audit[0]["actor"], json!("bob"));
+    assert_eq!(audit[0]["note"], json!("TICKET-7; edited and retried"));
+    assert_eq!(
+        audit[0]["messages"][0]["original_body"]["email"],
+        json!("typo@example")
+    );
+    app.finish().await;
+}

@@ -41,6 +41,22 @@ pub enum DlqCommand {
         #[arg(long)]
         rate: Option<f64>,
     },
+    /// Edit-and-retry: replays one dead letter with a corrected body, checked against its
+    /// command's schema first (nothing is sent when it fails); same message id, and the audit
+    /// keeps the original body.
+    Edit {
+        message_id: String,
+        /// The corrected body (JSON): a file, or - for standard input.
+        #[arg(long, value_name = "FILE")]
+        body: std::path::PathBuf,
+        #[command(flatten)]
+        change: ChangeArgs,
+        /// Read at most this many messages from the head of the queue to find it.
+        #[arg(long, default_value_t = DEFAULT_LIMIT)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Deletes dead letters for good (asks first unless --yes).
     Purge {
         #[command(flatten)]
@@ -342,6 +358,48 @@ async fn run_on(settings: &Settings, dlq: &Dlq, command: DlqCommand) -> anyhow::
             let pool = store::pool(&settings.database)?;
             let report = dlq.replay(&pool, &request(&select, &change, rate)).await?;
             finish(&report, select.json)
+        }
+        DlqCommand::Edit {
+            message_id,
+            body,
+            change,
+            limit,
+            json,
+        } => {
+            let copies = dlq.show(&message_id, limit).await?;
+            let Some(letter) = copies.first() else {
+                anyhow::bail!(
+                    "no dead letter with message_id {message_id:?} among the first {limit} of {queue}"
+                );
+            };
+            let edited = if body.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&body)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", body.display()))?
+            };
+            let problems = super::edit_problems(&letter.command_type, &edited);
+            if !problems.is_empty() {
+                anyhow::bail!(
+                    "the edited body was not sent: {} (message {message_id} stays dead-lettered)",
+                    problems.join("; ")
+                );
+            }
+            let mut req = MoveRequest::new(Selector {
+                ids: vec![message_id],
+                ..Default::default()
+            });
+            req.limit = limit;
+            req.dry_run = change.dry_run;
+            req.actor = change.actor;
+            req.note = Some(match change.note {
+                Some(n) => format!("{n}; edited and retried"),
+                None => "edited and retried".into(),
+            });
+            req.edited_body = Some(edited.into_bytes());
+            let pool = store::pool(&settings.database)?;
+            let report = dlq.replay(&pool, &req).await?;
+            finish(&report, json)
         }
         DlqCommand::Purge {
             select,
