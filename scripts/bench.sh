@@ -25,7 +25,8 @@
 #   scripts/bench.sh                      everything, N = 20000 (about 12 minutes on 2 cores)
 #   BENCH_COUNT=5000 scripts/bench.sh     a quicker run
 #   BENCH_PHASES="ceiling saga" ...       only some phases (ceiling saga traced mixed created rss
-#                                         rows migrate cluster webhooks)
+#                                         rows migrate cluster webhooks; and profile, not run by
+#                                         default: perf, pg_stat_statements, RabbitMQ's counters)
 #
 # Results: .local/bench/<timestamp>/ (summary.md, each phase's JSON and its plot as SVG:
 # throughput over time and the latency distribution, the worker logs).
@@ -50,10 +51,15 @@ SERVICES=${ONBOARD_SERVICES_SCRIPT:-scripts/services.sh}
 eval "$("$SERVICES" env)"
 ADMIN_URL=$ONBOARD_TEST_DATABASE_URL
 
-echo "==> building onboard (release)" >&2
-cargo build --release --locked --quiet
-BIN=target/release/onboard
-LAB=target/release/onboard-lab   # load, bench-ceiling, fake-xendit, webhooks bench
+# BENCH_BIN and BENCH_LAB run binaries built elsewhere (an A/B of two builds) instead.
+if [[ -z ${BENCH_BIN:-} ]]; then
+    echo "==> building onboard (release)" >&2
+    cargo build --release --locked --quiet
+fi
+BIN=${BENCH_BIN:-target/release/onboard}
+LAB=${BENCH_LAB:-target/release/onboard-lab}   # load, bench-ceiling, fake-xendit, webhooks bench
+# Extra flags for every `onboard-lab load` (e.g. --every-event).
+LOAD_FLAGS=${BENCH_LOAD_FLAGS:-}
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=.local/bench/$STAMP
@@ -86,9 +92,19 @@ trap cleanup EXIT
 say() { printf '==> %s\n' "$*" >&2; }
 md() { printf '%s\n' "$*" >>"$SUMMARY"; }
 
-fresh_db() { # name -> exports ONBOARD__DATABASE__URL
-    psql "$ADMIN_URL" -qX -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1" >/dev/null 2>&1
-    export ONBOARD__DATABASE__URL=${ADMIN_URL%/*}/$1
+fresh_db() { # name [template] -> exports ONBOARD__DATABASE__URL
+    local try err
+    for try in $(seq 1 20); do
+        # Another session on it or on the template (an autovacuum worker): say why, try again.
+        if err=$(psql "$ADMIN_URL" -qX -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" \
+                -c "CREATE DATABASE $1${2:+ TEMPLATE $2}" 2>&1 >/dev/null); then
+            export ONBOARD__DATABASE__URL=${ADMIN_URL%/*}/$1
+            return 0
+        fi
+        echo "fresh_db $1 (try $try): $err" >&2
+        sleep 1
+    done
+    return 1
 }
 
 # CPU ticks so far: postgres beam.smp worker load busy(all) total(all), from /proc.
@@ -174,7 +190,8 @@ LOADER=""
 run_load() {
     local prefix=$1 out=$2; shift 2
     local a b
-    ONBOARD__BROKER__PREFIX=$prefix "$LAB" load --json --plot "${out%.json}.svg" "$@" >"$out" 2>>"$OUT/load.log" &
+    # shellcheck disable=SC2086 # LOAD_FLAGS is a list of flags
+    ONBOARD__BROKER__PREFIX=$prefix "$LAB" load --json --plot "${out%.json}.svg" $LOAD_FLAGS "$@" >"$out" 2>>"$OUT/load.log" &
     LOADER=$!
     a=$(snap); b=$a
     while kill -0 "$LOADER" 2>/dev/null; do
@@ -205,7 +222,7 @@ drop_prefix() {
     echo
     echo "- machine: $(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
     echo "- PostgreSQL $(psql "$ADMIN_URL" -AtX -c 'SHOW server_version') (synchronous_commit=$(psql "$ADMIN_URL" -AtX -c 'SHOW synchronous_commit'), shared_buffers=$(psql "$ADMIN_URL" -AtX -c 'SHOW shared_buffers')), RabbitMQ $(curl -sf -u guest:guest "http://127.0.0.1:${ONBOARD_RABBITMQ_MGMT_PORT:-15672}/api/overview" | sed -n 's/.*"rabbitmq_version":"\([^"]*\)".*/\1/p' || echo '?'), all on this machine"
-    echo "- onboard $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (uncommitted changes)'), release build; N = $N"
+    echo "- onboard $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (uncommitted changes)'), release build${BENCH_BIN:+ $BENCH_BIN}; N = $N${LOAD_FLAGS:+; load flags: $LOAD_FLAGS}"
     echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
 } >"$SUMMARY"
@@ -316,6 +333,112 @@ if [[ " $PHASES " == *" saga "* ]]; then
     stop_worker
     drop_prefix "bench-$RUN-saga"
     md ""
+fi
+
+# --- p. where an onboarding's cost goes ------------------------------------------------------------
+# The saga of b once more, measured from inside (so its own rate is not the figure; b's is):
+# the worker's CPU profile (perf, DWARF call graphs, drawn as a flame graph by inferno),
+# PostgreSQL's per-statement cost (pg_stat_statements: calls, rows and time per onboarding), and
+# RabbitMQ's (socket reads and writes and bytes on the worker's connections, per onboarding).
+# Opt-in: BENCH_PHASES="... profile".
+# The worker's connections' socket reads, writes and bytes, one line per connection ("name
+# recv_cnt send_cnt recv_oct send_oct"), read live from the node (the management API's figures
+# are sampled, and its message rates are off here). Needs rabbitmqctl's rights (root).
+rabbit_connections() {
+    timeout 30 rabbitmqctl -n "${ONBOARD_RABBITMQ_NODE:-onboard@localhost}" list_connections -q --no-table-headers \
+        name recv_cnt send_cnt recv_oct send_oct 2>/dev/null | sed 's/ -> /->/' || true
+}
+if [[ " $PHASES " == *" profile "* ]]; then
+    say "p. where an onboarding's cost goes: the saga of $N SG clients profiled"
+    # Made from scripts/services.sh's template, which has pg_stat_statements.
+    fresh_db onboard_bench_profile onboard_pgss_template || fresh_db onboard_bench_profile
+    md "## p. Where an onboarding's cost goes ($N SG onboardings, profiled: the rate of this run is not a figure)"
+    md ""
+    PGSS=""
+    if psql "$ONBOARD__DATABASE__URL" -qAtX -c "SELECT count(*) FROM pg_stat_statements" >/dev/null 2>&1; then
+        PGSS=1
+    else
+        md "- pg_stat_statements is not loaded (restart PostgreSQL with scripts/services.sh down; up)"
+    fi
+    export ONBOARD__EMAIL__FILE_DIR=$MAIL/mail-profile
+    start_worker "bench-$RUN-profile" "$OUT/worker-profile.log"
+    [[ -n $PGSS ]] && psql "$ONBOARD__DATABASE__URL" -qAtX -c "SELECT pg_stat_statements_reset()" >/dev/null
+    rabbit_connections >"$OUT/connections-before.tsv"
+    PERF_PID=""
+    if command -v perf >/dev/null; then
+        perf record -q -F 199 --call-graph dwarf,32768 -p "$WORKER" -o "$OUT/perf.data" \
+            -- sleep "${BENCH_PROFILE_SECONDS:-4}" >/dev/null 2>"$OUT/perf.log" &
+        PERF_PID=$!
+    else
+        md "- perf is not installed (apt-get install linux-perf): no CPU profile"
+    fi
+    run_load "bench-$RUN-profile" "$OUT/profile.json" -n "$N" --countries SG --outcome completed --timeout 120
+    [[ -n $PERF_PID ]] && wait "$PERF_PID" || true
+    rabbit_connections >"$OUT/connections-after.tsv"
+    md "- this run: $(printf '%.0f' "$(json_num throughput_per_sec "$OUT/profile.json")") onboardings/s under perf; CPU: $CPU"
+    md ""
+    if [[ -s $OUT/connections-after.tsv ]]; then
+        # The connections open before and after the load: the worker's (the load's came and went).
+        md "RabbitMQ, the worker's connections (\`rabbitmqctl list_connections\`), per onboarding:"
+        md ""
+        md "| socket reads | socket writes | bytes received | bytes sent |"
+        md "| ---: | ---: | ---: | ---: |"
+        md "$(awk -v n="$N" 'NR == FNR { a[$1] = $2 " " $3 " " $4 " " $5; next }
+            ($1 in a) { split(a[$1], x, " "); r += $2 - x[1]; w += $3 - x[2]; i += $4 - x[3]; o += $5 - x[4] }
+            END { printf "| %.2f | %.2f | %.0f | %.0f |", r / n, w / n, i / n, o / n }' \
+            "$OUT/connections-before.tsv" "$OUT/connections-after.tsv")"
+        md ""
+    else
+        md "- rabbitmqctl could not be asked (not root?): no per-connection figures"
+    fi
+    if [[ -n $PGSS ]]; then
+        md "PostgreSQL, the statements of this database by total time (per onboarding; \`pg_stat_statements\`, top level):"
+        md ""
+        md "| calls | rows | ms | ms per call | statement |"
+        md "| ---: | ---: | ---: | ---: | --- |"
+        psql "$ONBOARD__DATABASE__URL" -AtX -F '|' -v n="$N" >>"$SUMMARY" <<'SQL'
+SELECT '| ' || round(calls::numeric / :n, 2), round(rows::numeric / :n, 2),
+       round((total_exec_time / :n)::numeric, 3), round(mean_exec_time::numeric, 3),
+       '`' || left(regexp_replace(query, '\s+', ' ', 'g'), 110) || '` |'
+FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND query NOT ILIKE '%pg_stat_statements%'
+ORDER BY total_exec_time DESC LIMIT 15
+SQL
+        md ""
+        md "$(psql "$ONBOARD__DATABASE__URL" -AtX -v n="$N" -c "SELECT format('- all statements: %s calls, %s ms of execution per onboarding', round(sum(calls)::numeric / :n, 1), round((sum(total_exec_time) / :n)::numeric, 3)) FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())")"
+        md "$(cost_line onboard_bench_profile "$N")"
+        md ""
+    fi
+    stop_worker
+    drop_prefix "bench-$RUN-profile"
+    if [[ -s $OUT/perf.data ]]; then
+        # inferno draws the flame graph; installed once under .local/tools.
+        if [[ ! -x .local/tools/bin/inferno-flamegraph ]]; then
+            cargo install --locked --quiet --root .local/tools inferno >&2
+        fi
+        perf script -i "$OUT/perf.data" 2>/dev/null | .local/tools/bin/inferno-collapse-perf >"$OUT/worker.folded"
+        .local/tools/bin/inferno-flamegraph --title "onboard worker, full SG saga" <"$OUT/worker.folded" >"$OUT/worker-flamegraph.svg"
+        md "The worker's CPU under the saga: [flame graph](worker-flamegraph.svg) (\`perf record -F 199 --call-graph dwarf\`, drawn by inferno). The share of its samples spent in each of the worker's own functions (inclusive) and in the frames that burn it (self):"
+        md ""
+        md "| inclusive | the worker's function | | self | frame |"
+        md "| ---: | --- | --- | ---: | --- |"
+        # Frames cleaned of hashes and closures; a function counted once per stack.
+        awk '{ n = $NF; total += n; $NF = ""; k = split($0, f, ";"); delete seen
+               for (i = 1; i <= k; i++) { g = f[i]; sub(/^ +| +$/, "", g); sub(/::h[0-9a-f]+$/, "", g); sub(/::\{\{closure\}\}.*/, "", g)
+                   if (i == k) self[g] += n
+                   if (g ~ /^onboard::/ && !(g in seen)) { seen[g] = 1; inc[g] += n } } }
+             END { for (g in inc) printf "I\t%.1f\t%s\n", 100 * inc[g] / total, g
+                   for (g in self) printf "S\t%.1f\t%s\n", 100 * self[g] / total, g }' \
+            "$OUT/worker.folded" >"$OUT/worker-shares.tsv"
+        paste -d '\t' \
+            <(awk -F '\t' '$1 == "I"' "$OUT/worker-shares.tsv" | sort -t $'\t' -k2,2 -rn | head -n 20 | cut -f2,3) \
+            <(awk -F '\t' '$1 == "S"' "$OUT/worker-shares.tsv" | sort -t $'\t' -k2,2 -rn | head -n 20 | cut -f2,3) |
+            while IFS=$'\t' read -r ishare iframe sshare sframe; do
+                md "| $ishare% | \`${iframe:0:80}\` | | $sshare% | \`${sframe:0:80}\` |"
+            done
+        md ""
+    fi
 fi
 
 # --- b2. the full saga with its traces exported ---------------------------------------------------

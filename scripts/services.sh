@@ -9,6 +9,8 @@
 #   scripts/services.sh tools  install what the tests use beside the services when missing:
 #                              promtool (Debian's prometheus package; its own service is
 #                              left stopped), chromium and chromedriver (chromium-driver)
+#   scripts/services.sh sweep  drop what earlier test runs left (onboard_test_* databases,
+#                              test-* queues and exchanges); scripts/test.sh runs it first
 #
 # Data, logs and config live under <repo>/.local/. Ports: ONBOARD_PG_PORT (5432),
 # ONBOARD_AMQP_PORT (5672), ONBOARD_RABBITMQ_MGMT_PORT (15672). The management plugin is on by
@@ -257,6 +259,18 @@ END
 \$\$;
 SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')
 \gexec
+-- A template with pg_stat_statements (which only a superuser may create) for the benchmark's
+-- profile phase: its database is made from it, and $PG_USER may read and reset the figures.
+GRANT pg_read_all_stats TO $PG_USER;
+-- The benchmark drops its database between phases WITH (FORCE), which must end the autovacuum
+-- worker that a phase's writes woke on it.
+GRANT pg_signal_backend TO $PG_USER;
+SELECT 'CREATE DATABASE onboard_pgss_template' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'onboard_pgss_template')
+\gexec
+\connect onboard_pgss_template
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+GRANT EXECUTE ON FUNCTION pg_stat_statements_reset(oid, oid, bigint) TO $PG_USER;
+ALTER DATABASE onboard_pgss_template IS_TEMPLATE true;
 SQL
 }
 
@@ -294,6 +308,10 @@ max_wal_size = 4GB
 checkpoint_timeout = 15min
 log_min_messages = warning
 log_line_prefix = '%m [%p] %q%u@%d '
+# Per-statement cost for scripts/bench.sh's profile phase (calls, rows and time per onboarding),
+# as production servers usually have it; an extension only where a database creates it.
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = top
 CONF
     say "postgres: starting on 127.0.0.1:$PG_PORT (log: ${PG_LOG#"$ROOT"/})"
     if ! pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 90 start >/dev/null 2>"$PG_DIR/log/pg_ctl.err"; then
@@ -640,6 +658,33 @@ print_env() {
         "ONBOARD_TEST_DATABASE_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
 }
 
+# What earlier test runs left behind (a test that failed or was killed does not clean up): the
+# test databases (onboard_test_*) and the test prefixes' queues and exchanges (test-*). Idle
+# quorum queues keep RabbitMQ busy, so a machine that ran the suites many times measures a
+# slower broker. Only for when no test runs: scripts/test.sh calls it before its own run.
+sweep() {
+    local db n=0 kind name
+    for db in $(PGPASSWORD=$PG_PASSWORD "$(pg_bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d "$PG_DB" -AtX \
+            -c "SELECT datname FROM pg_database WHERE datname LIKE 'onboard\_test\_%'"); do
+        PGPASSWORD=$PG_PASSWORD "$(pg_bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d "$PG_DB" -qAtX \
+            -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" && n=$((n + 1))
+    done
+    say "sweep: $n test databases left by earlier runs dropped"
+    local api=http://127.0.0.1:$MGMT_PORT/api
+    if ! curl -sf -u "$AMQP_USER:$AMQP_PASSWORD" "$api/overview" >/dev/null 2>&1; then
+        say "sweep: no management API on $MGMT_PORT; test queues left as they are"
+        return 0
+    fi
+    for kind in queues exchanges; do
+        n=0
+        for name in $(curl -sf -u "$AMQP_USER:$AMQP_PASSWORD" "$api/$kind/%2f?columns=name" |
+                grep -o '"name":"test-[^"]*"' | cut -d'"' -f4); do
+            curl -sf -u "$AMQP_USER:$AMQP_PASSWORD" -X DELETE "$api/$kind/%2f/$name" >/dev/null && n=$((n + 1))
+        done
+        say "sweep: $n test $kind left by earlier runs deleted"
+    done
+}
+
 main() {
     local cmd=${1:-up}
     case $cmd in
@@ -662,12 +707,16 @@ main() {
             return "$rc"
             ;;
         env) print_env ;;
+        sweep)
+            lock
+            sweep
+            ;;
         tools)
             lock
             ensure_tools
             ;;
         -h|--help|help) sed -n '2,/^set /{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
-        *) die "unknown command '$cmd' (up, down, status, env, tools)" ;;
+        *) die "unknown command '$cmd' (up, down, status, env, tools, sweep)" ;;
     esac
 }
 

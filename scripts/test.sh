@@ -7,6 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/services.sh up
 scripts/services.sh tools
+scripts/services.sh sweep
 eval "$(scripts/services.sh env)"
 export RUST_BACKTRACE=1
 # One build from scratch (CI) gains nothing from incremental compilation's caches, which double

@@ -40,6 +40,10 @@ pub struct LoadArgs {
     /// Commands without an outcome listed by id (the rest are counted).
     #[arg(long, default_value_t = 20)]
     pub show_missing: usize,
+    /// Subscribe to every event, not only the outcomes (as a deployment whose subscribers,
+    /// such as the webhooks feed, take them all): none goes to `<p>.events.unrouted`.
+    #[arg(long)]
+    pub every_event: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -72,6 +76,7 @@ pub async fn cli(settings: &Settings, args: LoadArgs) -> anyhow::Result<bool> {
     options.max_outstanding = args.max_outstanding;
     options.idle_timeout = Duration::from_secs(args.timeout);
     options.missing_cap = args.show_missing;
+    options.every_event = args.every_event;
     options.progress = true;
     let reports = run_scenario(settings, &options, args.scenario).await?;
     if let Some(path) = &args.plot {

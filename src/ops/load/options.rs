@@ -70,6 +70,9 @@ pub struct Options {
     pub linger: Duration,
     /// Bind `#` and keep every event seen (for checkers), not only outcomes.
     pub record_events: bool,
+    /// Bind `#` (as a subscriber of every event, such as the webhooks feed, does), so that no
+    /// event of the run is left to `<p>.events.unrouted`; only outcomes are looked at.
+    pub every_event: bool,
     /// Commands without an outcome listed by id in the report; the rest are counted.
     pub missing_cap: usize,
     /// Draw a progress bar on stderr (only ever when stderr is a terminal).
@@ -89,6 +92,7 @@ impl Options {
             idle_timeout: Duration::from_secs(60),
             linger: Duration::ZERO,
             record_events: false,
+            every_event: false,
             missing_cap: 20,
             progress: false,
         }

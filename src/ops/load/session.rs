@@ -58,11 +58,12 @@ impl Session {
         let sub_channel = subscriber.create_channel().await?;
         let names = broker::declare(&sub_channel, settings).await?;
         // Only the outcomes, unless every event is wanted (or the phases' are many).
-        let keys: Vec<&str> = if options.record_events || scenario != Scenario::Create {
-            vec!["#"]
-        } else {
-            options.outcome.events().to_vec()
-        };
+        let keys: Vec<&str> =
+            if options.record_events || options.every_event || scenario != Scenario::Create {
+                vec!["#"]
+            } else {
+                options.outcome.events().to_vec()
+            };
         let queue = broker::topology::private_event_queue(&sub_channel, &names, &keys).await?;
         let mut consumer = sub_channel
             .basic_consume(
