@@ -262,8 +262,6 @@ async fn decide_batch(
     let accepted = with_partner;
 
     if !accepted.is_empty() {
-        // From here to commit this batch is the only one inserting clients this month.
-        let (year_month, last) = store::clients::lock_code_counter(cx.conn).await?;
         let emails: Vec<&str> = accepted.iter().map(|a| a.new.email.as_str()).collect();
         let taken = store::clients::emails_taken(cx.conn, &emails).await?;
         let external: Vec<&str> = accepted
@@ -311,6 +309,12 @@ async fn decide_batch(
             insert.push(a);
         }
         if !insert.is_empty() {
+            // From here to commit this batch is the only one inserting clients this month. The
+            // checks above are made before the lock, so that it is held for the inserts only
+            // (the other batch slot waits for it): an email or external id another batch takes
+            // meanwhile makes an insert come short, the batch is contended and runs again,
+            // and the unique indexes decide.
+            let (year_month, last) = store::clients::lock_code_counter(cx.conn).await?;
             let created = persist(cx, &insert, &year_month, last, &mut decisions).await?;
             for (index, external) in behind {
                 let (client_id, client_code) = &created[external];
