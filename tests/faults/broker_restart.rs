@@ -513,16 +513,26 @@ async fn a_memory_alarm_blocks_publishing_but_not_consuming() {
     let mut first = start_worker(&settings).await;
     let pid = first.child.id().unwrap().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let _ = tokio::time::timeout(WAIT, first.child.wait()).await;
+    let stopped = tokio::time::timeout(WAIT, first.child.wait()).await;
+    assert!(
+        matches!(stopped, Ok(Ok(_))),
+        "the first worker did not stop within {WAIT:?} of SIGTERM: {stopped:?}"
+    );
     let n = 300;
     publish(&broker.url(), &settings, n, "alarm-").await;
     let names = onboard::broker::Names::new(&settings.broker.prefix);
-    // Queue counts are statistics, refreshed every 500 ms here: wait until they show them.
-    let deadline = Instant::now() + WAIT;
-    while queue_messages(&broker, &names.commands_queue) != Some(n as u64) {
+    // Queue counts are statistics, refreshed every 500 ms here, and each look starts a
+    // rabbitmqctl, which takes seconds while the other broker faults run beside this one:
+    // a setting-up step, given a minute and a half to see them.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let seen = queue_messages(&broker, &names.commands_queue);
+        if seen == Some(n as u64) {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "the commands never showed on the queue"
+            "the commands never showed on the queue (last seen: {seen:?} of {n})"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
