@@ -325,9 +325,12 @@ if [[ " $PHASES " == *" saga "* ]]; then
             say "d. client.created at $pct% of that rate: $RATE/s for 20 s"
             run_load "bench-$RUN-saga" "$OUT/created-$pct-pct.json" -n "$(( RATE * 20 ))" --rate "$RATE" --countries SG --outcome created --timeout 120
             p99=$(json_num p99_ms "$OUT/created-$pct-pct.json")
-            line="- $pct% of the saga's rate ($RATE commands/s): p50 $(json_num p50_ms "$OUT/created-$pct-pct.json") ms, p95 $(json_num p95_ms "$OUT/created-$pct-pct.json") ms, p99 $p99 ms, max $(json_num max_ms "$OUT/created-$pct-pct.json") ms; $(json_num missing_count "$OUT/created-$pct-pct.json") without an outcome; CPU: $CPU"
+            # Whether the worker kept up: the rate the creates were answered at (first publish
+            # to last outcome) against the rate offered; below it, the latency is a backlog's.
+            kept="answered at $(printf '%.0f' "$(json_num throughput_per_sec "$OUT/created-$pct-pct.json")")/s"
+            line="- $pct% of the saga's rate ($RATE commands/s, $kept): p50 $(json_num p50_ms "$OUT/created-$pct-pct.json") ms, p95 $(json_num p95_ms "$OUT/created-$pct-pct.json") ms, p99 $p99 ms, max $(json_num max_ms "$OUT/created-$pct-pct.json") ms; $(json_num missing_count "$OUT/created-$pct-pct.json") without an outcome; CPU: $CPU"
             if [[ $pct == 80 ]]; then
-                line="- **80% of the saga's rate ($RATE commands/s): p99 $p99 ms** (goal at most 50 ms), p50 $(json_num p50_ms "$OUT/created-$pct-pct.json") ms, p95 $(json_num p95_ms "$OUT/created-$pct-pct.json") ms, max $(json_num max_ms "$OUT/created-$pct-pct.json") ms; $(json_num missing_count "$OUT/created-$pct-pct.json") without an outcome; CPU: $CPU"
+                line="- **80% of the saga's rate ($RATE commands/s, $kept): p99 $p99 ms** (goal at most 50 ms), p50 $(json_num p50_ms "$OUT/created-$pct-pct.json") ms, p95 $(json_num p95_ms "$OUT/created-$pct-pct.json") ms, max $(json_num max_ms "$OUT/created-$pct-pct.json") ms; $(json_num missing_count "$OUT/created-$pct-pct.json") without an outcome; CPU: $CPU"
             fi
             md "$line"
             say "   p99 $p99 ms"
