@@ -23,7 +23,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
 use crate::messages::CommandType;
@@ -37,6 +37,11 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
+}
+
+/// How many commands or sagas a batch took, 1 to 512.
+fn size_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 10))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -99,6 +104,8 @@ struct Inner {
     sagas_stuck: Gauge,
     webhook_endpoints_disabled: Gauge,
     saga_step_seconds: HistogramFamily<StepLabels>,
+    saga_step_sizes: HistogramFamily<FencedLabels>,
+    command_batch_sizes: Histogram,
     saga_fenced: Family<FencedLabels, Counter>,
     relay_rounds: Counter,
     batch_deadlocks: Counter,
@@ -143,6 +150,8 @@ impl Metrics {
             sagas_stuck: Gauge::default(),
             webhook_endpoints_disabled: Gauge::default(),
             saga_step_seconds: Family::new_with_constructor(latency_histogram),
+            saga_step_sizes: Family::new_with_constructor(size_histogram),
+            command_batch_sizes: size_histogram(),
             saga_fenced: Family::default(),
             relay_rounds: Counter::default(),
             batch_deadlocks: Counter::default(),
@@ -235,6 +244,16 @@ impl Metrics {
             "saga_step_duration_seconds",
             "Duration of a saga step, by step and outcome",
             inner.saga_step_seconds.clone(),
+        );
+        r.register(
+            "saga_step_batch_size",
+            "Sagas run together in one step batch, by step",
+            inner.saga_step_sizes.clone(),
+        );
+        r.register(
+            "command_batch_size",
+            "Commands run together in one batch (one transaction): small under a light load, full when a backlog waits",
+            inner.command_batch_sizes.clone(),
         );
         r.register(
             "batch_deadlocks",
@@ -392,6 +411,18 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// How many sagas a `step` batch ran, and how many commands a command batch took.
+    pub fn batch_sizes(&self, step: Option<&str>, size: usize) {
+        match step {
+            Some(step) => self
+                .inner
+                .saga_step_sizes
+                .get_or_create(&FencedLabels { step: step.into() })
+                .observe(size as f64),
+            None => self.inner.command_batch_sizes.observe(size as f64),
+        }
+    }
+
     /// A command batch was a deadlock's victim.
     pub fn batch_deadlock(&self) {
         self.inner.batch_deadlocks.inc();
@@ -540,6 +571,8 @@ mod tests {
         let m = Metrics::new([CommandType::new("client.create")]);
         m.observe_saga_step("xendit", "completed", Duration::from_millis(120));
         m.observe_call("smtp", "send", "ok", Duration::from_millis(40));
+        m.batch_sizes(None, 100);
+        m.batch_sizes(Some("welcome_email"), 3);
         let extra: Counter = Counter::default();
         m.register("widgets", "Widgets made", extra.clone());
         extra.inc();
@@ -557,5 +590,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("onboard_widgets_total 1"), "{text}");
+        assert!(text.contains(r#"onboard_command_batch_size_bucket{le="128.0"} 1"#));
+        assert!(text.contains(r#"onboard_saga_step_batch_size_sum{step="welcome_email"} 3.0"#));
     }
 }

@@ -182,6 +182,7 @@ async fn run_step(env: &Env, slot: Arc<Slot>, jobs: Vec<SagaJob>) {
         }
         let started = Instant::now();
         let count = jobs.len();
+        env.metrics.batch_sizes(Some(step.as_str()), count);
         let leases: Vec<Lease> = jobs.iter().map(SagaJob::lease).collect();
         let next = match step {
             Step::Xendit => xendit_step::run(env, jobs).await,

@@ -496,6 +496,7 @@ fn start_batch(
     tasks: &mut JoinSet<()>,
 ) {
     let items = std::mem::take(pending);
+    ctx.metrics.batch_sizes(None, items.len());
     let ctx = ctx.clone();
     tasks.spawn(async move {
         batch::run(&ctx, items).await;
