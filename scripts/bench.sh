@@ -535,7 +535,7 @@ if [[ " $PHASES " == *" rows "* ]]; then
     md ""
     for rows in 10000 "$BIG_ROWS"; do
         say "d. filling a database with $rows clients"
-        psql "$ADMIN_URL" -qX -c "DROP DATABASE IF EXISTS onboard_bench_rows_$rows WITH (FORCE)" -c "CREATE DATABASE onboard_bench_rows_$rows" >/dev/null 2>&1
+        fresh_db "onboard_bench_rows_$rows"
         ONBOARD__DATABASE__URL=${ADMIN_URL%/*}/onboard_bench_rows_$rows "$BIN" migrate >/dev/null
             prefill "${ADMIN_URL%/*}/onboard_bench_rows_$rows" "$rows"
     done

@@ -63,7 +63,7 @@ struct HandlerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FencedLabels {
+struct StepOnlyLabels {
     step: String,
 }
 
@@ -104,9 +104,9 @@ struct Inner {
     sagas_stuck: Gauge,
     webhook_endpoints_disabled: Gauge,
     saga_step_seconds: HistogramFamily<StepLabels>,
-    saga_step_sizes: HistogramFamily<FencedLabels>,
+    saga_step_sizes: HistogramFamily<StepOnlyLabels>,
     command_batch_sizes: Histogram,
-    saga_fenced: Family<FencedLabels, Counter>,
+    saga_fenced: Family<StepOnlyLabels, Counter>,
     relay_rounds: Counter,
     batch_deadlocks: Counter,
     xendit_key_refused: Counter,
@@ -417,7 +417,7 @@ impl Metrics {
             Some(step) => self
                 .inner
                 .saga_step_sizes
-                .get_or_create(&FencedLabels { step: step.into() })
+                .get_or_create(&StepOnlyLabels { step: step.into() })
                 .observe(size as f64),
             None => self.inner.command_batch_sizes.observe(size as f64),
         }
@@ -438,7 +438,7 @@ impl Metrics {
         if n > 0 {
             self.inner
                 .saga_fenced
-                .get_or_create(&FencedLabels {
+                .get_or_create(&StepOnlyLabels {
                     step: step.to_string(),
                 })
                 .inc_by(n as u64);

@@ -405,9 +405,7 @@ pub async fn edit(
         };
         return show_letters(&session, &message_id, letters, Some(refused));
     }
-    let mut req = one(&message_id, &session, peer);
-    req.edited_body = Some(form.body.into_bytes());
-    req.note = req.note.map(|n| format!("{n}; edited and retried"));
+    let req = one(&message_id, &session, peer).edited(form.body);
     move_and_say(&console, req, "edited and replayed").await
 }
 

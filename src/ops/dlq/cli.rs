@@ -392,11 +392,8 @@ async fn run_on(settings: &Settings, dlq: &Dlq, command: DlqCommand) -> anyhow::
             req.limit = limit;
             req.dry_run = change.dry_run;
             req.actor = change.actor;
-            req.note = Some(match change.note {
-                Some(n) => format!("{n}; edited and retried"),
-                None => "edited and retried".into(),
-            });
-            req.edited_body = Some(edited.into_bytes());
+            req.note = change.note;
+            let req = req.edited(edited);
             let pool = store::pool(&settings.database)?;
             let report = dlq.replay(&pool, &req).await?;
             finish(&report, json)

@@ -38,6 +38,17 @@ impl MoveRequest {
             edited_body: None,
         }
     }
+
+    /// Edit-and-retry: replay `body` instead of the dead letter's, the audit note saying so
+    /// (the console and `onboard dlq edit` both).
+    pub fn edited(mut self, body: String) -> MoveRequest {
+        self.note = Some(match self.note.take() {
+            Some(n) => format!("{n}; edited and retried"),
+            None => "edited and retried".into(),
+        });
+        self.edited_body = Some(body.into_bytes());
+        self
+    }
 }
 
 /// What `replay` or `purge` did (or, dry, would do).
