@@ -1,6 +1,10 @@
-//! The outbox table: rows written by handlers and saga steps, each published by one
-//! publisher: the worker that wrote it (its claim is made with the insert) or, once that claim
-//! ran out or was given back, a relay (its claim is its row locks).
+//! The outbox: rows written by handlers and saga steps, each published by one publisher: the
+//! worker that wrote it (its claim is made with the insert) or, once that claim ran out or was
+//! given back, a relay (its claim is its row locks).
+//!
+//! `outbox` holds the messages and is only ever appended to (and pruned); what is still to be
+//! published is `outbox_pending`, a narrow row per message written by the same statement and
+//! deleted once the broker confirmed it (migration 0029): publishing rewrites no message.
 
 use std::time::{Duration, Instant};
 
@@ -65,25 +69,33 @@ pub async fn insert(
         headers.push(sqlx::types::Json(&m.headers));
         payloads.push(&m.payload);
     }
-    // One statement for the whole set: fewer round trips on the hot path. Whether a row must
-    // wait for an earlier one of its correlation is answered inside the same statement: its
-    // subqueries see the outbox as it was before the insert.
+    // One statement for the whole set: fewer round trips on the hot path. It writes each
+    // outbox row and its pending row together (no outbox row is ever written without one).
+    // Whether a row must wait for an earlier one of its correlation is answered inside the
+    // same statement: its subqueries see `outbox_pending` as it was before the insert.
     let written: Vec<(i64, Uuid, DateTime<Utc>, bool)> = sqlx::query_as(
-        "INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id, headers,
-                             payload, claimed_by, claimed_until)
-         SELECT m.*, w.by, w.until
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-              AS m(message_id, kind, routing_key, message_type, correlation_id, headers, payload)
-         CROSS JOIN LATERAL (
-             SELECT EXISTS (SELECT 1 FROM outbox e
-                            WHERE e.correlation_id = m.correlation_id AND e.published_at IS NULL)
-                    AS waits) earlier
-         CROSS JOIN LATERAL (
-             SELECT CASE WHEN $8::uuid IS NOT NULL AND NOT earlier.waits THEN $8::uuid END AS by,
-                    CASE WHEN $8::uuid IS NOT NULL AND NOT earlier.waits
-                         THEN clock_timestamp() + make_interval(secs => $9) END AS until) w
-         ON CONFLICT (message_id) DO NOTHING
-         RETURNING id, message_id, created_at, claimed_by IS NULL",
+        "WITH written AS (
+             INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id,
+                                 headers, payload)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::jsonb[], $7::jsonb[])
+             ON CONFLICT (message_id) DO NOTHING
+             RETURNING id, message_id, correlation_id, created_at
+         ), pending AS (
+             INSERT INTO outbox_pending (id, correlation_id, claimed_by, claimed_until)
+             SELECT w.id, w.correlation_id, c.by, c.until
+             FROM written w
+             CROSS JOIN LATERAL (
+                 SELECT EXISTS (SELECT 1 FROM outbox_pending e
+                                WHERE e.correlation_id = w.correlation_id) AS waits) earlier
+             CROSS JOIN LATERAL (
+                 SELECT CASE WHEN $8::uuid IS NOT NULL AND NOT earlier.waits THEN $8::uuid END AS by,
+                        CASE WHEN $8::uuid IS NOT NULL AND NOT earlier.waits
+                             THEN clock_timestamp() + make_interval(secs => $9) END AS until) c
+             RETURNING id, claimed_by IS NULL AS unclaimed
+         )
+         SELECT w.id, w.message_id, w.created_at, p.unclaimed
+         FROM written w JOIN pending p USING (id)",
     )
     .bind(&ids)
     .bind(&kinds)
@@ -138,18 +150,18 @@ struct RawRow {
 /// waited for, so several workers relay side by side without double publishing.
 pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
     let rows: Vec<RawRow> = sqlx::query_as(
-        "SELECT id, message_id, kind, routing_key, message_type, correlation_id, headers, payload, created_at
-         FROM outbox o
-         WHERE published_at IS NULL
-           AND (claimed_until IS NULL OR claimed_until < clock_timestamp())
+        "SELECT o.id, o.message_id, o.kind, o.routing_key, o.message_type, o.correlation_id,
+                o.headers, o.payload, o.created_at
+         FROM outbox_pending p
+         JOIN outbox o ON o.id = p.id
+         WHERE (p.claimed_until IS NULL OR p.claimed_until < clock_timestamp())
            -- A row waits for the earlier rows of its correlation: subscribers get one
            -- correlation's events in the order they were decided.
-           AND NOT EXISTS (SELECT 1 FROM outbox e
-                           WHERE e.correlation_id = o.correlation_id AND e.id < o.id
-                             AND e.published_at IS NULL)
-         ORDER BY id
+           AND NOT EXISTS (SELECT 1 FROM outbox_pending e
+                           WHERE e.correlation_id = p.correlation_id AND e.id < p.id)
+         ORDER BY p.id
          LIMIT $1
-         FOR UPDATE SKIP LOCKED",
+         FOR UPDATE OF p SKIP LOCKED",
     )
     .bind(limit)
     .fetch_all(conn)
@@ -199,17 +211,15 @@ impl Round {
     }
 }
 
+/// Marks rows published: their pending rows go (the outbox row itself is not written again).
 pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "UPDATE outbox SET published_at = now(), attempts = attempts + 1
-         WHERE id = ANY($1) AND published_at IS NULL",
-    )
-    .bind(ids)
-    .execute(conn)
-    .await?;
+    sqlx::query("DELETE FROM outbox_pending WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -220,9 +230,9 @@ pub async fn mark_failed(pool: &PgPool, ids: &[i64], error: &str) -> Result<(), 
         return Ok(());
     }
     sqlx::query(
-        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, claimed_until = NULL,
-                           claimed_by = NULL
-         WHERE id = ANY($1) AND published_at IS NULL",
+        "UPDATE outbox_pending SET attempts = attempts + 1, last_error = $2,
+                                   claimed_until = NULL, claimed_by = NULL
+         WHERE id = ANY($1)",
     )
     .bind(ids)
     .bind(error)
@@ -235,8 +245,7 @@ pub async fn mark_failed(pool: &PgPool, ids: &[i64], error: &str) -> Result<(), 
 /// takes them at its next round.
 pub async fn release_claims(pool: &PgPool, worker_id: Uuid) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
-        "UPDATE outbox SET claimed_until = NULL, claimed_by = NULL
-         WHERE claimed_by = $1 AND published_at IS NULL",
+        "UPDATE outbox_pending SET claimed_until = NULL, claimed_by = NULL WHERE claimed_by = $1",
     )
     .bind(worker_id)
     .execute(pool)
@@ -244,12 +253,13 @@ pub async fn release_claims(pool: &PgPool, worker_id: Uuid) -> Result<u64, sqlx:
     .rows_affected())
 }
 
-/// Deletes published rows older than `retention`; returns how many.
+/// Deletes published rows written more than `retention` ago; returns how many. (Found by the
+/// BRIN index on `created_at`; a row still pending is kept, however old.)
 pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
     let secs = retention.as_secs_f64();
     Ok(sqlx::query(
-        "DELETE FROM outbox WHERE published_at IS NOT NULL
-           AND published_at < now() - make_interval(secs => $1)",
+        "DELETE FROM outbox o WHERE o.created_at < now() - make_interval(secs => $1)
+           AND NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.id = o.id)",
     )
     .bind(secs)
     .execute(pool)
@@ -260,8 +270,8 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Erro
 /// Pending rows and the age of the oldest one, in seconds (metrics, readiness, drain).
 pub async fn backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
     sqlx::query_as(
-        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0)
-         FROM outbox WHERE published_at IS NULL",
+        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(o.created_at))::float8, 0)
+         FROM outbox_pending p JOIN outbox o ON o.id = p.id",
     )
     .fetch_one(pool)
     .await

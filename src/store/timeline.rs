@@ -30,7 +30,8 @@ pub async fn of_client(
          ), events AS (
              -- A correlation may span clients (an import's batch): only this client's events,
              -- and those naming no client (a command's failure).
-             SELECT o.message_id, o.message_type, o.created_at, o.published_at
+             SELECT o.message_id, o.message_type, o.created_at,
+                    EXISTS (SELECT 1 FROM outbox_pending p WHERE p.id = o.id) AS pending
              FROM outbox o
              WHERE o.kind = 'event'
                AND o.correlation_id IN (SELECT DISTINCT correlation_id FROM received)
@@ -43,9 +44,9 @@ pub async fn of_client(
                     || coalesce(' ' || i.outcome_code, '') AS what
              FROM received i
            UNION ALL
-             SELECT coalesce(e.published_at, e.created_at), 'event',
+             SELECT e.created_at, 'event',
                     e.message_type || ' ' || e.message_id
-                    || CASE WHEN e.published_at IS NULL THEN ' (not published yet)' ELSE ' published' END
+                    || CASE WHEN e.pending THEN ' (not published yet)' ELSE ' published' END
              FROM events e
            UNION ALL
              SELECT coalesce(d.delivered_at, d.created_at), 'webhook',

@@ -299,11 +299,10 @@ async fn the_worker_resumes_after_rabbitmq_restarts_and_processes_what_is_publis
     // The relay reconnected too: the events of the commands after the restart went out.
     let deadline = Instant::now() + WAIT;
     loop {
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
         if pending == 0 {
             break;
         }
@@ -570,21 +569,19 @@ async fn a_memory_alarm_blocks_publishing_but_not_consuming() {
             .await
             .unwrap();
     assert_eq!(processed, n as i64);
-    let unpublished: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert!(unpublished > 0, "events wait while publishing is blocked");
 
     broker.ctl(&["set_vm_memory_high_watermark", "0.4"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let unpublished: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
         if unpublished == 0 {
             break;
         }

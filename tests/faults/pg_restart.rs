@@ -227,12 +227,9 @@ async fn postgres_restarted_under_load_loses_nothing_and_duplicates_nothing() {
         )
         .await
         .unwrap_or(0);
-        let unpublished = count(
-            &pool,
-            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-        )
-        .await
-        .unwrap_or(1);
+        let unpublished = count(&pool, "SELECT count(*) FROM outbox_pending")
+            .await
+            .unwrap_or(1);
         if done == n && unpublished == 0 {
             break;
         }

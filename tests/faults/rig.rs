@@ -658,7 +658,7 @@ impl Rig {
                 .await
                 .unwrap_or(-1)
         };
-        let pending = scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").await;
+        let pending = scalar("SELECT count(*) FROM outbox_pending").await;
         if pending != 0 {
             out.push(format!("{pending} outbox rows unpublished"));
         }

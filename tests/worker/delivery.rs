@@ -411,12 +411,16 @@ async fn a_correlations_later_event_waits_for_its_earlier_one() {
         let pool = app.pool.clone();
         async move {
             sqlx::query_scalar::<_, i64>(
-                "INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id,
-                                     payload, claimed_by, claimed_until)
-                 VALUES (gen_random_uuid(), 'event', $1, $1, $2,
-                         json_build_object('type', $1::text),
-                         CASE WHEN $3 <> '' THEN gen_random_uuid() END,
-                         now() + NULLIF($3, '')::interval)
+                "WITH written AS (
+                     INSERT INTO outbox (message_id, kind, routing_key, message_type,
+                                         correlation_id, payload)
+                     VALUES (gen_random_uuid(), 'event', $1, $1, $2,
+                             json_build_object('type', $1::text))
+                     RETURNING id, correlation_id)
+                 INSERT INTO outbox_pending (id, correlation_id, claimed_by, claimed_until)
+                 SELECT id, correlation_id, CASE WHEN $3 <> '' THEN gen_random_uuid() END,
+                        now() + NULLIF($3, '')::interval
+                 FROM written
                  RETURNING id",
             )
             .bind(key)
@@ -434,16 +438,16 @@ async fn a_correlations_later_event_waits_for_its_earlier_one() {
     // the second one at least once.
     insert("test.other", "ord-2", "").await;
     app.wait_for_event("test.other", Some("ord-2")).await;
-    let published: Option<chrono::DateTime<chrono::Utc>> =
-        sqlx::query_scalar("SELECT published_at FROM outbox WHERE id = $1")
+    let pending: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM outbox_pending WHERE id = $1)")
             .bind(second)
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    assert_eq!(published, None, "the second event waits for the first");
+    assert!(pending, "the second event waits for the first");
 
     // The writer gives its claim back (its publish failed): the relay takes both, in order.
-    sqlx::query("UPDATE outbox SET claimed_until = NULL, claimed_by = NULL WHERE id = $1")
+    sqlx::query("UPDATE outbox_pending SET claimed_until = NULL, claimed_by = NULL WHERE id = $1")
         .bind(first)
         .execute(&app.pool)
         .await
@@ -538,13 +542,16 @@ async fn a_command_whose_commit_waited_on_a_lock_past_the_claim_is_announced_onc
     holder.rollback().await.unwrap();
 
     let first = app.wait_for_event("client.created", Some(&id)).await;
-    // Once the row's claim has run out and the relay has gone round several times after
-    // that, a second copy would be on the queue already.
+    // Once the row's claim has run out (or its pending row is gone: it was published and
+    // marked) and the relay has gone round several times after that, a second copy would be
+    // on the queue already.
     let deadline = tokio::time::Instant::now() + WAIT;
     while app
         .count(
-            "SELECT count(*) FROM outbox
-             WHERE message_type = 'client.created' AND claimed_until < clock_timestamp()",
+            "SELECT count(*) FROM outbox o
+             WHERE o.message_type = 'client.created'
+               AND NOT EXISTS (SELECT 1 FROM outbox_pending p
+                               WHERE p.id = o.id AND p.claimed_until >= clock_timestamp())",
         )
         .await
         == 0
@@ -564,13 +571,107 @@ async fn a_command_whose_commit_waited_on_a_lock_past_the_claim_is_announced_onc
         .filter(|e| e.routing_key == "client.created" && e.correlation_id.as_deref() == Some(&id))
         .count();
     assert_eq!(copies, 1, "client.created was published {copies} times");
-    let published: (i64, i32) = sqlx::query_as(
-        "SELECT count(*), max(attempts) FROM outbox WHERE message_type = 'client.created'
-           AND published_at IS NOT NULL",
+    // One row, marked published (its pending row gone), and no failed attempt on the way.
+    let rows: (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(p.id) FROM outbox o LEFT JOIN outbox_pending p ON p.id = o.id
+         WHERE o.message_type = 'client.created'",
     )
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert_eq!(published, (1, 1));
+    assert_eq!(rows, (1, 0), "(client.created rows, still pending)");
+    app.finish().await;
+}
+
+/// Issue 24, migration 0029: the outbox's pending set moves to `outbox_pending`. Rows pending
+/// under the old schema keep their claim, attempts and error and are published by a relay of
+/// this version; a published one is not published again; and a statement of the old version
+/// (`published_at`) now fails instead of seeing every new row as pending.
+#[tokio::test]
+async fn rows_pending_before_the_outbox_pending_migration_are_moved_and_published_once() {
+    let (settings, database) = test_settings().await;
+    let pool = sqlx::PgPool::connect(secrecy::ExposeSecret::expose_secret(&settings.database.url))
+        .await
+        .unwrap();
+    onboard::store::migrate_to(&pool, Some(28)).await.unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id, payload,
+                             published_at, claimed_by, claimed_until, attempts, last_error)
+         VALUES (gen_random_uuid(), 'event', 'test.published', 'test.published', 'legacy-1',
+                 '{}', now(), NULL, NULL, 1, NULL),
+                (gen_random_uuid(), 'event', 'test.pending', 'test.pending', 'legacy-2',
+                 '{}', NULL, NULL, NULL, 2, 'broker said no'),
+                (gen_random_uuid(), 'event', 'test.held', 'test.held', 'legacy-3',
+                 '{}', NULL, gen_random_uuid(), now() + interval '1 hour', 0, NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    onboard::store::migrate(&pool).await.unwrap();
+    let pending: Vec<(String, i32, Option<String>, bool)> = sqlx::query_as(
+        "SELECT o.message_type, p.attempts, p.last_error, p.claimed_by IS NOT NULL
+         FROM outbox_pending p JOIN outbox o ON o.id = p.id ORDER BY o.id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        pending,
+        [
+            (
+                "test.pending".to_string(),
+                2,
+                Some("broker said no".to_string()),
+                false
+            ),
+            ("test.held".to_string(), 0, None, true),
+        ]
+    );
+    pool.close().await;
+
+    // A worker's relay takes the unclaimed pending row, before this test's subscriber is
+    // bound: what it publishes goes to `<p>.events.unrouted`, which nothing else reaches here.
+    let app = spawn_app_with(settings, database, Hooks::default()).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app
+        .count(
+            "SELECT count(*) FROM outbox_pending p JOIN outbox o ON o.id = p.id
+             WHERE o.message_type = 'test.pending'",
+        )
+        .await
+        > 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never published");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Three relay rounds later, anything else the relay would publish is on the queue.
+    let rounds = metric(&app, "onboard_outbox_relay_rounds_total").await;
+    wait_for_metric(&app, "onboard_outbox_relay_rounds_total", rounds + 3.0).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox_pending").await,
+        1,
+        "the held row stays pending"
+    );
+    let old_statement = sqlx::query("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .execute(&app.pool)
+        .await;
+    assert!(old_statement.is_err(), "the old schema's column is gone");
+    let unrouted = app
+        .channel
+        .queue_declare(
+            app.names().unrouted_events.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        unrouted.message_count(),
+        1,
+        "the pending row, once, and nothing else"
+    );
     app.finish().await;
 }

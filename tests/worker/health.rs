@@ -37,11 +37,7 @@ async fn metrics_report_the_counts_a_test_produced() {
     // Everything said so far is published before the scrape, so the outbox gauges have one
     // right answer: nothing pending.
     let deadline = std::time::Instant::now() + WAIT;
-    while app
-        .count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        .await
-        > 0
-    {
+    while app.count("SELECT count(*) FROM outbox_pending").await > 0 {
         assert!(std::time::Instant::now() < deadline, "outbox never drained");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

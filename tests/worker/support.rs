@@ -385,11 +385,7 @@ impl TestApp {
     /// what this returns. Panics after [`WAIT`].
     pub async fn settled_events(&mut self) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + WAIT;
-        while self
-            .count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .await
-            > 0
-        {
+        while self.count("SELECT count(*) FROM outbox_pending").await > 0 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the outbox still holds unpublished rows after {WAIT:?}"
