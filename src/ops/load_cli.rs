@@ -44,6 +44,15 @@ pub struct LoadArgs {
     /// such as the webhooks feed, take them all): none goes to `<p>.events.unrouted`.
     #[arg(long)]
     pub every_event: bool,
+    /// Publish everything first and start the clock only when a worker attaches to the
+    /// commands queue: the worker measured from a full queue, as `bench-ceiling` is (its
+    /// rate leaves out the cost of publishing). Start the worker once the commands are in
+    /// (`--ready-file` says when).
+    #[arg(long, conflicts_with_all = ["rate", "max_outstanding"])]
+    pub prefill: bool,
+    /// Create this file once every command is confirmed by the broker.
+    #[arg(long)]
+    pub ready_file: Option<std::path::PathBuf>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -77,6 +86,8 @@ pub async fn cli(settings: &Settings, args: LoadArgs) -> anyhow::Result<bool> {
     options.idle_timeout = Duration::from_secs(args.timeout);
     options.missing_cap = args.show_missing;
     options.every_event = args.every_event;
+    options.prefill = args.prefill;
+    options.ready_file = args.ready_file;
     options.progress = true;
     let reports = run_scenario(settings, &options, args.scenario).await?;
     if let Some(path) = &args.plot {

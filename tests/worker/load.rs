@@ -1,5 +1,7 @@
 //! `onboard-lab load` against a real worker: every command gets its outcome, and the report says so.
 
+use std::time::Duration;
+
 use onboard::ops::load::{self, Options, Outcome};
 
 use crate::support::*;
@@ -29,6 +31,67 @@ async fn a_small_load_run_settles_every_command_and_measures_it() {
         app.count("SELECT count(DISTINCT country_code) FROM clients")
             .await,
         6
+    );
+    app.finish().await;
+}
+
+/// Issue 24: `--prefill` measures the worker from a full queue, as the ceiling is measured:
+/// every command is queued (and the ready file written) while no worker consumes, and the
+/// clock starts only when one attaches, so time spent before that is not in the rate.
+#[tokio::test]
+async fn a_prefilled_run_queues_everything_first_and_starts_its_clock_when_the_worker_attaches() {
+    let mut app = spawn_app().await;
+    app.stop_worker().await;
+    let ready = std::env::temp_dir().join(format!("onboard-ready-{}", uuid::Uuid::new_v4()));
+    let mut options = Options::new(12);
+    options.idle_timeout = WAIT;
+    options.prefill = true;
+    options.ready_file = Some(ready.clone());
+    let settings = app.settings.clone();
+    let run = tokio::spawn(async move { load::run(&settings, &options).await });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !ready.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Everything is queued and nothing is consumed: the worker is stopped.
+    let queued = app
+        .channel
+        .queue_declare(
+            app.names().commands_queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((queued.message_count(), queued.consumer_count()), (12, 0));
+    // Time that must not count: the rate is measured from the worker's attaching.
+    let idle = Duration::from_millis(1500);
+    tokio::time::sleep(idle).await;
+    app.start_worker(None).await;
+    let report = run.await.unwrap().expect("load runs");
+    let _ = std::fs::remove_file(&ready);
+
+    assert!(report.prefilled);
+    assert_eq!(report.missing_count, 0, "{}", report.render());
+    assert_eq!(
+        report.outcomes.get("client.onboarding_completed"),
+        Some(&12)
+    );
+    // Latency is from each publish (it includes the wait), the elapsed time is from the
+    // attach (it does not).
+    assert!(
+        report.latency.max_ms > idle.as_millis() as f64,
+        "{}",
+        report.render()
+    );
+    assert!(
+        report.elapsed_seconds < report.latency.max_ms / 1000.0 - 1.0,
+        "{}",
+        report.render()
     );
     app.finish().await;
 }

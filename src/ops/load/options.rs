@@ -75,6 +75,14 @@ pub struct Options {
     pub every_event: bool,
     /// Commands without an outcome listed by id in the report; the rest are counted.
     pub missing_cap: usize,
+    /// Measure the worker from a full queue, as the ceiling is measured: publish the whole
+    /// phase first, then start the clock when a consumer (the worker) attaches to the commands
+    /// queue, so the rate leaves out what publishing costs. The worker is started after the
+    /// publish (see `ready_file`).
+    pub prefill: bool,
+    /// Created once every command of the phase is confirmed by the broker (for a script that
+    /// starts the worker then).
+    pub ready_file: Option<std::path::PathBuf>,
     /// Draw a progress bar on stderr (only ever when stderr is a terminal).
     pub progress: bool,
 }
@@ -93,6 +101,8 @@ impl Options {
             linger: Duration::ZERO,
             record_events: false,
             every_event: false,
+            prefill: false,
+            ready_file: None,
             missing_cap: 20,
             progress: false,
         }

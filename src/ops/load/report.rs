@@ -43,8 +43,12 @@ pub struct Report {
     pub publish_failed: usize,
     /// Seconds from the first publish to the last one.
     pub publish_seconds: f64,
-    /// Seconds from the first publish to the last outcome.
+    /// Seconds from the first publish (with `prefilled`: from when a consumer attached to the
+    /// full commands queue) to the last outcome.
     pub elapsed_seconds: f64,
+    /// Every command was published before the worker attached (`--prefill`): the clock left
+    /// publishing out.
+    pub prefilled: bool,
     /// Outcomes per second over `elapsed_seconds`.
     pub throughput_per_sec: f64,
     pub latency: Latency,
@@ -92,12 +96,17 @@ impl Report {
             }
         );
         out += &format!(
-            "outcomes: {} of {} in {:.2} s = {:.1} commands/s (waiting for {})\n",
+            "outcomes: {} of {} in {:.2} s = {:.1} commands/s (waiting for {}{})\n",
             self.settled(),
             self.published,
             self.elapsed_seconds,
             self.throughput_per_sec,
-            self.outcome_event
+            self.outcome_event,
+            if self.prefilled {
+                "; clock from the worker's attaching to the full queue"
+            } else {
+                ""
+            }
         );
         for (event, n) in &self.outcomes {
             out += &format!("  {event:<32} {n}\n");

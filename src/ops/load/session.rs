@@ -242,9 +242,15 @@ impl Session {
         let publish_failed = failed.len();
         let expected = phase.commands.len() - publish_failed;
         bar.set_message(format!("{} published", phase.command_type));
+        // The clock: from the first publish, or (prefilled) from when the worker attaches.
+        let clock = if options.prefill {
+            self.wait_for_consumer(&bar).await?
+        } else {
+            started
+        };
 
         // Wait until every published command settled, or none settled for `idle_timeout`.
-        let published_by = started + Duration::from_secs_f64(publish_seconds);
+        let published_by = (started + Duration::from_secs_f64(publish_seconds)).max(clock);
         loop {
             let notified = self.bell.notified();
             let (settled, last) = {
@@ -269,7 +275,7 @@ impl Session {
         let mut s = self.shared.lock().expect("load state");
         let elapsed = s
             .last_outcome
-            .map(|l| l.duration_since(started).as_secs_f64())
+            .map(|l| l.saturating_duration_since(clock).as_secs_f64())
             .unwrap_or(0.0);
         let h = &s.histogram;
         let ms = |v: u64| v as f64 / 1000.0;
@@ -309,6 +315,7 @@ impl Session {
             publish_failed,
             publish_seconds,
             elapsed_seconds: elapsed,
+            prefilled: options.prefill,
             throughput_per_sec: rate(s.settled, elapsed),
             latency,
             outcomes: s.outcomes.clone(),
@@ -329,6 +336,41 @@ impl Session {
                 .collect(),
         };
         Ok(PhaseReport { report, data })
+    }
+
+    /// Once the phase's commands are all in (`ready_file` created), waits for a consumer on
+    /// the commands queue and returns when it was first seen (looked for every 2 ms: a
+    /// passive declare of the queue reports its consumers).
+    async fn wait_for_consumer(&self, bar: &ProgressBar) -> anyhow::Result<Instant> {
+        if let Some(path) = &self.options.ready_file {
+            std::fs::write(path, b"published\n")?;
+        }
+        bar.set_message("waiting for a worker to attach");
+        let channel = self.subscriber.create_channel().await?;
+        let deadline = Instant::now() + self.options.idle_timeout;
+        loop {
+            let queue = channel
+                .queue_declare(
+                    self.names.commands_queue.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            if queue.consumer_count() > 0 {
+                let _ = channel.close(200, "attached".into()).await;
+                return Ok(Instant::now());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "no worker attached to {} within {:?}",
+                self.names.commands_queue,
+                self.options.idle_timeout
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     pub(super) async fn close(self) {
