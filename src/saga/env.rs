@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use backon::Retryable;
@@ -76,8 +77,16 @@ impl Env {
 #[derive(Clone)]
 pub struct Slots {
     per_step: Arc<HashMap<Step, Arc<Semaphore>>>,
-    /// Rung when a slot frees: the sweeper looks for due sagas at once.
+    /// Rung when a slot frees while sagas may be waiting for one: the sweeper looks for due
+    /// sagas at once.
     freed: Arc<Notify>,
+    /// Someone found no room since the sweeper was last woken (a batch left its new sagas due
+    /// for any worker, or the sweeper could not take a step's due ones): the next freed slot
+    /// wakes the sweeper. Otherwise nothing was left due for want of room, and a freed slot
+    /// wakes nobody; sagas due for other reasons (a retry's time came, a worker died) are the
+    /// sweeper's periodic round's. At a steady load that never fills the slots, this spares a
+    /// claim per step after every step batch (three empty statements per batch).
+    wanted: Arc<AtomicBool>,
 }
 
 impl Slots {
@@ -90,16 +99,20 @@ impl Slots {
                     .collect(),
             ),
             freed: Arc::new(Notify::new()),
+            wanted: Arc::new(AtomicBool::new(false)),
         }
     }
 
     /// Room for one batch of `step`, if there is any now (never waits).
     pub fn reserve(&self, step: Step) -> Option<Slot> {
-        let permit = self.per_step.get(&step)?.clone().try_acquire_owned().ok()?;
+        let Ok(permit) = self.per_step.get(&step)?.clone().try_acquire_owned() else {
+            self.wanted.store(true, Ordering::SeqCst);
+            return None;
+        };
         Some(Slot {
             step,
             _permit: permit,
-            freed: Some(self.freed.clone()),
+            freed: Some((self.freed.clone(), self.wanted.clone())),
         })
     }
 
@@ -115,8 +128,9 @@ impl Slots {
 pub struct Slot {
     step: Step,
     _permit: OwnedSemaphorePermit,
-    /// Rung on drop; `None` once [`Slot::unused`] said nothing ran in it.
-    freed: Option<Arc<Notify>>,
+    /// Rung on drop when room was wanted meanwhile; `None` once [`Slot::unused`] said
+    /// nothing ran in it.
+    freed: Option<(Arc<Notify>, Arc<AtomicBool>)>,
 }
 
 impl Slot {
@@ -134,7 +148,9 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(freed) = &self.freed {
+        if let Some((freed, wanted)) = &self.freed
+            && wanted.swap(false, Ordering::SeqCst)
+        {
             freed.notify_one();
         }
     }
@@ -156,7 +172,33 @@ mod tests {
         let mut woken = std::pin::pin!(slots.freed());
         assert!(futures::poll!(woken.as_mut()).is_pending());
         let slot = slots.reserve(Step::WelcomeEmail).expect("given back");
+        // Room was wanted while it was taken (the second reserve above found none).
         drop(slot);
         assert!(futures::poll!(woken.as_mut()).is_ready());
+    }
+
+    /// A slot a batch ran in wakes the sweeper only when someone found no room meanwhile:
+    /// otherwise nothing was left due for want of one (at a steady load that never fills the
+    /// slots, every step batch used to cost three empty claims).
+    #[tokio::test]
+    async fn a_freed_slot_wakes_the_sweeper_only_when_room_was_wanted() {
+        let slots = Slots::new(2);
+        let first = slots.reserve(Step::WelcomeEmail).expect("room");
+        drop(first);
+        let mut woken = std::pin::pin!(slots.freed());
+        assert!(
+            futures::poll!(woken.as_mut()).is_pending(),
+            "nobody wanted room"
+        );
+
+        let a = slots.reserve(Step::Xendit).expect("room");
+        let b = slots.reserve(Step::Xendit).expect("room");
+        assert!(slots.reserve(Step::Xendit).is_none(), "full");
+        drop(a);
+        assert!(futures::poll!(woken.as_mut()).is_ready(), "room was wanted");
+        // Once woken, the next freed slot wakes nobody unless room is wanted again.
+        let mut again = std::pin::pin!(slots.freed());
+        drop(b);
+        assert!(futures::poll!(again.as_mut()).is_pending());
     }
 }
