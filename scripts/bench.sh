@@ -338,8 +338,12 @@ if [[ " $PHASES " == *" saga "* ]]; then
     [[ -e $OUT/full.ready ]] || { tail -n 20 "$OUT/load.log" >&2; echo "the load never queued its commands" >&2; exit 1; }
     a=$(snap)
     start_worker "bench-$RUN-full" "$OUT/worker-full.log"
+    b=$a
+    while kill -0 "$LOADER" 2>/dev/null; do
+        sleep 0.5
+        kill -0 "$LOADER" 2>/dev/null && b=$(snap)
+    done
     wait "$LOADER" || true
-    b=$(snap)
     LOADER=""
     SAGA=$(json_num throughput_per_sec "$OUT/saga-full.json")
     md ""
