@@ -675,3 +675,47 @@ async fn rows_pending_before_the_outbox_pending_migration_are_moved_and_publishe
     );
     app.finish().await;
 }
+
+/// Issue 24: with the pending set in its own table, pruning goes by age (the BRIN index on
+/// `created_at`) and keeps whatever is still pending, however old.
+#[tokio::test]
+async fn pruning_removes_old_published_outbox_rows_and_keeps_old_pending_ones() {
+    let app = spawn_app().await;
+    let insert = |key: &'static str, age: &'static str, pending: bool| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query(
+                "WITH written AS (
+                     INSERT INTO outbox (message_id, kind, routing_key, message_type,
+                                         correlation_id, payload, created_at)
+                     VALUES (gen_random_uuid(), 'event', $1, $1, $1, '{}',
+                             now() - $2::interval)
+                     RETURNING id, correlation_id)
+                 INSERT INTO outbox_pending (id, correlation_id, claimed_by, claimed_until)
+                 SELECT id, correlation_id, gen_random_uuid(), now() + interval '1 hour'
+                 FROM written WHERE $3",
+            )
+            .bind(key)
+            .bind(age)
+            .bind(pending)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    insert("test.old-published", "10 days", false).await;
+    insert("test.old-pending", "10 days", true).await;
+    insert("test.new-published", "1 hour", false).await;
+    let pruned = onboard::store::outbox::prune(&app.pool, Duration::from_secs(7 * 24 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT message_type FROM outbox WHERE message_type LIKE 'test.%' ORDER BY message_type",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, ["test.new-published", "test.old-pending"]);
+    app.finish().await;
+}
