@@ -190,16 +190,22 @@ stop_worker() {
 
 hwm_kb() { sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status"; }
 
-# Runs `onboard-lab load` with the given flags against prefix $1, JSON to $2, sampling CPU.
-# Sets CPU (the CPU line of the run).
+# Starts `onboard-lab load` with the given flags against prefix $1, JSON to $2, in the
+# background (LOADER).
 LOADER=""
-run_load() {
+start_load() {
     local prefix=$1 out=$2; shift 2
-    local a b
     # shellcheck disable=SC2086 # LOAD_FLAGS is a list of flags
     ONBOARD__BROKER__PREFIX=$prefix "$LAB" load --json --plot "${out%.json}.svg" $LOAD_FLAGS "$@" >"$out" 2>>"$OUT/load.log" &
     LOADER=$!
-    a=$(snap); b=$a
+}
+
+# Waits for the load, sampling CPU from the snapshot $1 (one taken now when not given), and
+# sets CPU (the CPU line of the run).
+await_load() {
+    local a=${1:-} b
+    [[ -n $a ]] || a=$(snap)
+    b=$a
     while kill -0 "$LOADER" 2>/dev/null; do
         sleep 1
         kill -0 "$LOADER" 2>/dev/null && b=$(snap)
@@ -207,6 +213,12 @@ run_load() {
     wait "$LOADER" || true
     LOADER=""
     CPU=$(cpu_line "$a" "$b")
+}
+
+# Runs `onboard-lab load` with the given flags against prefix $1, JSON to $2, sampling CPU.
+run_load() {
+    start_load "$@"
+    await_load
 }
 
 # Deletes the queues and exchanges of a prefix (management API, when it is on).
@@ -325,11 +337,8 @@ if [[ " $PHASES " == *" saga "* ]]; then
     say "b'. worker: the same saga from a full queue (the ceiling's method)"
     fresh_db onboard_bench
     rm -f "$OUT/full.ready"
-    # shellcheck disable=SC2086 # LOAD_FLAGS is a list of flags
-    ONBOARD__BROKER__PREFIX=bench-$RUN-full "$LAB" load --json --plot "$OUT/saga-full.svg" $LOAD_FLAGS \
-        --prefill --ready-file "$OUT/full.ready" -n "$N" --countries SG --outcome completed --timeout 120 \
-        >"$OUT/saga-full.json" 2>>"$OUT/load.log" &
-    LOADER=$!
+    start_load "bench-$RUN-full" "$OUT/saga-full.json" \
+        --prefill --ready-file "$OUT/full.ready" -n "$N" --countries SG --outcome completed --timeout 120
     for _ in $(seq 1 1200); do
         [[ -e $OUT/full.ready ]] && break
         kill -0 "$LOADER" 2>/dev/null || break
@@ -338,19 +347,13 @@ if [[ " $PHASES " == *" saga "* ]]; then
     [[ -e $OUT/full.ready ]] || { tail -n 20 "$OUT/load.log" >&2; echo "the load never queued its commands" >&2; exit 1; }
     a=$(snap)
     start_worker "bench-$RUN-full" "$OUT/worker-full.log"
-    b=$a
-    while kill -0 "$LOADER" 2>/dev/null; do
-        sleep 0.5
-        kill -0 "$LOADER" 2>/dev/null && b=$(snap)
-    done
-    wait "$LOADER" || true
-    LOADER=""
+    await_load "$a"
     SAGA=$(json_num throughput_per_sec "$OUT/saga-full.json")
     md ""
     md "From a full queue, as the ceiling is measured (\`onboard-lab load --prefill\`: the $N commands queued first, the clock started when the worker attaches; a fresh database):"
     md ""
     md "- **$(printf '%.0f' "$SAGA") onboardings/s** ($(json_num elapsed_seconds "$OUT/saga-full.json") s for $(json_num published "$OUT/saga-full.json") commands, $(json_num missing_count "$OUT/saga-full.json") without an outcome); with the publisher alongside (above): $(printf '%.0f' "$STREAMED")/s"
-    md "- CPU from the worker's start: $(cpu_line "$a" "$b")"
+    md "- CPU from the worker's start: $CPU"
     md "$(cost_line onboard_bench "$N")"
     say "   $(printf '%.0f' "$SAGA") onboardings/s from a full queue"
     stop_worker

@@ -656,23 +656,8 @@ async fn rows_pending_before_the_outbox_pending_migration_are_moved_and_publishe
         .execute(&app.pool)
         .await;
     assert!(old_statement.is_err(), "the old schema's column is gone");
-    let unrouted = app
-        .channel
-        .queue_declare(
-            app.names().unrouted_events.as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        unrouted.message_count(),
-        1,
-        "the pending row, once, and nothing else"
-    );
+    let unrouted = app.queue_depth(&app.names().unrouted_events).await;
+    assert_eq!(unrouted, 1, "the pending row, once, and nothing else");
     app.finish().await;
 }
 

@@ -55,19 +55,8 @@ async fn a_prefilled_run_queues_everything_first_and_starts_its_clock_when_the_w
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Everything is queued and nothing is consumed: the worker is stopped.
-    let queued = app
-        .channel
-        .queue_declare(
-            app.names().commands_queue.as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!((queued.message_count(), queued.consumer_count()), (12, 0));
+    let queued = app.queue_counts(&app.names().commands_queue).await;
+    assert_eq!(queued, (12, 0), "(ready, consumers)");
     // Time that must not count: the rate is measured from the worker's attaching.
     let idle = Duration::from_millis(1500);
     tokio::time::sleep(idle).await;

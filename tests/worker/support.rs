@@ -443,7 +443,13 @@ impl TestApp {
 
     /// Messages ready in a queue (not counting unacked ones).
     pub async fn queue_depth(&self, queue: &str) -> u32 {
-        self.channel
+        self.queue_counts(queue).await.0
+    }
+
+    /// A queue's ready messages and its consumers.
+    pub async fn queue_counts(&self, queue: &str) -> (u32, u32) {
+        let q = self
+            .channel
             .queue_declare(
                 queue.into(),
                 QueueDeclareOptions {
@@ -453,8 +459,8 @@ impl TestApp {
                 FieldTable::default(),
             )
             .await
-            .unwrap()
-            .message_count()
+            .unwrap();
+        (q.message_count(), q.consumer_count())
     }
 
     /// Waits until a statement on this test's database waits for a lock (a batch blocked on
