@@ -389,6 +389,16 @@ async fn an_operator_finds_why_an_onboarding_failed_fixes_the_message_and_replay
     ] {
         assert!(page.contains(seen), "{seen} missing from {page}");
     }
+    // Its long JSON wraps in its cell: the page is no wider than the window.
+    let overflow = browser
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(overflow, json!(0), "the audit page scrolls sideways");
     browser.screenshot("audit").await;
     for (path, name) in [("/sagas", "sagas"), ("/webhooks", "webhooks")] {
         browser.goto(path).await;
