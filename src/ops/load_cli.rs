@@ -50,8 +50,8 @@ pub struct LoadArgs {
     /// (`--ready-file` says when).
     #[arg(long, conflicts_with_all = ["rate", "max_outstanding"])]
     pub prefill: bool,
-    /// Create this file once every command is confirmed by the broker.
-    #[arg(long)]
+    /// With `--prefill`: create this file once every command is confirmed by the broker.
+    #[arg(long, requires = "prefill")]
     pub ready_file: Option<std::path::PathBuf>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
