@@ -314,8 +314,9 @@ async fn decide_batch(
             // (the other batch slot waits for it): an email or external id another batch takes
             // meanwhile makes an insert come short, the batch is contended and runs again,
             // and the unique indexes decide.
+            let access = first_access(cx, &insert);
             let (year_month, last) = store::clients::lock_code_counter(cx.conn).await?;
-            let created = persist(cx, &insert, &year_month, last, &mut decisions).await?;
+            let created = persist(cx, &insert, access, &year_month, last, &mut decisions).await?;
             for (index, external) in behind {
                 let (client_id, client_code) = &created[external];
                 decisions[index] = Some(Decision::Done(external_id_in_use(
@@ -334,11 +335,32 @@ async fn decide_batch(
         .collect())
 }
 
+/// Each new admin's first access, made before the month's code counter is taken (nothing in
+/// it needs the counter, and the other batch slot waits while the counter is held). The
+/// welcome email's activation link is made now, so its hash goes in with the admin row and the
+/// email step has nothing to write before sending; the token itself stays in this worker's
+/// memory, for the email step. (A temporary password costs an argon2 hash: the email step
+/// makes it, off the async threads.) Derived from the saga's id, so a worker that takes the
+/// saga over makes the same one.
+fn first_access(cx: &Cx<'_>, insert: &[&Accepted<'_>]) -> Vec<Option<(FirstAccess, StoredAccess)>> {
+    match cx.settings.email.access {
+        AccessMode::ActivationLink => insert
+            .iter()
+            .map(|a| {
+                let saga_id = derived_id(&a.meta.message_id, "saga");
+                FirstAccess::issue_for_saga(&cx.settings.email, Utc::now(), cx.key, saga_id).ok()
+            })
+            .collect(),
+        AccessMode::TemporaryPassword => insert.iter().map(|_| None).collect(),
+    }
+}
+
 /// Inserts the clients, their admins and their sagas, and decides their outcomes; returns the
 /// id and code of each client created with an external id, by that id.
 async fn persist<'a>(
     cx: &mut Cx<'_>,
     insert: &[&'a Accepted<'a>],
+    access: Vec<Option<(FirstAccess, StoredAccess)>>,
     year_month: &str,
     last: i32,
     decisions: &mut [Option<Decision>],
@@ -396,21 +418,6 @@ async fn persist<'a>(
         relations.entry(r.client_id).or_default().push(r);
     }
 
-    // The welcome email's activation link is made now, so its hash goes in with the admin
-    // row and the email step has nothing to write before sending. The token itself stays in
-    // this worker's memory, for the email step. (A temporary password costs an argon2 hash:
-    // the email step makes it, off the async threads.)
-    // Derived from the saga's id, so a worker that takes the saga over makes the same one.
-    let access: Vec<Option<(FirstAccess, StoredAccess)>> = match cx.settings.email.access {
-        AccessMode::ActivationLink => insert
-            .iter()
-            .map(|a| {
-                let saga_id = derived_id(&a.meta.message_id, "saga");
-                FirstAccess::issue_for_saga(&cx.settings.email, Utc::now(), cx.key, saga_id).ok()
-            })
-            .collect(),
-        AccessMode::TemporaryPassword => clients.iter().map(|_| None).collect(),
-    };
     let admin_rows: Vec<_> = clients
         .iter()
         .zip(&access)
