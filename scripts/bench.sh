@@ -358,11 +358,11 @@ if [[ " $PHASES " == *" saga "* ]]; then
     say "   $(printf '%.0f' "$SAGA") onboardings/s from a full queue"
     stop_worker
     drop_prefix "bench-$RUN-full"
-    start_worker "bench-$RUN-saga" "$OUT/worker-saga.log.2"
 
     # d. at 80% of that rate (and, to show the curve, at 25% and 50%), how fast is
     # client.created?
     if [[ " $PHASES " == *" created "* ]]; then
+        start_worker "bench-$RUN-saga" "$OUT/worker-saga.log.2"
         md ""
         md "## d. \`client.created\` latency under a steady load (20 s at each rate, the saga running behind it)"
         md ""
