@@ -1,8 +1,8 @@
 //! Publishing what a transaction wrote to the outbox as soon as it committed, by the worker
-//! that wrote it: no relay round, one `UPDATE` to mark the batch published. The rows are
-//! this worker's because it claimed them in the statement that inserted them
-//! ([`store::outbox::insert`]); a relay takes a row only once that claim ran out (the worker
-//! died, or did not get to it in time) or was given back (its publish failed).
+//! that wrote it: no relay round, one `DELETE` of their pending rows to mark the batch
+//! published. The rows are this worker's because it claimed them in the statement that
+//! inserted them ([`store::outbox::insert`]); a relay takes a row only once that claim ran
+//! out (the worker died, or did not get to it in time) or was given back (its publish failed).
 //!
 //! The claim lasts `outbox.dispatch_grace_ms` from the insert. This worker starts publishing a
 //! row only while at least half of it is left, so that a publish the broker confirms in time
