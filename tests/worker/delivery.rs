@@ -707,3 +707,123 @@ async fn pruning_removes_old_published_outbox_rows_and_keeps_old_pending_ones() 
     assert_eq!(left, ["test.new-published", "test.old-pending"]);
     app.finish().await;
 }
+
+/// Issue 24: `outbox_pending` is a queue table, empty after a vacuum and thousands of rows
+/// (or dead rows) later. A statement's generic plan, made once while it was empty and kept
+/// for the connection's life, looked up a new row's earlier pending rows with a scan of the
+/// whole table for every row written. The insert now looks them up once for the whole set: a
+/// batch of 200 reads the table at most once however the plan was made.
+#[tokio::test]
+async fn an_outbox_insert_reads_the_pending_table_at_most_once_whatever_its_plan_was_made_on() {
+    let mut app = spawn_app().await;
+    app.stop_worker().await;
+    // No autovacuum on it meanwhile: its ANALYZE would invalidate the plan made below.
+    sqlx::query("ALTER TABLE outbox_pending SET (autovacuum_enabled = false)")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let event = |n: usize| {
+        onboard::messages::OutgoingMessage::event_with_id(
+            uuid::Uuid::new_v4(),
+            "test.pending",
+            &format!("plan-{n}"),
+            None,
+            None,
+            json!({}),
+        )
+    };
+    // As a queue table is after a vacuum: rows came and went, and the vacuum left it empty
+    // (its statistics say no pages, no rows).
+    for statement in [
+        "INSERT INTO outbox_pending (id, correlation_id)
+         SELECT -g, 'gone-' || g FROM generate_series(1, 5000) g",
+        "DELETE FROM outbox_pending",
+        "VACUUM ANALYZE outbox_pending",
+    ] {
+        sqlx::query(statement).execute(&app.pool).await.unwrap();
+    }
+    // One connection, its plan made now (generic at once) while the table is empty.
+    let mut conn = app.pool.acquire().await.unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    onboard::store::outbox::insert(&mut conn, vec![event(0)], None)
+        .await
+        .unwrap();
+    // Then the queue fills: 5,000 rows pending, one of them of correlation plan-7.
+    sqlx::query(
+        "INSERT INTO outbox_pending (id, correlation_id)
+         SELECT -g, CASE WHEN g = 4321 THEN 'plan-7' ELSE 'other-' || g END
+         FROM generate_series(1, 5000) g",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let before = pending_rows_read(&mut conn).await;
+    let claim = onboard::store::outbox::WriterClaim {
+        worker_id: uuid::Uuid::new_v4(),
+        seconds: 60.0,
+    };
+    let written =
+        onboard::store::outbox::insert(&mut conn, (1..=200).map(event).collect(), Some(claim))
+            .await
+            .unwrap();
+    assert_eq!(written.len(), 200);
+    // Only the row whose correlation has an earlier pending row waits for it.
+    let waiting: Vec<&str> = written
+        .iter()
+        .filter(|r| r.waits)
+        .filter_map(|r| r.message.correlation_id.as_deref())
+        .collect();
+    assert_eq!(waiting, ["plan-7"]);
+    let rows_read = pending_rows_read(&mut conn).await - before;
+    assert!(
+        rows_read <= 5_201,
+        "200 rows written read {rows_read} rows of outbox_pending (at most the table once)"
+    );
+    drop(conn);
+    app.finish().await;
+}
+
+/// Rows of `outbox_pending` read so far (by scans and index fetches), this connection's own
+/// counts flushed first.
+async fn pending_rows_read(conn: &mut sqlx::PgConnection) -> i64 {
+    for statement in [
+        "SELECT pg_stat_force_next_flush()",
+        "SELECT pg_stat_clear_snapshot()",
+    ] {
+        sqlx::query(statement).execute(&mut *conn).await.unwrap();
+    }
+    let (seq, idx): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(seq_tup_read, 0), coalesce(idx_tup_fetch, 0)
+         FROM pg_stat_user_tables WHERE relname = 'outbox_pending'",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap();
+    seq + idx
+}
+
+/// Issue 24: the service's connections run without PostgreSQL's JIT compiler, which a
+/// bloated queue table's cost estimates called for on a batch's outbox insert (compiling took
+/// longer than the statement's work), whatever the server's default.
+#[tokio::test]
+async fn the_services_database_connections_run_without_jit() {
+    let (settings, _database) = test_settings().await;
+    let pool = onboard::store::pool(&settings.database).unwrap();
+    let jit: String = sqlx::query_scalar("SHOW jit")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jit, "off");
+    let server: String = sqlx::query_scalar("SELECT boot_val FROM pg_settings WHERE name = 'jit'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        server, "on",
+        "the server's own default, which the pool overrides"
+    );
+    pool.close().await;
+}
