@@ -41,12 +41,24 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
 }
 
 /// [`pool`], `size` connections at most.
+///
+/// Its connections run without PostgreSQL's JIT compiler (`jit = off`, a startup option: no
+/// round trip). Every statement here touches a handful of rows per command, which JIT does
+/// not speed up, but the cost model can still call for it: a bloated queue table
+/// (`outbox_pending` between two vacuums) priced a backlog's outbox insert of 512 rows above
+/// `jit_optimize_above_cost`, so each such statement paid for compiling 31 functions with
+/// inlining and optimisation on top of its work (issue 24, one to two and a half seconds
+/// each under a steady load; `docs/benchmark.md`).
 pub fn pool_of(settings: &DatabaseSettings, size: u32) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = settings.url.expose_secret().parse()?;
     Ok(PgPoolOptions::new()
         .max_connections(size.max(1))
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
-        .connect_lazy_with(options.application_name("onboard")))
+        .connect_lazy_with(
+            options
+                .application_name("onboard")
+                .options([("jit", "off")]),
+        ))
 }
 
 /// Applies the embedded migrations (`migrations/`): `onboard migrate`, and every worker at start.
