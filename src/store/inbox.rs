@@ -80,23 +80,26 @@ pub struct Claim<'a> {
 /// now. The others were there already: committed by an earlier copy, or claimed by a
 /// concurrent transaction that has committed by the time this returns (the insert waits for
 /// it). Ids are claimed in sorted order, so two batches never wait on each other in a cycle.
+/// With the ids, the transaction's id when it claimed any (read with the claim rather than
+/// in a round trip of its own before COMMIT, where the batch may hold the month's code
+/// counter).
 pub async fn claim(
     conn: &mut PgConnection,
     claims: &[Claim<'_>],
-) -> Result<HashSet<String>, sqlx::Error> {
+) -> Result<(HashSet<String>, Option<i64>), sqlx::Error> {
     let mut sorted: Vec<&Claim> = claims.iter().collect();
     sorted.sort_by_key(|c| c.message_id);
     let ids: Vec<&str> = sorted.iter().map(|c| c.message_id).collect();
     let types: Vec<&str> = sorted.iter().map(|c| c.command_type).collect();
     let correlations: Vec<&str> = sorted.iter().map(|c| c.correlation_id).collect();
     let hashes: Vec<&[u8]> = sorted.iter().map(|c| c.body_sha256).collect();
-    let claimed: Vec<String> = sqlx::query_scalar(
+    let claimed: Vec<(String, i64)> = sqlx::query_as(
         "INSERT INTO inbox (message_id, command_type, correlation_id, outcome, body_sha256)
          SELECT m, t, c, 'succeeded', h
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[]) AS x(m, t, c, h)
          ORDER BY m
          ON CONFLICT (message_id) DO NOTHING
-         RETURNING message_id",
+         RETURNING message_id, txid_current()",
     )
     .bind(&ids)
     .bind(&types)
@@ -104,7 +107,8 @@ pub async fn claim(
     .bind(&hashes)
     .fetch_all(conn)
     .await?;
-    Ok(claimed.into_iter().collect())
+    let txid = claimed.first().map(|(_, txid)| *txid);
+    Ok((claimed.into_iter().map(|(id, _)| id).collect(), txid))
 }
 
 /// The stored hash of each of `message_ids` that is in the inbox (`None` for rows older

@@ -18,6 +18,8 @@ pub struct UnitOfWork {
     said: Vec<OutgoingMessage>,
     /// Who publishes them: the writer (claimed with the insert), or the relays (`None`).
     claim: Option<WriterClaim>,
+    /// The transaction's id, once read (with the inbox claim).
+    txid: Option<i64>,
 }
 
 impl UnitOfWork {
@@ -32,6 +34,7 @@ impl UnitOfWork {
             tx: pool.begin().await?,
             said: Vec::new(),
             claim,
+            txid: None,
         })
     }
 
@@ -46,20 +49,29 @@ impl UnitOfWork {
         if claims.is_empty() {
             return Ok(HashSet::new());
         }
-        inbox::claim(&mut self.tx, claims).await
+        let (claimed, txid) = inbox::claim(&mut self.tx, claims).await?;
+        self.txid = self.txid.or(txid);
+        Ok(claimed)
     }
 
     /// The transaction's id (assigned now if it has written nothing yet), to ask
-    /// `store::txid_committed` whether it committed when the answer to COMMIT was lost.
+    /// `store::txid_committed` whether it committed when the answer to COMMIT was lost. Read
+    /// with the inbox claim when it claimed anything; otherwise in a statement of its own.
     pub async fn txid(&mut self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT txid_current()")
+        if let Some(txid) = self.txid {
+            return Ok(txid);
+        }
+        let txid = sqlx::query_scalar("SELECT txid_current()")
             .fetch_one(&mut *self.tx)
-            .await
+            .await?;
+        self.txid = Some(txid);
+        Ok(txid)
     }
 
     /// Opens a savepoint: what follows can be undone alone ([`Self::rollback_to_savepoint`])
-    /// without losing what came before. One at a time (each is released or rolled back before
-    /// the next opens).
+    /// without losing what came before. Savepoints share one name: one opened while another is
+    /// still open nests inside it, and a rollback or release takes the innermost (a savepoint
+    /// whose work is kept may stay open until COMMIT, which ends them all).
     pub async fn savepoint(&mut self) -> Result<(), sqlx::Error> {
         sqlx::raw_sql("SAVEPOINT command")
             .execute(&mut *self.tx)

@@ -398,7 +398,9 @@ async fn decide_one(
 /// or that failed has the savepoint rolled back and the rest decided again without it; an
 /// error the slice cannot be stored with splits it in two, each half in a savepoint of its
 /// own, until the culprit is alone and fails alone. A transient error fails the whole unit of
-/// work.
+/// work. A slice that keeps its decisions leaves its savepoint open: COMMIT ends it, and a
+/// `RELEASE` would be one more round trip while a create batch holds the month's code counter
+/// (a later savepoint nests inside it: one per command type of the batch at most).
 fn decide_many<'a>(
     ctx: &'a Context,
     uow: &'a mut UnitOfWork,
@@ -419,7 +421,6 @@ fn decide_many<'a>(
                 let kept =
                     |d: &Decision| !matches!(d, Decision::RetryLater(_) | Decision::Failed(_));
                 if decisions.iter().all(kept) {
-                    uow.release_savepoint().await?;
                     return Ok(decisions);
                 }
                 uow.rollback_to_savepoint().await?;

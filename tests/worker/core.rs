@@ -486,6 +486,27 @@ async fn the_database_tells_whether_a_transaction_committed_after_its_answer_was
     aborted.rollback().await.unwrap();
     assert_eq!(txid_committed(&app.pool, xid).await.unwrap(), Some(false));
 
+    // One that claimed commands has its id from the claim's own statement: the same.
+    let mut claimed = UnitOfWork::begin(&app.pool, None).await.unwrap();
+    let fresh = claimed
+        .claim(&[onboard::store::inbox::Claim {
+            message_id: "txid-from-the-claim",
+            command_type: "client.create",
+            correlation_id: "txid-from-the-claim",
+            body_sha256: &[0; 32],
+        }])
+        .await
+        .unwrap();
+    assert_eq!(fresh.len(), 1);
+    let xid = claimed.txid().await.unwrap();
+    let asked: i64 = sqlx::query_scalar("SELECT txid_current()")
+        .fetch_one(claimed.conn())
+        .await
+        .unwrap();
+    assert_eq!(xid, asked);
+    claimed.commit().await.unwrap();
+    assert_eq!(txid_committed(&app.pool, xid).await.unwrap(), Some(true));
+
     let mut open = UnitOfWork::begin(&app.pool, None).await.unwrap();
     let xid = open.txid().await.unwrap();
     assert_eq!(
