@@ -1,8 +1,9 @@
-//! Client codes: `CL-YYYYMM-NNNN`, numbered per month from a counter row (see
-//! `store::clients::next_client_code_seq`), never from `MAX()+1`.
+//! Client codes: `CL-YYYYMM-NNNN`, numbered per month from a counter row (the client insert
+//! takes and moves it: `store::clients::insert_clients`), never from `MAX()+1`.
 
 /// Formats a code. Past 9,999 clients in a month the number simply grows a digit
 /// (`CL-202401-10000`), which still fits the column and still sorts within its month by length.
+/// The client insert writes its codes in SQL the same way; a test holds the two together.
 pub fn client_code(year_month: &str, seq: i32) -> String {
     format!("CL-{year_month}-{seq:04}")
 }

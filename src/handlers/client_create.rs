@@ -3,9 +3,9 @@
 //! and `client.created`, or one of the contract's refusals with nothing changed.
 //!
 //! The batch costs a handful of statements however many commands it holds: one read of the
-//! PSPs, the month's code counter locked once, one check of the emails, and one multi-row
-//! insert each for clients (with the counter's bump), admin users and sagas. Codes are taken
-//! under the counter's lock and only for the commands that will insert, so they stay
+//! PSPs, one check of the emails, and one multi-row insert each for clients (which takes and
+//! moves the month's code counter in the same statement), admin users and sagas. Codes are
+//! taken under the counter's lock and only for the commands that will insert, so they stay
 //! gap-free; if an email was taken meanwhile by a transaction that does not hold the lock,
 //! the insert skips it and the batch is tried again at once ([`HandlerError::Contended`]),
 //! when the check sees it.
@@ -25,7 +25,7 @@ use crate::domain::new_client::ContactFields;
 use crate::domain::profile::{self, PartnerSelector};
 use crate::domain::relation::{self, NewRelation};
 use crate::domain::saga::Step;
-use crate::domain::{NewClient, PspCandidate, choose_psp, client_code, created_body};
+use crate::domain::{NewClient, PspCandidate, choose_psp, created_body};
 use crate::email::{AccessMode, FirstAccess, StoredAccess};
 use crate::messages::event::derived_id;
 use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
@@ -309,14 +309,14 @@ async fn decide_batch(
             insert.push(a);
         }
         if !insert.is_empty() {
-            // From here to commit this batch is the only one inserting clients this month. The
-            // checks above are made before the lock, so that it is held for the inserts only
-            // (the other batch slot waits for it): an email or external id another batch takes
-            // meanwhile makes an insert come short, the batch is contended and runs again,
-            // and the unique indexes decide.
+            // From the client insert to commit this batch is the only one inserting clients
+            // this month (the insert takes the month's code counter). The checks above are
+            // made before it, so that the lock is held for the inserts only (the other batch
+            // slot waits for it): an email or external id another batch takes meanwhile makes
+            // an insert come short, the batch is contended and runs again, and the unique
+            // indexes decide.
             let access = first_access(cx, &insert);
-            let (year_month, last) = store::clients::lock_code_counter(cx.conn).await?;
-            let created = persist(cx, &insert, access, &year_month, last, &mut decisions).await?;
+            let created = persist(cx, &insert, access, &mut decisions).await?;
             for (index, external) in behind {
                 let (client_id, client_code) = &created[external];
                 decisions[index] = Some(Decision::Done(external_id_in_use(
@@ -361,16 +361,12 @@ async fn persist<'a>(
     cx: &mut Cx<'_>,
     insert: &[&'a Accepted<'a>],
     access: Vec<Option<(FirstAccess, StoredAccess)>>,
-    year_month: &str,
-    last: i32,
     decisions: &mut [Option<Decision>],
 ) -> Result<HashMap<&'a str, (i32, String)>, HandlerError> {
     let rows: Vec<ClientRow> = insert
         .iter()
-        .zip(last + 1..)
-        .map(|(a, seq)| ClientRow {
+        .map(|a| ClientRow {
             new: &a.new,
-            code: client_code(year_month, seq),
             psp_id: a.psp.psp_id,
             external_id: a.profile.external_id.as_deref(),
             metadata: a.profile.metadata.as_ref(),
@@ -382,8 +378,7 @@ async fn persist<'a>(
             contact: a.profile.contact.as_ref(),
         })
         .collect();
-    let new_last = last + rows.len() as i32;
-    let clients = store::clients::insert_clients(cx.conn, &rows, year_month, new_last).await?;
+    let clients = store::clients::insert_clients(cx.conn, &rows).await?;
     if clients.len() != rows.len() {
         return Err(HandlerError::Contended(format!(
             "{} of {} emails or external ids were taken while the batch ran",
@@ -391,21 +386,22 @@ async fn persist<'a>(
             rows.len()
         )));
     }
+    // Each client by the email it was inserted with: the batch's emails are distinct (even
+    // folded: the checks above keep one command per folded email).
+    let by_email: HashMap<&str, &crate::domain::Client> =
+        clients.iter().map(|c| (c.email.as_str(), c)).collect();
+    let clients: Vec<&crate::domain::Client> = insert
+        .iter()
+        .map(|a| by_email[a.new.email.as_str()])
+        .collect();
     let created: HashMap<&'a str, (i32, String)> = insert
         .iter()
-        .zip(&rows)
-        .filter_map(|(a, row)| {
+        .zip(&clients)
+        .filter_map(|(a, c)| {
             let e = a.profile.external_id.as_deref()?;
-            let c = clients.iter().find(|c| c.client_code == row.code)?;
             Some((e, (c.client_id, c.client_code.clone())))
         })
         .collect();
-    let by_code: HashMap<&str, &crate::domain::Client> = clients
-        .iter()
-        .map(|c| (c.client_code.as_str(), c))
-        .collect();
-    let clients: Vec<&crate::domain::Client> =
-        rows.iter().map(|r| by_code[r.code.as_str()]).collect();
 
     // Related people, for every client created with some, in one statement.
     let related: Vec<(i32, &NewRelation)> = insert

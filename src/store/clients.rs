@@ -33,21 +33,6 @@ pub async fn psp_candidates(
     Ok(rows.into_iter().map(|r| (r.country_code, r.psp)).collect())
 }
 
-/// Locks the current (UTC) month's client-code counter until the transaction ends, creating
-/// it when the month is new; returns the month and the last number handed out. Whoever holds
-/// it is the only one inserting clients this month, so numbers taken under it are gap-free
-/// and race-free (a rollback gives them back with the lock).
-pub async fn lock_code_counter(conn: &mut PgConnection) -> Result<(String, i32), sqlx::Error> {
-    sqlx::query_as(
-        "INSERT INTO client_code_counters AS c (year_month, last_value)
-         VALUES (to_char(now() AT TIME ZONE 'UTC', 'YYYYMM'), 0)
-         ON CONFLICT (year_month) DO UPDATE SET last_value = c.last_value
-         RETURNING year_month::text, last_value",
-    )
-    .fetch_one(conn)
-    .await
-}
-
 /// For each email, in order: its lower-case form as PostgreSQL folds it (the unique indexes
 /// fold with `lower()`), and whether a live client or user already has it (a deleted
 /// client's email is free).
@@ -110,7 +95,6 @@ pub async fn external_ids_taken(
 /// A client to insert, with its code, PSP and normalised profile decided.
 pub struct ClientRow<'a> {
     pub new: &'a NewClient,
-    pub code: String,
     pub psp_id: i32,
     pub external_id: Option<&'a str>,
     pub metadata: Option<&'a serde_json::Value>,
@@ -122,17 +106,21 @@ pub struct ClientRow<'a> {
     pub contact: Option<&'a serde_json::Value>,
 }
 
-/// Inserts clients in one statement and moves the month's counter (locked by
-/// [`lock_code_counter`]) to `last_value`. Rows whose email or external id is taken meanwhile
+/// Inserts clients in one statement, numbered from the current (UTC) month's client-code
+/// counter, which the same statement moves on by `rows.len()` (creating it when the month is
+/// new) and so locks until the transaction ends: whoever holds it is the only one inserting
+/// clients this month, so the numbers are gap-free and race-free (a rollback gives them back
+/// with the lock). The rows are numbered in order, `CL-YYYYMM-NNNN` as
+/// [`crate::domain::client_code`] writes it. Rows whose email or external id is taken meanwhile
 /// are skipped (the unique indexes decide, after waiting for a concurrent insert to end); the
-/// caller compares counts and retries the batch if any was.
+/// caller compares counts and rolls the batch back if any was, numbers and all.
+///
+/// One statement from the lock to the inserted rows: the lock is held from here to COMMIT, and
+/// the other batch slot's creates wait for it, so every round trip under it counts twice.
 pub async fn insert_clients(
     conn: &mut PgConnection,
     rows: &[ClientRow<'_>],
-    year_month: &str,
-    last_value: i32,
 ) -> Result<Vec<Client>, sqlx::Error> {
-    let codes: Vec<&str> = rows.iter().map(|r| r.code.as_str()).collect();
     let emails: Vec<&str> = rows.iter().map(|r| r.new.email.as_str()).collect();
     let aliases: Vec<&str> = rows.iter().map(|r| r.new.client_alias.as_str()).collect();
     let types: Vec<&str> = rows.iter().map(|r| r.new.client_type.as_str()).collect();
@@ -149,15 +137,23 @@ pub async fn insert_clients(
     let descriptions: Vec<Option<&str>> = rows.iter().map(|r| r.description).collect();
     let contacts: Vec<Option<&serde_json::Value>> = rows.iter().map(|r| r.contact).collect();
     let sql = format!(
-        "WITH bump AS (
-             UPDATE client_code_counters SET last_value = $10 WHERE year_month = $9
+        "WITH counter AS (
+             INSERT INTO client_code_counters AS c (year_month, last_value)
+             VALUES (to_char(now() AT TIME ZONE 'UTC', 'YYYYMM'), $1)
+             ON CONFLICT (year_month) DO UPDATE SET last_value = c.last_value + $1
+             RETURNING year_month::text AS ym, last_value - $1 AS base
          ), inserted AS (
              INSERT INTO clients (client_code, email, client_alias, client_type, client_status, country_code,
                                   psp_id, phone, external_id, metadata, identity, address, direct_partner_id,
                                   is_active, description, contact)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                  $7::int[], $8::text[], $11::text[], $12::jsonb[], $13::jsonb[], $14::jsonb[], $15::int[],
-                                  $16::bool[], $17::text[], $18::jsonb[])
+             SELECT 'CL-' || k.ym || '-' || lpad((k.base + v.i)::text, greatest(4, length((k.base + v.i)::text)), '0'),
+                    v.e, v.a, v.t, v.s, v.cc, v.p, v.ph, v.x, v.m, v.id, v.ad, v.dp, v.ac, v.de, v.co
+             FROM counter k
+             CROSS JOIN UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
+                               $8::text[], $9::text[], $10::jsonb[], $11::jsonb[], $12::jsonb[], $13::int[],
+                               $14::bool[], $15::text[], $16::jsonb[])
+                  WITH ORDINALITY AS v(e, a, t, s, cc, p, ph, x, m, id, ad, dp, ac, de, co, i)
+             ORDER BY v.i
              ON CONFLICT DO NOTHING
              RETURNING *
          )
@@ -165,7 +161,7 @@ pub async fn insert_clients(
         select_from("inserted")
     );
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(&codes)
+        .bind(rows.len() as i32)
         .bind(&emails)
         .bind(&aliases)
         .bind(&types)
@@ -173,8 +169,6 @@ pub async fn insert_clients(
         .bind(&countries)
         .bind(&psps)
         .bind(&phones)
-        .bind(year_month)
-        .bind(last_value)
         .bind(&external_ids)
         .bind(&metadata)
         .bind(&identities)

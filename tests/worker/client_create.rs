@@ -64,6 +64,51 @@ async fn seed_examples_get_their_psp_and_consecutive_codes() {
     app.finish().await;
 }
 
+/// The code is numbered by the client insert itself (issue 24: the counter taken in the same
+/// statement), written in SQL as `domain::client_code` writes it: four digits, zero-padded,
+/// then as many as the number needs, and the counter ends where the last code does.
+#[tokio::test]
+async fn codes_past_the_ten_thousandth_of_a_month_grow_a_digit_as_the_domain_writes_them() {
+    let mut app = spawn_app().await;
+    let ym: String = sqlx::query_scalar("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMM')")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO client_code_counters (year_month, last_value) VALUES ($1, 9998)
+         ON CONFLICT (year_month) DO UPDATE SET last_value = 9998",
+    )
+    .bind(&ym)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let mut codes = Vec::new();
+    for n in 0..3 {
+        let id = app
+            .create_client(&client_with_email(&format!("code-{n}@sgcompany.com")))
+            .await;
+        let created = app.wait_for_event("client.created", Some(&id)).await;
+        codes.push(
+            created.body["data"]["client"]["client_code"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    codes.sort_by_key(|c| (c.len(), c.clone()));
+    let expected: Vec<String> = (9999..=10001)
+        .map(|n| onboard::domain::client_code(&ym, n))
+        .collect();
+    assert_eq!(codes, expected);
+    assert_eq!(expected[1], format!("CL-{ym}-10000"));
+    assert_eq!(
+        app.count("SELECT max(last_value)::bigint FROM client_code_counters")
+            .await,
+        10001
+    );
+    app.finish().await;
+}
+
 /// Each refusal: its event carries the contract's code, status and text; nothing changed;
 /// the command was acked (settled as handled, nothing left in the queue or dead-lettered).
 async fn assert_refused(app: &mut TestApp, body: Value, code: &str, status: u16, message: &str) {
