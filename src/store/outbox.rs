@@ -217,12 +217,20 @@ impl Round {
 }
 
 /// Marks rows published: their pending rows go (the outbox row itself is not written again).
+///
+/// Planned on every run (an unnamed statement, about 0.03 ms of planning) rather than
+/// prepared once: `outbox_pending` is a queue table, and the generic plan PostgreSQL settles
+/// on after five runs, made while a vacuum had left it empty, read the whole table (or a whole
+/// index) for every batch once it filled again (issue 24: 0.3 to 1.4 s per mark under a
+/// steady load; 20,000 rows read to delete 10 in the test). Planned for the table as it is,
+/// the mark probes the primary key.
 pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
     sqlx::query("DELETE FROM outbox_pending WHERE id = ANY($1)")
         .bind(ids)
+        .persistent(false)
         .execute(conn)
         .await?;
     Ok(())
