@@ -3,60 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use crate::domain::{AdminUser, Client, EkycStatus};
-
-/// The admin users of freshly inserted clients, in one statement (seed: username = client
-/// alias, role admin, ACTIVE, eKYC as the client's), with what is stored of their first-access
-/// secret when it was made already. Rows whose email a user has meanwhile are skipped.
-pub async fn insert_admin_users(
-    conn: &mut PgConnection,
-    admins: &[(&Client, Option<&crate::email::StoredAccess>)],
-) -> Result<Vec<AdminUser>, sqlx::Error> {
-    let client_ids: Vec<i32> = admins.iter().map(|(c, _)| c.client_id).collect();
-    let names: Vec<&str> = admins
-        .iter()
-        .map(|(c, _)| c.client_alias.as_str())
-        .collect();
-    let emails: Vec<&str> = admins.iter().map(|(c, _)| c.email.as_str()).collect();
-    let phones: Vec<&str> = admins.iter().map(|(c, _)| c.phone.as_str()).collect();
-    let ekyc: Vec<EkycStatus> = admins.iter().map(|(c, _)| c.ekyc_status).collect();
-    let tokens: Vec<Option<&str>> = admins
-        .iter()
-        .map(|(_, a)| a.and_then(|a| a.activation_token_sha256.as_deref()))
-        .collect();
-    let expiries: Vec<Option<DateTime<Utc>>> = admins
-        .iter()
-        .map(|(_, a)| a.and_then(|a| a.activation_expires_at))
-        .collect();
-    let hashes: Vec<Option<&str>> = admins
-        .iter()
-        .map(|(_, a)| a.and_then(|a| a.password_hash.as_deref()))
-        .collect();
-    let must_change: Vec<bool> = admins
-        .iter()
-        .map(|(_, a)| a.is_some_and(|a| a.must_change_password))
-        .collect();
-    sqlx::query_as(
-        "INSERT INTO users (client_id, username, email, phone, role, user_status, ekyc_status,
-                            activation_token_sha256, activation_expires_at, password_hash, must_change_password)
-         SELECT c, n, e, p, 'admin', 'ACTIVE', k, t, x, h, m
-         FROM UNNEST($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::timestamptz[], $8::text[], $9::bool[]) AS v(c, n, e, p, k, t, x, h, m)
-         ON CONFLICT DO NOTHING
-         RETURNING user_id, client_id, username, email, phone, role, user_status, ekyc_status",
-    )
-    .bind(&client_ids)
-    .bind(&names)
-    .bind(&emails)
-    .bind(&phones)
-    .bind(&ekyc)
-    .bind(&tokens)
-    .bind(&expiries)
-    .bind(&hashes)
-    .bind(&must_change)
-    .fetch_all(conn)
-    .await
-}
+use crate::domain::AdminUser;
 
 /// Users by id, in any order.
 pub async fn get_admin_users(
