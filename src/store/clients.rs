@@ -40,12 +40,20 @@ pub async fn emails_taken(
     conn: &mut PgConnection,
     emails: &[&str],
 ) -> Result<Vec<(String, bool)>, sqlx::Error> {
+    // One probe of each unique index per email. As EXISTS in the select list, the generic plan
+    // made on a fresh database (tables never analysed; kept for the connection's life, until
+    // the first ANALYZE) hashed every client for each batch instead: 4.4 ms per batch at 7,000
+    // clients, growing with the table. A LATERAL probe is planned as an index scan there.
     sqlx::query_as(
-        "SELECT lower(e),
-                EXISTS (SELECT 1 FROM clients WHERE lower(email) = lower(e) AND deleted_at IS NULL)
-                OR EXISTS (SELECT 1 FROM users WHERE lower(email) = lower(e) AND deleted_at IS NULL)
+        "SELECT lower(x.e), c.one IS NOT NULL OR u.one IS NOT NULL
          FROM UNNEST($1::text[]) WITH ORDINALITY AS x(e, i)
-         ORDER BY i",
+         LEFT JOIN LATERAL (SELECT 1 AS one FROM clients
+                            WHERE lower(email) = lower(x.e) AND deleted_at IS NULL
+                            LIMIT 1) c ON true
+         LEFT JOIN LATERAL (SELECT 1 AS one FROM users
+                            WHERE lower(email) = lower(x.e) AND deleted_at IS NULL
+                            LIMIT 1) u ON true
+         ORDER BY x.i",
     )
     .bind(emails)
     .fetch_all(conn)
@@ -181,9 +189,14 @@ pub async fn insert_clients(
         .await
 }
 
-/// Clients by id, in any order.
+/// Clients by id, in any order (one row per id given). A primary-key probe per id: as `=
+/// ANY($1)`, the generic plan made on a fresh database (the table never analysed) read the
+/// whole table for every saga step batch until the first ANALYZE.
 pub async fn get_clients(conn: &mut PgConnection, ids: &[i32]) -> Result<Vec<Client>, sqlx::Error> {
-    let sql = format!("{} WHERE c.client_id = ANY($1)", select_from("clients"));
+    let sql = select_from(
+        "UNNEST($1::int[]) AS k(id)
+         CROSS JOIN LATERAL (SELECT * FROM clients WHERE client_id = k.id LIMIT 1)",
+    );
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(ids)
         .fetch_all(conn)
