@@ -346,3 +346,76 @@ async fn reply_to_gets_the_201_body_or_the_error_body_with_its_status() {
     );
     app.finish().await;
 }
+
+/// Issue 24: on a fresh database (tables never analysed), the email check's plan made while
+/// the tables were empty must still probe the unique indexes once the tables fill: written as
+/// EXISTS in the select list, its generic plan hashed every client for each batch.
+#[tokio::test]
+async fn the_email_check_probes_its_indexes_whatever_the_tables_were_like_when_planned() {
+    let mut app = spawn_app().await;
+    app.stop_worker().await;
+    for table in ["clients", "users"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {table} SET (autovacuum_enabled = false)"
+        )))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    let mut conn = app.pool.acquire().await.unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let emails = [
+        "one@example.com",
+        "two@example.com",
+        "taken-7@prefill.example",
+    ];
+    onboard::store::clients::emails_taken(&mut conn, &emails)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO clients (client_code, email, client_alias, client_type, country_code,
+                              psp_id, phone)
+         SELECT 'PF-' || g, 'taken-' || g || '@prefill.example', 'Prefill ' || g, 'CORPORATE',
+                'SG', 2, '+65' || lpad(g::text, 8, '0')
+         FROM generate_series(1, 5000) g",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let before = clients_rows_read(&mut conn).await;
+    let taken = onboard::store::clients::emails_taken(&mut conn, &emails)
+        .await
+        .unwrap();
+    let rows_read = clients_rows_read(&mut conn).await - before;
+    assert_eq!(
+        taken.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
+        [false, false, true]
+    );
+    assert!(
+        rows_read <= 10,
+        "checking 3 emails read {rows_read} rows of clients"
+    );
+    drop(conn);
+    app.finish().await;
+}
+
+/// Rows of `clients` read so far (by scans and index fetches), this connection's own counts
+/// flushed first.
+async fn clients_rows_read(conn: &mut sqlx::PgConnection) -> i64 {
+    for statement in [
+        "SELECT pg_stat_force_next_flush()",
+        "SELECT pg_stat_clear_snapshot()",
+    ] {
+        sqlx::query(statement).execute(&mut *conn).await.unwrap();
+    }
+    sqlx::query_scalar(
+        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+         FROM pg_stat_user_tables WHERE relname = 'clients'",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
