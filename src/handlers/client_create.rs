@@ -447,7 +447,8 @@ async fn persist<'a>(
         .map(|(c, a)| (*c, a.as_ref().map(|(_, stored)| stored)))
         .collect();
     let admins =
-        store::sagas::insert_with_admins(cx.conn, &admin_rows, &sagas, cx.worker_id, lease).await?;
+        store::clients::insert_admins_with_sagas(cx.conn, &admin_rows, &sagas, cx.worker_id, lease)
+            .await?;
     if admins.len() != clients.len() {
         return Err(HandlerError::Contended(format!(
             "{} of {} admin emails were taken while the batch ran",

@@ -9,7 +9,7 @@ mod search;
 mod users;
 use columns::select_from;
 pub use search::{ClientFilter, ClientKey, PageStart, count_clients, find_client, list_clients};
-pub use users::{get_admin_user, get_admin_users, store_first_access};
+pub use users::{get_admin_user, get_admin_users, insert_admins_with_sagas, store_first_access};
 
 /// Every PSP configured for these countries, with its country (the choice between them is
 /// `domain::choose_psp`).
