@@ -385,11 +385,11 @@ async fn the_email_check_probes_its_indexes_whatever_the_tables_were_like_when_p
     .execute(&app.pool)
     .await
     .unwrap();
-    let before = clients_rows_read(&mut conn).await;
+    let before = rows_read(&mut conn, "clients").await;
     let taken = onboard::store::clients::emails_taken(&mut conn, &emails)
         .await
         .unwrap();
-    let rows_read = clients_rows_read(&mut conn).await - before;
+    let rows_read = rows_read(&mut conn, "clients").await - before;
     assert_eq!(
         taken.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
         [false, false, true]
@@ -400,22 +400,4 @@ async fn the_email_check_probes_its_indexes_whatever_the_tables_were_like_when_p
     );
     drop(conn);
     app.finish().await;
-}
-
-/// Rows of `clients` read so far (by scans and index fetches), this connection's own counts
-/// flushed first.
-async fn clients_rows_read(conn: &mut sqlx::PgConnection) -> i64 {
-    for statement in [
-        "SELECT pg_stat_force_next_flush()",
-        "SELECT pg_stat_clear_snapshot()",
-    ] {
-        sqlx::query(statement).execute(&mut *conn).await.unwrap();
-    }
-    sqlx::query_scalar(
-        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
-         FROM pg_stat_user_tables WHERE relname = 'clients'",
-    )
-    .fetch_one(conn)
-    .await
-    .unwrap()
 }

@@ -726,11 +726,7 @@ async fn pruning_removes_old_published_outbox_rows_and_keeps_old_pending_ones() 
 async fn an_outbox_insert_reads_the_pending_table_at_most_once_whatever_its_plan_was_made_on() {
     let mut app = spawn_app().await;
     app.stop_worker().await;
-    // No autovacuum on it meanwhile: its ANALYZE would invalidate the plan made below.
-    sqlx::query("ALTER TABLE outbox_pending SET (autovacuum_enabled = false)")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    empty_as_after_a_vacuum(&app).await;
     let event = |n: usize| {
         onboard::messages::OutgoingMessage::event_with_id(
             uuid::Uuid::new_v4(),
@@ -741,16 +737,6 @@ async fn an_outbox_insert_reads_the_pending_table_at_most_once_whatever_its_plan
             json!({}),
         )
     };
-    // As a queue table is after a vacuum: rows came and went, and the vacuum left it empty
-    // (its statistics say no pages, no rows).
-    for statement in [
-        "INSERT INTO outbox_pending (id, correlation_id)
-         SELECT -g, 'gone-' || g FROM generate_series(1, 5000) g",
-        "DELETE FROM outbox_pending",
-        "VACUUM ANALYZE outbox_pending",
-    ] {
-        sqlx::query(statement).execute(&app.pool).await.unwrap();
-    }
     // One connection, its plan made now (generic at once) while the table is empty.
     let mut conn = app.pool.acquire().await.unwrap();
     sqlx::query("SET plan_cache_mode = force_generic_plan")
@@ -769,7 +755,7 @@ async fn an_outbox_insert_reads_the_pending_table_at_most_once_whatever_its_plan
     .execute(&app.pool)
     .await
     .unwrap();
-    let before = pending_rows_read(&mut conn).await;
+    let before = rows_read(&mut conn, "outbox_pending").await;
     let claim = onboard::store::outbox::WriterClaim {
         worker_id: uuid::Uuid::new_v4(),
         seconds: 60.0,
@@ -786,7 +772,7 @@ async fn an_outbox_insert_reads_the_pending_table_at_most_once_whatever_its_plan
         .filter_map(|r| r.message.correlation_id.as_deref())
         .collect();
     assert_eq!(waiting, ["plan-7"]);
-    let rows_read = pending_rows_read(&mut conn).await - before;
+    let rows_read = rows_read(&mut conn, "outbox_pending").await - before;
     assert!(
         rows_read <= 5_201,
         "200 rows written read {rows_read} rows of outbox_pending (at most the table once)"
@@ -803,15 +789,7 @@ async fn an_outbox_insert_reads_the_pending_table_at_most_once_whatever_its_plan
 async fn the_publish_mark_reads_its_own_rows_whatever_the_pending_table_was_like_before() {
     let mut app = spawn_app().await;
     app.stop_worker().await;
-    for statement in [
-        "ALTER TABLE outbox_pending SET (autovacuum_enabled = false)",
-        "INSERT INTO outbox_pending (id, correlation_id)
-         SELECT -g, 'gone-' || g FROM generate_series(1, 5000) g",
-        "DELETE FROM outbox_pending",
-        "VACUUM ANALYZE outbox_pending",
-    ] {
-        sqlx::query(statement).execute(&app.pool).await.unwrap();
-    }
+    empty_as_after_a_vacuum(&app).await;
     // One connection marks six batches while the table is empty (PostgreSQL's plan cache
     // settles on a generic plan after five), then the table fills.
     let mut conn = app.pool.acquire().await.unwrap();
@@ -827,12 +805,12 @@ async fn the_publish_mark_reads_its_own_rows_whatever_the_pending_table_was_like
     .execute(&app.pool)
     .await
     .unwrap();
-    let before = pending_rows_read(&mut conn).await;
+    let before = rows_read(&mut conn, "outbox_pending").await;
     let ids: Vec<i64> = (1..=10).map(|n| n * 1000).collect();
     onboard::store::outbox::mark_published(&mut conn, &ids)
         .await
         .unwrap();
-    let rows_read = pending_rows_read(&mut conn).await - before;
+    let rows_read = rows_read(&mut conn, "outbox_pending").await - before;
     assert!(
         rows_read <= 100,
         "marking 10 rows read {rows_read} rows of outbox_pending"
@@ -843,25 +821,6 @@ async fn the_publish_mark_reads_its_own_rows_whatever_the_pending_table_was_like
     );
     drop(conn);
     app.finish().await;
-}
-
-/// Rows of `outbox_pending` read so far (by scans and index fetches), this connection's own
-/// counts flushed first.
-async fn pending_rows_read(conn: &mut sqlx::PgConnection) -> i64 {
-    for statement in [
-        "SELECT pg_stat_force_next_flush()",
-        "SELECT pg_stat_clear_snapshot()",
-    ] {
-        sqlx::query(statement).execute(&mut *conn).await.unwrap();
-    }
-    let (seq, idx): (i64, i64) = sqlx::query_as(
-        "SELECT coalesce(seq_tup_read, 0), coalesce(idx_tup_fetch, 0)
-         FROM pg_stat_user_tables WHERE relname = 'outbox_pending'",
-    )
-    .fetch_one(conn)
-    .await
-    .unwrap();
-    seq + idx
 }
 
 /// Issue 24: the service's connections run without PostgreSQL's JIT compiler, which a
@@ -885,4 +844,19 @@ async fn the_services_database_connections_run_without_jit() {
         "the server's own default, which the pool overrides"
     );
     pool.close().await;
+}
+
+/// `outbox_pending` as a queue table is after a vacuum: rows came and went, and the vacuum
+/// left it empty (its statistics say no pages, no rows). No autovacuum on it afterwards: its
+/// ANALYZE would invalidate the plans a test makes next.
+async fn empty_as_after_a_vacuum(app: &TestApp) {
+    for statement in [
+        "ALTER TABLE outbox_pending SET (autovacuum_enabled = false)",
+        "INSERT INTO outbox_pending (id, correlation_id)
+         SELECT -g, 'gone-' || g FROM generate_series(1, 5000) g",
+        "DELETE FROM outbox_pending",
+        "VACUUM ANALYZE outbox_pending",
+    ] {
+        sqlx::query(statement).execute(&app.pool).await.unwrap();
+    }
 }

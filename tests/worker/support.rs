@@ -1098,3 +1098,23 @@ pub async fn publish_creates(url: &str, prefix: &str, n: usize, tag: &str) -> Ve
     let _ = connection.close(200, "published".into()).await;
     ids
 }
+
+/// Rows of `table` read so far (by sequential scans and index fetches), as PostgreSQL's
+/// statistics count them, this connection's own counts flushed first: what a statement run on
+/// `conn` between two calls read of it.
+pub async fn rows_read(conn: &mut sqlx::PgConnection, table: &str) -> i64 {
+    for statement in [
+        "SELECT pg_stat_force_next_flush()",
+        "SELECT pg_stat_clear_snapshot()",
+    ] {
+        sqlx::query(statement).execute(&mut *conn).await.unwrap();
+    }
+    sqlx::query_scalar(
+        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+         FROM pg_stat_user_tables WHERE relname = $1",
+    )
+    .bind(table)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
