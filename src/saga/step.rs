@@ -2,6 +2,8 @@
 //! database, make sure the worker still holds a batch's sagas before calling anyone, commit
 //! its record and publish what it said.
 
+use std::collections::HashMap;
+
 use super::env::{Env, Slot};
 use super::job::SagaJob;
 use crate::domain::saga::Step;
@@ -12,7 +14,7 @@ use crate::store::{self, sagas::Lease};
 /// What a step returns: the sagas that moved on to the next step, and the slot they run it in.
 pub type Moved = (Vec<SagaJob>, Option<Slot>);
 
-/// Fills in the client and admin of sagas taken from the database (two reads for the batch).
+/// Fills in the client and admin of sagas taken from the database (one read for the batch).
 /// A saga whose rows are gone is dropped (its client was deleted; the saga went with it).
 pub async fn with_snapshots(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob>, HandlerError> {
     if jobs.iter().all(|j| j.snapshot.is_some()) {
@@ -39,8 +41,8 @@ pub async fn with_snapshots(env: &Env, jobs: Vec<SagaJob>) -> Result<Vec<SagaJob
 
 /// The clients and admins of a batch as they are now.
 pub struct Fresh {
-    clients: std::collections::HashMap<i32, Client>,
-    admins: std::collections::HashMap<i32, AdminUser>,
+    clients: HashMap<i32, Client>,
+    admins: HashMap<i32, AdminUser>,
 }
 
 impl Fresh {
@@ -48,14 +50,16 @@ impl Fresh {
         conn: &mut sqlx::PgConnection,
         jobs: &[SagaJob],
     ) -> Result<Fresh, sqlx::Error> {
-        let client_ids: Vec<i32> = jobs.iter().map(|j| j.client_id).collect();
-        let admin_ids: Vec<i32> = jobs.iter().map(|j| j.admin_user_id).collect();
-        let clients = store::clients::get_clients(conn, &client_ids).await?;
-        let admins = store::clients::get_admin_users(conn, &admin_ids).await?;
-        Ok(Fresh {
-            clients: clients.into_iter().map(|c| (c.client_id, c)).collect(),
-            admins: admins.into_iter().map(|a| (a.user_id, a)).collect(),
-        })
+        let pairs: Vec<(i32, i32)> = jobs
+            .iter()
+            .map(|j| (j.client_id, j.admin_user_id))
+            .collect();
+        let (mut clients, mut admins) = (HashMap::new(), HashMap::new());
+        for (client, admin) in store::clients::with_admins(conn, &pairs).await? {
+            admins.insert(admin.user_id, admin);
+            clients.insert(client.client_id, client);
+        }
+        Ok(Fresh { clients, admins })
     }
 
     fn get(&self, job: &SagaJob) -> Option<(&Client, &AdminUser)> {

@@ -2,14 +2,14 @@
 
 use sqlx::{Connection, PgConnection};
 
-use crate::domain::{Client, ClientStatus, EkycStatus, NewClient, PspCandidate};
+use crate::domain::{AdminUser, Client, ClientStatus, EkycStatus, NewClient, PspCandidate};
 
 mod columns;
 mod search;
 mod users;
 use columns::select_from;
 pub use search::{ClientFilter, ClientKey, PageStart, count_clients, find_client, list_clients};
-pub use users::{get_admin_user, get_admin_users, insert_admins_with_sagas, store_first_access};
+pub use users::{get_admin_user, insert_admins_with_sagas, store_first_access};
 
 /// Every PSP configured for these countries, with its country (the choice between them is
 /// `domain::choose_psp`).
@@ -189,18 +189,63 @@ pub async fn insert_clients(
         .await
 }
 
-/// Clients by id, in any order (one row per id given). A primary-key probe per id: as `=
-/// ANY($1)`, the generic plan made on a fresh database (the table never analysed) read the
-/// whole table for every saga step batch until the first ANALYZE.
-pub async fn get_clients(conn: &mut PgConnection, ids: &[i32]) -> Result<Vec<Client>, sqlx::Error> {
-    let sql = select_from(
-        "UNNEST($1::int[]) AS k(id)
-         CROSS JOIN LATERAL (SELECT * FROM clients WHERE client_id = k.id LIMIT 1)",
+/// Clients with their admins, by (client id, admin user id) pair, in one statement (the saga
+/// steps read both for a batch: one round trip, not two); a pair whose client or admin is gone
+/// is left out. A primary-key probe of each table per pair: as `= ANY($1)`, the generic plan
+/// made on a fresh database (the tables never analysed) read both tables whole for every saga
+/// step batch until the first ANALYZE.
+pub async fn with_admins(
+    conn: &mut PgConnection,
+    pairs: &[(i32, i32)],
+) -> Result<Vec<(Client, AdminUser)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        client: Client,
+        admin_user_id: i32,
+        admin_client_id: i32,
+        admin_username: String,
+        admin_email: String,
+        admin_phone: String,
+        admin_role: String,
+        admin_user_status: String,
+        admin_ekyc_status: EkycStatus,
+    }
+    let (client_ids, user_ids): (Vec<i32>, Vec<i32>) = pairs.iter().copied().unzip();
+    let sql = format!(
+        "SELECT {},
+                a.user_id AS admin_user_id, a.client_id AS admin_client_id,
+                a.username AS admin_username, a.email AS admin_email, a.phone AS admin_phone,
+                a.role AS admin_role, a.user_status AS admin_user_status,
+                a.ekyc_status AS admin_ekyc_status
+         FROM UNNEST($1::int[], $2::int[]) AS k(cid, uid)
+         CROSS JOIN LATERAL (SELECT * FROM clients WHERE client_id = k.cid LIMIT 1) c
+         CROSS JOIN LATERAL (SELECT * FROM users WHERE user_id = k.uid LIMIT 1) a
+         {}",
+        columns::CLIENT_COLUMNS,
+        columns::PARTNER_JOINS
     );
-    sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(ids)
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&client_ids)
+        .bind(&user_ids)
         .fetch_all(conn)
-        .await
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let admin = AdminUser {
+                user_id: r.admin_user_id,
+                client_id: r.admin_client_id,
+                username: r.admin_username,
+                email: r.admin_email,
+                phone: r.admin_phone,
+                role: r.admin_role,
+                user_status: r.admin_user_status,
+                ekyc_status: r.admin_ekyc_status,
+            };
+            (r.client, admin)
+        })
+        .collect())
 }
 
 pub async fn get_client(

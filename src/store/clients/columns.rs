@@ -9,12 +9,13 @@ pub(super) const CLIENT_COLUMNS: &str = "c.client_id, c.client_code, c.email, c.
      CASE WHEN dp.partner_id IS NULL THEN NULL ELSE jsonb_build_object('id', dp.partner_id, 'name', dp.name) END AS direct_partner, \
      c.is_active, c.version, c.deleted_at, c.created, c.updated";
 
+/// The partners a client row `c` is read with.
+pub(super) const PARTNER_JOINS: &str =
+    "LEFT JOIN partners dp ON dp.partner_id = c.direct_partner_id
+         LEFT JOIN partners rp ON rp.partner_id = dp.root_partner_id";
+
 /// `SELECT` of [`CLIENT_COLUMNS`] from `source` (a table or a CTE), aliased `c`, with the
 /// partners joined.
 pub(super) fn select_from(source: &str) -> String {
-    format!(
-        "SELECT {CLIENT_COLUMNS} FROM {source} c
-         LEFT JOIN partners dp ON dp.partner_id = c.direct_partner_id
-         LEFT JOIN partners rp ON rp.partner_id = dp.root_partner_id"
-    )
+    format!("SELECT {CLIENT_COLUMNS} FROM {source} c {PARTNER_JOINS}")
 }

@@ -118,24 +118,6 @@ pub async fn insert_admins_with_sagas(
     .await
 }
 
-/// Users by id, in any order (one row per id given). A primary-key probe per id: as `=
-/// ANY($1)`, the generic plan made on a fresh database (the table never analysed) read the
-/// whole table for every saga step batch until the first ANALYZE.
-pub async fn get_admin_users(
-    conn: &mut PgConnection,
-    ids: &[i32],
-) -> Result<Vec<AdminUser>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT u.user_id, u.client_id, u.username, u.email, u.phone, u.role, u.user_status,
-                u.ekyc_status
-         FROM UNNEST($1::int[]) AS k(id)
-         CROSS JOIN LATERAL (SELECT * FROM users WHERE user_id = k.id LIMIT 1) u",
-    )
-    .bind(ids)
-    .fetch_all(conn)
-    .await
-}
-
 pub async fn get_admin_user(
     conn: &mut PgConnection,
     user_id: i32,
