@@ -100,7 +100,8 @@ pub async fn external_ids_taken(
     Ok(rows.into_iter().map(|(id, code)| id.zip(code)).collect())
 }
 
-/// A client to insert, with its code, PSP and normalised profile decided.
+/// A client to insert, with its PSP and normalised profile decided (its code comes from the
+/// insert, [`insert_clients`]).
 pub struct ClientRow<'a> {
     pub new: &'a NewClient,
     pub psp_id: i32,
