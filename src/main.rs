@@ -10,6 +10,13 @@ use onboard::process::signalled;
 use onboard::worker::{Hooks, Worker};
 use onboard::{ops, store};
 
+/// mimalloc, not glibc's malloc: a perf profile of the worker under the benchmark put 28% of its
+/// CPU in glibc's allocator (`malloc`, `_int_free`, `malloc_consolidate`), many small
+/// short-lived buffers (JSON bodies, event payloads, SQL parameters) freed on threads other than
+/// the ones that made them. See docs/benchmark.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "onboard",
