@@ -188,15 +188,7 @@ pub(super) struct Sent {
 
 /// Publishes rows with confirms, all at once, in order.
 pub(super) async fn publish_rows(publisher: &Publisher, names: &Names, rows: &[OutboxRow]) -> Sent {
-    let bodies: Vec<Vec<u8>> = rows
-        .iter()
-        .map(|r| serde_json::to_vec(&r.message.payload).expect("JSON values serialise"))
-        .collect();
-    let outgoing = rows
-        .iter()
-        .zip(&bodies)
-        .map(|(row, body)| to_outgoing(row, body, names))
-        .collect();
+    let outgoing = rows.iter().map(|row| to_outgoing(row, names)).collect();
     // Each message's `publish <type>` span, in the trace of the command that caused it.
     let spans = rows.iter().map(|r| publish_span(&r.message));
     let results = publisher.publish_all_in(outgoing, spans).await;
@@ -245,8 +237,8 @@ pub fn publish_span(m: &OutgoingMessage) -> tracing::Span {
     span
 }
 
-fn to_outgoing<'a>(row: &'a OutboxRow, body: &'a [u8], names: &'a Names) -> Outgoing<'a> {
-    outgoing(&row.message, body, row.created_at, names)
+fn to_outgoing<'a>(row: &'a OutboxRow, names: &'a Names) -> Outgoing<'a> {
+    outgoing(&row.message, &row.body, row.created_at, names)
 }
 
 /// How a message of ours goes on the wire, wherever it comes from (an outbox row, or a

@@ -402,10 +402,18 @@ pub fn completion_messages(
     data: &Value,
 ) -> Vec<OutgoingMessage> {
     let body = completion_body(client, admin, data);
-    let mut event_data = body.clone();
+    // The reply's copy only when a reply was asked for (most commands ask for none).
+    let reply = origin
+        .reply_to
+        .is_some()
+        .then(|| OutgoingMessage::reply(origin, COMPLETED, 201, body.clone()))
+        .flatten();
+    let mut event_data = body;
     event_data["saga_id"] = json!(saga_id);
     if let Some(email) = data.get("welcome_email") {
         event_data["welcome_email"] = email.clone();
     }
-    OutgoingMessage::event_and_reply(origin, COMPLETED, event_data, 201, body)
+    let mut messages = vec![OutgoingMessage::event(origin, COMPLETED, event_data)];
+    messages.extend(reply);
+    messages
 }

@@ -20,6 +20,9 @@ use crate::messages::{OutgoingKind, OutgoingMessage};
 pub struct OutboxRow {
     pub id: i64,
     pub message: OutgoingMessage,
+    /// `message.payload` as it goes on the wire (compact JSON): serialised once, for the
+    /// insert and the publish alike.
+    pub body: Vec<u8>,
     pub created_at: DateTime<Utc>,
     /// An earlier row of its correlation was still unpublished when it was written: it was
     /// written unclaimed, and a relay publishes it after that one (subscribers get a
@@ -59,7 +62,13 @@ pub async fn insert(
     let mut types = Vec::with_capacity(messages.len());
     let mut correlations = Vec::with_capacity(messages.len());
     let mut headers = Vec::with_capacity(messages.len());
-    let mut payloads = Vec::with_capacity(messages.len());
+    // Each payload serialised once: the same text is bound here (PostgreSQL reads it into
+    // jsonb) and published after commit (issue 24: serialising each payload twice and
+    // copying each message into its row was a sixth of the worker's CPU under the benchmark).
+    let bodies: Vec<String> = messages
+        .iter()
+        .map(|m| serde_json::to_string(&m.payload).expect("JSON values serialise"))
+        .collect();
     for m in &messages {
         ids.push(m.message_id);
         kinds.push(m.kind.as_str());
@@ -67,7 +76,6 @@ pub async fn insert(
         types.push(m.message_type.as_str());
         correlations.push(m.correlation_id.as_deref());
         headers.push(sqlx::types::Json(&m.headers));
-        payloads.push(&m.payload);
     }
     // One statement for the whole set: fewer round trips on the hot path. It writes each
     // outbox row and its pending row together (no outbox row is ever written without one).
@@ -82,8 +90,9 @@ pub async fn insert(
         "WITH written AS (
              INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id,
                                  headers, payload)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::jsonb[], $7::jsonb[])
+             SELECT i, k, r, t, c, h, p::jsonb
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::jsonb[], $7::text[]) AS x(i, k, r, t, c, h, p)
              ON CONFLICT (message_id) DO NOTHING
              RETURNING id, message_id, correlation_id, created_at
          ), earlier AS (
@@ -108,7 +117,7 @@ pub async fn insert(
     .bind(&types)
     .bind(&correlations)
     .bind(&headers)
-    .bind(&payloads)
+    .bind(&bodies)
     .bind(claim.map(|c| c.worker_id))
     .bind(claim.map_or(0.0, |c| c.seconds))
     .fetch_all(conn)
@@ -119,13 +128,15 @@ pub async fn insert(
         .collect();
     // In the order they were said, so they are published in that order.
     Ok(messages
-        .iter()
-        .filter_map(|m| {
+        .into_iter()
+        .zip(bodies)
+        .filter_map(|(m, body)| {
             by_id
                 .remove(&m.message_id)
                 .map(|(id, created_at, waits)| OutboxRow {
                     id,
-                    message: m.clone(),
+                    message: m,
+                    body: body.into_bytes(),
                     created_at,
                     waits,
                     claimed_until: if waits { None } else { claimed_until },
@@ -175,6 +186,7 @@ pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>
         .into_iter()
         .map(|r| OutboxRow {
             id: r.id,
+            body: serde_json::to_vec(&r.payload).expect("JSON values serialise"),
             created_at: r.created_at,
             waits: false,
             claimed_until: None,
