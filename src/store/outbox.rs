@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -62,13 +63,15 @@ pub async fn insert(
     let mut types = Vec::with_capacity(messages.len());
     let mut correlations = Vec::with_capacity(messages.len());
     let mut headers = Vec::with_capacity(messages.len());
-    // Each payload serialised once: the same text is bound here (PostgreSQL reads it into
-    // jsonb) and published after commit (issue 24: serialising each payload twice and
+    // Each payload serialised once: the same text is bound here (as jsonb, as before) and
+    // published after commit (issue 24: serialising each payload twice and
     // copying each message into its row was a sixth of the worker's CPU under the benchmark).
-    let bodies: Vec<String> = messages
+    let bodies: Vec<Box<RawValue>> = messages
         .iter()
-        .map(|m| serde_json::to_string(&m.payload).expect("JSON values serialise"))
+        .map(|m| serde_json::value::to_raw_value(&m.payload).expect("JSON values serialise"))
         .collect();
+    let payloads: Vec<sqlx::types::Json<&RawValue>> =
+        bodies.iter().map(|b| sqlx::types::Json(&**b)).collect();
     for m in &messages {
         ids.push(m.message_id);
         kinds.push(m.kind.as_str());
@@ -90,9 +93,8 @@ pub async fn insert(
         "WITH written AS (
              INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id,
                                  headers, payload)
-             SELECT i, k, r, t, c, h, p::jsonb
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::jsonb[], $7::text[]) AS x(i, k, r, t, c, h, p)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::jsonb[], $7::jsonb[])
              ON CONFLICT (message_id) DO NOTHING
              RETURNING id, message_id, correlation_id, created_at
          ), earlier AS (
@@ -117,7 +119,7 @@ pub async fn insert(
     .bind(&types)
     .bind(&correlations)
     .bind(&headers)
-    .bind(&bodies)
+    .bind(&payloads)
     .bind(claim.map(|c| c.worker_id))
     .bind(claim.map_or(0.0, |c| c.seconds))
     .fetch_all(conn)
@@ -136,7 +138,7 @@ pub async fn insert(
                 .map(|(id, created_at, waits)| OutboxRow {
                     id,
                     message: m,
-                    body: body.into_bytes(),
+                    body: String::from(Box::<str>::from(body)).into_bytes(),
                     created_at,
                     waits,
                     claimed_until: if waits { None } else { claimed_until },
