@@ -9,9 +9,12 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use sqlx::{PgConnection, PgPool};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::types::Oid;
+use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo};
+use sqlx::{Encode, PgConnection, PgPool, Postgres, Type};
 use uuid::Uuid;
 
 use crate::messages::{OutgoingKind, OutgoingMessage};
@@ -63,15 +66,15 @@ pub async fn insert(
     let mut types = Vec::with_capacity(messages.len());
     let mut correlations = Vec::with_capacity(messages.len());
     let mut headers = Vec::with_capacity(messages.len());
-    // Each payload serialised once: the same text is bound here (as jsonb, as before) and
-    // published after commit (issue 24: serialising each payload twice and
-    // copying each message into its row was a sixth of the worker's CPU under the benchmark).
-    let bodies: Vec<Box<RawValue>> = messages
+    // Each payload serialised once: the same text is bound here (as `json`, the column's type
+    // since migration 0031, so PostgreSQL checks it and keeps it as it is) and published after
+    // commit (issue 24: serialising each payload twice and copying each message into its row
+    // was a sixth of the worker's CPU under the benchmark).
+    let bodies: Vec<String> = messages
         .iter()
-        .map(|m| serde_json::value::to_raw_value(&m.payload).expect("JSON values serialise"))
+        .map(|m| serde_json::to_string(&m.payload).expect("JSON values serialise"))
         .collect();
-    let payloads: Vec<sqlx::types::Json<&RawValue>> =
-        bodies.iter().map(|b| sqlx::types::Json(&**b)).collect();
+    let payloads: Vec<JsonText> = bodies.iter().map(|b| JsonText(b)).collect();
     for m in &messages {
         ids.push(m.message_id);
         kinds.push(m.kind.as_str());
@@ -94,7 +97,7 @@ pub async fn insert(
              INSERT INTO outbox (message_id, kind, routing_key, message_type, correlation_id,
                                  headers, payload)
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::jsonb[], $7::jsonb[])
+                                  $6::jsonb[], $7::json[])
              ON CONFLICT (message_id) DO NOTHING
              RETURNING id, message_id, correlation_id, created_at
          ), earlier AS (
@@ -138,13 +141,36 @@ pub async fn insert(
                 .map(|(id, created_at, waits)| OutboxRow {
                     id,
                     message: m,
-                    body: String::from(Box::<str>::from(body)).into_bytes(),
+                    body: body.into_bytes(),
                     created_at,
                     waits,
                     claimed_until: if waits { None } else { claimed_until },
                 })
         })
         .collect())
+}
+
+/// JSON text already serialised, bound as `json` (in the binary protocol a `json` value is its
+/// text): sqlx binds its JSON types as `jsonb`, which a `json` column would convert back.
+struct JsonText<'a>(&'a str);
+
+impl Type<Postgres> for JsonText<'_> {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(114)) // json
+    }
+}
+
+impl PgHasArrayType for JsonText<'_> {
+    fn array_type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(199)) // json[]
+    }
+}
+
+impl Encode<'_, Postgres> for JsonText<'_> {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        buf.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
 }
 
 #[derive(sqlx::FromRow)]
