@@ -182,7 +182,8 @@ struct RawRow {
     message_type: String,
     correlation_id: Option<String>,
     headers: Value,
-    payload: Value,
+    /// The payload's text as it was written (the column is `json`), published as it is.
+    body: String,
     created_at: DateTime<Utc>,
 }
 
@@ -195,7 +196,7 @@ struct RawRow {
 pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
     let rows: Vec<RawRow> = sqlx::query_as(
         "SELECT o.id, o.message_id, o.kind, o.routing_key, o.message_type, o.correlation_id,
-                o.headers, o.payload, o.created_at
+                o.headers, o.payload::text AS body, o.created_at
          FROM outbox_pending p
          JOIN outbox o ON o.id = p.id
          WHERE (p.claimed_until IS NULL OR p.claimed_until < clock_timestamp())
@@ -214,10 +215,6 @@ pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>
         .into_iter()
         .map(|r| OutboxRow {
             id: r.id,
-            body: serde_json::to_vec(&r.payload).expect("JSON values serialise"),
-            created_at: r.created_at,
-            waits: false,
-            claimed_until: None,
             message: OutgoingMessage {
                 message_id: r.message_id,
                 kind: OutgoingKind::parse(&r.kind).unwrap_or(OutgoingKind::Event),
@@ -228,8 +225,13 @@ pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>
                     Value::Object(m) => m,
                     _ => Map::new(),
                 },
-                payload: r.payload,
+                // PostgreSQL checked it as JSON when it was written.
+                payload: serde_json::from_str(&r.body).unwrap_or(Value::Null),
             },
+            body: r.body.into_bytes(),
+            created_at: r.created_at,
+            waits: false,
+            claimed_until: None,
         })
         .collect())
 }
