@@ -8,7 +8,7 @@ pub mod link;
 pub mod publisher;
 pub mod topology;
 
-pub use ack::{ack, requeue};
+pub use ack::{AckWindow, Delivery, ack, ack_all, requeue};
 pub use connect::{accepts, connect, connect_node, node_address};
 pub use link::Link;
 pub use publisher::{Delivered, PublishError, Publisher};

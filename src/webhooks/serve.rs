@@ -113,13 +113,15 @@ async fn feed_session(
         )
         .await?;
     tracing::info!(queue = %queue, "webhook feed ready");
+    // The session's channel and consumer end together: one window for the session.
+    let window = broker::AckWindow::new();
     let mut targets: Vec<db::Target> = Vec::new();
     let mut targets_read = Instant::now() - Duration::from_secs(60);
     loop {
         let first = tokio::select! {
             _ = stop.cancelled() => break,
             next = consumer.next() => match next {
-                Some(d) => d?,
+                Some(d) => broker::Delivery::tracked(d?, &window),
                 None => anyhow::bail!("the consumer was cancelled"),
             },
         };
@@ -127,7 +129,7 @@ async fn feed_session(
         // Whatever else is already here joins the same transaction.
         while batch.len() < FEED_BATCH {
             match tokio::time::timeout(Duration::from_millis(5), consumer.next()).await {
-                Ok(Some(d)) => batch.push(d?),
+                Ok(Some(d)) => batch.push(broker::Delivery::tracked(d?, &window)),
                 _ => break,
             }
         }
@@ -175,12 +177,11 @@ async fn feed_session(
         // One statement: committed on its own.
         db::insert_deliveries(&mut *pool.acquire().await?, &rows).await?;
         // Only now: the rows are there for the sender, whatever happens to this process.
-        for delivery in &batch {
-            if !broker::ack(delivery).await {
-                // The channel is gone: the rest of the batch comes back, and its rows are
-                // there already (one per endpoint and event).
-                anyhow::bail!("an ack of the webhook feed did not reach the broker");
-            }
+        let all: Vec<&broker::Delivery> = batch.iter().collect();
+        if broker::ack_all(&all).await.contains(&false) {
+            // The channel is gone: the rest of the batch comes back, and its rows are
+            // there already (one per endpoint and event).
+            anyhow::bail!("an ack of the webhook feed did not reach the broker");
         }
     }
     let _ = connection.close(200, "stopping".into()).await;

@@ -2,9 +2,9 @@
 //! counter), or the dead-letter queue (with its reason). The copy is confirmed by the broker
 //! before the original is acked, so a crash in between duplicates at worst, never loses.
 
+use crate::broker::Delivery;
 use chrono::Utc;
 use lapin::BasicProperties;
-use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
 
 use super::context::Context;

@@ -344,6 +344,9 @@ async fn consume(
     // arrived on: one from a session replaced meanwhile is dropped (the broker redelivers it).
     let (prepared_tx, mut prepared) = tokio::sync::mpsc::unbounded_channel::<(u64, batch::Item)>();
     let mut session: u64 = 0;
+    // The delivery tags of this channel not settled yet: a batch acks its own run of them at
+    // once. A new channel, or one lapin recovered (its tags start again), gets a new one.
+    let mut window = broker::AckWindow::new();
     loop {
         while tasks.try_join_next().is_some() {}
         // A batch goes when it is full or its linger is over, and a batch slot is free; while
@@ -361,6 +364,7 @@ async fn consume(
                 pending.clear();
                 flush_at = None;
                 session += 1;
+                window = broker::AckWindow::new();
                 (channel, consumer) = open_consumer(&ctx, &link).await?;
                 tracing::info!("consuming on the new broker session");
                 continue;
@@ -383,61 +387,64 @@ async fn consume(
             next = consumer.next(), if pending.len() < batch_size => next,
         };
         match next {
-            Some(Ok(delivery)) => match pipeline::route(&ctx, delivery) {
-                Route::Command(item) => {
-                    pending.push(*item);
-                    if flush_at.is_none() {
-                        flush_at = Some(tokio::time::Instant::now() + linger);
+            Some(Ok(delivery)) => {
+                match pipeline::route(&ctx, broker::Delivery::tracked(delivery, &window)) {
+                    Route::Command(item) => {
+                        pending.push(*item);
+                        if flush_at.is_none() {
+                            flush_at = Some(tokio::time::Instant::now() + linger);
+                        }
+                    }
+                    Route::Import(mut item) => {
+                        let ctx = ctx.clone();
+                        let back = prepared_tx.clone();
+                        let from = session;
+                        tasks.spawn(async move {
+                            batch::prepare_import(&ctx, &mut item).await;
+                            // The loop is gone only when the worker stops: the delivery goes back.
+                            let _ = back.send((from, *item));
+                        });
+                    }
+                    Route::Query(item) => {
+                        let singles = singles.clone();
+                        let ctx = ctx.clone();
+                        tasks.spawn(async move {
+                            let Ok(_permit) = singles.acquire_owned().await else {
+                                return;
+                            };
+                            let span = item.span.clone();
+                            tracing::Instrument::instrument(query::answer(&ctx, *item), span).await;
+                        });
+                    }
+                    Route::Reject(rejected) => {
+                        let singles = singles.clone();
+                        let ctx = ctx.clone();
+                        tasks.spawn(async move {
+                            let Ok(_permit) = singles.acquire_owned().await else {
+                                return;
+                            };
+                            let pipeline::Rejected {
+                                delivery,
+                                msg,
+                                rejection,
+                                span,
+                            } = *rejected;
+                            tracing::Instrument::instrument(
+                                pipeline::reject(&ctx, delivery, msg, rejection),
+                                span,
+                            )
+                            .await;
+                        });
                     }
                 }
-                Route::Import(mut item) => {
-                    let ctx = ctx.clone();
-                    let back = prepared_tx.clone();
-                    let from = session;
-                    tasks.spawn(async move {
-                        batch::prepare_import(&ctx, &mut item).await;
-                        // The loop is gone only when the worker stops: the delivery goes back.
-                        let _ = back.send((from, *item));
-                    });
-                }
-                Route::Query(item) => {
-                    let singles = singles.clone();
-                    let ctx = ctx.clone();
-                    tasks.spawn(async move {
-                        let Ok(_permit) = singles.acquire_owned().await else {
-                            return;
-                        };
-                        let span = item.span.clone();
-                        tracing::Instrument::instrument(query::answer(&ctx, *item), span).await;
-                    });
-                }
-                Route::Reject(rejected) => {
-                    let singles = singles.clone();
-                    let ctx = ctx.clone();
-                    tasks.spawn(async move {
-                        let Ok(_permit) = singles.acquire_owned().await else {
-                            return;
-                        };
-                        let pipeline::Rejected {
-                            delivery,
-                            msg,
-                            rejection,
-                            span,
-                        } = *rejected;
-                        tracing::Instrument::instrument(
-                            pipeline::reject(&ctx, delivery, msg, rejection),
-                            span,
-                        )
-                        .await;
-                    });
-                }
-            },
+            }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "consumer interrupted; waiting for the connection to recover");
                 // What was gathered came through the old channel: its acks cannot reach the
                 // broker, which redelivers it all; the inbox recognises what committed.
                 pending.clear();
                 session += 1;
+                window = broker::AckWindow::new();
                 flush_at = None;
                 tokio::select! {
                     recovered = channel.wait_for_recovery(e) => {

@@ -3,8 +3,8 @@
 //! that fails them: announced (`command.rejected`, and the error reply when asked), then
 //! dead-lettered with its reason, then acked.
 
+use crate::broker::Delivery;
 use backon::Retryable;
-use lapin::message::Delivery;
 use serde_json::json;
 use uuid::Uuid;
 

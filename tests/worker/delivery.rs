@@ -511,14 +511,131 @@ async fn an_ack_counts_only_when_it_reaches_the_broker() {
     let app = spawn_app().await;
     // On an open channel: acked.
     let (_open, delivery) = one_delivery(&app).await;
+    let delivery = onboard::broker::Delivery::untracked(delivery);
     assert!(onboard::broker::ack(&delivery).await);
     // Settled already: lapin answers Ok(false), which is no ack.
     assert!(!onboard::broker::ack(&delivery).await);
     // Its channel closed under it: no ack, no nack, however lapin says so.
     let (channel, delivery) = one_delivery(&app).await;
+    let delivery = onboard::broker::Delivery::untracked(delivery);
     channel.close(200, "gone".into()).await.unwrap();
     assert!(!onboard::broker::ack(&delivery).await);
     assert!(!onboard::broker::requeue(&delivery).await);
+    app.finish().await;
+}
+
+/// `n` messages ("0".."n-1") published to a fresh server-named queue and consumed, in order,
+/// as the worker's consumer takes them: each recorded in `window`.
+async fn tracked_deliveries(
+    app: &TestApp,
+    n: usize,
+    window: &std::sync::Arc<onboard::broker::AckWindow>,
+) -> (lapin::Channel, String, Vec<onboard::broker::Delivery>) {
+    use futures::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
+    use lapin::types::FieldTable;
+    let queue = app.reply_queue().await;
+    let channel = app.connection.create_channel().await.unwrap();
+    for i in 0..n {
+        channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                i.to_string().as_bytes(),
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut deliveries = Vec::new();
+    while deliveries.len() < n {
+        let d = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .expect("a delivery")
+            .expect("the consumer runs")
+            .expect("a delivery, not an error");
+        deliveries.push(onboard::broker::Delivery::tracked(d, window));
+    }
+    (channel, queue, deliveries)
+}
+
+/// What a queue gives a new consumer once the channel that held its deliveries is closed:
+/// the bodies of every message that channel left unacked.
+async fn left_unacked(app: &TestApp, channel: lapin::Channel, queue: &str) -> Vec<String> {
+    use futures::StreamExt;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions};
+    use lapin::types::FieldTable;
+    channel.close(200, "done".into()).await.unwrap();
+    let again = app.connection.create_channel().await.unwrap();
+    let mut consumer = again
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut bodies = Vec::new();
+    while let Ok(Some(Ok(d))) =
+        tokio::time::timeout(Duration::from_millis(500), consumer.next()).await
+    {
+        bodies.push(String::from_utf8(d.data.clone()).unwrap());
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    bodies.sort();
+    bodies
+}
+
+/// A batch acks its deliveries with one `multiple` ack only over tags that are all its own:
+/// while an earlier delivery (another batch's, frozen before its commit) is outstanding, a
+/// later batch's ack covers nothing of it, and the broker still holds it when the channel
+/// goes; once the earlier batch settles, one ack covers its run of tags and nothing past it.
+#[tokio::test]
+async fn a_batch_ack_never_covers_a_delivery_of_another_batch() {
+    let app = spawn_app().await;
+    let window = onboard::broker::AckWindow::new();
+    let (channel, queue, d) = tracked_deliveries(&app, 7, &window).await;
+    // Tags 1..=7 are deliveries "0".."6". Batch B ("1", "3", "4") commits while batch A
+    // ("0", "2") has not: the lowest outstanding tag is A's, so B is acked one by one.
+    let b = [&d[1], &d[3], &d[4]];
+    assert_eq!(onboard::broker::ack_all(&b).await, [true, true, true]);
+    assert!(b.iter().all(|d| !d.acker.usable()), "acked on their own");
+    assert_eq!(window.outstanding(), 4);
+    // Batch A commits: one ack with `multiple` on its highest tag ("2", tag 3) settles "0"
+    // too, whose own acker was never used, and leaves "5" and "6" (tags 6, 7) outstanding.
+    let a = [&d[0], &d[2]];
+    assert_eq!(onboard::broker::ack_all(&a).await, [true, true]);
+    assert!(
+        d[0].acker.usable(),
+        "covered by the multiple ack, not acked on its own"
+    );
+    assert!(!d[2].acker.usable());
+    assert_eq!(window.outstanding(), 2);
+    // A batch of one is acked on its own.
+    let c = [&d[5]];
+    assert_eq!(onboard::broker::ack_all(&c).await, [true]);
+    assert_eq!(window.outstanding(), 1);
+    // The broker agrees: the only message the channel left unacked is "6".
+    assert_eq!(left_unacked(&app, channel, &queue).await, ["6"]);
+
+    // Frozen before its commit, a batch's deliveries stay with the broker whatever the later
+    // batches acked: closing the channel gives back exactly them.
+    let window = onboard::broker::AckWindow::new();
+    let (channel, queue, d) = tracked_deliveries(&app, 6, &window).await;
+    let later = [&d[2], &d[3], &d[4], &d[5]];
+    assert_eq!(onboard::broker::ack_all(&later).await, [true; 4]);
+    assert_eq!(left_unacked(&app, channel, &queue).await, ["0", "1"]);
     app.finish().await;
 }
 

@@ -1,6 +1,6 @@
 //! A command on its way through a batch, and how it ended.
 
-use lapin::message::Delivery;
+use crate::broker::Delivery;
 
 use crate::handlers::Received;
 use crate::messages::{Checked, IncomingMessage};

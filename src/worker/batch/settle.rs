@@ -3,19 +3,20 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::message::Delivery;
 use tracing::Instrument;
 
 use super::item::{End, Item};
-use crate::broker::ack;
+use crate::broker::{Delivery, ack};
 use crate::observe::{self, Disposition, HandlerResult};
 use crate::worker::context::Context;
 use crate::worker::failure::{self, Failure};
 
 /// Carries the sagas on, then acks what is done and hands on what is not. The sagas go
 /// first: they need only the commit, and an ack can wait on a channel the broker session is
-/// losing. After one ack fails, the batch's other deliveries (same channel) are not acked:
-/// the broker redelivers them and the inbox recognises them.
+/// losing. What must wait or failed is handed on first, each on its own; then what is done is
+/// acked together ([`ack::ack_all`]: one `multiple` ack for the batch's run of tags). After
+/// one ack fails, the batch's other deliveries are not acked: the broker redelivers them and
+/// the inbox recognises them.
 pub(super) async fn settle(ctx: &Context, mut ended: Vec<(Item, End)>, started: Instant) {
     let took = started.elapsed();
     let mut sagas = Vec::new();
@@ -25,30 +26,33 @@ pub(super) async fn settle(ctx: &Context, mut ended: Vec<(Item, End)>, started: 
         }
     }
     ctx.runner.start(sagas);
-    let mut acks = true;
+    let mut done = Vec::with_capacity(ended.len());
     for (item, end) in ended {
         let span = item.span.clone();
-        settle_one(ctx, item, end, took, &mut acks)
-            .instrument(span)
-            .await;
+        if let Some(d) = settle_one(ctx, &item, end, took).instrument(span).await {
+            done.push((item, d));
+        }
+    }
+    let deliveries: Vec<&Delivery> = done.iter().map(|(item, _)| &item.delivery).collect();
+    let acked = ack::ack_all(&deliveries).await;
+    for ((item, disposition), acked) in done.iter().zip(acked) {
+        ctx.hooks.settled(
+            item.msg.message_id.as_deref(),
+            &item.msg.routing_key,
+            disposition.if_acked(acked),
+        );
     }
 }
 
-/// Acks a delivery unless an earlier ack of the batch failed; whether it is acked.
-pub(super) async fn ack_if(acks: &mut bool, delivery: &Delivery) -> bool {
-    if *acks {
-        *acks = ack(delivery).await;
-    }
-    *acks
-}
-
+/// Counts and logs how a command ended. One that must wait or failed is handed on here (its
+/// copy to a delay or the dead-letter queue, then its ack); for one that is done, returns what
+/// it is once acked.
 pub(super) async fn settle_one(
     ctx: &Context,
-    item: Item,
+    item: &Item,
     end: End,
     took: Duration,
-    acks: &mut bool,
-) {
+) -> Option<Disposition> {
     let meta = &item.cmd.meta;
     let (result, code) = match &end {
         End::Done { result, code, .. } => (*result, *code),
@@ -59,20 +63,20 @@ pub(super) async fn settle_one(
     };
     ctx.metrics
         .handled(&item.msg.routing_key, result, code, took);
-    let disposition = match end {
+    let handed_on = match end {
         End::Done { .. } => {
             tracing::info!(outcome = result.as_str(), code, "command handled");
             observe::at(&ctx.hooks.after_commit, meta.clone()).await;
-            Disposition::Handled.if_acked(ack_if(acks, &item.delivery).await)
+            return Some(Disposition::Handled);
         }
         End::KeyReused => {
             tracing::warn!("message_id reused for a different command; refused");
             observe::at(&ctx.hooks.after_commit, meta.clone()).await;
-            Disposition::Handled.if_acked(ack_if(acks, &item.delivery).await)
+            return Some(Disposition::Handled);
         }
         End::Duplicate => {
             tracing::info!("duplicate command; already processed");
-            Disposition::Duplicate.if_acked(ack_if(acks, &item.delivery).await)
+            return Some(Disposition::Duplicate);
         }
         End::RetryLater(reason) => {
             failure::retry_later(
@@ -92,6 +96,7 @@ pub(super) async fn settle_one(
     ctx.hooks.settled(
         item.msg.message_id.as_deref(),
         &item.msg.routing_key,
-        disposition,
+        handed_on,
     );
+    None
 }
