@@ -474,63 +474,16 @@ async fn a_correlations_later_event_waits_for_its_earlier_one() {
 
 /// Takes one message from a fresh server-named queue, on a channel of its own.
 async fn one_delivery(app: &TestApp) -> (lapin::Channel, lapin::message::Delivery) {
-    use futures::StreamExt;
-    use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
-    use lapin::types::FieldTable;
-    let queue = app.reply_queue().await;
-    let channel = app.connection.create_channel().await.unwrap();
-    channel
-        .basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            BasicPublishOptions::default(),
-            b"{}",
-            lapin::BasicProperties::default(),
-        )
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let delivery = tokio::time::timeout(WAIT, consumer.next())
-        .await
-        .expect("a delivery")
-        .expect("the consumer runs")
-        .expect("a delivery, not an error");
-    (channel, delivery)
+    let (channel, _, mut deliveries) = deliveries(app, 1).await;
+    (channel, deliveries.remove(0))
 }
 
-#[tokio::test]
-async fn an_ack_counts_only_when_it_reaches_the_broker() {
-    let app = spawn_app().await;
-    // On an open channel: acked.
-    let (_open, delivery) = one_delivery(&app).await;
-    let delivery = onboard::broker::Delivery::untracked(delivery);
-    assert!(onboard::broker::ack(&delivery).await);
-    // Settled already: lapin answers Ok(false), which is no ack.
-    assert!(!onboard::broker::ack(&delivery).await);
-    // Its channel closed under it: no ack, no nack, however lapin says so.
-    let (channel, delivery) = one_delivery(&app).await;
-    let delivery = onboard::broker::Delivery::untracked(delivery);
-    channel.close(200, "gone".into()).await.unwrap();
-    assert!(!onboard::broker::ack(&delivery).await);
-    assert!(!onboard::broker::requeue(&delivery).await);
-    app.finish().await;
-}
-
-/// `n` messages ("0".."n-1") published to a fresh server-named queue and consumed, in order,
-/// as the worker's consumer takes them: each recorded in `window`.
-async fn tracked_deliveries(
+/// `n` messages ("0".."n-1") published to a fresh server-named queue and consumed in order,
+/// on a channel of their own.
+async fn deliveries(
     app: &TestApp,
     n: usize,
-    window: &std::sync::Arc<onboard::broker::AckWindow>,
-) -> (lapin::Channel, String, Vec<onboard::broker::Delivery>) {
+) -> (lapin::Channel, String, Vec<lapin::message::Delivery>) {
     use futures::StreamExt;
     use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
     use lapin::types::FieldTable;
@@ -557,16 +510,48 @@ async fn tracked_deliveries(
         )
         .await
         .unwrap();
-    let mut deliveries = Vec::new();
-    while deliveries.len() < n {
+    let mut taken = Vec::new();
+    while taken.len() < n {
         let d = tokio::time::timeout(WAIT, consumer.next())
             .await
             .expect("a delivery")
             .expect("the consumer runs")
             .expect("a delivery, not an error");
-        deliveries.push(onboard::broker::Delivery::tracked(d, window));
+        taken.push(d);
     }
-    (channel, queue, deliveries)
+    (channel, queue.to_string(), taken)
+}
+
+#[tokio::test]
+async fn an_ack_counts_only_when_it_reaches_the_broker() {
+    let app = spawn_app().await;
+    // On an open channel: acked.
+    let (_open, delivery) = one_delivery(&app).await;
+    let delivery = onboard::broker::Delivery::untracked(delivery);
+    assert!(onboard::broker::ack(&delivery).await);
+    // Settled already: lapin answers Ok(false), which is no ack.
+    assert!(!onboard::broker::ack(&delivery).await);
+    // Its channel closed under it: no ack, no nack, however lapin says so.
+    let (channel, delivery) = one_delivery(&app).await;
+    let delivery = onboard::broker::Delivery::untracked(delivery);
+    channel.close(200, "gone".into()).await.unwrap();
+    assert!(!onboard::broker::ack(&delivery).await);
+    assert!(!onboard::broker::requeue(&delivery).await);
+    app.finish().await;
+}
+
+/// [`deliveries`], each recorded in `window` as the worker's consumer records them.
+async fn tracked_deliveries(
+    app: &TestApp,
+    n: usize,
+    window: &std::sync::Arc<onboard::broker::AckWindow>,
+) -> (lapin::Channel, String, Vec<onboard::broker::Delivery>) {
+    let (channel, queue, taken) = deliveries(app, n).await;
+    let tracked = taken
+        .into_iter()
+        .map(|d| onboard::broker::Delivery::tracked(d, window))
+        .collect();
+    (channel, queue, tracked)
 }
 
 /// What a queue gives a new consumer once the channel that held its deliveries is closed:
