@@ -167,19 +167,27 @@ async fn ack_each(deliveries: &[&Delivery]) -> Vec<bool> {
     acked
 }
 
+impl Delivery {
+    /// Settles this delivery alone (`settle`: its one ack or nack, `true` when it went out)
+    /// under its window's send lock, and takes its tag out of the window when it went out.
+    async fn alone(&self, settle: impl Future<Output = bool>) -> bool {
+        let _sending = match &self.window {
+            Some(w) => Some(w.sending.lock().await),
+            None => None,
+        };
+        let ok = settle.await;
+        if let (true, Some(w)) = (ok, &self.window) {
+            w.settled(&[self.delivery_tag]);
+        }
+        ok
+    }
+}
+
 /// Acks one delivery on its own; `true` only when the ack went out.
 pub async fn ack(delivery: &Delivery) -> bool {
-    match &delivery.window {
-        Some(window) => {
-            let _sending = window.sending.lock().await;
-            let ok = send(delivery, BasicAckOptions::default()).await;
-            if ok {
-                window.settled(&[delivery.delivery_tag]);
-            }
-            ok
-        }
-        None => send(delivery, BasicAckOptions::default()).await,
-    }
+    delivery
+        .alone(send(delivery, BasicAckOptions::default()))
+        .await
 }
 
 async fn send(delivery: &Delivery, options: BasicAckOptions) -> bool {
@@ -210,21 +218,16 @@ async fn send(delivery: &Delivery, options: BasicAckOptions) -> bool {
 /// `true` only when the nack went out. When it did not, the broker requeues the delivery
 /// once its channel is gone, all the same.
 pub async fn requeue(delivery: &Delivery) -> bool {
-    let _sending = match &delivery.window {
-        Some(w) => Some(w.sending.lock().await),
-        None => None,
-    };
+    delivery.alone(nack(delivery)).await
+}
+
+async fn nack(delivery: &Delivery) -> bool {
     let nack = delivery.inner.nack(BasicNackOptions {
         requeue: true,
         ..Default::default()
     });
     match tokio::time::timeout(ACK_TIMEOUT, nack).await {
-        Ok(Ok(true)) => {
-            if let Some(w) = &delivery.window {
-                w.settled(&[delivery.delivery_tag]);
-            }
-            true
-        }
+        Ok(Ok(true)) => true,
         Ok(Ok(false)) => {
             tracing::warn!("nack not sent: the channel is gone; the broker will redeliver");
             false
