@@ -12,4 +12,4 @@ pub use ack::{AckWindow, Delivery, ack, ack_all, requeue};
 pub use connect::{accepts, connect, connect_node, node_address};
 pub use link::Link;
 pub use publisher::{Delivered, PublishError, Publisher};
-pub use topology::{Names, declare};
+pub use topology::{Names, declare_on};

@@ -91,7 +91,11 @@ fn durable() -> ExchangeDeclareOptions {
 
 /// Declares the whole topology. A queue that exists with other arguments makes the broker
 /// close the channel with PRECONDITION_FAILED; the error then names the queue.
-pub async fn declare(channel: &Channel, settings: &Settings) -> Result<Names, TopologyError> {
+async fn declare(
+    channel: &Channel,
+    settings: &Settings,
+    kept: &KeptModes,
+) -> Result<Names, TopologyError> {
     let names = Names::new(&settings.broker.prefix);
     let at = |what: &str| {
         let what = what.to_string();
@@ -207,14 +211,37 @@ pub async fn declare(channel: &Channel, settings: &Settings) -> Result<Names, To
         table(&args)
     };
 
+    // The two queues that only fill (read by operators, or by nobody until a subscriber
+    // binds) are lazy when classic: their messages go to disk as they arrive and leave the
+    // broker's memory, instead of being held there too (persistent, they are written to disk
+    // either way). Held in memory, the unrouted events of a busy worker made the queue's
+    // process a large heap that the broker garbage-collected over and over: a quarter of
+    // RabbitMQ's CPU under the saga benchmark (issue 24, docs/benchmark.md). A storage choice,
+    // not part of the contract: a queue an earlier version declared without it keeps its own
+    // ([`KeptModes`]). Quorum queues have no modes.
+    let lazy = |name: &str, extra: &[(&str, AMQPValue)]| {
+        let mut args: Vec<(&str, AMQPValue)> = extra.to_vec();
+        if !settings.broker.replicated_queues {
+            match kept.0.get(name) {
+                Some(Some(theirs)) => args.push(("x-queue-mode", long(theirs))),
+                Some(None) => {}
+                None => args.push(("x-queue-mode", long("lazy"))),
+            }
+        }
+        side(&args)
+    };
+
     // Dead letters: operators browse them by get-and-requeue, so the queue has no delivery
     // limit (a quorum queue without `x-delivery-limit` has none before RabbitMQ 4).
-    queue(&names.dead_queue, side(&[])).await?;
+    queue(&names.dead_queue, lazy(&names.dead_queue, &[])).await?;
     bind(&names.dead_queue, &names.dead_exchange, "").await?;
 
     queue(
         &names.unrouted_events,
-        side(&[("x-max-length", AMQPValue::LongLongInt(100_000))]),
+        lazy(
+            &names.unrouted_events,
+            &[("x-max-length", AMQPValue::LongLongInt(100_000))],
+        ),
     )
     .await?;
     bind(&names.unrouted_events, &names.unrouted_events, "").await?;
@@ -310,28 +337,52 @@ pub async fn check(connection: &lapin::Connection, names: &Names) -> Result<Dept
     result
 }
 
-/// Declares the topology on a channel of its own. When a queue exists with other arguments,
-/// finds every argument that differs, not only the first: the broker names one difference per
-/// refusal, so the declare is repeated on a fresh channel with that argument as the broker has
-/// it, until it passes (a declare that matches an existing queue changes nothing).
+/// Declares the topology on a channel of its own. A queue that exists in another storage
+/// mode (`x-queue-mode`) is declared again as it is ([`KeptModes`]). When a queue exists with
+/// other arguments, finds every argument that differs, not only the first: the broker names
+/// one difference per refusal, so the declare is repeated on a fresh channel with that
+/// argument as the broker has it, until it passes (a declare that matches an existing queue
+/// changes nothing).
 pub async fn declare_on(
     connection: &lapin::Connection,
     settings: &Settings,
 ) -> Result<Names, TopologyError> {
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| TopologyError::new("a channel".into(), e))?;
-    match declare(&channel, settings).await {
-        Ok(names) => Ok(names),
-        Err(mut e) => {
-            if let (Some(first), Some((queue, args))) = (e.mismatch(), e.declared.take()) {
-                e.mismatches = probe(connection, &queue, args, first).await;
-            }
-            Err(e)
+    let mut kept = KeptModes::default();
+    loop {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| TopologyError::new("a channel".into(), e))?;
+        let mut e = match declare(&channel, settings, &kept).await {
+            Ok(names) => return Ok(names),
+            Err(e) => e,
+        };
+        let (Some(first), Some((queue, args))) = (e.mismatch(), e.declared.take()) else {
+            return Err(e);
+        };
+        // A queue that exists in another storage mode keeps it (one more declare per such
+        // queue; the dead-letter and unrouted queues are the only ones we make lazy).
+        if first.argument == "x-queue-mode" && !kept.0.contains_key(&queue) {
+            tracing::warn!(
+                queue = %queue,
+                mode = first.theirs.as_deref().unwrap_or("default"),
+                "the queue exists in another mode than lazy (declared by an earlier version): \
+                 it is kept as it is; docs/operating.md says how to make it lazy"
+            );
+            kept.0.insert(queue, first.theirs);
+            continue;
         }
+        e.mismatches = probe(connection, &queue, args, first).await;
+        return Err(e);
     }
 }
+
+/// Queues found to exist in another `x-queue-mode` than we declare, with the broker's value
+/// (`None`: not set): declared as they are. Lazy mode is how a queue stores its messages, not
+/// what it holds, and a queue's arguments cannot change in place: an upgraded worker must
+/// not refuse to start over it, nor an operator have to empty a dead-letter queue to move on.
+#[derive(Debug, Default)]
+struct KeptModes(std::collections::HashMap<String, Option<String>>);
 
 async fn probe(
     connection: &lapin::Connection,

@@ -289,3 +289,126 @@ async fn metrics_count_duplicates_retries_and_outside_call_durations() {
     );
     app.finish().await;
 }
+
+/// Declares `queue` durable with `args` on a channel of its own; the broker's refusal text.
+async fn declare_refused(app: &TestApp, queue: &str, args: FieldTable) -> Option<String> {
+    let channel = app.connection.create_channel().await.unwrap();
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    match channel.queue_declare(queue.into(), options, args).await {
+        Ok(_) => {
+            let _ = channel.close(200, "declared".into()).await;
+            None
+        }
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// Issue 24: the two queues that only fill (dead letters, events nobody subscribed to) are
+/// lazy, so the broker keeps their messages on disk rather than in its memory as well; and a
+/// worker upgraded over such queues declared by an earlier version without that mode starts
+/// on them as they are, their messages kept, instead of refusing to start.
+#[tokio::test]
+async fn the_queues_that_only_fill_are_lazy_and_an_earlier_plain_one_is_kept() {
+    let mut app = spawn_app().await;
+    let names = app.names();
+    let max_length = |args: &mut FieldTable| {
+        args.insert("x-max-length".into(), AMQPValue::LongLongInt(100_000));
+    };
+    let classic = || {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(LongString::from(b"classic".to_vec())),
+        );
+        args
+    };
+    // Declared by this worker: the same queue without the mode is refused, naming it.
+    let mut unrouted = classic();
+    max_length(&mut unrouted);
+    for (queue, args) in [
+        (&names.dead_queue, classic()),
+        (&names.unrouted_events, unrouted.clone()),
+    ] {
+        let refused = declare_refused(&app, queue, args)
+            .await
+            .unwrap_or_else(|| panic!("{queue} accepted a declare without x-queue-mode"));
+        assert!(
+            refused.contains("inequivalent arg 'x-queue-mode'") && refused.contains("lazy"),
+            "{queue}: {refused}"
+        );
+    }
+
+    // An earlier version's queues: the same, but not lazy, each holding a message.
+    app.stop_worker().await;
+    for (queue, args) in [
+        (&names.dead_queue, classic()),
+        (&names.unrouted_events, unrouted),
+    ] {
+        app.channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+        app.channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .unwrap();
+        app.channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                Default::default(),
+                b"kept",
+                Default::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    app.start_worker(None).await;
+    for queue in [&names.dead_queue, &names.unrouted_events] {
+        // Still the earlier queue (a lazy declare is refused now), with its message.
+        let refused = declare_refused(&app, queue, {
+            let mut args = classic();
+            if *queue == names.unrouted_events {
+                max_length(&mut args);
+            }
+            args.insert(
+                "x-queue-mode".into(),
+                AMQPValue::LongString(LongString::from(b"lazy".to_vec())),
+            );
+            args
+        })
+        .await
+        .unwrap_or_else(|| panic!("{queue} was replaced by a lazy one"));
+        assert!(refused.contains("x-queue-mode"), "{queue}: {refused}");
+        let kept = app
+            .channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(kept.message_count(), 1, "{queue}");
+    }
+    // And it onboards over them.
+    let id = app.create_client(&seed_sg_client()).await;
+    app.wait_for_event("client.onboarding_completed", Some(&id))
+        .await;
+    app.finish().await;
+}

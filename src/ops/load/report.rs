@@ -31,6 +31,33 @@ pub struct Latency {
     pub mean_ms: f64,
 }
 
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    pub first_s: f64,
+    pub p10_s: f64,
+    pub p50_s: f64,
+    pub p90_s: f64,
+    pub p99_s: f64,
+}
+
+impl Progress {
+    /// From each outcome's seconds since the clock started, in any order.
+    pub fn of(mut seconds: Vec<f64>) -> Self {
+        if seconds.is_empty() {
+            return Self::default();
+        }
+        seconds.sort_by(f64::total_cmp);
+        let at = |q: f64| seconds[((seconds.len() - 1) as f64 * q).round() as usize];
+        Self {
+            first_s: seconds[0],
+            p10_s: at(0.10),
+            p50_s: at(0.50),
+            p90_s: at(0.90),
+            p99_s: at(0.99),
+        }
+    }
+}
+
 /// What a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -51,6 +78,10 @@ pub struct Report {
     pub prefilled: bool,
     /// Outcomes per second over `elapsed_seconds`.
     pub throughput_per_sec: f64,
+    /// Seconds from the clock's start to the first outcome and to the 10th, 50th, 90th and
+    /// last hundredth of them: how long the pipeline takes to fill and to drain, beside the
+    /// rate between (a run's first and last moments cost more than its middle).
+    pub progress: Progress,
     pub latency: Latency,
     /// Commands settled, per outcome event type.
     pub outcomes: BTreeMap<String, u64>,

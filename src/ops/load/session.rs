@@ -8,6 +8,7 @@ use super::phase::PhaseReport;
 use super::phase::Planned;
 use super::phase::Shared;
 use super::report::Latency;
+use super::report::Progress;
 use super::report::Report;
 use super::report::Seen;
 use super::report::rate;
@@ -56,7 +57,7 @@ impl Session {
     ) -> anyhow::Result<Session> {
         let subscriber = broker::connect(&settings.broker, "onboard-lab load (events)").await?;
         let sub_channel = subscriber.create_channel().await?;
-        let names = broker::declare(&sub_channel, settings).await?;
+        let names = broker::declare_on(&subscriber, settings).await?;
         // Only the outcomes, unless every event is wanted (or the phases' are many).
         let keys: Vec<&str> =
             if options.record_events || options.every_event || scenario != Scenario::Create {
@@ -317,6 +318,13 @@ impl Session {
             elapsed_seconds: elapsed,
             prefilled: options.prefill,
             throughput_per_sec: rate(s.settled, elapsed),
+            progress: Progress::of(
+                s.settled_at
+                    .iter()
+                    .flatten()
+                    .map(|t| t.saturating_duration_since(clock).as_secs_f64())
+                    .collect(),
+            ),
             latency,
             outcomes: s.outcomes.clone(),
             repeated_outcomes: s.repeated,
