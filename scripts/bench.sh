@@ -354,6 +354,8 @@ if [[ " $PHASES " == *" saga "* ]]; then
     md ""
     md "- **$(printf '%.0f' "$SAGA") onboardings/s** ($(json_num elapsed_seconds "$OUT/saga-full.json") s for $(json_num published "$OUT/saga-full.json") commands, $(json_num missing_count "$OUT/saga-full.json") without an outcome); with the publisher alongside (above): $(printf '%.0f' "$STREAMED")/s"
     md "- CPU from the worker's start: $CPU"
+    F=$OUT/saga-full.json
+    md "- outcomes over time (s from the worker's attach): first $(printf '%.2f' "$(json_num first_s "$F")"), 10% $(printf '%.2f' "$(json_num p10_s "$F")"), 50% $(printf '%.2f' "$(json_num p50_s "$F")"), 90% $(printf '%.2f' "$(json_num p90_s "$F")"), 99% $(printf '%.2f' "$(json_num p99_s "$F")"); between 10% and 90%: $(awk -v a="$(json_num p10_s "$F")" -v b="$(json_num p90_s "$F")" -v n="$N" 'BEGIN { if (b > a) printf "%.0f", 0.8 * n / (b - a); else print "n/a" }')/s (the pipeline's fill and drain left out)"
     md "$(cost_line onboard_bench "$N")"
     say "   $(printf '%.0f' "$SAGA") onboardings/s from a full queue"
     stop_worker
@@ -459,7 +461,8 @@ WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 ORDER BY total_exec_time DESC LIMIT 15
 SQL
         md ""
-        md "$(psql "$ONBOARD__DATABASE__URL" -AtX -v n="$N" -c "SELECT format('- all statements: %s calls, %s ms of execution per onboarding', round(sum(calls)::numeric / :n, 1), round((sum(total_exec_time) / :n)::numeric, 3)) FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())")"
+        # psql interpolates :n in what it reads, not in -c.
+        md "$(psql "$ONBOARD__DATABASE__URL" -AtX -v n="$N" <<<"SELECT format('- all statements: %s calls, %s ms of execution per onboarding', round(sum(calls)::numeric / :n, 1), round((sum(total_exec_time) / :n)::numeric, 3)) FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())")"
         md "$(cost_line onboard_bench_profile "$N")"
         md ""
     fi
