@@ -100,7 +100,9 @@ pub(super) struct Shared {
     pub(super) settled_at: Vec<Option<Instant>>,
     /// The outcome event's (type, message_id) once seen.
     pub(super) outcome: Vec<Option<(String, Option<String>)>>,
-    pub(super) data: Vec<Option<serde_json::Value>>,
+    /// The outcome event's body as it came: parsed for its `data` once the phase is over, so
+    /// the observer spends as little as it can on the cores it shares with what it measures.
+    pub(super) body: Vec<Option<Vec<u8>>>,
     pub(super) histogram: Histogram<u64>,
     pub(super) outcomes: BTreeMap<String, u64>,
     pub(super) settled: usize,
@@ -118,7 +120,7 @@ impl Shared {
             published_at: Vec::new(),
             settled_at: Vec::new(),
             outcome: Vec::new(),
-            data: Vec::new(),
+            body: Vec::new(),
             histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
             outcomes: BTreeMap::new(),
             settled: 0,
@@ -144,6 +146,6 @@ impl Shared {
         self.published_at = vec![None; n];
         self.settled_at = vec![None; n];
         self.outcome = vec![None; n];
-        self.data = vec![None; n];
+        self.body = vec![None; n];
     }
 }

@@ -91,14 +91,15 @@ impl Session {
             let progress = progress.clone();
             let record = options.record_events;
             tokio::spawn(async move {
-                while let Some(Ok(delivery)) = consumer.next().await {
+                while let Some(Ok(mut delivery)) = consumer.next().await {
+                    let data = std::mem::take(&mut delivery.data);
                     let p = &delivery.properties;
                     let event_type = delivery.routing_key.as_str();
                     let correlation = p.correlation_id().as_ref().map(|c| c.as_str());
                     let message_id = p.message_id().as_ref().map(|m| m.as_str().to_string());
                     let mut s = shared.lock().expect("load state");
                     let body = || {
-                        serde_json::from_slice::<serde_json::Value>(&delivery.data)
+                        serde_json::from_slice::<serde_json::Value>(&data)
                             .unwrap_or(serde_json::Value::Null)
                     };
                     if record {
@@ -126,7 +127,7 @@ impl Session {
                             }
                             s.settled_at[i] = Some(now);
                             s.outcome[i] = Some((event_type.to_string(), message_id));
-                            s.data[i] = body().get("data").cloned();
+                            s.body[i] = Some(data);
                             *s.outcomes.entry(event_type.to_string()).or_insert(0) += 1;
                             s.settled += 1;
                             s.last_outcome = Some(now);
@@ -297,13 +298,18 @@ impl Session {
             .map(|i| phase.commands[i].sent.message_id.clone())
             .collect();
         // Only the successes carry data the next phase can use.
-        let raw = std::mem::take(&mut s.data);
+        let raw = std::mem::take(&mut s.body);
         let data = s
             .outcome
             .iter()
             .zip(raw)
-            .map(|(o, d)| match o {
-                Some((t, _)) if t == phase.outcome_event => d,
+            .map(|(o, body)| match (o, body) {
+                (Some((t, _)), Some(body)) if t == phase.outcome_event => {
+                    serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()?
+                        .get_mut("data")
+                        .map(serde_json::Value::take)
+                }
                 _ => None,
             })
             .collect();
