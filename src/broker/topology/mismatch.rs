@@ -153,6 +153,10 @@ impl Mismatch {
                 " (the commands queue is always quorum; the others are quorum only with \
                  broker.replicated_queues)"
             }
+            "x-queue-mode" => {
+                " (the dead-letter and unrouted-events queues are lazy; a queue in another mode \
+                 is kept as it is when nothing else differs)"
+            }
             "x-dead-letter-exchange" | "x-dead-letter-strategy" | "x-overflow" => {
                 " (fixed: dead letters go to <prefix>.dead, at least once)"
             }
