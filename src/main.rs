@@ -20,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// mimalloc keeps the memory it freed for a second (v3's `purge_delay`, 1,000 ms) before it
 /// gives it back to the OS, so under a steady load a second's worth of freed buffers stays
 /// resident: the worker's peak RSS with 10,000 commands in flight was 144-151 MB (issue 24's
-/// goal: 150). Given back after 100 ms it was 121-126 MB, with no difference in the worker's
+/// goal: 150). Given back after 100 ms it was 122-136 MB, with no difference in the worker's
 /// CPU per onboarding in three alternating saga runs (docs/benchmark.md).
 mod allocator {
     use std::ffi::{c_int, c_long};

@@ -313,25 +313,26 @@ async fn declare_durable(app: &TestApp, queue: &str, args: FieldTable) -> Result
 async fn the_queues_that_only_fill_are_lazy_and_an_earlier_plain_one_is_kept() {
     let mut app = spawn_app().await;
     let names = app.names();
-    let max_length = |args: &mut FieldTable| {
-        args.insert("x-max-length".into(), AMQPValue::LongLongInt(100_000));
-    };
-    let classic = || {
+    let long = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
+    // Each queue with its arguments but the mode: as an earlier version declared it.
+    let plain: Vec<(&String, FieldTable)> = [
+        (&names.dead_queue, None),
+        (&names.unrouted_events, Some(100_000)),
+    ]
+    .into_iter()
+    .map(|(queue, max_length)| {
         let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(LongString::from(b"classic".to_vec())),
-        );
-        args
-    };
+        args.insert("x-queue-type".into(), long("classic"));
+        if let Some(n) = max_length {
+            args.insert("x-max-length".into(), AMQPValue::LongLongInt(n));
+        }
+        (queue, args)
+    })
+    .collect();
+
     // Declared by this worker: the same queue without the mode is refused, naming it.
-    let mut unrouted = classic();
-    max_length(&mut unrouted);
-    for (queue, args) in [
-        (&names.dead_queue, classic()),
-        (&names.unrouted_events, unrouted.clone()),
-    ] {
-        let refused = declare_durable(&app, queue, args)
+    for (queue, args) in &plain {
+        let refused = declare_durable(&app, queue, args.clone())
             .await
             .expect_err("a declare without x-queue-mode was accepted");
         assert!(
@@ -342,15 +343,12 @@ async fn the_queues_that_only_fill_are_lazy_and_an_earlier_plain_one_is_kept() {
 
     // An earlier version's queues: the same, but not lazy, each holding a message.
     app.stop_worker().await;
-    for (queue, args) in [
-        (&names.dead_queue, classic()),
-        (&names.unrouted_events, unrouted),
-    ] {
+    for (queue, args) in &plain {
         app.channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await
             .unwrap();
-        declare_durable(&app, queue, args).await.unwrap();
+        declare_durable(&app, queue, args.clone()).await.unwrap();
         app.channel
             .basic_publish(
                 "".into(),
@@ -365,21 +363,13 @@ async fn the_queues_that_only_fill_are_lazy_and_an_earlier_plain_one_is_kept() {
             .unwrap();
     }
     app.start_worker(None).await;
-    for queue in [&names.dead_queue, &names.unrouted_events] {
+    for (queue, args) in &plain {
         // Still the earlier queue (a lazy declare is refused now), with its message.
-        let refused = declare_durable(&app, queue, {
-            let mut args = classic();
-            if *queue == names.unrouted_events {
-                max_length(&mut args);
-            }
-            args.insert(
-                "x-queue-mode".into(),
-                AMQPValue::LongString(LongString::from(b"lazy".to_vec())),
-            );
-            args
-        })
-        .await
-        .expect_err("the queue was replaced by a lazy one");
+        let mut lazy = args.clone();
+        lazy.insert("x-queue-mode".into(), long("lazy"));
+        let refused = declare_durable(&app, queue, lazy)
+            .await
+            .expect_err("the queue was replaced by a lazy one");
         assert!(refused.contains("x-queue-mode"), "{queue}: {refused}");
         assert_eq!(app.queue_depth(queue).await, 1, "{queue}");
     }
