@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::Wake;
 use super::relay::publish_rows;
 use crate::broker::{Names, Publisher};
 use crate::messages::OutgoingMessage;
@@ -31,6 +32,8 @@ pub struct Dispatcher {
     names: Names,
     /// The claim this worker puts on the rows it writes.
     claim: WriterClaim,
+    /// Its relay's: rows that waited for one this dispatcher publishes go out right after it.
+    wake: Wake,
 }
 
 impl Dispatcher {
@@ -40,6 +43,7 @@ impl Dispatcher {
         names: Names,
         worker_id: Uuid,
         claim_for: Duration,
+        wake: Wake,
     ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
             pool,
@@ -49,6 +53,7 @@ impl Dispatcher {
                 worker_id,
                 seconds: claim_for.as_secs_f64(),
             },
+            wake,
         })
     }
 
@@ -85,10 +90,20 @@ impl Dispatcher {
     /// Publishes `rows` (in order, with confirms) and marks the confirmed ones published.
     /// Never fails: whatever does not get out is left to the relay. Rows written waiting for
     /// an earlier row of their correlation, and rows whose claim has less than half its length
-    /// left, are the relay's (see the module docs).
+    /// left, are the relay's (see the module docs); the relay is woken for the waiting ones
+    /// now and after each of this dispatcher's publishes while their earlier rows may be ours.
     pub async fn dispatch(&self, rows: Vec<OutboxRow>) {
         let margin = Duration::from_secs_f64(self.claim.seconds / 2.0);
         let now = Instant::now();
+        let waiting = rows.iter().filter(|r| r.waits).count();
+        if waiting > 0 {
+            tracing::debug!(
+                rows = waiting,
+                "outbox rows wait for an earlier row of their correlation; the relay publishes them after it"
+            );
+            self.wake
+                .rows_wait(Duration::from_secs_f64(self.claim.seconds));
+        }
         let (rows, late): (Vec<OutboxRow>, Vec<OutboxRow>) = rows
             .into_iter()
             .filter(|r| !r.waits)
@@ -115,10 +130,13 @@ impl Dispatcher {
             store::outbox::mark_published(&mut conn, &sent.published).await
         }
         .await;
-        if let Err(e) = marked {
-            // Published but not marked: a relay publishes them again once the claim runs out
-            // (subscribers dedupe on message_id).
-            tracing::warn!(error = %e, rows = sent.published.len(), "published outbox rows not marked; they may be published twice");
+        match marked {
+            Ok(()) => self.wake.published(),
+            Err(e) => {
+                // Published but not marked: a relay publishes them again once the claim runs out
+                // (subscribers dedupe on message_id).
+                tracing::warn!(error = %e, rows = sent.published.len(), "published outbox rows not marked; they may be published twice");
+            }
         }
     }
 }

@@ -4,5 +4,7 @@
 
 pub mod dispatch;
 pub mod relay;
+pub mod wake;
 
 pub use dispatch::Dispatcher;
+pub use wake::Wake;

@@ -7,8 +7,9 @@
 //! with no claim or an expired one: those of a worker that died between commit and publish
 //! (its claim ran out, `outbox.dispatch_grace_ms` after the insert), a publish that failed
 //! (its claim was given back), rows that wait for an earlier row of their correlation, and
-//! rows a tool wrote. It polls every `outbox.poll_interval_ms` and wakes on
-//! `LISTEN onboard_outbox`.
+//! rows a tool wrote. It polls every `outbox.poll_interval_ms`, wakes on
+//! `LISTEN onboard_outbox`, and is woken by its own worker's dispatcher when rows wait for
+//! one that dispatcher publishes ([`Wake`]).
 
 use std::time::{Duration, Instant};
 
@@ -25,19 +26,35 @@ use crate::configuration::{InboxSettings, OutboxSettings};
 use crate::messages::{OutgoingKind, OutgoingMessage};
 use crate::store::{self, outbox::OutboxRow};
 
+use super::Wake;
+
 pub const CHANNEL: &str = "onboard_outbox";
 
+/// A worker's relay: what it publishes with and how it is woken.
+pub struct Relay {
+    pub pool: PgPool,
+    pub publisher: Publisher,
+    pub names: Names,
+    pub settings: OutboxSettings,
+    /// For pruning the inbox, which the relay does beside the outbox.
+    pub inbox: InboxSettings,
+    /// Each round is counted here when given.
+    pub metrics: Option<crate::metrics::Metrics>,
+    /// Shared with the worker's dispatcher.
+    pub wake: Wake,
+}
+
 /// Runs until `stop` is cancelled, then makes one last pass over every row it may take.
-/// Each round is counted in `metrics` when given.
-pub async fn run(
-    pool: PgPool,
-    publisher: Publisher,
-    names: Names,
-    settings: OutboxSettings,
-    inbox: InboxSettings,
-    metrics: Option<crate::metrics::Metrics>,
-    stop: CancellationToken,
-) {
+pub async fn run(relay: Relay, stop: CancellationToken) {
+    let Relay {
+        pool,
+        publisher,
+        names,
+        settings,
+        inbox,
+        metrics,
+        wake,
+    } = relay;
     let poll = Duration::from_millis(settings.poll_interval_ms);
     let mut listener = listen(&pool).await;
     let mut last_prune = Instant::now() - Duration::from_secs(3600);
@@ -82,7 +99,8 @@ pub async fn run(
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = wake(&mut listener, poll) => {}
+            _ = woken(&mut listener, poll) => {}
+            _ = wake.notified() => {}
         }
     }
     if let Err(e) = relay_pending(&pool, &publisher, &names, settings.batch_size).await {
@@ -97,7 +115,7 @@ async fn listen(pool: &PgPool) -> Option<PgListener> {
 }
 
 /// Returns on a notification or after `poll`, whichever comes first.
-async fn wake(listener: &mut Option<PgListener>, poll: Duration) {
+async fn woken(listener: &mut Option<PgListener>, poll: Duration) {
     match listener {
         Some(l) => match tokio::time::timeout(poll, l.try_recv()).await {
             Ok(Ok(Some(_))) | Err(_) => {}
@@ -115,8 +133,9 @@ async fn wake(listener: &mut Option<PgListener>, poll: Duration) {
     }
 }
 
-/// Publishes batches until the outbox has nothing pending (or a batch fails). Returns the
-/// number of rows published.
+/// Publishes batches until a round claims nothing (or a batch fails): a round that published
+/// a correlation's earlier row makes its later ones claimable in the next. Returns the number
+/// of rows claimed.
 pub async fn relay_pending(
     pool: &PgPool,
     publisher: &Publisher,
@@ -127,7 +146,7 @@ pub async fn relay_pending(
     loop {
         let n = relay_batch(pool, publisher, names, batch_size).await?;
         total += n;
-        if (n as i64) < batch_size {
+        if n == 0 {
             return Ok(total);
         }
     }

@@ -112,22 +112,27 @@ impl Worker {
         let confirm = Duration::from_millis(settings.broker.confirm_timeout_ms);
         let publisher = publish_link.publisher(confirm).await?;
         let relay_publisher = publish_link.publisher(confirm).await?;
+        let wake = outbox::Wake::default();
         let dispatcher = outbox::Dispatcher::new(
             pool.clone(),
             publish_link.publisher(confirm).await?,
             names.clone(),
             worker_id,
             Duration::from_millis(settings.outbox.dispatch_grace_ms),
+            wake.clone(),
         );
 
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(outbox::relay::run(
-            pool.clone(),
-            relay_publisher,
-            names.clone(),
-            settings.outbox.clone(),
-            settings.inbox.clone(),
-            Some(metrics.clone()),
+            outbox::relay::Relay {
+                pool: pool.clone(),
+                publisher: relay_publisher,
+                names: names.clone(),
+                settings: settings.outbox.clone(),
+                inbox: settings.inbox.clone(),
+                metrics: Some(metrics.clone()),
+                wake,
+            },
             relay_stop.clone(),
         ));
 

@@ -472,6 +472,98 @@ async fn a_correlations_later_event_waits_for_its_earlier_one() {
     app.finish().await;
 }
 
+/// Issue 24: a row written while an earlier row of its correlation was still this worker's
+/// to publish waits for it, and goes out as soon as this worker published that one: its
+/// dispatcher wakes its relay then, not the relay's next poll (an hour here, so a test that
+/// relied on the poll would time out).
+#[tokio::test]
+async fn a_row_that_waited_for_an_earlier_one_goes_out_as_soon_as_that_one_is_published() {
+    use onboard::messages::OutgoingMessage;
+    use onboard::outbox::{Dispatcher, Wake, relay};
+    let mut app = spawn_app().await;
+    // The worker's own relay polls every 200 ms in tests: stopped, only the one below runs.
+    app.stop_worker().await;
+    let confirm = Duration::from_secs(5);
+    let open = || onboard::broker::Publisher::open(&app.connection, confirm);
+    let (dispatch_publisher, relay_publisher) = (open().await.unwrap(), open().await.unwrap());
+    let wake = Wake::default();
+    let dispatcher = Dispatcher::new(
+        app.pool.clone(),
+        dispatch_publisher,
+        app.names(),
+        uuid::Uuid::new_v4(),
+        Duration::from_secs(60),
+        wake.clone(),
+    );
+    let mut outbox = app.settings.outbox.clone();
+    outbox.poll_interval_ms = 3_600_000;
+    let stop = tokio_util::sync::CancellationToken::new();
+    // The relay's rounds, counted as its worker's metrics count them.
+    let metrics = onboard::metrics::Metrics::new([]);
+    let rounds = || {
+        metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix("onboard_outbox_relay_rounds_total "))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+    let rounds_reach = |n: u64| async move {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while rounds() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "relay round {n} never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let relay = tokio::spawn(relay::run(
+        relay::Relay {
+            pool: app.pool.clone(),
+            publisher: relay_publisher,
+            names: app.names(),
+            settings: outbox,
+            inbox: app.settings.inbox.clone(),
+            metrics: Some(metrics.clone()),
+            wake,
+        },
+        stop.clone(),
+    ));
+    rounds_reach(1).await; // its first round, at start
+    let event = |key: &str| {
+        OutgoingMessage::event_with_id(uuid::Uuid::new_v4(), key, "wait-1", None, None, json!({}))
+    };
+    // Two transactions of one correlation: the first's row is committed, claimed by this
+    // worker and not yet published when the second writes its own, which therefore waits.
+    let mut first = dispatcher.begin().await.unwrap();
+    first.say([event("test.first")]);
+    let first = first.commit().await.unwrap();
+    let mut second = dispatcher.begin().await.unwrap();
+    second.say([event("test.second")]);
+    let second = second.commit().await.unwrap();
+    assert!(
+        !first[0].waits && second[0].waits,
+        "the second row waits for the first"
+    );
+    // Dispatched in the order that made it wait: the second is the relay's, which is woken
+    // at once and finds it still waiting; the first is published here, and that wakes the
+    // relay again.
+    dispatcher.dispatch(second).await;
+    rounds_reach(2).await;
+    dispatcher.dispatch(first).await;
+    let mut order = Vec::new();
+    while order.len() < 2 {
+        let next = app
+            .wait_for_any(&["test.first", "test.second"], "wait-1")
+            .await;
+        order.push(next.routing_key);
+    }
+    assert_eq!(order, ["test.first", "test.second"]);
+    stop.cancel();
+    relay.await.unwrap();
+    app.finish().await;
+}
+
 /// Takes one message from a fresh server-named queue, on a channel of its own.
 async fn one_delivery(app: &TestApp) -> (lapin::Channel, lapin::message::Delivery) {
     let (channel, _, mut deliveries) = deliveries(app, 1).await;
