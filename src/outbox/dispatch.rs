@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::Wake;
 use super::relay::publish_rows;
+use super::wake::Wake;
 use crate::broker::{Names, Publisher};
 use crate::messages::OutgoingMessage;
 use crate::store::uow::UnitOfWork;

@@ -26,7 +26,7 @@ use crate::configuration::{InboxSettings, OutboxSettings};
 use crate::messages::{OutgoingKind, OutgoingMessage};
 use crate::store::{self, outbox::OutboxRow};
 
-use super::Wake;
+use super::wake::Wake;
 
 pub const CHANNEL: &str = "onboard_outbox";
 
