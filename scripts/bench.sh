@@ -169,6 +169,25 @@ SQL
 
 json_num() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p" "$2" | head -n 1; }
 
+# Waits (up to 30 s) until the machine is quiet: under 10% busy over half a second. What a phase
+# leaves behind (autovacuum of its tables, the broker deleting its queues, the prefill's last
+# writes) otherwise runs inside the next measurement, and a ceiling measured on a quiet machine
+# would be held against a saga that was not. Says how long it waited.
+settle() {
+    local t0 b0 n0 b1 n1 waited
+    # busy and total jiffies of all CPUs (user nice system irq softirq steal / and idle iowait)
+    cpu_now() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat; }
+    t0=$(date +%s.%N)
+    for _ in $(seq 1 60); do
+        read -r b0 n0 <<<"$(cpu_now)"
+        sleep 0.5
+        read -r b1 n1 <<<"$(cpu_now)"
+        (( n1 > n0 && (b1 - b0) * 10 < n1 - n0 )) && break
+    done
+    waited=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    say "   (machine quiet after ${waited} s)"
+}
+
 start_worker() { # prefix, log; extra env may be set by the caller
     "$BIN" migrate >/dev/null
     ONBOARD__BROKER__PREFIX=$1 "$BIN" worker >"$2" 2>&1 &
@@ -264,6 +283,7 @@ run_ceiling() {
 # --- a. the ceilings -----------------------------------------------------------------------------
 if [[ " $PHASES " == *" ceiling "* ]]; then
     say "a. bare ceiling: $N messages"
+    settle
     fresh_db onboard_bench_ceiling
     export ONBOARD__BROKER__PREFIX=bench-$RUN
     run_ceiling "$OUT/ceiling.json"
@@ -312,6 +332,7 @@ cost_line() { # database n (while its worker still runs)
 if [[ " $PHASES " == *" saga "* ]]; then
     say "b. worker: full onboarding saga of $N Singaporean clients"
     fresh_db onboard_bench
+    settle
     export ONBOARD__EMAIL__FILE_DIR=$MAIL/mail
     start_worker "bench-$RUN-saga" "$OUT/worker-saga.log"
     run_load "bench-$RUN-saga" "$OUT/saga.json" -n "$N" --countries SG --outcome completed --timeout 120
@@ -348,6 +369,7 @@ if [[ " $PHASES " == *" saga "* ]]; then
     # The fresh database's migrations first, outside the CPU window (start_worker's own
     # migrate then finds nothing to do): their CPU is no onboarding's.
     "$BIN" migrate >/dev/null
+    settle
     a=$(snap)
     start_worker "bench-$RUN-full" "$OUT/worker-full.log"
     await_load "$a"
@@ -371,6 +393,7 @@ if [[ " $PHASES " == *" saga "* ]]; then
         say "   bare ceiling again, after the saga"
         saga_db=$ONBOARD__DATABASE__URL
         fresh_db onboard_bench_ceiling
+        settle
         ONBOARD__BROKER__PREFIX=bench-$RUN-again run_ceiling "$OUT/ceiling-again.json"
         CEILING_AGAIN=$RATE_OUT
         drop_prefix "bench-$RUN-again"
