@@ -461,14 +461,10 @@ async fn a_correlations_later_event_waits_for_its_earlier_one() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let mut order = Vec::new();
-    while order.len() < 2 {
-        let next = app
-            .wait_for_any(&["test.first", "test.second"], "ord-1")
-            .await;
-        order.push(next.routing_key);
-    }
-    assert_eq!(order, ["test.first", "test.second"]);
+    assert_eq!(
+        arrival_order(&mut app, &["test.first", "test.second"], "ord-1").await,
+        ["test.first", "test.second"]
+    );
     app.finish().await;
 }
 
@@ -551,17 +547,23 @@ async fn a_row_that_waited_for_an_earlier_one_goes_out_as_soon_as_that_one_is_pu
     dispatcher.dispatch(second).await;
     rounds_reach(2).await;
     dispatcher.dispatch(first).await;
-    let mut order = Vec::new();
-    while order.len() < 2 {
-        let next = app
-            .wait_for_any(&["test.first", "test.second"], "wait-1")
-            .await;
-        order.push(next.routing_key);
-    }
-    assert_eq!(order, ["test.first", "test.second"]);
+    assert_eq!(
+        arrival_order(&mut app, &["test.first", "test.second"], "wait-1").await,
+        ["test.first", "test.second"]
+    );
     stop.cancel();
     relay.await.unwrap();
     app.finish().await;
+}
+
+/// The routing keys of the events of `types` for `correlation`, in the order they arrive (one
+/// of each).
+async fn arrival_order(app: &mut TestApp, types: &[&str], correlation: &str) -> Vec<String> {
+    let mut order = Vec::new();
+    while order.len() < types.len() {
+        order.push(app.wait_for_any(types, correlation).await.routing_key);
+    }
+    order
 }
 
 /// Takes one message from a fresh server-named queue, on a channel of its own.
