@@ -79,6 +79,9 @@ pub struct SagaSettings {
     pub stuck_after_seconds: u64,
     /// Saga step batches running at once in one worker, for each step.
     pub steps_in_flight: usize,
+    /// How long the sagas of a `client.create` batch smaller than a full batch wait for those
+    /// of the next ones before their first step runs, so that one step batch takes them all.
+    pub step_linger_ms: u64,
     /// Welcome emails sent at once by one step batch.
     pub max_concurrent_sends: usize,
     /// Xendit calls made at once by one step batch.

@@ -9,6 +9,12 @@
 //! step batch done ─> next step in a slot of its own, or given back (due now) <┘
 //! ```
 //!
+//! Under a steady load the `client.create` batches are small, and every step batch costs its
+//! statements whatever its size. The sagas of a batch smaller than a full one are gathered
+//! for `saga.step_linger_ms` with those of the next batches, under the first one's slot (the
+//! others' slots are given back), and run as one step batch: when the linger ends, or at once
+//! when the gathering reaches a full batch. A full batch's sagas run at once.
+//!
 //! Room is counted in slots: `saga.steps_in_flight` step batches per step. A slot is taken
 //! before any saga is leased for it (a `client.create` batch reserves one before it inserts
 //! sagas leased to this worker; the sweeper takes one before it claims), so nothing leased
@@ -39,6 +45,9 @@ use crate::store::{self, sagas::Lease};
 #[derive(Clone)]
 pub struct Runner {
     env: Arc<Env>,
+    /// Sagas waiting for the next batches' before their first step runs, by step, with the
+    /// slot they will run in.
+    gathering: Arc<Mutex<HashMap<Step, Gathered>>>,
     /// Every step batch runs in this set, so [`Tasks::abort`] ends them all (a crash).
     batches: Arc<Mutex<JoinSet<()>>>,
     /// Set once the worker stops taking sagas: what is handed over then is left to the
@@ -48,7 +57,8 @@ pub struct Runner {
 
 impl Runner {
     /// Runs the first step of sagas a `client.create` batch started, leased to this worker
-    /// under the slots that batch reserved (each job carries its step's slot). Never waits.
+    /// under the slots that batch reserved (each job carries its step's slot), now or, when
+    /// the batch was not full, with the next batches' (see the module docs). Never waits.
     /// A job without a slot was started unleased (there was no room): a sweeper takes it.
     pub fn start(&self, jobs: Vec<SagaJob>) {
         let mut by_step: HashMap<Step, (Arc<Slot>, Vec<SagaJob>)> = HashMap::new();
@@ -62,9 +72,71 @@ impl Runner {
                 .1
                 .push(job);
         }
-        for (_, (slot, jobs)) in by_step {
-            self.spawn(slot, jobs);
+        for (step, (slot, jobs)) in by_step {
+            self.gather(step, slot, jobs);
         }
+    }
+
+    /// Adds a batch's sagas of `step` to what is gathered for it (giving their slot back when
+    /// another batch's holds the gathering), and starts the gathered step batch once it is
+    /// full; the first batch of a gathering starts the timer that runs it at the latest.
+    fn gather(&self, step: Step, slot: Arc<Slot>, jobs: Vec<SagaJob>) {
+        let full = self.env.batch_size.max(1);
+        let linger = Duration::from_millis(self.env.services.settings.step_linger_ms);
+        if linger.is_zero() || jobs.len() >= full {
+            self.spawn(slot, jobs);
+            return;
+        }
+        let mut gathering = self.gathering.lock().expect("not poisoned");
+        if let Some(gathered) = gathering.get_mut(&step) {
+            gathered.jobs.extend(jobs);
+            // One slot for the one step batch: this batch's is given back.
+            drop(slot);
+            if gathered.jobs.len() >= full {
+                let gathered = gathering.remove(&step).expect("just found");
+                drop(gathering);
+                self.spawn(gathered.slot, gathered.jobs);
+            }
+            return;
+        }
+        let generation = self.next_generation();
+        gathering.insert(
+            step,
+            Gathered {
+                slot,
+                jobs,
+                generation,
+            },
+        );
+        drop(gathering);
+        let runner = self.clone();
+        self.batches
+            .lock()
+            .expect("not poisoned")
+            .spawn(async move {
+                tokio::time::sleep(linger).await;
+                runner.run_gathered(step, generation);
+            });
+    }
+
+    /// Runs what is gathered for `step`, if it is still the gathering the timer was started
+    /// for (a full one already ran, and a later one has its own timer).
+    fn run_gathered(&self, step: Step, generation: u64) {
+        let taken = {
+            let mut gathering = self.gathering.lock().expect("not poisoned");
+            match gathering.get(&step) {
+                Some(g) if g.generation == generation => gathering.remove(&step),
+                _ => None,
+            }
+        };
+        if let Some(gathered) = taken {
+            self.spawn(gathered.slot, gathered.jobs);
+        }
+    }
+
+    fn next_generation(&self) -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     fn spawn(&self, slot: Arc<Slot>, jobs: Vec<SagaJob>) {
@@ -85,6 +157,14 @@ impl Runner {
     }
 }
 
+/// Sagas gathered for one step batch, in the slot it will run in.
+struct Gathered {
+    slot: Arc<Slot>,
+    jobs: Vec<SagaJob>,
+    /// Which gathering this is, for its timer.
+    generation: u64,
+}
+
 /// The runner's tasks.
 pub struct Tasks {
     sweeper: JoinHandle<()>,
@@ -98,6 +178,7 @@ pub struct Tasks {
 pub fn start(env: Arc<Env>) -> (Runner, Tasks) {
     let runner = Runner {
         env: env.clone(),
+        gathering: Arc::new(Mutex::new(HashMap::new())),
         batches: Arc::new(Mutex::new(JoinSet::new())),
         stopping: CancellationToken::new(),
     };

@@ -616,3 +616,48 @@ async fn a_hung_xendit_does_not_hold_back_creates_or_lifecycle_commands() {
     app.kill_worker().await;
     app.finish().await;
 }
+
+/// Under a steady load `client.create` batches are small, and each step batch costs its
+/// statements whatever its size: the sagas of a batch smaller than a full one wait
+/// (`saga.step_linger_ms`) for the next batches' and take their first step together, and a
+/// gathering that reaches a full batch runs at once. Here a full batch is two commands and the
+/// linger ten minutes: the two sagas can only have completed within the test's wait by
+/// running as one step batch once the second joined the first.
+#[tokio::test]
+async fn the_sagas_of_small_create_batches_take_their_first_step_together() {
+    use onboard::domain::saga::Step;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let email_steps = Arc::new(AtomicUsize::new(0));
+    let counted = email_steps.clone();
+    let hooks = Hooks {
+        before_step: Some(Arc::new(move |s| {
+            if s == Step::WelcomeEmail {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            Box::pin(async {})
+        })),
+        ..Default::default()
+    };
+    let (mut settings, database) = test_settings().await;
+    settings.worker.batch_size = 2;
+    settings.saga.step_linger_ms = 600_000;
+    let mut app = spawn_app_with(settings, database, hooks).await;
+    let first = app.create_client(&seed_sg_client()).await;
+    // Its create batch committed alone; the second command is published only now, so it
+    // comes in another batch.
+    app.wait_for_event("client.created", Some(&first)).await;
+    let mut body = seed_sg_client();
+    body["email"] = json!("second@sgcompany.com");
+    let second = app.create_client(&body).await;
+    app.wait_for_event("client.onboarding_completed", Some(&first))
+        .await;
+    app.wait_for_event("client.onboarding_completed", Some(&second))
+        .await;
+    assert_eq!(
+        email_steps.load(Ordering::SeqCst),
+        1,
+        "one welcome-email step batch for the sagas of both create batches"
+    );
+    app.finish().await;
+}
