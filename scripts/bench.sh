@@ -169,14 +169,15 @@ SQL
 
 json_num() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p" "$2" | head -n 1; }
 
+# Busy and total jiffies of all CPUs so far (user nice system irq softirq steal; and idle iowait).
+cpu_now() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat; }
+
 # Waits (up to 30 s) until the machine is quiet: under 10% busy over half a second. What a phase
 # leaves behind (autovacuum of its tables, the broker deleting its queues, the prefill's last
 # writes) otherwise runs inside the next measurement, and a ceiling measured on a quiet machine
 # would be held against a saga that was not. Says how long it waited.
 settle() {
     local t0 b0 n0 b1 n1 waited
-    # busy and total jiffies of all CPUs (user nice system irq softirq steal / and idle iowait)
-    cpu_now() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat; }
     t0=$(date +%s.%N)
     for _ in $(seq 1 60); do
         read -r b0 n0 <<<"$(cpu_now)"

@@ -28,7 +28,7 @@
 //! sweeper takes the saga from its row.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::task::{JoinHandle, JoinSet};
@@ -99,15 +99,10 @@ impl Runner {
             }
             return;
         }
-        let generation = self.next_generation();
-        gathering.insert(
-            step,
-            Gathered {
-                slot,
-                jobs,
-                generation,
-            },
-        );
+        // The timer knows its gathering by its slot, held weakly: the slot is given back when
+        // its step batch ends, not when the timer fires.
+        let mine = Arc::downgrade(&slot);
+        gathering.insert(step, Gathered { slot, jobs });
         drop(gathering);
         let runner = self.clone();
         self.batches
@@ -115,28 +110,25 @@ impl Runner {
             .expect("not poisoned")
             .spawn(async move {
                 tokio::time::sleep(linger).await;
-                runner.run_gathered(step, generation);
+                runner.run_gathered(step, &mine);
             });
     }
 
     /// Runs what is gathered for `step`, if it is still the gathering the timer was started
     /// for (a full one already ran, and a later one has its own timer).
-    fn run_gathered(&self, step: Step, generation: u64) {
+    fn run_gathered(&self, step: Step, mine: &Weak<Slot>) {
         let taken = {
             let mut gathering = self.gathering.lock().expect("not poisoned");
             match gathering.get(&step) {
-                Some(g) if g.generation == generation => gathering.remove(&step),
+                Some(g) if std::ptr::eq(Arc::as_ptr(&g.slot), mine.as_ptr()) => {
+                    gathering.remove(&step)
+                }
                 _ => None,
             }
         };
         if let Some(gathered) = taken {
             self.spawn(gathered.slot, gathered.jobs);
         }
-    }
-
-    fn next_generation(&self) -> u64 {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     fn spawn(&self, slot: Arc<Slot>, jobs: Vec<SagaJob>) {
@@ -161,8 +153,6 @@ impl Runner {
 struct Gathered {
     slot: Arc<Slot>,
     jobs: Vec<SagaJob>,
-    /// Which gathering this is, for its timer.
-    generation: u64,
 }
 
 /// The runner's tasks.
