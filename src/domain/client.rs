@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::lifecycle::{ClientStatus, EkycStatus};
 use super::profile::PartnerRef;
@@ -97,23 +97,41 @@ impl<'a> From<&'a Client> for ClientListItem<'a> {
 /// The seed's success text for client creation.
 pub const CLIENT_CREATED_MESSAGE: &str = "Client & Admin successfully created! Admin must complete KYC before being able to use the account.";
 
-/// The seed's 201 body of "Create Client with Admin", without the Xendit part (completion
-/// adds `xendit_integration` for Xendit clients).
-pub fn created_body(client: &Client, admin: &AdminUser) -> Value {
-    json!({
-        "message": CLIENT_CREATED_MESSAGE,
-        "client": client,
-        "admin_user": admin,
-        "ekyc_status": client.ekyc_status,
-    })
+/// The seed's 201 body of "Create Client with Admin": the success text, the client, its admin
+/// and the eKYC status; once the onboarding completed, `xendit_integration` too when the saga
+/// learnt one. Typed, so events and replies serialise it straight to their text.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CreatedBody<'a> {
+    pub message: &'static str,
+    pub client: &'a Client,
+    pub admin_user: &'a AdminUser,
+    pub ekyc_status: EkycStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xendit_integration: Option<&'a Value>,
 }
 
-/// The seed's 201 body once the onboarding completed: [`created_body`], plus
-/// `xendit_integration` when the saga learnt one.
-pub fn completion_body(client: &Client, admin: &AdminUser, saga_data: &Value) -> Value {
-    let mut body = created_body(client, admin);
-    if let Some(x) = saga_data.get("xendit_integration") {
-        body["xendit_integration"] = x.clone();
+impl<'a> CreatedBody<'a> {
+    /// The body as the client was created (no Xendit part yet).
+    pub fn new(client: &'a Client, admin_user: &'a AdminUser) -> CreatedBody<'a> {
+        CreatedBody {
+            message: CLIENT_CREATED_MESSAGE,
+            client,
+            admin_user,
+            ekyc_status: client.ekyc_status,
+            xendit_integration: None,
+        }
     }
-    body
+
+    /// The body once the onboarding completed: with `xendit_integration` when the saga's
+    /// data has one.
+    pub fn completed(
+        client: &'a Client,
+        admin_user: &'a AdminUser,
+        saga_data: &'a Value,
+    ) -> CreatedBody<'a> {
+        CreatedBody {
+            xendit_integration: saga_data.get("xendit_integration"),
+            ..CreatedBody::new(client, admin_user)
+        }
+    }
 }

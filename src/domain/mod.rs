@@ -15,7 +15,7 @@ pub mod refusal;
 pub mod relation;
 pub mod saga;
 
-pub use client::{AdminUser, Client, ClientListItem, completion_body, created_body};
+pub use client::{AdminUser, Client, ClientListItem, CreatedBody};
 pub use client_code::client_code;
 pub use lifecycle::{
     ApprovalPolicy, ClientStatus, EkycStatus, InvalidTransition, LifecycleAction, ParseStatusError,

@@ -25,7 +25,7 @@ use crate::domain::new_client::ContactFields;
 use crate::domain::profile::{self, PartnerSelector};
 use crate::domain::relation::{self, NewRelation};
 use crate::domain::saga::Step;
-use crate::domain::{NewClient, PspCandidate, choose_psp, created_body};
+use crate::domain::{CreatedBody, NewClient, PspCandidate, choose_psp};
 use crate::email::{AccessMode, FirstAccess, StoredAccess};
 use crate::messages::event::derived_id;
 use crate::messages::{CommandMeta, CommandType, OutgoingMessage, Refusal};
@@ -461,14 +461,23 @@ async fn persist<'a>(
 
     for (((a, client), saga), access) in insert.iter().zip(&clients).zip(sagas).zip(access) {
         let admin = by_client[&client.client_id];
-        let mut data = created_body(client, admin);
-        data["psp"] = json!({ "psp_id": a.psp.psp_id, "psp_name": a.psp.psp_name });
-        data["saga"] = json!({ "saga_id": saga.saga_id, "next_step": saga.first_step.as_str() });
-        if let Some(related) = relations.remove(&client.client_id) {
-            data["relations"] = json!(related);
-        }
+        let related = relations.remove(&client.client_id);
+        let data = CreatedData {
+            body: CreatedBody::new(client, admin),
+            psp: PspRef {
+                psp_id: a.psp.psp_id,
+                psp_name: &a.psp.psp_name,
+            },
+            saga: SagaRef {
+                saga_id: saga.saga_id,
+                next_step: saga.first_step.as_str(),
+            },
+            relations: related.as_deref(),
+        };
         // The reply to `reply_to` waits for completion, when the whole REST body is known.
-        let mut outcome = Outcome::succeeded(vec![OutgoingMessage::event(a.meta, CREATED, data)]);
+        let mut outcome = Outcome::succeeded(vec![OutgoingMessage::serialized_event(
+            a.meta, CREATED, &data,
+        )]);
         // The job goes with the outcome either way (an import announces the client from it);
         // only one with a slot is run here.
         outcome.sagas.push(SagaJob {
@@ -490,4 +499,28 @@ async fn persist<'a>(
         decisions[a.index] = Some(Decision::Done(outcome));
     }
     Ok(created)
+}
+
+/// `client.created`'s data: the seed's 201 body, the PSP chosen, the saga and its first step,
+/// and the relations written with the client (when there were any).
+#[derive(serde::Serialize)]
+struct CreatedData<'a> {
+    #[serde(flatten)]
+    body: CreatedBody<'a>,
+    psp: PspRef<'a>,
+    saga: SagaRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relations: Option<&'a [store::relations::Relation]>,
+}
+
+#[derive(serde::Serialize)]
+struct PspRef<'a> {
+    psp_id: i32,
+    psp_name: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct SagaRef {
+    saga_id: uuid::Uuid,
+    next_step: &'static str,
 }

@@ -182,8 +182,9 @@ fn announce_connection(
             // A refusal of the create: its event says which record it came from.
             for message in &mut outcome.messages {
                 if message.kind == OutgoingKind::Event {
-                    let data = message.payload["data"].take();
-                    message.payload["data"] = with(
+                    let payload = message.payload.tree_mut();
+                    let data = payload["data"].take();
+                    payload["data"] = with(
                         data,
                         json!({ "source": source, "source_id": source_id,
                                 "external_id": create.external_id }),

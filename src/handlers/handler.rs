@@ -258,7 +258,7 @@ pub fn refusal_messages(
     }
     let mut event = OutgoingMessage::event(&varied, failed_event, data);
     if variant.is_some() {
-        event.payload["causation_id"] = Value::String(meta.message_id.clone());
+        event.payload.tree_mut()["causation_id"] = Value::String(meta.message_id.clone());
     }
     let mut messages = vec![event];
     messages.extend(OutgoingMessage::reply(
@@ -306,9 +306,9 @@ mod tests {
         assert_eq!(plain.len(), 2, "event and reply");
         assert_ne!(plain[0].message_id, varied[0].message_id);
         assert_ne!(plain[1].message_id, varied[1].message_id);
-        assert_eq!(varied[0].payload["causation_id"], json!("m"));
+        assert_eq!(varied[0].payload.to_tree()["causation_id"], json!("m"));
         assert_eq!(
-            varied[0].payload["data"]["code"],
+            varied[0].payload.to_tree()["data"]["code"],
             json!("IDEMPOTENCY_KEY_REUSED")
         );
         assert_eq!(varied[1].headers["status"], json!(422));

@@ -207,7 +207,13 @@ pub(super) struct Sent {
 
 /// Publishes rows with confirms, all at once, in order.
 pub(super) async fn publish_rows(publisher: &Publisher, names: &Names, rows: &[OutboxRow]) -> Sent {
-    let outgoing = rows.iter().map(|row| to_outgoing(row, names)).collect();
+    // An outbox row's payload is its text already (borrowed here, not copied).
+    let bodies: Vec<_> = rows.iter().map(|r| r.message.payload.text()).collect();
+    let outgoing = rows
+        .iter()
+        .zip(&bodies)
+        .map(|(row, body)| outgoing(&row.message, body.as_bytes(), row.created_at, names))
+        .collect();
     // Each message's `publish <type>` span, in the trace of the command that caused it.
     let spans = rows.iter().map(|r| publish_span(&r.message));
     let results = publisher.publish_all_in(outgoing, spans).await;
@@ -254,10 +260,6 @@ pub fn publish_span(m: &OutgoingMessage) -> tracing::Span {
     );
     crate::telemetry::set_parent(&span, m.headers.get("traceparent").and_then(|v| v.as_str()));
     span
-}
-
-fn to_outgoing<'a>(row: &'a OutboxRow, names: &'a Names) -> Outgoing<'a> {
-    outgoing(&row.message, &row.body, row.created_at, names)
 }
 
 /// How a message of ours goes on the wire, wherever it comes from (an outbox row, or a

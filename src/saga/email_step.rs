@@ -37,11 +37,12 @@ use super::lease::Keeper;
 use super::step::Moved;
 use super::step::{Fresh, with_snapshots};
 use crate::domain::saga::Step;
-use crate::domain::{AdminUser, Client, completion_body};
+use crate::domain::{AdminUser, Client, CreatedBody};
 use crate::email::{AccessMode, FirstAccess, StoredAccess, WelcomeEmail};
 use crate::fault::HandlerError;
 use crate::messages::CommandMeta;
 use crate::messages::OutgoingMessage;
+use crate::messages::event::Payload;
 use crate::observe;
 use crate::store::{
     self,
@@ -401,19 +402,34 @@ pub fn completion_messages(
     admin: &AdminUser,
     data: &Value,
 ) -> Vec<OutgoingMessage> {
-    let body = completion_body(client, admin, data);
-    // The reply's copy only when a reply was asked for (most commands ask for none).
+    let body = CreatedBody::completed(client, admin, data);
+    // The reply only when one was asked for (most commands ask for none).
     let reply = origin
         .reply_to
         .is_some()
-        .then(|| OutgoingMessage::reply(origin, COMPLETED, 201, body.clone()))
+        .then(|| OutgoingMessage::reply(origin, COMPLETED, 201, Payload::serialized(&body)))
         .flatten();
-    let mut event_data = body;
-    event_data["saga_id"] = json!(saga_id);
-    if let Some(email) = data.get("welcome_email") {
-        event_data["welcome_email"] = email.clone();
-    }
-    let mut messages = vec![OutgoingMessage::event(origin, COMPLETED, event_data)];
+    let event_data = CompletedData {
+        body,
+        saga_id,
+        welcome_email: data.get("welcome_email"),
+    };
+    let mut messages = vec![OutgoingMessage::serialized_event(
+        origin,
+        COMPLETED,
+        &event_data,
+    )];
     messages.extend(reply);
     messages
+}
+
+/// `client.onboarding_completed`'s data: the seed's 201 body, the saga, and how its welcome
+/// email went (when it was tried).
+#[derive(serde::Serialize)]
+struct CompletedData<'a> {
+    #[serde(flatten)]
+    body: CreatedBody<'a>,
+    saga_id: uuid::Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    welcome_email: Option<&'a Value>,
 }

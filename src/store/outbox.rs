@@ -17,16 +17,16 @@ use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo};
 use sqlx::{Encode, PgConnection, PgPool, Postgres, Type};
 use uuid::Uuid;
 
+use crate::messages::event::Payload;
 use crate::messages::{OutgoingKind, OutgoingMessage};
 
 /// A claimed, not yet published row.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub id: i64,
+    /// Its payload is text (as it goes on the wire: serialised once, for the insert and the
+    /// publish alike).
     pub message: OutgoingMessage,
-    /// `message.payload` as it goes on the wire (compact JSON): serialised once, for the
-    /// insert and the publish alike.
-    pub body: Vec<u8>,
     pub created_at: DateTime<Utc>,
     /// An earlier row of its correlation was still unpublished when it was written: it was
     /// written unclaimed, and a relay publishes it after that one (subscribers get a
@@ -53,7 +53,7 @@ pub struct WriterClaim {
 /// transaction's start) for the claim's length; without, every row is the relays'.
 pub async fn insert(
     conn: &mut PgConnection,
-    messages: Vec<OutgoingMessage>,
+    mut messages: Vec<OutgoingMessage>,
     claim: Option<WriterClaim>,
 ) -> Result<Vec<OutboxRow>, sqlx::Error> {
     if messages.is_empty() {
@@ -66,14 +66,15 @@ pub async fn insert(
     let mut types = Vec::with_capacity(messages.len());
     let mut correlations = Vec::with_capacity(messages.len());
     let mut headers = Vec::with_capacity(messages.len());
-    // Each payload serialised once: the same text is bound here (as `json`, the column's type
-    // since migration 0031, so PostgreSQL checks it and keeps it as it is) and published after
-    // commit (issue 24: serialising each payload twice and copying each message into its row
-    // was a sixth of the worker's CPU under the benchmark).
-    let bodies: Vec<String> = messages
-        .iter()
-        .map(|m| serde_json::to_string(&m.payload).expect("JSON values serialise"))
-        .collect();
+    // Each payload serialised once (or made as text already): the same text is bound here (as
+    // `json`, the column's type since migration 0031, so PostgreSQL checks it and keeps it as
+    // it is), kept in the row, and published after commit (issue 24: serialising each payload
+    // twice and copying each message into its row was a sixth of the worker's CPU under the
+    // benchmark).
+    for m in &mut messages {
+        m.payload.to_text_form();
+    }
+    let bodies: Vec<_> = messages.iter().map(|m| m.payload.text()).collect();
     let payloads: Vec<JsonText> = bodies.iter().map(|b| JsonText(b)).collect();
     for m in &messages {
         ids.push(m.message_id);
@@ -134,14 +135,12 @@ pub async fn insert(
     // In the order they were said, so they are published in that order.
     Ok(messages
         .into_iter()
-        .zip(bodies)
-        .filter_map(|(m, body)| {
+        .filter_map(|m| {
             by_id
                 .remove(&m.message_id)
                 .map(|(id, created_at, waits)| OutboxRow {
                     id,
                     message: m,
-                    body: body.into_bytes(),
                     created_at,
                     waits,
                     claimed_until: if waits { None } else { claimed_until },
@@ -225,10 +224,8 @@ pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>
                     Value::Object(m) => m,
                     _ => Map::new(),
                 },
-                // PostgreSQL checked it as JSON when it was written.
-                payload: serde_json::from_str(&r.body).unwrap_or(Value::Null),
+                payload: Payload::from_json_column(r.body),
             },
-            body: r.body.into_bytes(),
             created_at: r.created_at,
             waits: false,
             claimed_until: None,

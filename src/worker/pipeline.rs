@@ -252,7 +252,7 @@ async fn record_rejection(
         reply.kind = crate::messages::OutgoingKind::Reply;
         reply.routing_key = reply_to.to_string();
         reply.headers.insert("status".into(), json!(400));
-        reply.payload = json!({ "error": rejection.to_string() });
+        reply.payload = json!({ "error": rejection.to_string() }).into();
         messages.push(reply);
     }
     let mut uow = ctx.outbox.begin_on(&ctx.query_pool).await?;

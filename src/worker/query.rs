@@ -41,7 +41,7 @@ pub async fn answer(ctx: &Context, item: Item) {
                 None,
                 started.elapsed(),
             );
-            let body = serde_json::to_vec(&reply.payload).expect("JSON values serialise");
+            let body = reply.payload.text().into_owned().into_bytes();
             let span = relay::publish_span(&reply);
             let published = ctx
                 .publisher
