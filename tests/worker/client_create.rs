@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use crate::arrange;
 use crate::support::*;
 
 #[tokio::test]
@@ -292,6 +293,61 @@ async fn ten_concurrent_creates_with_one_email_make_one_client_and_nine_409s() {
             .await,
         1
     );
+    app.finish().await;
+}
+
+/// The unique indexes, not the check before them, decide an email. Another transaction (here
+/// one changing a client's email, then one adding a user, each held open by the test) takes
+/// the email after the create batch checked it; the batch's insert waits for that transaction
+/// and, once it commits, finds the email taken: the batch is tried again at once and refused
+/// EMAIL_IN_USE, its code given back. Nothing is dead-lettered.
+#[tokio::test]
+async fn an_email_taken_while_the_create_inserts_it_is_refused_with_409_at_once() {
+    let mut app = spawn_app().await;
+    let prefix = app.code_prefix().await;
+    let made = arrange::client(&mut app, "first@example.com").await;
+    let takers = [
+        (
+            "UPDATE clients SET email = $1 WHERE client_id = $2",
+            "taken-by-a-client@example.com",
+        ),
+        (
+            "INSERT INTO users (client_id, username, email, phone) VALUES ($2, 'Other', $1, '+6500')",
+            "taken-by-a-user@example.com",
+        ),
+    ];
+    for (sql, email) in takers {
+        let mut taker = app.pool.begin().await.unwrap();
+        sqlx::query(sql)
+            .bind(email)
+            .bind(made.client_id)
+            .execute(&mut *taker)
+            .await
+            .unwrap();
+        let id = app.create_client(&client_with_email(email)).await;
+        app.wait_for_a_lock_wait("the create's insert").await;
+        taker.commit().await.unwrap();
+        let outcome = app
+            .wait_for_any(&["client.created", "client.creation_failed"], &id)
+            .await;
+        assert_eq!(outcome.routing_key, "client.creation_failed", "{email}");
+        assert_eq!(
+            outcome.body["data"]["code"],
+            json!("EMAIL_IN_USE"),
+            "{email}"
+        );
+    }
+    let id = app
+        .create_client(&client_with_email("next@example.com"))
+        .await;
+    let created = app.wait_for_event("client.created", Some(&id)).await;
+    assert_eq!(
+        created.body["data"]["client"]["client_code"],
+        json!(format!("{prefix}0002")),
+        "the refused creates gave their codes back"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM clients").await, 2);
+    assert_eq!(app.queue_depth(&app.names().dead_queue).await, 0);
     app.finish().await;
 }
 
