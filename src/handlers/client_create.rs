@@ -7,8 +7,8 @@
 //! moves the month's code counter in the same statement), admin users and sagas. Codes are
 //! taken under the counter's lock and only for the commands that will insert, so they stay
 //! gap-free; if an email was taken meanwhile by a transaction that does not hold the lock,
-//! the insert skips it and the batch is tried again at once ([`HandlerError::Contended`]),
-//! when the check sees it.
+//! the insert fails on the unique index and the batch is tried again at once
+//! ([`HandlerError::Contended`]), when the check sees it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -378,14 +378,9 @@ async fn persist<'a>(
             contact: a.profile.contact.as_ref(),
         })
         .collect();
-    let clients = store::clients::insert_clients(cx.conn, &rows).await?;
-    if clients.len() != rows.len() {
-        return Err(HandlerError::Contended(format!(
-            "{} of {} emails or external ids were taken while the batch ran",
-            rows.len() - clients.len(),
-            rows.len()
-        )));
-    }
+    let clients = store::clients::insert_clients(cx.conn, &rows)
+        .await
+        .map_err(taken_meanwhile)?;
     // Each client by the email it was inserted with: the batch's emails are distinct (even
     // folded: the checks above keep one command per folded email).
     let by_email: HashMap<&str, &crate::domain::Client> =
@@ -448,14 +443,8 @@ async fn persist<'a>(
         .collect();
     let admins =
         store::clients::insert_admins_with_sagas(cx.conn, &admin_rows, &sagas, cx.worker_id, lease)
-            .await?;
-    if admins.len() != clients.len() {
-        return Err(HandlerError::Contended(format!(
-            "{} of {} admin emails were taken while the batch ran",
-            clients.len() - admins.len(),
-            clients.len()
-        )));
-    }
+            .await
+            .map_err(taken_meanwhile)?;
     let by_client: HashMap<i32, &crate::domain::AdminUser> =
         admins.iter().map(|u| (u.client_id, u)).collect();
 
@@ -499,6 +488,18 @@ async fn persist<'a>(
         decisions[a.index] = Some(Decision::Done(outcome));
     }
     Ok(created)
+}
+
+/// A unique index refused a row the batch had checked: another transaction took its email or
+/// external id after the check. The batch is tried again at once, and its check sees it.
+fn taken_meanwhile(e: sqlx::Error) -> HandlerError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => HandlerError::Contended(format!(
+            "{} was taken while the batch ran",
+            db.constraint().unwrap_or("a unique value")
+        )),
+        _ => HandlerError::Database(e),
+    }
 }
 
 /// `client.created`'s data: the seed's 201 body, the PSP chosen, the saga and its first step,

@@ -14,10 +14,12 @@ use crate::store::sagas::{FIRST_EPOCH, NewSaga};
 /// Inserts each freshly inserted client's admin user (seed: username = client alias, role
 /// admin, ACTIVE, eKYC as the client's; with what is stored of their first-access secret when
 /// it was made already) and the client's saga, in one statement: the saga is written with the
-/// admin inserted for its client. An admin whose email was taken meanwhile is
-/// skipped, and its client's saga with it (the unique index decides, after waiting for a
-/// concurrent insert to end); the caller compares counts and retries the batch if any was.
-/// Returns the admins inserted. Sagas `leased` go to `owner` for `lease_seconds`, with epoch
+/// admin inserted for its client. An admin whose email was taken meanwhile fails the
+/// statement with a unique violation (the unique index decides, after waiting for a
+/// concurrent insert to end), and the transaction with it: the caller retries the batch.
+/// A plain insert, not `ON CONFLICT DO NOTHING`: no speculative insertion (an extra probe of
+/// each unique index and an extra WAL record per row) for a conflict that almost never comes.
+/// Returns the admins inserted, one per client. Sagas `leased` go to `owner` for `lease_seconds`, with epoch
 /// [`FIRST_EPOCH`], and a first step that is the welcome email has its send claimed under that
 /// lease at once (the worker sends it right after commit); the others are due now.
 pub async fn insert_admins_with_sagas(
@@ -71,7 +73,6 @@ pub async fn insert_admins_with_sagas(
              SELECT c, n, e, p, 'admin', 'ACTIVE', k, t, x, h, m
              FROM UNNEST($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::timestamptz[], $8::text[], $9::bool[]) AS v(c, n, e, p, k, t, x, h, m)
-             ON CONFLICT DO NOTHING
              RETURNING user_id, client_id, username, email, phone, role, user_status, ekyc_status
          ), sagas AS (
              INSERT INTO onboarding_sagas
