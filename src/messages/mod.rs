@@ -11,5 +11,5 @@ pub mod schema;
 
 pub use crate::domain::Refusal;
 pub use command::{Checked, CommandMeta, CommandType, IncomingMessage, Rejection, parse};
-pub use event::{EventEnvelope, OutgoingKind, OutgoingMessage};
+pub use event::{EventEnvelope, OutgoingKind, OutgoingMessage, Payload};
 pub use schema::Schemas;

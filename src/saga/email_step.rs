@@ -41,8 +41,7 @@ use crate::domain::{AdminUser, Client, CreatedBody};
 use crate::email::{AccessMode, FirstAccess, StoredAccess, WelcomeEmail};
 use crate::fault::HandlerError;
 use crate::messages::CommandMeta;
-use crate::messages::OutgoingMessage;
-use crate::messages::event::Payload;
+use crate::messages::{OutgoingMessage, Payload};
 use crate::observe;
 use crate::store::{
     self,

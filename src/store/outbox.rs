@@ -17,8 +17,7 @@ use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo};
 use sqlx::{Encode, PgConnection, PgPool, Postgres, Type};
 use uuid::Uuid;
 
-use crate::messages::event::Payload;
-use crate::messages::{OutgoingKind, OutgoingMessage};
+use crate::messages::{OutgoingKind, OutgoingMessage, Payload};
 
 /// A claimed, not yet published row.
 #[derive(Debug, Clone)]

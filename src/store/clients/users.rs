@@ -19,9 +19,10 @@ use crate::store::sagas::{FIRST_EPOCH, NewSaga};
 /// concurrent insert to end), and the transaction with it: the caller retries the batch.
 /// A plain insert, not `ON CONFLICT DO NOTHING`: no speculative insertion (an extra probe of
 /// each unique index and an extra WAL record per row) for a conflict that almost never comes.
-/// Returns the admins inserted, one per client. Sagas `leased` go to `owner` for `lease_seconds`, with epoch
-/// [`FIRST_EPOCH`], and a first step that is the welcome email has its send claimed under that
-/// lease at once (the worker sends it right after commit); the others are due now.
+/// Returns the admins inserted, one per client. Sagas `leased` go to `owner` for
+/// `lease_seconds`, with epoch [`FIRST_EPOCH`], and a first step that is the welcome email has
+/// its send claimed under that lease at once (the worker sends it right after commit); the
+/// others are due now.
 pub async fn insert_admins_with_sagas(
     conn: &mut PgConnection,
     admins: &[(&Client, Option<&StoredAccess>)],
