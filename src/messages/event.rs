@@ -60,8 +60,8 @@ pub struct EventEnvelope<D = Value> {
 /// after they are made) or as the text it goes out as, serialised straight from typed data.
 /// The onboarding's own events are the second kind: a client and its admin written as a tree,
 /// then as text, then freed, twice per onboarding, was a tenth of the worker's CPU under the
-/// saga benchmark (issue 24). Text is always valid JSON: it is only ever made by serde_json
-/// or taken from PostgreSQL's `json` column, which checked it.
+/// saga benchmark (issue 24). Text is made by serde_json, or read back from the outbox's `json`
+/// column (which PostgreSQL checked) to be published as it is.
 #[derive(Debug, Clone)]
 pub struct Payload(Repr);
 
@@ -79,7 +79,8 @@ impl Payload {
         ))
     }
 
-    /// Text PostgreSQL stored in a `json` column (so checked as JSON when it was written).
+    /// Text PostgreSQL stored in a `json` column (checked as JSON when it was written), to be
+    /// published as it is: nothing parses it again.
     pub(crate) fn from_json_column(text: String) -> Payload {
         Payload(Repr::Text(text))
     }
