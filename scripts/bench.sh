@@ -95,7 +95,7 @@ cleanup() {
     # Every queue and exchange this run declared, the ceiling's included, and a phase's that an
     # interruption left: kept, they pile up over runs in the broker the next runs measure
     # (the unrouted events of one interrupted saga phase are tens of thousands of messages).
-    drop_prefix "bench-$RUN"
+    if declare -F drop_prefix >/dev/null; then drop_prefix "bench-$RUN"; fi
 }
 trap cleanup EXIT
 
