@@ -763,11 +763,11 @@ fi
 if [[ -n $CEILING ]]; then
     md "## Against the per-message ceiling ($(printf '%.0f' "$CEILING") messages/s)"
     md ""
-    ratio() { awk -v s="$1" -v c="$CEILING" 'BEGIN { printf "%.1f%%", 100 * s / c }'; }
+    ratio() { awk -v s="$1" -v c="${2:-$CEILING}" 'BEGIN { printf "%.1f%%", 100 * s / c }'; } # rate [against]
     if [[ -n $SAGA ]]; then
         md "- full SG saga from a full queue, as the ceiling is measured: $(printf '%.0f' "$SAGA") / $(printf '%.0f' "$CEILING") = **$(ratio "$SAGA")** (issue 24: at least 80%, goal 100%)"
         md "- full SG saga with the load publisher alongside on the same cores: $(printf '%.0f' "$STREAMED") / $(printf '%.0f' "$CEILING") = $(ratio "$STREAMED")"
-        [[ -n $CEILING_AGAIN ]] && md "- the bare ceiling measured again right after the saga: $(printf '%.0f' "$CEILING_AGAIN") messages/s ($(awk -v a="$CEILING_AGAIN" -v c="$CEILING" 'BEGIN { printf "%+.1f%%", 100 * (a - c) / c }') from the first: the machine's drift within this run); the saga from a full queue against it: $(awk -v s="$SAGA" -v c="$CEILING_AGAIN" 'BEGIN { printf "%.1f%%", 100 * s / c }')"
+        [[ -n $CEILING_AGAIN ]] && md "- the bare ceiling measured again right after the saga: $(printf '%.0f' "$CEILING_AGAIN") messages/s ($(awk -v a="$CEILING_AGAIN" -v c="$CEILING" 'BEGIN { printf "%+.1f%%", 100 * (a - c) / c }') from the first: the machine's drift within this run); the saga from a full queue against it: $(ratio "$SAGA" "$CEILING_AGAIN")"
     fi
     [[ -n $MIXED ]] && md "- mixed saga (publisher alongside): $(printf '%.0f' "$MIXED") / $(printf '%.0f' "$CEILING") = $(ratio "$MIXED")"
     [[ -n $BATCHED ]] && md "- the batched ceiling is $(awk -v b="$BATCHED" -v c="$CEILING" 'BEGIN { printf "%.1f", b / c }')x the per-message one"
