@@ -230,9 +230,14 @@ await_load() {
     local a=${1:-} b
     [[ -n $a ]] || a=$(snap)
     b=$a
+    # A snapshot counts only when the load was still there after it was taken: one taken as
+    # it exited may lack its CPU, which the first one has (a prefilling load's), and the line
+    # would show the load's share negative and add it to the rest of the machine.
+    local s
     while kill -0 "$LOADER" 2>/dev/null; do
         sleep 1
-        kill -0 "$LOADER" 2>/dev/null && b=$(snap)
+        s=$(snap)
+        kill -0 "$LOADER" 2>/dev/null && b=$s
     done
     wait "$LOADER" || true
     LOADER=""
@@ -278,7 +283,9 @@ run_ceiling() {
     "$LAB" bench-ceiling -n "$N" --json "$@" >"$out" &
     WORKER=$!
     a=$(snap); b=$a
-    while kill -0 "$WORKER" 2>/dev/null; do sleep 0.25; kill -0 "$WORKER" 2>/dev/null && b=$(snap); done
+    # As in await_load: a snapshot counts when the process outlived it.
+    local s
+    while kill -0 "$WORKER" 2>/dev/null; do sleep 0.25; s=$(snap); kill -0 "$WORKER" 2>/dev/null && b=$s; done
     wait "$WORKER"
     WORKER=""
     CEILING_CPU=$(LABEL_W=bench-ceiling LABEL_L=- cpu_line "$a" "$b")
