@@ -230,17 +230,22 @@ await_load() {
     local a=${1:-} b
     [[ -n $a ]] || a=$(snap)
     b=$a
-    # A snapshot counts only when the load was still there after it was taken: one taken as
-    # it exited may lack its CPU, which the first one has (a prefilling load's), and the line
-    # would show the load's share negative and add it to the rest of the machine.
-    local s
+    # The last snapshot is taken once the load is gone, so its CPU lacks the load's own: the
+    # load's figure is the last one read while it was still there after the reading (a
+    # snapshot taken as it exits may miss it, and the first one has it when it was started
+    # before: a prefilling load's; the line would show its share negative).
+    local s l
+    l=$(cut -d' ' -f4 <<<"$a")
     while kill -0 "$LOADER" 2>/dev/null; do
-        sleep 1
+        sleep 0.5
         s=$(snap)
-        kill -0 "$LOADER" 2>/dev/null && b=$s
+        kill -0 "$LOADER" 2>/dev/null && l=$(cut -d' ' -f4 <<<"$s")
     done
     wait "$LOADER" || true
     LOADER=""
+    read -r -a s <<<"$(snap)"
+    s[3]=$l
+    b="${s[*]}"
     CPU=$(cpu_line "$a" "$b")
 }
 
@@ -283,9 +288,15 @@ run_ceiling() {
     "$LAB" bench-ceiling -n "$N" --json "$@" >"$out" &
     WORKER=$!
     a=$(snap); b=$a
-    # As in await_load: a snapshot counts when the process outlived it.
+    # A snapshot counts only when the process was still there after it was taken: its
+    # PostgreSQL sessions end with it, and their CPU with them, so the last snapshot is one
+    # taken while it ran (one taken as it exited may lack its own CPU or its sessions').
     local s
-    while kill -0 "$WORKER" 2>/dev/null; do sleep 0.25; s=$(snap); kill -0 "$WORKER" 2>/dev/null && b=$s; done
+    while kill -0 "$WORKER" 2>/dev/null; do
+        sleep 0.25
+        s=$(snap)
+        kill -0 "$WORKER" 2>/dev/null && b=$s
+    done
     wait "$WORKER"
     WORKER=""
     CEILING_CPU=$(LABEL_W=bench-ceiling LABEL_L=- cpu_line "$a" "$b")
