@@ -457,3 +457,33 @@ async fn the_email_check_probes_its_indexes_whatever_the_tables_were_like_when_p
     drop(conn);
     app.finish().await;
 }
+
+/// Issue 24: under a steady load a create batch holds a few commands, and the email check's
+/// custom plan for so few emails looked cheaper than its generic plan, so PostgreSQL planned it
+/// again on every call. Its plan is kept once PostgreSQL has compared them (after five custom
+/// plans), however few the emails.
+#[tokio::test]
+async fn the_email_check_keeps_its_plan_for_the_few_emails_of_a_small_batch() {
+    let mut app = spawn_app().await;
+    app.stop_worker().await;
+    let mut conn = app.pool.acquire().await.unwrap();
+    let emails = ["one@example.com", "two@example.com", "three@example.com"];
+    for _ in 0..12 {
+        onboard::store::clients::emails_taken(&mut conn, &emails)
+            .await
+            .unwrap();
+    }
+    let (generic, custom): (i64, i64) = sqlx::query_as(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements
+         WHERE statement LIKE '%FROM users%lower(email) = lower(x.e)%'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert!(
+        custom <= 5 && generic >= 7,
+        "12 checks of 3 emails: {custom} custom plans, {generic} generic ones"
+    );
+    drop(conn);
+    app.finish().await;
+}
